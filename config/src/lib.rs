@@ -1,0 +1,367 @@
+//! Configuration of the `onaird` daemon: a typed TOML schema, a default for every key, strict
+//! validation, and error messages that name the file, line, column and dotted key.
+//!
+//! Every section and every key is optional, so an empty (or absent) file is a valid
+//! configuration: [`Config::default()`] is what the daemon runs with when nothing is configured.
+//! `onair.example.toml`, next to this crate's `Cargo.toml`, documents every key with its default
+//! and is meant to be copied to `/etc/onair/onair.toml`.
+//!
+//! Loading reports as many problems as it can find in one pass, so `onaird --check-config` can
+//! print them all at once:
+//!
+//! * TOML syntax errors (all of them the parser can recover from);
+//! * unknown keys and values of the wrong type (one per key);
+//! * values out of range or otherwise invalid (every rule is checked).
+//!
+//! Each [`ConfigError`] displays as `{origin}:{line}:{column}: {key}: {message}`, for example
+//! `onair.toml:7:9: video.width: must be even, got 1279`.
+//!
+//! ```
+//! use onair_config::{Config, VideoSourceSetting};
+//!
+//! let config = Config::from_toml_str("[video]\nsource = \"auto\"\nwidth = 640\nheight = 480\n", "<string>")?;
+//! assert_eq!(config.video.source, VideoSourceSetting::Auto);
+//! assert_eq!(config.video.width, 640);
+//! assert_eq!(config.video.fps, 30); // not in the text: the default
+//!
+//! let errors = Config::from_toml_str("[video]\nwidth = 641\n", "onair.toml").unwrap_err();
+//! assert_eq!(errors.to_string(), "onair.toml:2:9: video.width: must be even, got 641");
+//! # Ok::<(), onair_config::ConfigErrors>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod errors;
+mod parse;
+mod path;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use errors::{ConfigError, ConfigErrors};
+
+/// The whole daemon configuration. Every section may be left out of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[device]`: how this camera identifies itself to viewers.
+    pub device: Device,
+    /// `[video]`: which camera to capture and how to encode it.
+    pub video: Video,
+    /// `[audio]`: the optional audio track.
+    pub audio: Audio,
+    /// `[http]`: the HTTP server carrying the viewer page and WebRTC signalling.
+    pub http: Http,
+    /// `[webrtc]`: ICE servers, ports and addresses used for the media connections.
+    pub webrtc: WebRtc,
+}
+
+/// `[device]`: identity of this camera.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Device {
+    /// Channel name viewers use to reach this camera (it appears in URLs, so it is limited to
+    /// 1 to 64 characters of `A-Z a-z 0-9 _ . -`). Default `"onair"`.
+    pub channel: String,
+    /// Human-readable name shown to viewers, 1 to 128 characters. Default `"onair camera"`.
+    pub name: String,
+}
+
+impl Default for Device {
+    fn default() -> Self {
+        Self {
+            channel: "onair".to_owned(),
+            name: "onair camera".to_owned(),
+        }
+    }
+}
+
+/// `[video]`: capture and encoding of the video track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Video {
+    /// Where frames come from: `"test"` (a generated test pattern, so the daemon works without a
+    /// camera), `"auto"` (the first usable camera) or a device path such as `"/dev/video0"`.
+    /// Default `"test"`.
+    pub source: VideoSourceSetting,
+    /// Frame width in pixels; even (the encoder works on 2x2 chroma blocks), 16 to 4096.
+    /// Default 1280.
+    pub width: u32,
+    /// Frame height in pixels; even, 16 to 4096. Default 720.
+    pub height: u32,
+    /// Frames per second asked of the source and the encoder, 1 to 60. Default 30.
+    pub fps: u32,
+    /// Target encoder bitrate in kbit/s, 100 to 50000. Default 2000.
+    pub bitrate_kbps: u32,
+    /// Longest time between key frames in milliseconds, 200 to 60000. A new viewer waits up to
+    /// this long for a first picture (unless it asks for a key frame). Default 2000.
+    pub keyframe_interval_ms: u32,
+}
+
+impl Default for Video {
+    fn default() -> Self {
+        Self {
+            source: VideoSourceSetting::Test,
+            width: 1280,
+            height: 720,
+            fps: 30,
+            bitrate_kbps: 2000,
+            keyframe_interval_ms: 2000,
+        }
+    }
+}
+
+/// Where video frames come from (`video.source`), written in TOML as a string.
+///
+/// Parsed with [`FromStr`] (also used for command-line overrides) and printed with
+/// [`Display`](fmt::Display) in the same spelling, so the two round-trip.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum VideoSourceSetting {
+    /// `"test"`: a generated test pattern; needs no hardware.
+    #[default]
+    Test,
+    /// `"auto"`: the first camera found that can deliver the configured format.
+    Auto,
+    /// A V4L2 device node, written as a path starting with `/dev/` (`"/dev/video0"`,
+    /// `"/dev/v4l/by-id/usb-..."`).
+    Device(PathBuf),
+}
+
+impl VideoSourceSetting {
+    /// Whether `path` is acceptable as [`VideoSourceSetting::Device`]: it starts with `/dev/`
+    /// and names something below it.
+    fn is_device_path(path: &Path) -> bool {
+        path.as_os_str()
+            .as_encoded_bytes()
+            .strip_prefix(b"/dev/")
+            .is_some_and(|rest| !rest.is_empty())
+    }
+}
+
+/// Error returned when a string is not a valid [`VideoSourceSetting`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseVideoSourceError {
+    input: String,
+}
+
+impl fmt::Display for ParseVideoSourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "expected \"test\", \"auto\" or a device path starting with \"/dev/\", got {:?}",
+            self.input
+        )
+    }
+}
+
+impl std::error::Error for ParseVideoSourceError {}
+
+impl FromStr for VideoSourceSetting {
+    type Err = ParseVideoSourceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "test" => Ok(Self::Test),
+            "auto" => Ok(Self::Auto),
+            _ if Self::is_device_path(Path::new(s)) => Ok(Self::Device(PathBuf::from(s))),
+            _ => Err(ParseVideoSourceError {
+                input: s.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for VideoSourceSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Test => f.write_str("test"),
+            Self::Auto => f.write_str("auto"),
+            Self::Device(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl Serialize for VideoSourceSetting {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for VideoSourceSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[audio]`: the audio track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Audio {
+    /// Whether to send an audio track at all. Default `true`.
+    pub enabled: bool,
+    /// Where sound comes from: `"test"` (a 440 Hz tone, needs no hardware); later ALSA device
+    /// names such as `"default"` or `"hw:1,0"`. Must not be empty. Default `"test"`.
+    pub source: String,
+    /// Target Opus bitrate in kbit/s, 6 to 510 (the range Opus supports). Default 64.
+    pub bitrate_kbps: u32,
+}
+
+impl Default for Audio {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            source: "test".to_owned(),
+            bitrate_kbps: 64,
+        }
+    }
+}
+
+/// `[http]`: the HTTP server (viewer page and WebRTC signalling).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// Address and port to listen on, e.g. `"0.0.0.0:8080"`, `"[::]:8080"` or
+    /// `"127.0.0.1:0"` (port 0 picks a free port). Default `"0.0.0.0:8080"`.
+    pub listen: SocketAddr,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
+        }
+    }
+}
+
+/// `[webrtc]`: how media connections are established.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebRtc {
+    /// STUN/TURN servers offered to ICE (`[[webrtc.ice_servers]]` tables). Default none: only
+    /// host candidates, enough on a LAN.
+    pub ice_servers: Vec<IceServer>,
+    /// UDP ports to use for media, written `[min, max]` (inclusive); useful behind a firewall.
+    /// Default `None`: ephemeral ports chosen by the system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_port_range: Option<PortRange>,
+    /// Public addresses (1:1 NAT) announced in ICE candidates in place of the host's own.
+    /// Default none.
+    pub nat_ips: Vec<IpAddr>,
+    /// Local addresses to gather host candidates on (e.g. `["127.0.0.1"]` in tests).
+    /// Default none, meaning every interface.
+    pub bind_ips: Vec<IpAddr>,
+}
+
+/// One STUN or TURN server (`[[webrtc.ice_servers]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceServer {
+    /// Server URLs, at least one, each starting with `stun:`, `turn:` or `turns:`
+    /// (e.g. `"stun:stun.example.com:3478"`, `"turn:turn.example.com:3478?transport=udp"`).
+    pub urls: Vec<String>,
+    /// User name for TURN servers (required when a URL is `turn:` or `turns:`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password for TURN servers (required when a URL is `turn:` or `turns:`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// An inclusive range of UDP ports, written in TOML as `[min, max]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    /// Lowest port, at least 1.
+    pub min: u16,
+    /// Highest port, at least `min`.
+    pub max: u16,
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        [self.min, self.max].serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ports = Vec::<u16>::deserialize(deserializer)?;
+        match ports[..] {
+            [min, max] => Ok(Self { min, max }),
+            _ => Err(serde::de::Error::custom(format_args!(
+                "expected two ports [min, max], got {} value{}",
+                ports.len(),
+                if ports.len() == 1 { "" } else { "s" }
+            ))),
+        }
+    }
+}
+
+impl Config {
+    /// Parse and validate TOML text. `origin` names the source in messages (a file path, or
+    /// `"<string>"`). Keys missing from the text take their defaults.
+    ///
+    /// On failure every problem found is returned, sorted by position.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+        parse::from_toml_str(text, origin)
+    }
+
+    /// Read and parse a file; a read failure is a [`ConfigErrors`] with one error naming the
+    /// path.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|error| {
+            ConfigErrors(vec![ConfigError {
+                origin: origin.clone(),
+                line: None,
+                column: None,
+                key: String::new(),
+                message: format!("cannot read file: {error}"),
+            }])
+        })?;
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => Self::from_toml_str(text, &origin),
+            Err(error) => {
+                // Report where the bad byte is; the valid prefix is enough to count lines.
+                let valid = std::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or("");
+                let (line, column) = errors::LineIndex::new(valid).position(valid.len());
+                Err(ConfigErrors(vec![ConfigError {
+                    origin,
+                    line: Some(line),
+                    column: Some(column),
+                    key: String::new(),
+                    message: "file is not valid UTF-8".to_owned(),
+                }]))
+            }
+        }
+    }
+
+    /// Validate an already-built config (used after command-line overrides). The errors carry
+    /// no origin and no line.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let errors: Vec<ConfigError> = validate::check(self)
+            .into_iter()
+            .map(|(key, message)| ConfigError {
+                origin: String::new(),
+                line: None,
+                column: None,
+                key: key.to_string(),
+                message,
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}

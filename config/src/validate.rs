@@ -1,0 +1,158 @@
+//! Validation rules: everything the types alone do not enforce.
+
+use crate::path::KeyPath;
+use crate::{Config, VideoSourceSetting};
+
+const CHANNEL_MAX_CHARS: usize = 64;
+const NAME_MAX_CHARS: usize = 128;
+const ICE_URL_SCHEMES: [&str; 3] = ["stun:", "turn:", "turns:"];
+
+/// Check every rule and return every violation as (key path, message).
+pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
+    let mut v = Violations::default();
+    let root = KeyPath::default();
+
+    let device = root.key("device");
+    let channel = &config.device.channel;
+    if let Some(message) = text_length(channel, CHANNEL_MAX_CHARS) {
+        v.push(device.key("channel"), message);
+    } else if let Some(c) = channel
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        v.push(
+            device.key("channel"),
+            format!("invalid character {c:?} (allowed: A-Z a-z 0-9 _ . -)"),
+        );
+    }
+    if let Some(message) = text_length(&config.device.name, NAME_MAX_CHARS) {
+        v.push(device.key("name"), message);
+    }
+
+    let video = root.key("video");
+    if let VideoSourceSetting::Device(path) = &config.video.source {
+        // Only reachable for configs built in code: parsing already enforces this.
+        if !VideoSourceSetting::is_device_path(path) {
+            v.push(
+                video.key("source"),
+                format!(
+                    "expected \"test\", \"auto\" or a device path starting with \"/dev/\", got {:?}",
+                    path.display().to_string()
+                ),
+            );
+        }
+    }
+    v.even_in_range(video.key("width"), config.video.width, 16, 4096);
+    v.even_in_range(video.key("height"), config.video.height, 16, 4096);
+    v.in_range(video.key("fps"), config.video.fps, 1, 60);
+    v.in_range(
+        video.key("bitrate_kbps"),
+        config.video.bitrate_kbps,
+        100,
+        50_000,
+    );
+    v.in_range(
+        video.key("keyframe_interval_ms"),
+        config.video.keyframe_interval_ms,
+        200,
+        60_000,
+    );
+
+    let audio = root.key("audio");
+    if config.audio.source.is_empty() {
+        v.push(audio.key("source"), "must not be empty".to_owned());
+    }
+    v.in_range(audio.key("bitrate_kbps"), config.audio.bitrate_kbps, 6, 510);
+
+    let webrtc = root.key("webrtc");
+    for (i, server) in config.webrtc.ice_servers.iter().enumerate() {
+        let server_path = webrtc.key("ice_servers").index(i);
+        let urls_path = server_path.key("urls");
+        if server.urls.is_empty() {
+            v.push(
+                urls_path.clone(),
+                "must list at least one URL (stun:, turn: or turns:)".to_owned(),
+            );
+        }
+        for (j, url) in server.urls.iter().enumerate() {
+            match ICE_URL_SCHEMES.iter().find(|s| url.starts_with(*s)) {
+                None => v.push(
+                    urls_path.index(j),
+                    format!("must start with \"stun:\", \"turn:\" or \"turns:\", got {url:?}"),
+                ),
+                Some(scheme) if url.len() == scheme.len() => {
+                    v.push(urls_path.index(j), format!("no host after {scheme:?}"))
+                }
+                Some(_) => {}
+            }
+        }
+        let is_turn = server.urls.iter().any(|u| u.starts_with("turn"));
+        if is_turn && (server.username.is_none() || server.credential.is_none()) {
+            v.push(
+                server_path,
+                "TURN servers need both username and credential".to_owned(),
+            );
+        }
+    }
+    if let Some(range) = config.webrtc.udp_port_range {
+        let path = webrtc.key("udp_port_range");
+        if range.min == 0 {
+            v.push(
+                path,
+                format!(
+                    "lowest port must be at least 1, got [{}, {}]",
+                    range.min, range.max
+                ),
+            );
+        } else if range.min > range.max {
+            v.push(
+                path,
+                format!(
+                    "lowest port must not exceed highest port, got [{}, {}]",
+                    range.min, range.max
+                ),
+            );
+        }
+    }
+
+    v.0
+}
+
+/// A message if `text` is empty or longer than `max` characters.
+fn text_length(text: &str, max: usize) -> Option<String> {
+    let chars = text.chars().count();
+    if chars == 0 {
+        Some("must not be empty".to_owned())
+    } else if chars > max {
+        Some(format!("must be at most {max} characters, got {chars}"))
+    } else {
+        None
+    }
+}
+
+#[derive(Default)]
+struct Violations(Vec<(KeyPath, String)>);
+
+impl Violations {
+    fn push(&mut self, path: KeyPath, message: String) {
+        self.0.push((path, message));
+    }
+
+    fn in_range(&mut self, path: KeyPath, value: u32, min: u32, max: u32) -> bool {
+        if (min..=max).contains(&value) {
+            true
+        } else {
+            self.push(
+                path,
+                format!("must be between {min} and {max}, got {value}"),
+            );
+            false
+        }
+    }
+
+    fn even_in_range(&mut self, path: KeyPath, value: u32, min: u32, max: u32) {
+        if self.in_range(path.clone(), value, min, max) && !value.is_multiple_of(2) {
+            self.push(path, format!("must be even, got {value}"));
+        }
+    }
+}

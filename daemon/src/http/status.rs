@@ -1,0 +1,79 @@
+//! `/healthz` and `/api/status`.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use super::AppState;
+
+/// Frames older than this mean the pipeline has stalled.
+const STALL: Duration = Duration::from_secs(2);
+
+/// 200 while encoded frames flow, 503 (with the reason) otherwise.
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
+    match state.media.stats.since_last_frame(Instant::now()) {
+        Some(age) if age <= STALL => (StatusCode::OK, "ok\n".into()),
+        Some(age) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no video frame for {:.1} s\n", age.as_secs_f64()),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no video frame yet\n".into(),
+        ),
+    }
+}
+
+/// The body of `/api/status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    channel: String,
+    name: String,
+    viewers: usize,
+    sessions: usize,
+    fps: f64,
+    bitrate_kbps: f64,
+    uptime_s: u64,
+    video: VideoStatus,
+    audio: bool,
+    frames_encoded: u64,
+    keyframes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct VideoStatus {
+    codec: &'static str,
+    encoder: &'static str,
+    profile_level_id: String,
+    width: u32,
+    height: u32,
+}
+
+/// Channel, viewers and encoder figures.
+pub async fn status(State(state): State<AppState>) -> Json<Status> {
+    let now = Instant::now();
+    let stats = state.media.stats.snapshot(now);
+    let video = &state.media.video_description;
+    Json(Status {
+        channel: state.channel.clone(),
+        name: state.name.clone(),
+        viewers: state.sessions.viewers(),
+        sessions: state.sessions.len(),
+        fps: stats.fps,
+        bitrate_kbps: stats.bitrate_kbps,
+        uptime_s: now.duration_since(state.started).as_secs(),
+        video: VideoStatus {
+            codec: "H264",
+            encoder: "openh264",
+            profile_level_id: video.profile_level_id.clone(),
+            width: video.width,
+            height: video.height,
+        },
+        audio: state.media.has_audio(),
+        frames_encoded: stats.video_frames,
+        keyframes: stats.video_keyframes,
+    })
+}

@@ -1,0 +1,97 @@
+//! WHEP (draft-ietf-wish-whep): a viewer POSTs an SDP offer and gets the answer.
+//!
+//! The answer carries all of our candidates (host candidates gather in milliseconds), so
+//! the server needs no trickle; PATCH is therefore answered 405 for now.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tracing::warn;
+
+use super::AppState;
+use crate::webrtc::OfferError;
+
+/// Largest offer accepted; browsers' offers are a few kilobytes.
+const MAX_OFFER: usize = 64 * 1024;
+
+fn plain(status: StatusCode, text: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text.into(),
+    )
+        .into_response()
+}
+
+/// `POST /whep`: offer in, `201 Created` with `Location` and the answer out.
+pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let is_sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/sdp"));
+    if !is_sdp {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "WHEP offers must be sent as Content-Type: application/sdp\n",
+        );
+    }
+    if body.len() > MAX_OFFER {
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("offer larger than {MAX_OFFER} bytes\n"),
+        );
+    }
+    let Ok(offer) = String::from_utf8(body.to_vec()) else {
+        return plain(StatusCode::BAD_REQUEST, "offer is not UTF-8 text\n");
+    };
+    if !offer.trim_start().starts_with("v=0") {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "bad offer: not an SDP session description (must start with v=0)\n",
+        );
+    }
+    match state.sessions.offer(offer).await {
+        Ok((id, answer)) => {
+            let location = format!("/whep/{id}");
+            let mut response = (StatusCode::CREATED, answer).into_response();
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            );
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                h.insert(header::LOCATION, value);
+            }
+            response
+        }
+        Err(err @ OfferError::BadOffer(_)) => plain(StatusCode::BAD_REQUEST, format!("{err}\n")),
+        Err(err @ OfferError::Full) => plain(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
+        Err(err @ OfferError::Internal(_)) => {
+            warn!("WHEP offer failed: {err}");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n"))
+        }
+    }
+}
+
+/// `DELETE /whep/{id}`: the viewer leaves.
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    if state.sessions.delete(&id) {
+        StatusCode::OK.into_response()
+    } else {
+        plain(StatusCode::NOT_FOUND, "no such session\n")
+    }
+}
+
+/// `PATCH /whep/{id}`: trickle ICE and ICE restarts are not supported yet.
+pub async fn patch() -> Response {
+    let mut response = plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE is not supported; send all candidates in the offer\n",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("DELETE"));
+    response
+}

@@ -1,0 +1,70 @@
+//! onaird: captures a camera and a microphone, encodes H.264 and Opus once, and casts them
+//! over WebRTC to every viewer.
+//!
+//! The modules follow a frame through the daemon:
+//! - [`media`]: devices → convert → encode (one encoder per medium, shared by all viewers).
+//! - [`webrtc`]: one session per viewer, fed from the shared encoded units.
+//! - [`http`]: who joins: the viewer page, WHEP, health and status.
+//!
+//! [`run`] wires them together; `main.rs` only parses the command line.
+
+pub mod http;
+pub mod media;
+pub mod webrtc;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use onair_config::Config;
+use tracing::info;
+
+/// Runs the daemon until `shutdown` completes, then closes every session and stops capture.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let pipeline = media::Pipeline::start(&config)?;
+    let media = pipeline.handle();
+    let sessions = webrtc::Sessions::new(media.clone(), &config.webrtc);
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("http.listen = \"{}\": cannot listen", config.http.listen))?;
+    let addr = listener.local_addr()?;
+    info!(channel = %config.device.channel, "onaird {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    info!(
+        "open {} in a browser to watch; WHEP endpoint: {}whep",
+        page_url(addr),
+        page_url(addr)
+    );
+
+    let app = http::router(http::AppState {
+        sessions: sessions.clone(),
+        media,
+        channel: config.device.channel.clone(),
+        name: config.device.name.clone(),
+        started,
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server")?;
+
+    info!("shutting down: closing {} session(s)", sessions.len());
+    sessions.shutdown().await;
+    drop(pipeline);
+    info!("stopped");
+    Ok(())
+}
+
+/// The URL to print for people: a wildcard listen address is reachable as localhost here.
+fn page_url(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://localhost:{}/", addr.port())
+    } else {
+        format!("http://{addr}/")
+    }
+}

@@ -1,0 +1,230 @@
+//! Devices → convert → encode, once, for every viewer.
+//!
+//! One capture thread per medium reads the HAL source (reads block), converts to what the
+//! encoder takes, encodes, splits the result into RTP payloads once and publishes it on a
+//! broadcast channel. Viewers subscribe; the channel is a bounded ring, so a viewer that
+//! falls behind loses old frames instead of holding up capture, the encoder or anyone else
+//! (it then waits for the next IDR, see `webrtc::forward`).
+//!
+//! Both media stamp RTP timestamps from the capture time on one monotonic clock, so the
+//! sender reports of the two streams agree and the browser can keep lips in sync.
+
+pub mod audio;
+pub mod convert;
+pub mod h264;
+pub mod keyframe;
+pub mod stats;
+pub mod video;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bytes::Bytes;
+use onair_config::Config;
+use tokio::sync::broadcast;
+
+pub use stats::MediaStats;
+
+/// How many encoded units a viewer may be behind before it starts losing them. About two
+/// seconds of video at 30 fps: enough to ride out a scheduling hiccup, small enough that a
+/// viewer that lost them is better served by the next IDR.
+const VIDEO_QUEUE: usize = 64;
+/// Two seconds of 20 ms Opus frames.
+const AUDIO_QUEUE: usize = 100;
+
+/// One encoded picture, ready to send to any number of viewers.
+#[derive(Debug)]
+pub struct VideoUnit {
+    /// RTP payloads (FU-A fragments, STAP-A for SPS+PPS, single NAL units), cut once.
+    pub payloads: Vec<Bytes>,
+    /// An IDR: a viewer can start decoding here.
+    pub keyframe: bool,
+    /// 90 kHz RTP timestamp derived from the capture time.
+    pub rtp_timestamp: u32,
+    /// When the picture was captured.
+    pub captured: Instant,
+}
+
+/// One encoded 20 ms Opus frame.
+#[derive(Debug)]
+pub struct AudioUnit {
+    /// The Opus packet, which is the whole RTP payload.
+    pub payload: Bytes,
+    /// 48 kHz RTP timestamp derived from the capture time.
+    pub rtp_timestamp: u32,
+}
+
+/// What the SDP and the sessions need to know about the encoded video.
+#[derive(Debug, Clone)]
+pub struct VideoDescription {
+    /// `profile-level-id` of the stream, e.g. `42e01f`.
+    pub profile_level_id: String,
+    /// Encoded size.
+    pub width: u32,
+    /// Encoded size.
+    pub height: u32,
+}
+
+/// A cheap, cloneable view of the running pipeline for sessions and HTTP handlers.
+#[derive(Clone)]
+pub struct MediaHandle {
+    video: broadcast::Sender<Arc<VideoUnit>>,
+    audio: Option<broadcast::Sender<Arc<AudioUnit>>>,
+    keyframe_wanted: Arc<AtomicBool>,
+    /// Counters and rates for status, health and metrics.
+    pub stats: Arc<MediaStats>,
+    /// The encoded video's format.
+    pub video_description: VideoDescription,
+}
+
+impl MediaHandle {
+    /// A new subscription to the encoded video; starts with the next unit encoded.
+    pub fn subscribe_video(&self) -> broadcast::Receiver<Arc<VideoUnit>> {
+        self.video.subscribe()
+    }
+
+    /// A new subscription to the encoded audio, if audio is on.
+    pub fn subscribe_audio(&self) -> Option<broadcast::Receiver<Arc<AudioUnit>>> {
+        self.audio.as_ref().map(broadcast::Sender::subscribe)
+    }
+
+    /// Whether audio is being encoded.
+    pub fn has_audio(&self) -> bool {
+        self.audio.is_some()
+    }
+
+    /// Asks the encoder for an IDR. Cheap and safe to call from anywhere, as often as wanted:
+    /// the encoder coalesces requests (see [`keyframe::KeyframePolicy`]).
+    pub fn request_keyframe(&self) {
+        self.keyframe_wanted.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The running capture and encoder threads. Dropping it stops and joins them.
+pub struct Pipeline {
+    handle: MediaHandle,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Opens the configured sources and starts capturing and encoding.
+    pub fn start(config: &Config) -> anyhow::Result<Pipeline> {
+        let clock = RtpClock::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(MediaStats::new());
+        let keyframe_wanted = Arc::new(AtomicBool::new(true));
+        let mut threads = Vec::new();
+
+        let (video_tx, _) = broadcast::channel(VIDEO_QUEUE);
+        let video =
+            video::VideoThread::open(&config.video, clock, stats.clone(), keyframe_wanted.clone())?;
+        let video_description = video.description();
+        threads.push(video.spawn(video_tx.clone(), stop.clone())?);
+
+        let audio_tx = if config.audio.enabled {
+            let (tx, _) = broadcast::channel(AUDIO_QUEUE);
+            let audio = audio::AudioThread::open(&config.audio, clock, stats.clone())?;
+            threads.push(audio.spawn(tx.clone(), stop.clone())?);
+            Some(tx)
+        } else {
+            None
+        };
+
+        Ok(Pipeline {
+            handle: MediaHandle {
+                video: video_tx,
+                audio: audio_tx,
+                keyframe_wanted,
+                stats,
+                video_description,
+            },
+            stop,
+            threads,
+        })
+    }
+
+    /// A handle for sessions and HTTP.
+    pub fn handle(&self) -> MediaHandle {
+        self.handle.clone()
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            // A capture thread notices `stop` within one frame or period.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Maps capture instants to RTP timestamps. Audio and video share the origin, so equal
+/// capture times give timestamps that the sender reports map to the same wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct RtpClock {
+    origin: Instant,
+    /// Random start values (RFC 3550 §5.1) per medium.
+    video_offset: u32,
+    audio_offset: u32,
+}
+
+impl RtpClock {
+    /// A clock starting now with random offsets.
+    pub fn new() -> Self {
+        RtpClock {
+            origin: Instant::now(),
+            video_offset: rand::random(),
+            audio_offset: rand::random(),
+        }
+    }
+
+    fn ticks(&self, at: Instant, rate: u64) -> u32 {
+        let nanos = at.saturating_duration_since(self.origin).as_nanos();
+        (nanos * u128::from(rate) / 1_000_000_000) as u32
+    }
+
+    /// 90 kHz timestamp for a picture captured at `at`.
+    pub fn video(&self, at: Instant) -> u32 {
+        self.ticks(at, 90_000).wrapping_add(self.video_offset)
+    }
+
+    /// 48 kHz timestamp for audio captured at `at`.
+    pub fn audio(&self, at: Instant) -> u32 {
+        self.ticks(at, 48_000).wrapping_add(self.audio_offset)
+    }
+
+    /// Time since the clock started (encoder presentation timestamps).
+    pub fn since_origin(&self, at: Instant) -> std::time::Duration {
+        at.saturating_duration_since(self.origin)
+    }
+}
+
+impl Default for RtpClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether a capture thread should keep going.
+fn running(stop: &AtomicBool) -> bool {
+    !stop.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rtp_clocks_advance_at_their_rates() {
+        let clock = RtpClock::new();
+        let t0 = clock.origin + Duration::from_secs(10);
+        let t1 = t0 + Duration::from_millis(20);
+        assert_eq!(clock.video(t1).wrapping_sub(clock.video(t0)), 1800);
+        assert_eq!(clock.audio(t1).wrapping_sub(clock.audio(t0)), 960);
+    }
+}

@@ -1,0 +1,160 @@
+//! What the pipeline has done, for `/api/status`, `/healthz` and logs.
+//!
+//! The encoder thread records every frame; readers take a snapshot. Rates are measured over
+//! windows of about a second so a reader sees a steady figure without keeping history.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Counters and rates of the encoded media.
+#[derive(Debug)]
+pub struct MediaStats {
+    /// Origin of `last_frame_us`.
+    started: Instant,
+    video_frames: AtomicU64,
+    video_keyframes: AtomicU64,
+    video_bytes: AtomicU64,
+    audio_frames: AtomicU64,
+    /// Microseconds after `started` of the last encoded picture, 0 before the first.
+    last_frame_us: AtomicU64,
+    window: Mutex<RateWindow>,
+}
+
+#[derive(Debug)]
+struct RateWindow {
+    start: Instant,
+    frames: u32,
+    bytes: u64,
+    /// Figures of the last completed window.
+    fps: f64,
+    kbps: f64,
+}
+
+/// A consistent read of [`MediaStats`].
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct StatsSnapshot {
+    /// Pictures encoded since start.
+    pub video_frames: u64,
+    /// IDRs among them.
+    pub video_keyframes: u64,
+    /// Opus frames encoded since start.
+    pub audio_frames: u64,
+    /// Encoded pictures per second over the last second.
+    pub fps: f64,
+    /// Encoded video bitrate over the last second.
+    pub bitrate_kbps: f64,
+}
+
+impl MediaStats {
+    /// Empty statistics starting now.
+    pub fn new() -> Self {
+        let now = Instant::now();
+        MediaStats {
+            started: now,
+            video_frames: AtomicU64::new(0),
+            video_keyframes: AtomicU64::new(0),
+            video_bytes: AtomicU64::new(0),
+            audio_frames: AtomicU64::new(0),
+            last_frame_us: AtomicU64::new(0),
+            window: Mutex::new(RateWindow {
+                start: now,
+                frames: 0,
+                bytes: 0,
+                fps: 0.0,
+                kbps: 0.0,
+            }),
+        }
+    }
+
+    /// One picture of `bytes` was encoded at `now`.
+    pub fn record_video(&self, now: Instant, bytes: usize, keyframe: bool) {
+        self.video_frames.fetch_add(1, Ordering::Relaxed);
+        self.video_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if keyframe {
+            self.video_keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = now.saturating_duration_since(self.started).as_micros() as u64;
+        self.last_frame_us.store(us.max(1), Ordering::Relaxed);
+        if let Ok(mut w) = self.window.lock() {
+            w.frames += 1;
+            w.bytes += bytes as u64;
+            let span = now.saturating_duration_since(w.start);
+            if span >= Duration::from_secs(1) {
+                let secs = span.as_secs_f64();
+                w.fps = f64::from(w.frames) / secs;
+                w.kbps = w.bytes as f64 * 8.0 / 1000.0 / secs;
+                w.start = now;
+                w.frames = 0;
+                w.bytes = 0;
+            }
+        }
+    }
+
+    /// One audio frame was encoded.
+    pub fn record_audio(&self) {
+        self.audio_frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long ago the last picture was encoded; `None` if none yet.
+    pub fn since_last_frame(&self, now: Instant) -> Option<Duration> {
+        match self.last_frame_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(now.saturating_duration_since(self.started + Duration::from_micros(us))),
+        }
+    }
+
+    /// Current figures. Rates read 0 once frames stop arriving for over two seconds.
+    pub fn snapshot(&self, now: Instant) -> StatsSnapshot {
+        let stalled = self
+            .since_last_frame(now)
+            .is_none_or(|d| d > Duration::from_secs(2));
+        let (fps, kbps) = match self.window.lock() {
+            Ok(w) if !stalled => (w.fps, w.kbps),
+            _ => (0.0, 0.0),
+        };
+        StatsSnapshot {
+            video_frames: self.video_frames.load(Ordering::Relaxed),
+            video_keyframes: self.video_keyframes.load(Ordering::Relaxed),
+            audio_frames: self.audio_frames.load(Ordering::Relaxed),
+            fps: (fps * 10.0).round() / 10.0,
+            bitrate_kbps: kbps.round(),
+        }
+    }
+}
+
+impl Default for MediaStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_over_a_second() {
+        let stats = MediaStats::new();
+        let t0 = Instant::now();
+        for i in 0..=30u64 {
+            stats.record_video(t0 + Duration::from_millis(i * 1000 / 30), 1000, i == 0);
+        }
+        let snap = stats.snapshot(t0 + Duration::from_millis(1000));
+        assert_eq!(snap.video_frames, 31);
+        assert_eq!(snap.video_keyframes, 1);
+        assert!((snap.fps - 31.0).abs() < 1.5, "{snap:?}");
+        assert!((snap.bitrate_kbps - 248.0).abs() < 12.0, "{snap:?}");
+    }
+
+    #[test]
+    fn stalled_stream_reads_zero_and_reports_age() {
+        let stats = MediaStats::new();
+        let t0 = Instant::now();
+        assert!(stats.since_last_frame(t0).is_none());
+        stats.record_video(t0, 10, true);
+        let later = t0 + Duration::from_secs(5);
+        assert!(stats.since_last_frame(later).unwrap() >= Duration::from_secs(4));
+        assert_eq!(stats.snapshot(later).fps, 0.0);
+    }
+}

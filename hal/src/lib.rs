@@ -1,0 +1,167 @@
+//! Device traits for onair and their backends.
+//!
+//! The daemon sees a camera as a [`VideoSource`] and a microphone as an [`AudioSource`]. Both
+//! are blocking, pull-based and meant to run on a capture thread of their own: V4L2 `DQBUF`
+//! and ALSA reads block, and so does the synthetic source, which paces itself to the
+//! configured rate. Every frame and audio period carries its capture time on the monotonic
+//! clock ([`std::time::Instant`], which is `CLOCK_MONOTONIC` on Linux), so RTP timestamps of
+//! both media come from one clock and stay in sync.
+//!
+//! Parts:
+//! - [`synthetic`]: moving colour bars with a machine-readable stamp, and a tone. The
+//!   embedded default and the test suites use it; hardware backends slot in beside it.
+
+#![forbid(unsafe_code)]
+
+use std::time::Instant;
+
+pub mod synthetic;
+
+/// Layout of the bytes in a [`VideoFrame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// Planar 4:2:0: Y plane, then U (Cb) and V (Cr) planes at half width and height.
+    I420,
+    /// Semi-planar 4:2:0: Y plane, then one plane of interleaved U,V pairs.
+    Nv12,
+    /// Packed 4:2:2: Y0 U Y1 V for every two pixels.
+    Yuyv,
+}
+
+impl PixelFormat {
+    /// Bytes one frame of `width` x `height` takes. Width and height are even.
+    pub fn frame_len(self, width: u32, height: u32) -> usize {
+        let (w, h) = (width as usize, height as usize);
+        match self {
+            PixelFormat::I420 | PixelFormat::Nv12 => w * h * 3 / 2,
+            PixelFormat::Yuyv => w * h * 2,
+        }
+    }
+}
+
+/// What a video source delivers; fixed for the life of an opened source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoFormat {
+    /// Pixel layout of [`VideoFrame::data`].
+    pub pixel: PixelFormat,
+    /// Picture width in pixels (even).
+    pub width: u32,
+    /// Picture height in pixels (even).
+    pub height: u32,
+    /// Nominal frames per second; the encoder's rate control and RTP clock assume it.
+    pub fps: u32,
+}
+
+/// One captured picture.
+///
+/// Sources fill a frame the caller owns (see [`VideoSource::read_frame`]) so that the capture
+/// loop reuses one buffer and allocates nothing per frame.
+#[derive(Debug, Clone)]
+pub struct VideoFrame {
+    /// The picture, laid out as the source's [`VideoFormat::pixel`] says.
+    pub data: Vec<u8>,
+    /// Frame counter of the source, from 0; a gap means the source dropped frames.
+    pub sequence: u64,
+    /// When the picture was captured (monotonic clock): drives RTP timestamps and latency.
+    pub captured: Instant,
+}
+
+impl VideoFrame {
+    /// An empty frame to hand to [`VideoSource::read_frame`].
+    pub fn new() -> Self {
+        VideoFrame {
+            data: Vec::new(),
+            sequence: 0,
+            captured: Instant::now(),
+        }
+    }
+}
+
+impl Default for VideoFrame {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A camera, or anything that produces pictures like one.
+pub trait VideoSource: Send {
+    /// What the source delivers.
+    fn format(&self) -> VideoFormat;
+
+    /// Human-readable name for logs ("test pattern", "/dev/video0 (UVC Camera)").
+    fn describe(&self) -> String;
+
+    /// Blocks until the next picture is captured, then writes it into `frame`.
+    ///
+    /// `frame.data` is resized to the format's frame length; its allocation is reused.
+    fn read_frame(&mut self, frame: &mut VideoFrame) -> Result<(), HalError>;
+}
+
+/// What an audio source delivers; fixed for the life of an opened source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioFormat {
+    /// Samples per second per channel.
+    pub rate: u32,
+    /// Interleaved channels, 1 or 2.
+    pub channels: u16,
+    /// Samples per channel in one period.
+    pub period_frames: u32,
+}
+
+/// One captured period of signed 16-bit PCM.
+#[derive(Debug, Clone)]
+pub struct AudioFrame {
+    /// Interleaved samples, `period_frames * channels` of them.
+    pub samples: Vec<i16>,
+    /// When the first sample of the period was captured (monotonic clock).
+    pub captured: Instant,
+}
+
+impl AudioFrame {
+    /// An empty period to hand to [`AudioSource::read_period`].
+    pub fn new() -> Self {
+        AudioFrame {
+            samples: Vec::new(),
+            captured: Instant::now(),
+        }
+    }
+}
+
+impl Default for AudioFrame {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A microphone, or anything that produces sound like one.
+pub trait AudioSource: Send {
+    /// What the source delivers.
+    fn format(&self) -> AudioFormat;
+
+    /// Human-readable name for logs.
+    fn describe(&self) -> String;
+
+    /// Blocks until the next period is captured, then writes it into `frame`.
+    fn read_period(&mut self, frame: &mut AudioFrame) -> Result<(), HalError>;
+}
+
+/// Why a device could not be opened or read. Every variant names the device.
+#[derive(Debug, thiserror::Error)]
+pub enum HalError {
+    /// The device could not be opened with the requested settings.
+    #[error("{device}: cannot open: {reason}")]
+    Open {
+        /// Path or name of the device.
+        device: String,
+        /// What went wrong, in words.
+        reason: String,
+    },
+    /// The device was open but a read failed (unplugged, driver error).
+    #[error("{device}: read failed: {reason}")]
+    Read {
+        /// Path or name of the device.
+        device: String,
+        /// What went wrong, in words.
+        reason: String,
+    },
+}

@@ -1,0 +1,118 @@
+// Plays onaird's viewer page in headless Chromium and checks what comes out of it.
+//
+//   ONAIR_URL=http://127.0.0.1:18080 [ONAIR_EXPECT_SIZE=1280x720] [ONAIR_SCREENSHOT=/tmp/viewer.png] \
+//     node --test viewer.test.mjs
+//
+// Expects the test pattern: the top 2/3 of the picture holds 8 equal-width 75% colour bars.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { keepIceOnLoopback, launch } from './chromium.mjs';
+
+const URL_ = process.env.ONAIR_URL;
+const EXPECT_SIZE = process.env.ONAIR_EXPECT_SIZE;
+const SCREENSHOT = process.env.ONAIR_SCREENSHOT;
+const WITHIN_MS = 10_000;
+const MIN_FRAMES = 30;
+const TOLERANCE = 24;
+const BARS = [
+  ['white', [191, 191, 191]], ['yellow', [191, 191, 0]], ['cyan', [0, 191, 191]], ['green', [0, 191, 0]],
+  ['magenta', [191, 0, 191]], ['red', [191, 0, 0]], ['blue', [0, 0, 191]], ['black', [0, 0, 0]],
+];
+
+// Runs in the page: the viewer's state plus the inbound-rtp stats of its peer connection.
+async function readStats() {
+  const { pc, state, error, session } = window.onair ?? {};
+  const out = { state, error, session };
+  if (!pc) return out;
+  const report = await pc.getStats();
+  for (const s of report.values()) {
+    if (s.type !== 'inbound-rtp') continue;
+    const codec = report.get(s.codecId);
+    out[s.kind] = {
+      packetsReceived: s.packetsReceived, framesDecoded: s.framesDecoded,
+      frameWidth: s.frameWidth, frameHeight: s.frameHeight,
+      codec: codec && `${codec.mimeType.split('/')[1]}${codec.sdpFmtpLine ? ` (${codec.sdpFmtpLine})` : ''}`,
+    };
+  }
+  return out;
+}
+
+// Runs in the page: draws the current video frame into a canvas and averages a 5x5 block
+// at the centre of each of the 8 bars, at y = height / 3.
+function sampleBars() {
+  const video = document.querySelector('video');
+  const w = video.videoWidth, h = video.videoHeight;
+  if (video.readyState < 2 || !w || !h) return { error: `video element has no frame (readyState ${video.readyState})` };
+  const canvas = Object.assign(document.createElement('canvas'), { width: w, height: h });
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  ctx.drawImage(video, 0, 0, w, h);
+  const y = Math.floor(h / 3);
+  const colours = Array.from({ length: 8 }, (_, i) => {
+    const x = Math.floor(((i + 0.5) * w) / 8);
+    const d = ctx.getImageData(x - 2, y - 2, 5, 5).data;
+    const sum = [0, 0, 0];
+    for (let p = 0; p < d.length; p += 4) for (let c = 0; c < 3; c++) sum[c] += d[p + c];
+    return sum.map((v) => Math.round(v / 25));
+  });
+  return { w, h, colours };
+}
+
+test('viewer page plays video and audio over WHEP', { timeout: 60_000 }, async (t) => {
+  assert.ok(URL_, 'set ONAIR_URL to the daemon under test, e.g. ONAIR_URL=http://127.0.0.1:18080');
+  const { context, close } = await launch();
+  t.after(close);
+  const page = context.pages()[0] ?? (await context.newPage());
+  const log = [];
+  page.on('console', (m) => log.push(`  console.${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => log.push(`  pageerror: ${e.message}`));
+  const ice = await keepIceOnLoopback(page);
+  const details = (stats) => `\n  viewer/stats: ${JSON.stringify(stats)}\n${log.join('\n')}`;
+
+  // 1. Frames and audio packets arrive within 10 s of opening the page.
+  const t0 = Date.now();
+  await page.goto(URL_);
+  let stats;
+  for (;;) {
+    stats = await page.evaluate(readStats);
+    if (stats.video?.framesDecoded >= MIN_FRAMES && stats.audio?.packetsReceived > 0) break;
+    if (Date.now() - t0 > WITHIN_MS) {
+      assert.fail(`within ${WITHIN_MS / 1000} s: wanted >= ${MIN_FRAMES} video frames decoded and audio packets; ` +
+        `got ${stats.video ? `${stats.video.framesDecoded ?? 0} frames` : 'no inbound video'}, ` +
+        `${stats.audio ? `${stats.audio.packetsReceived ?? 0} packets` : 'no inbound audio'}` +
+        details(stats));
+    }
+    await page.waitForTimeout(200);
+  }
+  const elapsed = (Date.now() - t0) / 1000;
+  if (ice.stripped.length) console.log(`warning: removed non-loopback candidates from the answer:\n  ${ice.stripped.join('\n  ')}`);
+  assert.equal(stats.state, 'live', `viewer state${details(stats)}`);
+
+  // 2. Picture size.
+  const size = `${stats.video.frameWidth}x${stats.video.frameHeight}`;
+  if (EXPECT_SIZE) assert.equal(size, EXPECT_SIZE.trim().toLowerCase(), 'frame size (ONAIR_EXPECT_SIZE)');
+
+  // 3. Colour bars.
+  const bars = await page.evaluate(sampleBars);
+  assert.ok(!bars.error, bars.error);
+  const wrong = BARS.flatMap(([name, want], i) => {
+    const got = bars.colours[i];
+    return got.some((v, c) => Math.abs(v - want[c]) > TOLERANCE) ? [`${name}: got rgb(${got}) want rgb(${want})`] : [];
+  });
+  if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT });
+  assert.deepEqual(wrong, [], `bar colours at y=${Math.floor(bars.h / 3)} off by more than ±${TOLERANCE}` +
+    ' (green ≈ 161 and magenta ≈ (205,30,189) mean BT.601 pixels that Chrome decoded as BT.709, which it' +
+    ' assumes when the H.264 VUI carries no colour description: signal matrix_coefficients 6 or 5 there)');
+
+  // 4. pagehide DELETEs the WHEP session. (A real navigation would do, but Playwright does not
+  // report keepalive requests sent by a document being unloaded, so fire the event by hand.)
+  assert.ok(stats.session, 'viewer has no WHEP session URL (Location header missing?)');
+  const deleted = page.waitForResponse((r) => r.request().method() === 'DELETE' && r.url() === stats.session, { timeout: 5000 });
+  await page.evaluate(() => dispatchEvent(new PageTransitionEvent('pagehide')));
+  const status = (await deleted.catch(() => assert.fail(`no DELETE ${stats.session} on pagehide`))).status();
+  assert.ok([200, 204].includes(status), `DELETE ${stats.session}: HTTP ${status}, want 200 or 204`);
+
+  console.log(`viewer OK: ${size} ${stats.video.codec}, ${stats.video.framesDecoded} frames decoded ` +
+    `${elapsed.toFixed(1)} s after opening, audio ${stats.audio.codec} ${stats.audio.packetsReceived} packets; ` +
+    `DELETE ${status}; bars ${BARS.map(([n], i) => `${n}(${bars.colours[i]})`).join(' ')}` +
+    (SCREENSHOT ? `; screenshot ${SCREENSHOT}` : ''));
+});

@@ -1,0 +1,157 @@
+//! Prints onair's performance figures (docs/PERFORMANCE.md). Figures, not pass/fail.
+//!
+//! `./dev bench` builds release binaries and runs this. It measures:
+//! - encode time per frame (the daemon's own encoder setup) at 1280x720 and 640x480;
+//! - daemon CPU seconds over 10 s with 1 and with 10 viewers (from /proc/PID/stat);
+//! - daemon RSS idle and with 10 viewers (from /proc/PID/status);
+//! - time from WHEP POST to the first decoded frame (median of 5 joins).
+
+use std::time::{Duration, Instant};
+
+use onair_hal::synthetic::TestPattern;
+use onair_hal::{VideoFrame, VideoSource};
+use onair_tests::daemon::Daemon;
+use onair_tests::viewer::{Watch, watch};
+use onaird::media::h264::{H264Encoder, H264Settings};
+
+fn encode_ms_per_frame(width: u32, height: u32, bitrate_kbps: u32) -> f64 {
+    let fps = 30;
+    let pattern = TestPattern::new(width, height, fps);
+    let mut encoder = H264Encoder::new(H264Settings {
+        width,
+        height,
+        fps,
+        bitrate_kbps,
+    })
+    .expect("encoder");
+    let mut frame = VideoFrame::new();
+    let frames = 150u32;
+    let mut total = Duration::ZERO;
+    for i in 0..frames {
+        pattern.render(u64::from(i), 0, &mut frame.data);
+        let start = Instant::now();
+        let _ = encoder
+            .encode(
+                &frame.data,
+                i % 60 == 0,
+                Duration::from_millis(u64::from(i) * 33),
+            )
+            .expect("encode");
+        total += start.elapsed();
+    }
+    // The source is not read through `read_frame` here so that pacing does not count.
+    let _ = pattern.format();
+    total.as_secs_f64() * 1000.0 / f64::from(frames)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|x| x.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds the daemon spends over `window` while `viewers` non-decoding viewers watch.
+async fn cpu_with_viewers(daemon: &Daemon, viewers: usize, window: Duration) -> (f64, f64) {
+    let url = format!("{}/whep", daemon.base_url);
+    let hold = Watch {
+        frames: usize::MAX,
+        within: window + Duration::from_secs(4),
+        decode: false,
+    };
+    let tasks: Vec<_> = (0..viewers)
+        .map(|_| {
+            tokio::spawn({
+                let url = url.clone();
+                async move { watch(&url, hold).await }
+            })
+        })
+        .collect();
+    // Let every viewer connect and reach steady state.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = cpu_seconds(daemon.pid());
+    tokio::time::sleep(window).await;
+    let cpu = cpu_seconds(daemon.pid()) - before;
+    let rss = rss_mb(daemon.pid());
+    for task in tasks {
+        let report = task.await.expect("viewer task").expect("viewer");
+        assert!(
+            report.frames_decoded > 0,
+            "a benchmark viewer received nothing"
+        );
+    }
+    (cpu, rss)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    println!(
+        "onair benchmarks ({} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    for (w, h, kbps) in [(1280, 720, 2000), (640, 480, 1000)] {
+        println!(
+            "encode {w}x{h} @ {kbps} kb/s: {:.2} ms/frame",
+            encode_ms_per_frame(w, h, kbps)
+        );
+    }
+
+    let daemon = Daemon::start("")?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_before = cpu_seconds(daemon.pid());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    println!(
+        "daemon idle (720p30, 0 viewers): {:.2} CPU s over 10 s, RSS {:.1} MB",
+        cpu_seconds(daemon.pid()) - idle_before,
+        rss_mb(daemon.pid())
+    );
+
+    let window = Duration::from_secs(10);
+    let (cpu1, rss1) = cpu_with_viewers(&daemon, 1, window).await;
+    println!("daemon with  1 viewer : {cpu1:.2} CPU s over 10 s, RSS {rss1:.1} MB");
+    let (cpu10, rss10) = cpu_with_viewers(&daemon, 10, window).await;
+    println!("daemon with 10 viewers: {cpu10:.2} CPU s over 10 s, RSS {rss10:.1} MB");
+    println!("CPU ratio 10 viewers / 1 viewer: {:.2}", cpu10 / cpu1);
+
+    let mut ttff = Vec::new();
+    for _ in 0..5 {
+        let report = watch(
+            &format!("{}/whep", daemon.base_url),
+            Watch::decoding(1, Duration::from_secs(10)),
+        )
+        .await?;
+        if let Some(t) = report.time_to_first_frame {
+            ttff.push(t.as_secs_f64() * 1000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    ttff.sort_by(f64::total_cmp);
+    println!(
+        "WHEP POST → first decoded frame: median {:.0} ms (min {:.0}, max {:.0}, n={})",
+        ttff.get(ttff.len() / 2).copied().unwrap_or(f64::NAN),
+        ttff.first().copied().unwrap_or(f64::NAN),
+        ttff.last().copied().unwrap_or(f64::NAN),
+        ttff.len()
+    );
+    daemon.stop()?;
+    Ok(())
+}

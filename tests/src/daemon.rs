@@ -1,0 +1,209 @@
+//! `onaird` as a child process on a free port.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// The `onaird` binary: `$ONAIRD_BIN`, else the one cargo built next to the tests.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("ONAIRD_BIN") {
+        return path.into();
+    }
+    // target/<profile>/deps/e2e-xxxx → target/<profile>/onaird
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    dir.join("onaird")
+}
+
+/// A running daemon; stopped with SIGTERM when dropped.
+pub struct Daemon {
+    child: Child,
+    /// e.g. `http://127.0.0.1:41234`
+    pub base_url: String,
+    /// Log lines the daemon printed (stdout and stderr), as they arrive.
+    pub log: mpsc::Receiver<String>,
+    _config: tempfile_path::TempConfig,
+}
+
+mod tempfile_path {
+    use std::path::PathBuf;
+
+    /// A config file that is removed when dropped.
+    pub struct TempConfig(pub PathBuf);
+
+    impl Drop for TempConfig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// Config every test starts from: loopback only, ephemeral HTTP port.
+pub const LOOPBACK: &str = r#"
+[http]
+listen = "127.0.0.1:0"
+
+[webrtc]
+bind_ips = ["127.0.0.1"]
+"#;
+
+impl Daemon {
+    /// Starts `onaird --config <toml>` (with [`LOOPBACK`] prepended unless `toml` has its own
+    /// `[http]`), and waits until it says where it listens.
+    pub fn start(toml: &str) -> anyhow::Result<Daemon> {
+        let bin = binary();
+        if !bin.exists() {
+            bail!(
+                "{} not found: build it first (cargo build -p onair-daemon) or set ONAIRD_BIN",
+                bin.display()
+            );
+        }
+        let text = if toml.contains("[http]") {
+            toml.to_owned()
+        } else {
+            format!("{LOOPBACK}\n{toml}")
+        };
+        let path = std::env::temp_dir().join(format!(
+            "onair-test-{}-{}.toml",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::write(&path, text)?;
+        let config = tempfile_path::TempConfig(path.clone());
+        let mut child = Command::new(&bin)
+            .arg("--config")
+            .arg(&path)
+            .env(
+                "RUST_LOG",
+                std::env::var("ONAIR_TEST_LOG")
+                    .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+            )
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("ONAIR_TEST_VERBOSE").is_some() {
+                        eprintln!("onaird| {line}");
+                    }
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let url = rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .trim_end_matches('/')
+                            .to_owned();
+                        return Ok(Daemon {
+                            child,
+                            base_url: url,
+                            log: rx,
+                            _config: config,
+                        });
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    bail!(
+                        "onaird did not report its address; it printed:\n{}",
+                        seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill()?;
+        bail!("onaird did not exit within 5 s of SIGTERM")
+    }
+
+    /// Process id, for CPU and memory measurements.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.terminate();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ u64::from(std::process::id())
+}
+
+/// `GET url` → (status, body).
+pub fn get(url: &str) -> anyhow::Result<(u16, String)> {
+    let agent = agent();
+    let mut response = agent.get(url).call()?;
+    let status = response.status().as_u16();
+    Ok((
+        status,
+        response.body_mut().read_to_string().unwrap_or_default(),
+    ))
+}
+
+/// An HTTP client that reports 4xx/5xx as responses, not errors.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}

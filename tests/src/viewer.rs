@@ -1,0 +1,373 @@
+//! A WHEP viewer built on webrtc-rs that decodes what it receives.
+//!
+//! It is the receiving end a browser would be, minus the screen: it negotiates over WHEP,
+//! depacketizes H.264, decodes every picture with openh264 and Opus with libopus, and
+//! reports what it saw.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use bytes::BytesMut;
+use openh264::decoder::Decoder;
+use openh264::formats::YUVSource;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::packetizer::Depacketizer;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::Notify;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+use crate::daemon::agent;
+use crate::picture::{Picture, read_picture};
+
+/// What a viewer saw.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Pictures decoded.
+    pub frames_decoded: usize,
+    /// Access units the decoder rejected.
+    pub decode_errors: usize,
+    /// The first decoded picture, read.
+    pub first: Option<Picture>,
+    /// The last decoded picture, read.
+    pub last: Option<Picture>,
+    /// From POST to the first decoded picture.
+    pub time_to_first_frame: Option<Duration>,
+    /// Opus packets decoded.
+    pub audio_frames: usize,
+    /// RMS of the decoded audio (full scale 1.0); the test tone is about 0.18.
+    pub audio_rms: f64,
+    /// HTTP status of the DELETE.
+    pub delete_status: u16,
+}
+
+/// How a viewer watches.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    /// Leave after this many decoded pictures (or received pictures, without `decode`).
+    pub frames: usize,
+    /// Leave after this long whatever happened.
+    pub within: Duration,
+    /// Decode video; without it, pictures are only counted (benchmarks use this so the
+    /// viewers' own CPU does not crowd out the daemon's).
+    pub decode: bool,
+}
+
+impl Watch {
+    /// Decode `frames` pictures within `within`.
+    pub fn decoding(frames: usize, within: Duration) -> Self {
+        Watch {
+            frames,
+            within,
+            decode: true,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    report: Report,
+    audio_sum_squares: f64,
+    audio_samples: u64,
+    started: Option<Instant>,
+}
+
+struct Handler {
+    decode: bool,
+    shared: Arc<Mutex<Shared>>,
+    gathered: Arc<Notify>,
+    progress: Arc<Notify>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.notify_one();
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let shared = self.shared.clone();
+        let progress = self.progress.clone();
+        match track.kind().await {
+            RtpCodecKind::Video => {
+                tokio::spawn(decode_video(track, shared, progress, self.decode));
+            }
+            _ => {
+                tokio::spawn(decode_audio(track, shared));
+            }
+        }
+    }
+}
+
+async fn decode_video(
+    track: Arc<dyn TrackRemote>,
+    shared: Arc<Mutex<Shared>>,
+    progress: Arc<Notify>,
+    decode: bool,
+) {
+    let Ok(mut decoder) = Decoder::new() else {
+        return;
+    };
+    let mut depacketizer = H264Packet::default();
+    let mut access_unit = BytesMut::new();
+    while let Some(event) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(packet) = event else {
+            continue;
+        };
+        match depacketizer.depacketize(&packet.payload) {
+            Ok(nals) => access_unit.extend_from_slice(&nals),
+            Err(_) => continue,
+        }
+        if !packet.header.marker || access_unit.is_empty() {
+            continue;
+        }
+        let au = access_unit.split().freeze();
+        if !decode {
+            if let Ok(mut s) = shared.lock() {
+                s.report.frames_decoded += 1;
+            }
+            progress.notify_one();
+            continue;
+        }
+        let picture = match decoder.decode(&au) {
+            Ok(Some(yuv)) => {
+                let (w, h) = yuv.dimensions();
+                Some(read_picture(
+                    (w as u32, h as u32),
+                    (yuv.y(), yuv.u(), yuv.v()),
+                    yuv.strides(),
+                ))
+            }
+            Ok(None) => None,
+            Err(_) => {
+                if let Ok(mut s) = shared.lock() {
+                    s.report.decode_errors += 1;
+                }
+                None
+            }
+        };
+        if let (Some(picture), Ok(mut s)) = (picture, shared.lock()) {
+            s.report.frames_decoded += 1;
+            if s.report.first.is_none() {
+                s.report.time_to_first_frame = s.started.map(|t| t.elapsed());
+                s.report.first = Some(picture.clone());
+            }
+            s.report.last = Some(picture);
+            progress.notify_one();
+        }
+    }
+}
+
+async fn decode_audio(track: Arc<dyn TrackRemote>, shared: Arc<Mutex<Shared>>) {
+    let Ok(mut decoder) = opus::Decoder::new(48_000, opus::Channels::Stereo) else {
+        return;
+    };
+    let mut pcm = vec![0i16; 5760 * 2];
+    while let Some(event) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(packet) = event else {
+            continue;
+        };
+        let Ok(samples) = decoder.decode(&packet.payload, &mut pcm, false) else {
+            continue;
+        };
+        if let Ok(mut s) = shared.lock() {
+            s.report.audio_frames += 1;
+            for &x in &pcm[..samples * 2] {
+                let x = f64::from(x) / 32768.0;
+                s.audio_sum_squares += x * x;
+            }
+            s.audio_samples += samples as u64 * 2;
+        }
+    }
+}
+
+fn media_engine() -> anyhow::Result<MediaEngine> {
+    let mut engine = MediaEngine::default();
+    for (profile, pt) in [("42e01f", 102), ("42001f", 104)] {
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_H264.to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: format!(
+                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
+                    ),
+                    rtcp_feedback: vec![RTCPFeedback {
+                        typ: "nack".into(),
+                        parameter: "pli".into(),
+                    }],
+                },
+                payload_type: pt,
+                ..Default::default()
+            },
+            RtpCodecKind::Video,
+        )?;
+    }
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+            ..Default::default()
+        },
+        RtpCodecKind::Audio,
+    )?;
+    Ok(engine)
+}
+
+/// Joins `whep_url` (e.g. `http://127.0.0.1:8080/whep`), watches as `how` says, then leaves
+/// with DELETE. Fails only if negotiation fails; the caller judges the report.
+pub async fn watch(whep_url: &str, how: Watch) -> anyhow::Result<Report> {
+    let Watch {
+        frames,
+        within,
+        decode,
+    } = how;
+    let mut engine = media_engine()?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let gathered = Arc::new(Notify::new());
+    let progress = Arc::new(Notify::new());
+    let handler = Arc::new(Handler {
+        decode,
+        shared: shared.clone(),
+        gathered: gathered.clone(),
+        progress: progress.clone(),
+    });
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(
+            SettingEngineBuilder::new()
+                .with_include_loopback_candidate(true)
+                .build(),
+        )
+        .with_handler(handler)
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await?;
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        pc.add_transceiver_from_kind(
+            kind,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await?;
+    }
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), gathered.notified()).await;
+    let offer = pc.local_description().await.context("no local offer")?.sdp;
+
+    if let Ok(mut s) = shared.lock() {
+        s.started = Some(Instant::now());
+    }
+    let url = whep_url.to_owned();
+    let (status, location, content_type, answer) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut response = agent()
+                .post(&url)
+                .header("Content-Type", "application/sdp")
+                .send(offer.as_bytes())?;
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let (location, content_type) = (header("location"), header("content-type"));
+            let status = response.status().as_u16();
+            let body = response.body_mut().read_to_string()?;
+            Ok((status, location, content_type, body))
+        })
+        .await??;
+    if status != 201 {
+        let _ = pc.close().await;
+        bail!("WHEP POST answered {status}: {answer}");
+    }
+    let location = location.context("201 without Location")?;
+    ensure!(
+        content_type.as_deref() == Some("application/sdp"),
+        "answer content type {content_type:?}"
+    );
+    pc.set_remote_description(RTCSessionDescription::answer(answer)?)
+        .await?;
+
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let done = shared
+            .lock()
+            .map(|s| s.report.frames_decoded >= frames)
+            .unwrap_or(true);
+        if done
+            || tokio::time::timeout_at(deadline, progress.notified())
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+
+    let resource = resolve(whep_url, &location);
+    let delete_status = tokio::task::spawn_blocking(move || {
+        agent()
+            .delete(&resource)
+            .call()
+            .map(|r| r.status().as_u16())
+    })
+    .await??;
+    let _ = pc.close().await;
+    let mut s = shared
+        .lock()
+        .map_err(|_| anyhow::anyhow!("viewer state poisoned"))?;
+    s.report.delete_status = delete_status;
+    if s.audio_samples > 0 {
+        s.report.audio_rms = (s.audio_sum_squares / s.audio_samples as f64).sqrt();
+    }
+    Ok(s.report.clone())
+}
+
+/// Resolves a `Location` header against the URL it answered.
+fn resolve(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_owned();
+    }
+    let origin_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|i| base[i..].find('/').map(|j| i + j))
+        .unwrap_or(base.len());
+    format!("{}{}", &base[..origin_end], location)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn resolves_relative_locations() {
+        assert_eq!(
+            super::resolve("http://127.0.0.1:80/whep", "/whep/abc"),
+            "http://127.0.0.1:80/whep/abc"
+        );
+        assert_eq!(super::resolve("http://h/whep", "http://x/y"), "http://x/y");
+    }
+}

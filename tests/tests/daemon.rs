@@ -1,0 +1,181 @@
+//! onaird as a process, watched by real WebRTC viewers that decode what they get.
+
+use std::time::Duration;
+
+use onair_tests::daemon::{Daemon, agent, get};
+use onair_tests::picture::bars_match;
+use onair_tests::viewer::{Report, Watch, watch};
+
+/// Colour tolerance per channel after H.264 at the default bitrate.
+const TOLERANCE: u8 = 24;
+
+fn check_viewer(report: &Report, min_frames: usize, size: (u32, u32)) {
+    assert!(
+        report.frames_decoded >= min_frames,
+        "decoded only {} frames: {report:?}",
+        report.frames_decoded
+    );
+    let last = report.last.as_ref().expect("a decoded picture");
+    assert_eq!((last.width, last.height), size);
+    assert!(
+        bars_match(&last.bars, TOLERANCE),
+        "bar colours {:?}",
+        last.bars
+    );
+    let (first, last) = (
+        report
+            .first
+            .as_ref()
+            .and_then(|p| p.stamp)
+            .expect("stamp in the first picture"),
+        last.stamp.expect("stamp in the last picture"),
+    );
+    assert!(
+        last.sequence > first.sequence,
+        "pictures do not advance: {first:?} → {last:?}"
+    );
+    assert!(report.audio_frames > 0, "no audio decoded");
+    assert!(
+        report.audio_rms > 0.05,
+        "audio is silent: rms {}",
+        report.audio_rms
+    );
+    assert_eq!(report.delete_status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_viewer_decodes_the_test_pattern_at_720p() {
+    let daemon = Daemon::start("").unwrap();
+    let report = watch(
+        &format!("{}/whep", daemon.base_url),
+        Watch::decoding(60, Duration::from_secs(15)),
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "decoded {} frames, first after {:?}, {} audio frames",
+        report.frames_decoded, report.time_to_first_frame, report.audio_frames
+    );
+    check_viewer(&report, 60, (1280, 720));
+    assert_eq!(report.decode_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_viewers_at_once_all_decode() {
+    let daemon =
+        Daemon::start("[video]\nwidth = 640\nheight = 480\nbitrate_kbps = 1000\n").unwrap();
+    let url = format!("{}/whep", daemon.base_url);
+    let viewers: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(watch_owned(url.clone())))
+        .collect();
+    for (i, viewer) in viewers.into_iter().enumerate() {
+        let report = viewer
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("viewer {i}: {e:#}"));
+        check_viewer(&report, 30, (640, 480));
+    }
+    // Every session is torn down after DELETE.
+    let mut viewers = usize::MAX;
+    for _ in 0..50 {
+        let (_, body) = get(&format!("{}/api/status", daemon.base_url)).unwrap();
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        viewers = status["sessions"].as_u64().unwrap() as usize;
+        if viewers == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(viewers, 0, "sessions left after every viewer left");
+}
+
+async fn watch_owned(url: String) -> anyhow::Result<Report> {
+    watch(&url, Watch::decoding(30, Duration::from_secs(20))).await
+}
+
+#[test]
+fn whep_refuses_what_is_not_an_sdp_offer() {
+    let daemon = Daemon::start("[audio]\nenabled = false\n").unwrap();
+    let url = format!("{}/whep", daemon.base_url);
+    let http = agent();
+    let wrong_type = http
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .send("{}")
+        .unwrap();
+    assert_eq!(wrong_type.status().as_u16(), 415);
+    let no_type = http.post(&url).send("v=0\r\n").unwrap();
+    assert_eq!(no_type.status().as_u16(), 415);
+    let garbage = http
+        .post(&url)
+        .header("Content-Type", "application/sdp")
+        .send("hello")
+        .unwrap();
+    assert_eq!(garbage.status().as_u16(), 400);
+    let truncated = http
+        .post(&url)
+        .header("Content-Type", "application/sdp")
+        .send("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n")
+        .unwrap();
+    assert_eq!(truncated.status().as_u16(), 400);
+    let unknown = http.delete(&format!("{url}/0123")).call().unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    let patch = http
+        .patch(&format!("{url}/0123"))
+        .header("Content-Type", "application/trickle-ice-sdpfrag")
+        .send("a=x")
+        .unwrap();
+    assert_eq!(patch.status().as_u16(), 405);
+    let preflight = http
+        .options(&url)
+        .header("Origin", "http://player.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .call()
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .unwrap(),
+        "*"
+    );
+    // The daemon survived all of that.
+    assert_eq!(get(&format!("{}/healthz", daemon.base_url)).unwrap().0, 200);
+}
+
+#[test]
+fn health_and_status_report_the_stream() {
+    let daemon = Daemon::start("[device]\nchannel = \"porch\"\nname = \"Porch camera\"\n").unwrap();
+    let mut healthy = false;
+    for _ in 0..50 {
+        if get(&format!("{}/healthz", daemon.base_url)).unwrap().0 == 200 {
+            healthy = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(healthy, "/healthz never turned 200");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, body) = get(&format!("{}/api/status", daemon.base_url)).unwrap();
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["channel"], "porch");
+    assert_eq!(status["name"], "Porch camera");
+    assert_eq!(status["viewers"], 0);
+    assert_eq!(status["video"]["width"], 1280);
+    assert_eq!(status["video"]["profile_level_id"], "42e01f");
+    let fps = status["fps"].as_f64().unwrap();
+    assert!((25.0..=35.0).contains(&fps), "fps {fps}");
+    let (code, page) = get(&format!("{}/", daemon.base_url)).unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains("viewer.js"));
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly() {
+    let daemon = Daemon::start("").unwrap();
+    let status = daemon.stop().unwrap();
+    assert!(status.success(), "{status:?}");
+}
