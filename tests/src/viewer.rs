@@ -210,7 +210,6 @@ fn media_engine() -> anyhow::Result<MediaEngine> {
                     }],
                 },
                 payload_type: pt,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )?;
@@ -225,7 +224,6 @@ fn media_engine() -> anyhow::Result<MediaEngine> {
                 rtcp_feedback: vec![],
             },
             payload_type: 111,
-            ..Default::default()
         },
         RtpCodecKind::Audio,
     )?;

@@ -179,3 +179,43 @@ fn sigterm_stops_the_daemon_cleanly() {
     let status = daemon.stop().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_viewer_that_vanishes_without_delete_is_torn_down() {
+    let daemon = Daemon::start("[audio]\nenabled = false\n").unwrap();
+    let status = |key: &str| -> u64 {
+        let (_, body) = get(&format!("{}/api/status", daemon.base_url)).unwrap();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()[key]
+            .as_u64()
+            .unwrap()
+    };
+    let mut viewer = std::process::Command::new(env!("CARGO_BIN_EXE_onair-viewer"))
+        .args([&format!("{}/whep", daemon.base_url), "1000000", "120"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while status("viewers") != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "viewer never connected"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The viewer's machine dies: no DELETE, no DTLS close.
+    viewer.kill().unwrap();
+    viewer.wait().unwrap();
+    let killed = std::time::Instant::now();
+    while status("sessions") != 0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "session of a dead viewer still alive after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "dead viewer's session torn down {:.1} s after it died",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(status("viewers"), 0);
+}

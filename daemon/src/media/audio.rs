@@ -89,7 +89,7 @@ impl AudioThread {
         while running(stop) {
             if let Err(err) = self.source.read_period(&mut period) {
                 failures += 1;
-                if failures == 1 || failures % 50 == 0 {
+                if failures == 1 || failures.is_multiple_of(50) {
                     warn!(failures, "audio capture: {err}");
                 }
                 std::thread::sleep(Duration::from_millis(20 * u64::from(failures.min(50))));

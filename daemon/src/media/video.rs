@@ -135,7 +135,7 @@ impl VideoThread {
                 read_failures += 1;
                 // Log the first failure and then every 30th, so a dead camera does not
                 // flood the journal; /healthz reports the stall meanwhile.
-                if read_failures == 1 || read_failures % 30 == 0 {
+                if read_failures == 1 || read_failures.is_multiple_of(30) {
                     warn!(failures = read_failures, "video capture: {err}");
                 }
                 std::thread::sleep(Duration::from_millis(

@@ -227,7 +227,6 @@ impl PeerFactory {
             RTCRtpCodecParameters {
                 rtp_codec: self.video_codec.clone(),
                 payload_type: H264_PAYLOAD_TYPE,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )?;
@@ -236,7 +235,6 @@ impl PeerFactory {
                 RTCRtpCodecParameters {
                     rtp_codec: audio.clone(),
                     payload_type: OPUS_PAYLOAD_TYPE,
-                    ..Default::default()
                 },
                 RtpCodecKind::Audio,
             )?;

@@ -6,7 +6,9 @@
 //!   colours at fixed points ([`bar_probe_points`]) and catch swapped planes or a wrong
 //!   colour matrix;
 //! - a dark grey band below holds a white square that moves a few pixels per frame and wraps
-//!   around, so a frozen stream is visible at a glance and the encoder has real motion;
+//!   around, so a frozen stream is visible at a glance, over fresh luma noise ("snow") every
+//!   frame, so the encoder spends its configured bitrate as it would on a camera's picture
+//!   and the cost of sending to each viewer is measured at a realistic rate;
 //! - the bottom band holds the [stamp](super::stamp) with the frame number and wall clock.
 //!
 //! Colours are BT.601 limited ("TV") range, which is what browsers assume for H.264 without
@@ -164,6 +166,24 @@ impl Geometry {
     }
 }
 
+/// Replaces the luma of the motion band with noise of ±16 around its grey, different in
+/// every frame (xorshift64, seeded by the frame number: cheap and reproducible).
+fn snow(luma: &mut [u8], geometry: &Geometry, sequence: u64) {
+    let stride = geometry.width as usize;
+    let start = (geometry.bars as usize * stride).min(luma.len());
+    let end = (geometry.stamp_band as usize * stride).min(luma.len());
+    let grey = rgb_to_yuv(MOTION_BACKGROUND)[0];
+    let mut state = sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for chunk in luma[start..end].chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        for (pixel, byte) in chunk.iter_mut().zip(state.to_le_bytes()) {
+            *pixel = grey.saturating_add(byte & 31).saturating_sub(16);
+        }
+    }
+}
+
 /// Sets the luma of the rectangle at `(x, y)`, `width` x `height`, clipped to the plane.
 fn fill_luma(plane: &mut [u8], geometry: &Geometry, rect: (u32, u32, u32, u32), value: u8) {
     let (x, y, width, height) = rect;
@@ -221,6 +241,8 @@ impl TestPattern {
         let luma_len = (g.width as usize * g.height as usize).min(data.len());
         let luma = &mut data[..luma_len];
 
+        snow(luma, g, sequence);
+
         // The square sits on a neutral background and is neutral itself: luma only.
         if g.square > 0 && g.width > 0 {
             let width = u64::from(g.width);
@@ -276,6 +298,25 @@ impl VideoSource for TestPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snow_changes_every_frame_and_stays_grey() {
+        let pattern = TestPattern::new(320, 240, 30);
+        let g = &pattern.geometry;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        pattern.render(1, 0, &mut a);
+        pattern.render(2, 0, &mut b);
+        // A line of the band above the square: only snow there.
+        let line = g.bars as usize * 320;
+        let (la, lb) = (&a[line..line + 320], &b[line..line + 320]);
+        let differing = la.iter().zip(lb).filter(|(x, y)| x != y).count();
+        assert!(differing > 280, "only {differing} of 320 pixels changed");
+        let grey = rgb_to_yuv(MOTION_BACKGROUND)[0];
+        assert!(la.iter().all(|&y| y.abs_diff(grey) <= 16));
+        // Same frame number, same picture: reproducible.
+        pattern.render(1, 0, &mut b);
+        assert_eq!(a, b);
+    }
 
     /// BT.601 limited-range Y, Cb, Cr back to RGB.
     fn yuv_to_rgb([y, u, v]: [u8; 3]) -> [u8; 3] {
