@@ -18,7 +18,10 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use onair_config::Config;
-use tracing::info;
+use tracing::{info, warn};
+
+/// How long HTTP requests in flight may take to finish once a stop is requested.
+const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs the daemon until `shutdown` completes, then closes every session and stops capture.
 pub async fn run(
@@ -48,12 +51,28 @@ pub async fn run(
         name: config.device.name.clone(),
         started,
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server")?;
-
-    info!("shutting down: closing {} session(s)", sessions.len());
+    // On the signal, sessions close at once (viewers see their connection end), in parallel
+    // with HTTP finishing the requests in flight; a client that keeps a request open cannot
+    // hold shutdown beyond HTTP_DRAIN.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    });
+    let signalled = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signalled(stopping.clone()));
+    let drained = async {
+        signalled(stopping.clone()).await;
+        info!("shutting down: closing {} session(s)", sessions.len());
+        sessions.shutdown().await;
+        tokio::time::sleep(HTTP_DRAIN).await;
+    };
+    tokio::select! {
+        served = server => served.context("HTTP server")?,
+        () = drained => warn!("HTTP requests still open {HTTP_DRAIN:?} after the stop signal; closing them"),
+    }
     sessions.shutdown().await;
     drop(pipeline);
     info!("stopped");

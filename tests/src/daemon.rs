@@ -124,12 +124,14 @@ impl Daemon {
                             .unwrap_or_default()
                             .trim_end_matches('/')
                             .to_owned();
-                        return Ok(Daemon {
+                        let daemon = Daemon {
                             child,
                             base_url: url,
                             log: rx,
                             _config: config,
-                        });
+                        };
+                        daemon.wait_healthy()?;
+                        return Ok(daemon);
                     }
                     seen.push(line);
                 }
@@ -140,6 +142,22 @@ impl Daemon {
                         seen.join("\n")
                     );
                 }
+            }
+        }
+    }
+
+    /// Waits until `/healthz` answers 200 (frames are being encoded), at most 20 s: tests
+    /// start from a daemon that streams, however loaded the machine is.
+    fn wait_healthy(&self) -> anyhow::Result<()> {
+        let url = format!("{}/healthz", self.base_url);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match get(&url) {
+                Ok((200, _)) => return Ok(()),
+                other if std::time::Instant::now() > deadline => {
+                    bail!("onaird never became healthy: last answer {other:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }
     }

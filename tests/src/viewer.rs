@@ -9,9 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use bytes::BytesMut;
+use onaird::media::h264::nal_types;
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -22,8 +26,8 @@ use tokio::sync::Notify;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCSessionDescription, Registry, SettingEngineBuilder,
-    register_default_interceptors,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder, register_default_interceptors,
 };
 
 use crate::daemon::agent;
@@ -36,6 +40,10 @@ pub struct Report {
     pub frames_decoded: usize,
     /// Access units the decoder rejected.
     pub decode_errors: usize,
+    /// Access units that held an IDR.
+    pub keyframes: usize,
+    /// Index (in pictures received) of every IDR.
+    pub keyframe_at: Vec<usize>,
     /// The first decoded picture, read.
     pub first: Option<Picture>,
     /// The last decoded picture, read.
@@ -46,8 +54,10 @@ pub struct Report {
     pub audio_frames: usize,
     /// RMS of the decoded audio (full scale 1.0); the test tone is about 0.18.
     pub audio_rms: f64,
-    /// HTTP status of the DELETE.
+    /// HTTP status of the DELETE; 0 if nothing answered it.
     pub delete_status: u16,
+    /// The daemon ended the connection (closed, failed or dropped) before the viewer left.
+    pub connection_ended: bool,
 }
 
 /// How a viewer watches.
@@ -60,6 +70,8 @@ pub struct Watch {
     /// Decode video; without it, pictures are only counted (benchmarks use this so the
     /// viewers' own CPU does not crowd out the daemon's).
     pub decode: bool,
+    /// Send a Picture Loss Indication once this many pictures have arrived.
+    pub pli_at_frame: Option<usize>,
 }
 
 impl Watch {
@@ -69,6 +81,7 @@ impl Watch {
             frames,
             within,
             decode: true,
+            pli_at_frame: None,
         }
     }
 }
@@ -79,10 +92,13 @@ struct Shared {
     audio_sum_squares: f64,
     audio_samples: u64,
     started: Option<Instant>,
+    /// The connection closed, failed or dropped: nothing more will come.
+    ended: bool,
 }
 
 struct Handler {
     decode: bool,
+    pli_at_frame: Option<usize>,
     shared: Arc<Mutex<Shared>>,
     gathered: Arc<Notify>,
     progress: Arc<Notify>,
@@ -96,12 +112,33 @@ impl PeerConnectionEventHandler for Handler {
         }
     }
 
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if matches!(
+            state,
+            RTCPeerConnectionState::Closed
+                | RTCPeerConnectionState::Failed
+                | RTCPeerConnectionState::Disconnected
+        ) {
+            if let Ok(mut s) = self.shared.lock() {
+                s.ended = true;
+                s.report.connection_ended = true;
+            }
+            self.progress.notify_one();
+        }
+    }
+
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let shared = self.shared.clone();
         let progress = self.progress.clone();
         match track.kind().await {
             RtpCodecKind::Video => {
-                tokio::spawn(decode_video(track, shared, progress, self.decode));
+                tokio::spawn(decode_video(
+                    track,
+                    shared,
+                    progress,
+                    self.decode,
+                    self.pli_at_frame,
+                ));
             }
             _ => {
                 tokio::spawn(decode_audio(track, shared));
@@ -115,7 +152,9 @@ async fn decode_video(
     shared: Arc<Mutex<Shared>>,
     progress: Arc<Notify>,
     decode: bool,
+    pli_at_frame: Option<usize>,
 ) {
+    let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     let Ok(mut decoder) = Decoder::new() else {
         return;
     };
@@ -133,6 +172,23 @@ async fn decode_video(
             continue;
         }
         let au = access_unit.split().freeze();
+        let pictures = if let Ok(mut s) = shared.lock() {
+            if nal_types(&au).contains(&5) {
+                s.report.keyframes += 1;
+                let at = s.report.frames_decoded;
+                s.report.keyframe_at.push(at);
+            }
+            s.report.frames_decoded
+        } else {
+            0
+        };
+        if pli_at_frame == Some(pictures) {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+        }
         if !decode {
             if let Ok(mut s) = shared.lock() {
                 s.report.frames_decoded += 1;
@@ -192,9 +248,32 @@ async fn decode_audio(track: Arc<dyn TrackRemote>, shared: Arc<Mutex<Shared>>) {
     }
 }
 
-fn media_engine() -> anyhow::Result<MediaEngine> {
+/// Codecs like a browser offers them. The numbering differs from the daemon's own preference
+/// (42e01f at 102) on purpose, so a daemon that sent its own payload type instead of the one
+/// in its answer would be caught.
+fn media_engine(h264: bool) -> anyhow::Result<MediaEngine> {
     let mut engine = MediaEngine::default();
-    for (profile, pt) in [("42e01f", 102), ("42001f", 104)] {
+    if !h264 {
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_VP8.to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: String::new(),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: 96,
+            },
+            RtpCodecKind::Video,
+        )?;
+    }
+    let profiles: &[(&str, u8)] = if h264 {
+        &[("42001f", 102), ("42e01f", 106)]
+    } else {
+        &[]
+    };
+    for &(profile, pt) in profiles {
         engine.register_codec(
             RTCRtpCodecParameters {
                 rtp_codec: RTCRtpCodec {
@@ -237,14 +316,16 @@ pub async fn watch(whep_url: &str, how: Watch) -> anyhow::Result<Report> {
         frames,
         within,
         decode,
+        pli_at_frame,
     } = how;
-    let mut engine = media_engine()?;
+    let mut engine = media_engine(true)?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
     let shared = Arc::new(Mutex::new(Shared::default()));
     let gathered = Arc::new(Notify::new());
     let progress = Arc::new(Notify::new());
     let handler = Arc::new(Handler {
         decode,
+        pli_at_frame,
         shared: shared.clone(),
         gathered: gathered.clone(),
         progress: progress.clone(),
@@ -315,7 +396,7 @@ pub async fn watch(whep_url: &str, how: Watch) -> anyhow::Result<Report> {
     loop {
         let done = shared
             .lock()
-            .map(|s| s.report.frames_decoded >= frames)
+            .map(|s| s.report.frames_decoded >= frames || s.ended)
             .unwrap_or(true);
         if done
             || tokio::time::timeout_at(deadline, progress.notified())
@@ -333,7 +414,9 @@ pub async fn watch(whep_url: &str, how: Watch) -> anyhow::Result<Report> {
             .call()
             .map(|r| r.status().as_u16())
     })
-    .await??;
+    .await?
+    // No answer at all (the daemon is gone) reads as 0.
+    .unwrap_or(0);
     let _ = pc.close().await;
     let mut s = shared
         .lock()
@@ -356,6 +439,45 @@ fn resolve(base: &str, location: &str) -> String {
         .and_then(|i| base[i..].find('/').map(|j| i + j))
         .unwrap_or(base.len());
     format!("{}{}", &base[..origin_end], location)
+}
+
+/// A complete, valid offer (video + audio, all candidates) that offers VP8 and no H.264.
+pub async fn offer_without_h264() -> anyhow::Result<String> {
+    let mut engine = media_engine(false)?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let gathered = Arc::new(Notify::new());
+    let handler = Arc::new(Handler {
+        decode: false,
+        pli_at_frame: None,
+        shared: Arc::default(),
+        gathered: gathered.clone(),
+        progress: Arc::default(),
+    });
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(
+            SettingEngineBuilder::new()
+                .with_include_loopback_candidate(true)
+                .build(),
+        )
+        .with_handler(handler)
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await?;
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Recvonly,
+            ..Default::default()
+        };
+        pc.add_transceiver_from_kind(kind, Some(init)).await?;
+    }
+    pc.set_local_description(pc.create_offer(None).await?)
+        .await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), gathered.notified()).await;
+    let offer = pc.local_description().await.context("no local offer")?.sdp;
+    pc.close().await?;
+    Ok(offer)
 }
 
 #[cfg(test)]

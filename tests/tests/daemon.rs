@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use onair_tests::daemon::{Daemon, agent, get};
 use onair_tests::picture::bars_match;
-use onair_tests::viewer::{Report, Watch, watch};
+use onair_tests::viewer::{Report, Watch, offer_without_h264, watch};
 
 /// Colour tolerance per channel after H.264 at the default bitrate.
 const TOLERANCE: u8 = 24;
@@ -125,7 +125,7 @@ fn whep_refuses_what_is_not_an_sdp_offer() {
         .header("Content-Type", "application/trickle-ice-sdpfrag")
         .send("a=x")
         .unwrap();
-    assert_eq!(patch.status().as_u16(), 405);
+    assert_eq!(patch.status().as_u16(), 404);
     let preflight = http
         .options(&url)
         .header("Origin", "http://player.example")
@@ -173,11 +173,64 @@ fn health_and_status_report_the_stream() {
     assert!(page.contains("viewer.js"));
 }
 
-#[test]
-fn sigterm_stops_the_daemon_cleanly() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_sessions_and_stops_the_daemon() {
     let daemon = Daemon::start("").unwrap();
-    let status = daemon.stop().unwrap();
+    let url = format!("{}/whep", daemon.base_url);
+    // A viewer that would watch for a minute.
+    let viewer = tokio::spawn(async move {
+        watch(&url, Watch::decoding(usize::MAX, Duration::from_secs(60))).await
+    });
+    let status = format!("{}/api/status", daemon.base_url);
+    for _ in 0..150 {
+        let (_, body) = get(&status).unwrap();
+        if body.contains("\"viewers\":1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Connected; let pictures flow (the join's IDR may wait out the 500 ms coalescing gap).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || daemon.stop())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    // The viewer's connection was closed by the daemon: it stops well before its minute.
+    let report = tokio::time::timeout(Duration::from_secs(20), viewer)
+        .await
+        .expect("viewer still connected 20 s after the daemon stopped")
+        .unwrap()
+        .unwrap();
+    assert!(report.frames_decoded > 0, "{report:?}");
+    assert!(report.connection_ended, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_without_h264_is_refused_with_the_reason() {
+    let daemon = Daemon::start("").unwrap();
+    let offer = offer_without_h264().await.unwrap();
+    let url = format!("{}/whep", daemon.base_url);
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let mut r = agent()
+            .post(&url)
+            .header("Content-Type", "application/sdp")
+            .send(offer.as_bytes())
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("H.264"), "{body}");
+    let (_, status) = get(&format!("{}/api/status", daemon.base_url)).unwrap();
+    assert!(status.contains("\"sessions\":0"), "{status}");
 }
 
 #[test]
@@ -218,4 +271,33 @@ fn a_viewer_that_vanishes_without_delete_is_torn_down() {
         killed.elapsed().as_secs_f64()
     );
     assert_eq!(status("viewers"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_loss_indication_brings_an_idr() {
+    // No periodic IDRs: only the join and the PLI can cause one.
+    let daemon = Daemon::start("[video]\nwidth = 640\nheight = 480\nkeyframe_interval_ms = 60000\n[audio]\nenabled = false\n").unwrap();
+    let how = Watch {
+        pli_at_frame: Some(45),
+        ..Watch::decoding(90, Duration::from_secs(15))
+    };
+    let report = watch(&format!("{}/whep", daemon.base_url), how)
+        .await
+        .unwrap();
+    assert!(report.frames_decoded >= 90, "{report:?}");
+    assert_eq!(
+        report.keyframe_at.first(),
+        Some(&0),
+        "the stream starts at an IDR"
+    );
+    // The PLI at picture 45 comes 1.5 s after the join's IDR, past the 500 ms coalescing gap:
+    // an IDR follows within a few pictures, and nothing else causes one.
+    let answered = report.keyframe_at.iter().any(|&at| (46..=55).contains(&at));
+    assert!(
+        answered,
+        "no IDR after the PLI: IDRs at {:?}",
+        report.keyframe_at
+    );
+    assert!(report.keyframes <= 2, "IDRs at {:?}", report.keyframe_at);
+    assert_eq!(report.decode_errors, 0);
 }

@@ -13,6 +13,7 @@ pub mod whep;
 use std::time::Instant;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
@@ -57,7 +58,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/viewer.js", get(viewer_js))
-        .route("/whep", post(whep::create))
+        .route(
+            "/whep",
+            post(whep::create).layer(DefaultBodyLimit::max(whep::MAX_OFFER)),
+        )
         .route(
             "/whep/{id}",
             axum::routing::delete(whep::delete).patch(whep::patch),

@@ -13,7 +13,7 @@ use super::AppState;
 use crate::webrtc::OfferError;
 
 /// Largest offer accepted; browsers' offers are a few kilobytes.
-const MAX_OFFER: usize = 64 * 1024;
+pub const MAX_OFFER: usize = 64 * 1024;
 
 fn plain(status: StatusCode, text: impl Into<String>) -> Response {
     (
@@ -43,7 +43,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
             format!("offer larger than {MAX_OFFER} bytes\n"),
         );
     }
-    let Ok(offer) = String::from_utf8(body.to_vec()) else {
+    let Ok(offer) = std::str::from_utf8(&body) else {
         return plain(StatusCode::BAD_REQUEST, "offer is not UTF-8 text\n");
     };
     if !offer.trim_start().starts_with("v=0") {
@@ -52,7 +52,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
             "bad offer: not an SDP session description (must start with v=0)\n",
         );
     }
-    match state.sessions.offer(offer).await {
+    match state.sessions.offer(offer.to_owned()).await {
         Ok((id, answer)) => {
             let location = format!("/whep/{id}");
             let mut response = (StatusCode::CREATED, answer).into_response();
@@ -66,8 +66,16 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
             }
             response
         }
-        Err(err @ OfferError::BadOffer(_)) => plain(StatusCode::BAD_REQUEST, format!("{err}\n")),
-        Err(err @ OfferError::Full) => plain(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
+        Err(err @ (OfferError::BadOffer(_) | OfferError::NoVideo)) => {
+            plain(StatusCode::BAD_REQUEST, format!("{err}\n"))
+        }
+        Err(err @ (OfferError::Full | OfferError::NoPort | OfferError::ShuttingDown)) => {
+            let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
         Err(err @ OfferError::Internal(_)) => {
             warn!("WHEP offer failed: {err}");
             plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n"))
@@ -85,7 +93,10 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Re
 }
 
 /// `PATCH /whep/{id}`: trickle ICE and ICE restarts are not supported yet.
-pub async fn patch() -> Response {
+pub async fn patch(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    if !state.sessions.contains(&id) {
+        return plain(StatusCode::NOT_FOUND, "no such session\n");
+    }
     let mut response = plain(
         StatusCode::METHOD_NOT_ALLOWED,
         "trickle ICE is not supported; send all candidates in the offer\n",

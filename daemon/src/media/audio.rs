@@ -13,7 +13,7 @@ use onair_hal::{AudioFrame, AudioSource};
 use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
-use super::{AudioUnit, MediaStats, RtpClock, running};
+use super::{AudioUnit, LogThrottle, MediaStats, RtpClock, running};
 
 /// WebRTC's Opus runs at 48 kHz; 20 ms frames are what every browser expects by default.
 pub const SAMPLE_RATE: u32 = 48_000;
@@ -85,34 +85,104 @@ impl AudioThread {
     fn run(mut self, tx: &broadcast::Sender<Arc<AudioUnit>>, stop: &AtomicBool) {
         let mut period = AudioFrame::new();
         let mut packet = vec![0u8; MAX_PACKET];
-        let mut failures = 0u32;
+        let mut timeline = AudioTimeline::default();
+        let mut read_failures = LogThrottle::new(50);
+        let mut bad_periods = LogThrottle::new(50);
+        let mut encode_failures = LogThrottle::new(50);
         while running(stop) {
             if let Err(err) = self.source.read_period(&mut period) {
-                failures += 1;
-                if failures == 1 || failures.is_multiple_of(50) {
+                if let Some(failures) = read_failures.hit() {
                     warn!(failures, "audio capture: {err}");
                 }
-                std::thread::sleep(Duration::from_millis(20 * u64::from(failures.min(50))));
+                let backoff = 20 * u64::from(read_failures.count().min(50));
+                std::thread::sleep(Duration::from_millis(backoff));
                 continue;
             }
-            failures = 0;
+            read_failures.reset();
             if period.samples.len() != FRAME_SAMPLES * self.channels {
-                warn!(
-                    got = period.samples.len(),
-                    "audio capture: period of unexpected length dropped"
-                );
+                if let Some(count) = bad_periods.hit() {
+                    warn!(
+                        count,
+                        got = period.samples.len(),
+                        "audio capture: period of unexpected length dropped"
+                    );
+                }
                 continue;
             }
             match self.encoder.encode(&period.samples, &mut packet) {
                 Ok(len) => {
+                    encode_failures.reset();
                     self.stats.record_audio();
                     let _ = tx.send(Arc::new(AudioUnit {
                         payload: Bytes::copy_from_slice(&packet[..len]),
-                        rtp_timestamp: self.clock.audio(period.captured),
+                        rtp_timestamp: timeline.next(self.clock.audio(period.captured)),
                     }));
                 }
-                Err(err) => error!("Opus encoder: {err}"),
+                Err(err) => {
+                    if let Some(count) = encode_failures.hit() {
+                        error!(count, "Opus encoder: {err}");
+                    }
+                }
             }
         }
+    }
+}
+
+/// RTP timestamps for consecutive Opus frames.
+///
+/// Capture times carry the jitter of whoever woke the thread; stamping each frame with its
+/// own would make consecutive timestamps differ by 960 ± a few dozen, which a receiver hears
+/// as tiny gaps and overlaps. So frames follow each other exactly 960 ticks apart, and the
+/// timeline is re-anchored to the capture clock (which keeps lip sync) only when the two
+/// drift more than a frame apart: after a dropped period, or at the start.
+#[derive(Debug, Default)]
+struct AudioTimeline {
+    next: Option<u32>,
+}
+
+impl AudioTimeline {
+    fn next(&mut self, from_clock: u32) -> u32 {
+        let ts = match self.next {
+            Some(next)
+                if from_clock.wrapping_sub(next).cast_signed().unsigned_abs()
+                    <= FRAME_SAMPLES as u32 =>
+            {
+                next
+            }
+            _ => from_clock,
+        };
+        self.next = Some(ts.wrapping_add(FRAME_SAMPLES as u32));
+        ts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_is_exactly_one_frame_apart_despite_jitter() {
+        let mut t = AudioTimeline::default();
+        let jitter = [0i32, 37, -12, 55, -40, 8];
+        let stamps: Vec<u32> = jitter
+            .iter()
+            .enumerate()
+            .map(|(i, j)| t.next((1_000_000 + 960 * i as i64 + i64::from(*j)) as u32))
+            .collect();
+        assert!(
+            stamps.windows(2).all(|w| w[1].wrapping_sub(w[0]) == 960),
+            "{stamps:?}"
+        );
+        assert_eq!(stamps[0], 1_000_000);
+    }
+
+    #[test]
+    fn timeline_follows_the_clock_after_a_gap_and_across_wrap() {
+        let mut t = AudioTimeline::default();
+        let a = t.next(u32::MAX - 100);
+        assert_eq!(t.next(a.wrapping_add(960)), a.wrapping_add(960));
+        // Three periods lost: the clock jumped; follow it.
+        let after_gap = a.wrapping_add(960 * 5 + 3);
+        assert_eq!(t.next(after_gap), after_gap);
     }
 }

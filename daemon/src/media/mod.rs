@@ -43,8 +43,6 @@ pub struct VideoUnit {
     pub keyframe: bool,
     /// 90 kHz RTP timestamp derived from the capture time.
     pub rtp_timestamp: u32,
-    /// When the picture was captured.
-    pub captured: Instant,
 }
 
 /// One encoded 20 ms Opus frame.
@@ -116,34 +114,37 @@ impl Pipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MediaStats::new());
         let keyframe_wanted = Arc::new(AtomicBool::new(true));
-        let mut threads = Vec::new();
 
-        let (video_tx, _) = broadcast::channel(VIDEO_QUEUE);
+        // Open everything before starting anything, so a failure leaves no thread behind.
         let video =
             video::VideoThread::open(&config.video, clock, stats.clone(), keyframe_wanted.clone())?;
-        let video_description = video.description();
-        threads.push(video.spawn(video_tx.clone(), stop.clone())?);
-
-        let audio_tx = if config.audio.enabled {
-            let (tx, _) = broadcast::channel(AUDIO_QUEUE);
-            let audio = audio::AudioThread::open(&config.audio, clock, stats.clone())?;
-            threads.push(audio.spawn(tx.clone(), stop.clone())?);
-            Some(tx)
-        } else {
-            None
+        let audio = match config.audio.enabled {
+            true => Some(audio::AudioThread::open(
+                &config.audio,
+                clock,
+                stats.clone(),
+            )?),
+            false => None,
         };
-
-        Ok(Pipeline {
+        let (video_tx, _) = broadcast::channel(VIDEO_QUEUE);
+        let audio_tx = audio.as_ref().map(|_| broadcast::channel(AUDIO_QUEUE).0);
+        let mut pipeline = Pipeline {
             handle: MediaHandle {
-                video: video_tx,
-                audio: audio_tx,
+                video: video_tx.clone(),
+                audio: audio_tx.clone(),
                 keyframe_wanted,
                 stats,
-                video_description,
+                video_description: video.description(),
             },
-            stop,
-            threads,
-        })
+            stop: stop.clone(),
+            threads: Vec::new(),
+        };
+        // Dropping `pipeline` on an error below stops what was already started.
+        pipeline.threads.push(video.spawn(video_tx, stop.clone())?);
+        if let (Some(audio), Some(tx)) = (audio, audio_tx) {
+            pipeline.threads.push(audio.spawn(tx, stop)?);
+        }
+        Ok(pipeline)
     }
 
     /// A handle for sessions and HTTP.
@@ -209,6 +210,36 @@ impl Default for RtpClock {
     }
 }
 
+/// Lets the first of a run of repeated problems through to the log, then every `every`th,
+/// so a dead camera or a broken encoder does not flood the journal at frame rate.
+#[derive(Debug)]
+struct LogThrottle {
+    every: u32,
+    count: u32,
+}
+
+impl LogThrottle {
+    const fn new(every: u32) -> Self {
+        LogThrottle { every, count: 0 }
+    }
+
+    /// Another occurrence: `Some(count)` when it should be logged.
+    fn hit(&mut self) -> Option<u32> {
+        self.count = self.count.saturating_add(1);
+        (self.count == 1 || self.count.is_multiple_of(self.every)).then_some(self.count)
+    }
+
+    /// Things work again.
+    fn reset(&mut self) {
+        self.count = 0;
+    }
+
+    /// Occurrences in the current run.
+    fn count(&self) -> u32 {
+        self.count
+    }
+}
+
 /// Whether a capture thread should keep going.
 fn running(stop: &AtomicBool) -> bool {
     !stop.load(Ordering::Relaxed)
@@ -218,6 +249,15 @@ fn running(stop: &AtomicBool) -> bool {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn log_throttle_lets_the_first_and_every_nth_through() {
+        let mut t = LogThrottle::new(10);
+        let logged: Vec<_> = (0..25).filter_map(|_| t.hit()).collect();
+        assert_eq!(logged, [1, 10, 20]);
+        t.reset();
+        assert_eq!(t.hit(), Some(1));
+    }
 
     #[test]
     fn rtp_clocks_advance_at_their_rates() {

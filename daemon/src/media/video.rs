@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use super::h264::{H264Encoder, H264Settings, profile_level_id};
 use super::keyframe::KeyframePolicy;
-use super::{MediaStats, RtpClock, VideoDescription, VideoUnit, convert, running};
+use super::{LogThrottle, MediaStats, RtpClock, VideoDescription, VideoUnit, convert, running};
 
 /// Largest RTP payload: a 1200-byte packet (safe under every tunnel's MTU) minus the
 /// 12-byte RTP header.
@@ -128,28 +128,31 @@ impl VideoThread {
         let mut converted = Vec::new();
         let mut policy = KeyframePolicy::new(KEYFRAME_MIN_GAP, self.keyframe_interval);
         let mut payloader = H264Payloader::default();
-        let mut read_failures = 0u32;
+        // Logged on the first occurrence and then every 30th (about once a second).
+        let mut read_failures = LogThrottle::new(30);
+        let mut bad_frames = LogThrottle::new(30);
+        let mut encode_failures = LogThrottle::new(30);
 
         while running(stop) {
             if let Err(err) = self.source.read_frame(&mut frame) {
-                read_failures += 1;
-                // Log the first failure and then every 30th, so a dead camera does not
-                // flood the journal; /healthz reports the stall meanwhile.
-                if read_failures == 1 || read_failures.is_multiple_of(30) {
-                    warn!(failures = read_failures, "video capture: {err}");
+                if let Some(failures) = read_failures.hit() {
+                    warn!(failures, "video capture: {err}");
                 }
-                std::thread::sleep(Duration::from_millis(
-                    100 * u64::from(read_failures.min(20)),
-                ));
+                // Back off up to 2 s between attempts; /healthz reports the stall meanwhile.
+                let backoff = 100 * u64::from(read_failures.count().min(20));
+                std::thread::sleep(Duration::from_millis(backoff));
                 continue;
             }
-            read_failures = 0;
+            read_failures.reset();
             if frame.data.len() < expected_len {
-                warn!(
-                    got = frame.data.len(),
-                    expected = expected_len,
-                    "video capture: short frame dropped"
-                );
+                if let Some(count) = bad_frames.hit() {
+                    warn!(
+                        count,
+                        got = frame.data.len(),
+                        expected = expected_len,
+                        "video capture: short frame dropped"
+                    );
+                }
                 continue;
             }
 
@@ -165,35 +168,27 @@ impl VideoThread {
             }
             let force = policy.decide(frame.captured);
             let pts = self.clock.since_origin(frame.captured);
-            let picture = match self.encoder.encode(i420, force, pts) {
-                Ok(Some(picture)) => picture,
-                Ok(None) => {
-                    // Rate control skipped the frame; a forced IDR must come with the next.
-                    if force {
-                        policy.idr_not_sent();
+            let unit = match encode(&mut self.encoder, &mut payloader, i420, force, pts) {
+                Ok(unit) => unit,
+                Err(err) => {
+                    if let Some(count) = encode_failures.hit() {
+                        error!(count, "{err}");
                     }
-                    continue;
-                }
-                Err(err) => {
-                    error!("H.264 encoder: {err}");
-                    continue;
+                    None
                 }
             };
-            if picture.keyframe && !force {
-                policy.sent_idr(frame.captured);
+            match &unit {
+                // A forced IDR that did not come out (rate control skipped the frame, or an
+                // error) must come with the next frame: someone is waiting for it.
+                Some((_, keyframe, _)) if force && !keyframe => policy.idr_not_sent(),
+                None if force => policy.idr_not_sent(),
+                Some((_, true, _)) if !force => policy.sent_idr(frame.captured),
+                _ => {}
             }
-            let encoded_len = picture.annex_b.len();
-            let keyframe = picture.keyframe;
-            let payloads = match payloader
-                .payload(RTP_PAYLOAD_MTU, &Bytes::copy_from_slice(picture.annex_b))
-            {
-                Ok(payloads) if !payloads.is_empty() => payloads,
-                Ok(_) => continue,
-                Err(err) => {
-                    error!("H.264 packetizer: {err}");
-                    continue;
-                }
+            let Some((payloads, keyframe, encoded_len)) = unit else {
+                continue;
             };
+            encode_failures.reset();
             self.stats
                 .record_video(Instant::now(), encoded_len, keyframe);
             // An error only means nobody is watching right now.
@@ -201,8 +196,32 @@ impl VideoThread {
                 payloads,
                 keyframe,
                 rtp_timestamp: self.clock.video(frame.captured),
-                captured: frame.captured,
             }));
         }
     }
+}
+
+/// Encodes one picture and cuts it into RTP payloads: `(payloads, keyframe, encoded bytes)`,
+/// or `None` when the encoder skipped the picture.
+fn encode(
+    encoder: &mut H264Encoder,
+    payloader: &mut H264Payloader,
+    i420: &[u8],
+    force_idr: bool,
+    pts: Duration,
+) -> Result<Option<(Vec<Bytes>, bool, usize)>, String> {
+    let picture = encoder
+        .encode(i420, force_idr, pts)
+        .map_err(|e| format!("H.264 encoder: {e}"))?;
+    let Some(picture) = picture else {
+        return Ok(None);
+    };
+    let annex_b = Bytes::copy_from_slice(picture.annex_b);
+    let payloads = payloader
+        .payload(RTP_PAYLOAD_MTU, &annex_b)
+        .map_err(|e| format!("H.264 packetizer: {e}"))?;
+    if payloads.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((payloads, picture.keyframe, annex_b.len())))
 }

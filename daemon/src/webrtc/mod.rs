@@ -23,16 +23,15 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
-use webrtc::rtp_transceiver::RtpSender;
 
 use crate::media::MediaHandle;
-use forward::RtpStamper;
+use forward::Outgoing;
 use peer::{PeerError, PeerFactory};
 use session::{Action, Event, Session};
 
@@ -47,9 +46,20 @@ pub enum OfferError {
     /// The offer is not usable SDP, or webrtc-rs rejected it.
     #[error("bad offer: {0}")]
     BadOffer(String),
+    /// The offer is fine but has nothing we can send.
+    #[error(
+        "offer has no video section accepting H.264 constrained baseline (profile-level-id 42e0xx) with packetization-mode=1"
+    )]
+    NoVideo,
     /// [`MAX_SESSIONS`] are running.
     #[error("too many viewers ({MAX_SESSIONS}); try again later")]
     Full,
+    /// Every port of `webrtc.udp_port_range` is in use.
+    #[error("every UDP port of webrtc.udp_port_range is in use; try again later")]
+    NoPort,
+    /// The daemon is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
     /// Something on our side failed.
     #[error("cannot create a session: {0}")]
     Internal(String),
@@ -58,7 +68,7 @@ pub enum OfferError {
 impl From<PeerError> for OfferError {
     fn from(err: PeerError) -> Self {
         match err {
-            PeerError::NoPort => OfferError::Full,
+            PeerError::NoPort => OfferError::NoPort,
             PeerError::WebRtc(err) => OfferError::Internal(err.to_string()),
         }
     }
@@ -73,33 +83,35 @@ pub struct Sessions {
 struct Inner {
     media: MediaHandle,
     factory: PeerFactory,
-    /// Control channel of every live session, by id.
-    live: Mutex<HashMap<String, mpsc::UnboundedSender<Event>>>,
+    live: Mutex<Live>,
+    /// One permit per session, taken before any work is done for an offer.
+    permits: Arc<Semaphore>,
     /// Sessions with media flowing.
     viewers: AtomicUsize,
-    /// Session tasks, so shutdown can wait for them.
-    tasks: tokio::sync::Mutex<JoinSet<()>>,
+    /// Every session task and negotiation, so shutdown can wait for them.
+    tasks: TaskTracker,
 }
 
-/// A viewer's local tracks with what is needed to feed them.
-struct Outgoing {
-    track: Arc<TrackLocalStaticRTP>,
-    sender: Arc<dyn RtpSender>,
-    ssrc: u32,
+#[derive(Default)]
+struct Live {
+    /// Control channel of every live session, by id.
+    sessions: HashMap<String, mpsc::UnboundedSender<Event>>,
+    /// Set by shutdown: no session may be added any more.
+    closing: bool,
 }
 
 impl Sessions {
     /// An empty registry serving `media` with the `[webrtc]` settings.
     pub fn new(media: MediaHandle, webrtc: &WebRtc) -> Self {
-        let audio = media.has_audio();
-        let factory = PeerFactory::new(webrtc, &media.video_description, audio);
+        let factory = PeerFactory::new(webrtc, &media.video_description, media.has_audio());
         Sessions {
             inner: Arc::new(Inner {
                 media,
                 factory,
-                live: Mutex::new(HashMap::new()),
+                live: Mutex::new(Live::default()),
+                permits: Arc::new(Semaphore::new(MAX_SESSIONS)),
                 viewers: AtomicUsize::new(0),
-                tasks: tokio::sync::Mutex::new(JoinSet::new()),
+                tasks: TaskTracker::new(),
             }),
         }
     }
@@ -111,7 +123,11 @@ impl Sessions {
 
     /// Sessions in any state (negotiating included).
     pub fn len(&self) -> usize {
-        self.inner.live.lock().map(|l| l.len()).unwrap_or(0)
+        self.inner
+            .live
+            .lock()
+            .map(|l| l.sessions.len())
+            .unwrap_or(0)
     }
 
     /// Whether there are no sessions.
@@ -121,83 +137,24 @@ impl Sessions {
 
     /// Answers a viewer's offer (non-trickle: the answer holds all our candidates) and starts
     /// the session. Returns the session id and the answer SDP.
+    ///
+    /// The work runs in a task of its own: if the caller gives up (the HTTP client went
+    /// away), the negotiation still finishes and its peer connection is closed or handed to
+    /// a session that times out, instead of leaking.
     pub async fn offer(&self, offer_sdp: String) -> Result<(String, String), OfferError> {
-        if self.len() >= MAX_SESSIONS {
-            return Err(OfferError::Full);
-        }
-        let offer = RTCSessionDescription::offer(offer_sdp)
-            .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-        let peer = self.inner.factory.build().await?;
-        let pc = peer.pc.clone();
-        match self.negotiate(&pc, offer, &peer.gathered).await {
-            Ok((answer, outgoing)) => {
-                let id = session_id();
-                let (control_tx, control_rx) = mpsc::unbounded_channel();
-                if let Ok(mut live) = self.inner.live.lock() {
-                    live.insert(id.clone(), control_tx);
-                }
-                info!(session = %id, "viewer negotiating");
-                let task = run_session(self.inner.clone(), id.clone(), peer, control_rx, outgoing);
-                self.inner.tasks.lock().await.spawn(task);
-                Ok((id, answer))
-            }
-            Err(err) => {
-                let _ = pc.close().await;
-                Err(err)
-            }
-        }
-    }
-
-    async fn negotiate(
-        &self,
-        pc: &Arc<dyn PeerConnection>,
-        offer: RTCSessionDescription,
-        gathered: &tokio::sync::Notify,
-    ) -> Result<(String, Vec<(RtpCodecKind, Outgoing)>), OfferError> {
-        pc.set_remote_description(offer)
-            .await
-            .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-        let mut outgoing = Vec::new();
-        let factory = &self.inner.factory;
-        let mut kinds = vec![(RtpCodecKind::Video, factory.video_codec().clone())];
-        if let Some(audio) = factory.audio_codec() {
-            kinds.push((RtpCodecKind::Audio, audio.clone()));
-        }
-        for (kind, codec) in kinds {
-            let (track, ssrc) = local_track(kind, codec);
-            let sender = pc
-                .add_track(track.clone() as Arc<dyn TrackLocal>)
-                .await
-                .map_err(|e| OfferError::Internal(format!("adding the {kind} track: {e}")))?;
-            outgoing.push((
-                kind,
-                Outgoing {
-                    track,
-                    sender,
-                    ssrc,
-                },
-            ));
-        }
-        let answer = pc
-            .create_answer(None)
-            .await
-            .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-        pc.set_local_description(answer)
-            .await
-            .map_err(|e| OfferError::Internal(e.to_string()))?;
-        if tokio::time::timeout(GATHER_TIMEOUT, gathered.notified())
-            .await
-            .is_err()
-        {
-            warn!(
-                "ICE gathering not complete after {GATHER_TIMEOUT:?}; answering with what we have"
-            );
-        }
-        let answer = pc
-            .local_description()
-            .await
-            .ok_or_else(|| OfferError::Internal("no local description after answering".into()))?;
-        Ok((answer.sdp, outgoing))
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| OfferError::Full)?;
+        let inner = self.inner.clone();
+        let task = self
+            .inner
+            .tasks
+            .spawn(negotiate_and_start(inner, offer_sdp, permit));
+        task.await
+            .map_err(|e| OfferError::Internal(e.to_string()))?
     }
 
     /// Ends a session (WHEP DELETE). `false` if there is no such session.
@@ -207,27 +164,169 @@ impl Sessions {
             .live
             .lock()
             .ok()
-            .and_then(|live| live.get(id).cloned());
+            .and_then(|live| live.sessions.get(id).cloned());
         match control {
             Some(tx) => tx.send(Event::Delete).is_ok(),
             None => false,
         }
     }
 
-    /// Closes every session and waits until they have released their resources.
+    /// Whether a session with this id is live.
+    pub fn contains(&self, id: &str) -> bool {
+        self.inner
+            .live
+            .lock()
+            .is_ok_and(|live| live.sessions.contains_key(id))
+    }
+
+    /// Closes every session, refuses new ones, and waits until all have released their
+    /// resources.
     pub async fn shutdown(&self) {
-        if let Ok(live) = self.inner.live.lock() {
-            for tx in live.values() {
+        if let Ok(mut live) = self.inner.live.lock() {
+            live.closing = true;
+            for tx in live.sessions.values() {
                 let _ = tx.send(Event::Shutdown);
             }
         }
-        let mut tasks = self.inner.tasks.lock().await;
-        while tasks.join_next().await.is_some() {}
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 }
 
-fn session_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+async fn negotiate_and_start(
+    inner: Arc<Inner>,
+    offer_sdp: String,
+    permit: OwnedSemaphorePermit,
+) -> Result<(String, String), OfferError> {
+    let offer =
+        RTCSessionDescription::offer(offer_sdp).map_err(|e| OfferError::BadOffer(e.to_string()))?;
+    let peer = inner.factory.build().await?;
+    let (answer, outgoing) = match negotiate(&inner.factory, &peer.pc, offer, &peer.gathered).await
+    {
+        Ok(negotiated) => negotiated,
+        Err(err) => {
+            let _ = peer.pc.close().await;
+            return Err(err);
+        }
+    };
+    let id = format!("{:032x}", rand::random::<u128>());
+    if let Err(peer) = register(&inner, &id, peer, outgoing, permit) {
+        let _ = peer.pc.close().await;
+        return Err(OfferError::ShuttingDown);
+    }
+    info!(session = %id, "viewer negotiating");
+    Ok((id, answer))
+}
+
+/// Adds the session to the registry and starts its task, under one lock with no await in
+/// between, so shutdown either sees the session or has refused it (then the peer comes back
+/// to be closed).
+fn register(
+    inner: &Arc<Inner>,
+    id: &str,
+    peer: peer::NewPeer,
+    outgoing: Vec<Outgoing>,
+    permit: OwnedSemaphorePermit,
+) -> Result<(), peer::NewPeer> {
+    let Ok(mut live) = inner.live.lock() else {
+        return Err(peer);
+    };
+    if live.closing {
+        return Err(peer);
+    }
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    live.sessions.insert(id.to_owned(), control_tx);
+    let task = run_session(
+        inner.clone(),
+        id.to_owned(),
+        peer,
+        control_rx,
+        outgoing,
+        permit,
+    );
+    inner.tasks.spawn(task);
+    Ok(())
+}
+
+/// Applies the offer, adds our tracks and answers. Fails if the answer would not carry
+/// H.264 video (audio is optional for the viewer).
+async fn negotiate(
+    factory: &PeerFactory,
+    pc: &Arc<dyn PeerConnection>,
+    offer: RTCSessionDescription,
+    gathered: &tokio::sync::Notify,
+) -> Result<(String, Vec<Outgoing>), OfferError> {
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
+    let mut tracks = vec![(RtpCodecKind::Video, factory.video_codec().clone())];
+    if let Some(audio) = factory.audio_codec() {
+        tracks.push((RtpCodecKind::Audio, audio.clone()));
+    }
+    let mut added = Vec::new();
+    for (kind, codec) in tracks {
+        let (track, ssrc) = local_track(kind, codec);
+        // webrtc-rs refuses a track whose codec the offer does not accept.
+        match pc.add_track(track.clone() as Arc<dyn TrackLocal>).await {
+            Ok(_) => added.push((kind, track, ssrc)),
+            Err(err) if kind == RtpCodecKind::Video => {
+                debug!("video track refused: {err}");
+                return Err(OfferError::NoVideo);
+            }
+            Err(err) => debug!("viewer takes no Opus audio: {err}"),
+        }
+    }
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| OfferError::Internal(e.to_string()))?;
+    if tokio::time::timeout(GATHER_TIMEOUT, gathered.notified())
+        .await
+        .is_err()
+    {
+        warn!("ICE gathering not complete after {GATHER_TIMEOUT:?}; answering with what we have");
+    }
+    let answer = pc
+        .local_description()
+        .await
+        .ok_or_else(|| OfferError::Internal("no local description after answering".into()))?;
+
+    // What the answer agreed to send is what we send: its payload types, per medium.
+    let sdp = answer
+        .unmarshal()
+        .map_err(|e| OfferError::Internal(format!("our own answer: {e}")))?;
+    let mut outgoing = Vec::new();
+    for (kind, track, ssrc) in added {
+        let (media, codec) = match kind {
+            RtpCodecKind::Audio => ("audio", "opus"),
+            _ => ("video", "H264"),
+        };
+        let payload_type = sdp
+            .media_descriptions
+            .iter()
+            .filter(|m| m.media_name.media == media && m.media_name.port.value != 0)
+            .filter(|m| !m.has_attribute("recvonly") && !m.has_attribute("inactive"))
+            .find_map(|m| {
+                m.codecs()
+                    .into_values()
+                    .find(|c| c.name.eq_ignore_ascii_case(codec))
+                    .map(|c| c.payload_type)
+            });
+        match payload_type {
+            Some(payload_type) => outgoing.push(Outgoing {
+                kind,
+                track,
+                ssrc,
+                payload_type,
+            }),
+            None if kind == RtpCodecKind::Video => return Err(OfferError::NoVideo),
+            None => debug!("viewer takes no Opus audio"),
+        }
+    }
+    Ok((answer.sdp, outgoing))
 }
 
 fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec) -> (Arc<TrackLocalStaticRTP>, u32) {
@@ -253,19 +352,14 @@ fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec) -> (Arc<TrackLocalStaticR
     (Arc::new(TrackLocalStaticRTP::new(track)), ssrc)
 }
 
-/// The payload type the viewer negotiated for a sender's codec.
-async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>) -> Option<u8> {
-    let params = sender.get_parameters().await.ok()?;
-    params.rtp_parameters.codecs.first().map(|c| c.payload_type)
-}
-
-/// Drives one session from answer to teardown.
+/// Drives one session from answer to teardown. Holds the session's permit until the end.
 async fn run_session(
     inner: Arc<Inner>,
     id: String,
     peer: peer::NewPeer,
     mut control: mpsc::UnboundedReceiver<Event>,
-    outgoing: Vec<(RtpCodecKind, Outgoing)>,
+    outgoing: Vec<Outgoing>,
+    _permit: OwnedSemaphorePermit,
 ) {
     let peer::NewPeer {
         pc,
@@ -274,8 +368,7 @@ async fn run_session(
         ..
     } = peer;
     let mut session = Session::new(Instant::now());
-    let mut media_tasks = JoinSet::new();
-    let mut counted = false;
+    let mut media_tasks = tokio::task::JoinSet::new();
     let reason = loop {
         let deadline = session.deadline();
         let event = tokio::select! {
@@ -286,10 +379,9 @@ async fn run_session(
         match session.handle(event, Instant::now()) {
             Action::None => {}
             Action::StartMedia => {
-                start_media(&inner.media, &outgoing, &mut media_tasks).await;
-                inner.viewers.fetch_add(1, Ordering::Relaxed);
-                counted = true;
-                info!(session = %id, viewers = inner.viewers.load(Ordering::Relaxed), "viewer connected");
+                forward::start(&inner.media, &outgoing, &mut media_tasks);
+                let viewers = inner.viewers.fetch_add(1, Ordering::Relaxed) + 1;
+                info!(session = %id, viewers, "viewer connected");
             }
             Action::Close(reason) => break reason,
         }
@@ -299,9 +391,9 @@ async fn run_session(
         debug!(session = %id, "closing peer connection: {err}");
     }
     if let Ok(mut live) = inner.live.lock() {
-        live.remove(&id);
+        live.sessions.remove(&id);
     }
-    if counted {
+    if session.media_started() {
         inner.viewers.fetch_sub(1, Ordering::Relaxed);
     }
     info!(session = %id, ?reason, viewers = inner.viewers.load(Ordering::Relaxed), "viewer gone");
@@ -311,47 +403,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-async fn start_media(
-    media: &MediaHandle,
-    outgoing: &[(RtpCodecKind, Outgoing)],
-    tasks: &mut JoinSet<()>,
-) {
-    for (kind, out) in outgoing {
-        let Some(payload_type) = negotiated_payload_type(&out.sender).await else {
-            warn!("{kind} track has no negotiated codec; not sending it");
-            continue;
-        };
-        let track: Arc<dyn TrackLocal> = out.track.clone();
-        match kind {
-            RtpCodecKind::Audio => {
-                if let Some(units) = media.subscribe_audio() {
-                    tasks.spawn(forward::audio(
-                        track,
-                        RtpStamper::new(out.ssrc, payload_type, false),
-                        units,
-                    ));
-                }
-            }
-            _ => {
-                let stamper = RtpStamper::new(out.ssrc, payload_type, true);
-                tasks.spawn(forward::video(
-                    track.clone(),
-                    stamper,
-                    media.subscribe_video(),
-                    media.clone(),
-                ));
-                // PLI/FIR from this viewer → an IDR for everyone (coalesced by the encoder).
-                let media = media.clone();
-                tasks.spawn(async move {
-                    while let Some(TrackLocalEvent::OnRtcpPacket(_)) = track.poll().await {
-                        debug!("keyframe requested by viewer");
-                        media.request_keyframe();
-                    }
-                });
-            }
-        }
     }
 }

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 /// How long a viewer has, from the answer, to complete ICE and DTLS.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a connection may stay `disconnected` (no ICE traffic) before it is given up.
 /// ICE may recover on its own inside this window, e.g. after a Wi-Fi roam.
 pub const DISCONNECTED_GRACE: Duration = Duration::from_secs(10);
@@ -102,6 +102,11 @@ impl Session {
         self.state
     }
 
+    /// Whether media was started (the viewer connected at least once).
+    pub fn media_started(&self) -> bool {
+        self.media_started
+    }
+
     /// When the edge must call `handle(Event::Tick, …)` next, if ever.
     pub fn deadline(&self) -> Option<Instant> {
         match self.state {
@@ -166,7 +171,7 @@ mod tests {
         let t = Instant::now();
         let mut s = Session::new(t);
         assert_eq!(
-            s.handle(Event::Tick, t + Duration::from_secs(29)),
+            s.handle(Event::Tick, t + Duration::from_secs(19)),
             Action::None
         );
         assert_eq!(

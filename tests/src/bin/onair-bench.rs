@@ -75,6 +75,7 @@ async fn cpu_with_viewers(daemon: &Daemon, viewers: usize, window: Duration) -> 
         frames: usize::MAX,
         within: window + Duration::from_secs(4),
         decode: false,
+        pli_at_frame: None,
     };
     let tasks: Vec<_> = (0..viewers)
         .map(|_| {
