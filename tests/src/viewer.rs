@@ -318,44 +318,17 @@ pub async fn watch(whep_url: &str, how: Watch) -> anyhow::Result<Report> {
         decode,
         pli_at_frame,
     } = how;
-    let mut engine = media_engine(true)?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
     let shared = Arc::new(Mutex::new(Shared::default()));
-    let gathered = Arc::new(Notify::new());
     let progress = Arc::new(Notify::new());
-    let handler = Arc::new(Handler {
+    let gathered = Arc::new(Notify::new());
+    let handler = Handler {
         decode,
         pli_at_frame,
         shared: shared.clone(),
-        gathered: gathered.clone(),
+        gathered,
         progress: progress.clone(),
-    });
-    let pc = PeerConnectionBuilder::new()
-        .with_media_engine(engine)
-        .with_interceptor_registry(registry)
-        .with_setting_engine(
-            SettingEngineBuilder::new()
-                .with_include_loopback_candidate(true)
-                .build(),
-        )
-        .with_handler(handler)
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-        .build()
-        .await?;
-    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-        pc.add_transceiver_from_kind(
-            kind,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            }),
-        )
-        .await?;
-    }
-    let offer = pc.create_offer(None).await?;
-    pc.set_local_description(offer).await?;
-    let _ = tokio::time::timeout(Duration::from_secs(2), gathered.notified()).await;
-    let offer = pc.local_description().await.context("no local offer")?.sdp;
+    };
+    let (pc, offer) = recvonly_offer(true, handler).await?;
 
     if let Ok(mut s) = shared.lock() {
         s.started = Some(Instant::now());
@@ -443,16 +416,27 @@ fn resolve(base: &str, location: &str) -> String {
 
 /// A complete, valid offer (video + audio, all candidates) that offers VP8 and no H.264.
 pub async fn offer_without_h264() -> anyhow::Result<String> {
-    let mut engine = media_engine(false)?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
-    let gathered = Arc::new(Notify::new());
-    let handler = Arc::new(Handler {
+    let handler = Handler {
         decode: false,
         pli_at_frame: None,
         shared: Arc::default(),
-        gathered: gathered.clone(),
+        gathered: Arc::default(),
         progress: Arc::default(),
-    });
+    };
+    let (pc, offer) = recvonly_offer(false, handler).await?;
+    pc.close().await?;
+    Ok(offer)
+}
+
+/// A loopback-only peer connection that receives video and audio, and its offer with all
+/// candidates. `h264: false` offers VP8 instead.
+async fn recvonly_offer(
+    h264: bool,
+    handler: Handler,
+) -> anyhow::Result<(impl PeerConnection, String)> {
+    let mut engine = media_engine(h264)?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let gathered = handler.gathered.clone();
     let pc = PeerConnectionBuilder::new()
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
@@ -461,7 +445,7 @@ pub async fn offer_without_h264() -> anyhow::Result<String> {
                 .with_include_loopback_candidate(true)
                 .build(),
         )
-        .with_handler(handler)
+        .with_handler(Arc::new(handler))
         .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
         .build()
         .await?;
@@ -476,8 +460,7 @@ pub async fn offer_without_h264() -> anyhow::Result<String> {
         .await?;
     let _ = tokio::time::timeout(Duration::from_secs(2), gathered.notified()).await;
     let offer = pc.local_description().await.context("no local offer")?.sdp;
-    pc.close().await?;
-    Ok(offer)
+    Ok((pc, offer))
 }
 
 #[cfg(test)]
