@@ -209,11 +209,15 @@ impl<'de> Deserialize<'de> for VideoSourceSetting {
 pub struct Audio {
     /// Whether to send an audio track at all. Default `true`.
     pub enabled: bool,
-    /// Where sound comes from: `"test"` (a 440 Hz tone, needs no hardware); later ALSA device
-    /// names such as `"default"` or `"hw:1,0"`. Must not be empty. Default `"test"`.
+    /// Where sound comes from: `"test"` (a 440 Hz tone, needs no hardware) or an ALSA device
+    /// name such as `"default"`, `"hw:1,0"` or `"plughw:CARD=Device"`. Must not be empty.
+    /// Default `"test"`.
     pub source: String,
     /// Target Opus bitrate in kbit/s, 6 to 510 (the range Opus supports). Default 64.
     pub bitrate_kbps: u32,
+    /// Whether the daemon refuses to start without its microphone. Default `false`: a
+    /// missing microphone turns audio off with a warning, and the camera still broadcasts.
+    pub required: bool,
 }
 
 impl Default for Audio {
@@ -222,6 +226,7 @@ impl Default for Audio {
             enabled: true,
             source: "test".to_owned(),
             bitrate_kbps: 64,
+            required: false,
         }
     }
 }

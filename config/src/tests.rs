@@ -82,6 +82,7 @@ keyframe_interval_ms = 1000
 enabled = false
 source = "hw:1,0"
 bitrate_kbps = 32
+required = true
 
 [http]
 listen = "[::1]:9000"
@@ -118,6 +119,7 @@ fn full_config() -> Config {
             enabled: false,
             source: "hw:1,0".into(),
             bitrate_kbps: 32,
+            required: true,
         },
         http: Http {
             listen: "[::1]:9000".parse().unwrap(),

@@ -10,12 +10,21 @@
 //! Parts:
 //! - [`synthetic`]: moving colour bars with a machine-readable stamp, and a tone. The
 //!   embedded default and the test suites use it; hardware backends slot in beside it.
+//! - [`v4l2`]: cameras through Video4Linux2 (USB UVC webcams, the Pi's camera drivers,
+//!   vivid), raw YUV or MJPEG decoded to I420.
+//! - [`alsa`]: microphones through ALSA, delivered in exact 20 ms periods at 48 kHz.
+//!
+//! Hardware backends keep every decision (which format, which size, how to recover) in pure
+//! functions with unit tests; the ioctl and PCM calls are a thin edge around them, because
+//! the machines that build and test onair have no camera or sound card.
 
 #![forbid(unsafe_code)]
 
 use std::time::Instant;
 
+pub mod alsa;
 pub mod synthetic;
+pub mod v4l2;
 
 /// Layout of the bytes in a [`VideoFrame`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +90,18 @@ impl Default for VideoFrame {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The picture a caller would like from a camera; the backend picks the closest the device
+/// offers and reports it in [`VideoSource::format`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoFormatRequest {
+    /// Wanted width in pixels.
+    pub width: u32,
+    /// Wanted height in pixels.
+    pub height: u32,
+    /// Wanted frames per second.
+    pub fps: u32,
 }
 
 /// A camera, or anything that produces pictures like one.
@@ -164,4 +185,29 @@ pub enum HalError {
         /// What went wrong, in words.
         reason: String,
     },
+    /// The device has disappeared (unplugged, driver unbound): this handle will never deliver
+    /// again. Drop it and open the device anew, with a backoff, until it is back.
+    #[error("{device}: device gone: {reason}")]
+    Gone {
+        /// Path or name of the device.
+        device: String,
+        /// What went wrong, in words.
+        reason: String,
+    },
+}
+
+impl HalError {
+    /// Whether the device has gone away, so the caller should reopen it rather than read on.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, HalError::Gone { .. })
+    }
+
+    /// The path or name of the device the error is about.
+    pub fn device(&self) -> &str {
+        match self {
+            HalError::Open { device, .. }
+            | HalError::Read { device, .. }
+            | HalError::Gone { device, .. } => device,
+        }
+    }
 }

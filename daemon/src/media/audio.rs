@@ -3,16 +3,17 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use onair_config::Audio;
+use onair_hal::alsa::AlsaMicrophone;
 use onair_hal::synthetic::Tone;
-use onair_hal::{AudioFrame, AudioSource};
+use onair_hal::{AudioFrame, AudioSource, HalError};
 use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
+use super::input::Supervised;
 use super::{AudioUnit, LogThrottle, MediaStats, RtpClock, running};
 
 /// WebRTC's Opus runs at 48 kHz; 20 ms frames are what every browser expects by default.
@@ -24,21 +25,48 @@ const MAX_PACKET: usize = 1500;
 
 /// A source and its encoder, opened but not yet running.
 pub struct AudioThread {
-    source: Box<dyn AudioSource>,
+    input: Supervised<dyn AudioSource>,
     encoder: opus::Encoder,
     channels: usize,
     clock: RtpClock,
     stats: Arc<MediaStats>,
 }
 
+/// Opens `audio.source`: the test tone, or an ALSA capture device by name. `channels` pins
+/// the channel count when reopening, because the encoder was made for it.
+fn open_source(name: &str, channels: Option<u16>) -> Result<Box<dyn AudioSource>, HalError> {
+    match name {
+        "test" => Ok(Box::new(Tone::new(
+            SAMPLE_RATE,
+            channels.unwrap_or(1),
+            FRAME_MS,
+            440.0,
+        ))),
+        device => Ok(Box::new(AlsaMicrophone::open(device, channels)?)),
+    }
+}
+
 impl AudioThread {
     /// Opens the configured microphone (or test tone) and an Opus encoder for it.
-    pub fn open(audio: &Audio, clock: RtpClock, stats: Arc<MediaStats>) -> anyhow::Result<Self> {
-        let source: Box<dyn AudioSource> = match audio.source.as_str() {
-            "test" => Box::new(Tone::new(SAMPLE_RATE, 1, FRAME_MS, 440.0)),
-            other => anyhow::bail!(
-                "audio.source = {other:?}: capture from ALSA devices is not supported by this build yet; use \"test\" or set audio.enabled = false"
-            ),
+    /// `Ok(None)`: the microphone is missing and `audio.required` is false, so the camera
+    /// broadcasts without sound.
+    pub fn open(
+        audio: &Audio,
+        clock: RtpClock,
+        stats: Arc<MediaStats>,
+    ) -> anyhow::Result<Option<Self>> {
+        let source = match open_source(&audio.source, None) {
+            Ok(source) => source,
+            Err(err) if audio.required => {
+                return Err(err)
+                    .context("audio.required = true and the microphone cannot be opened");
+            }
+            Err(err) => {
+                warn!(
+                    "{err}; broadcasting without audio (set audio.required = true to refuse to start)"
+                );
+                return Ok(None);
+            }
         };
         let format = source.format();
         anyhow::ensure!(
@@ -62,13 +90,16 @@ impl AudioThread {
             .set_bitrate(opus::Bitrate::Bits(audio.bitrate_kbps as i32 * 1000))
             .context("setting the Opus bitrate")?;
         info!(source = %source.describe(), "audio: {} Hz, {} channel(s) → Opus at {} kb/s", format.rate, format.channels, audio.bitrate_kbps);
-        Ok(AudioThread {
-            source,
+        let name = source.describe();
+        let device = audio.source.clone();
+        let pinned = Some(format.channels);
+        Ok(Some(AudioThread {
+            input: Supervised::new(name, Some(source), move || open_source(&device, pinned)),
             encoder,
             channels: usize::from(format.channels),
             clock,
             stats,
-        })
+        }))
     }
 
     /// Runs capture → encode on a thread of its own until `stop`.
@@ -86,19 +117,17 @@ impl AudioThread {
         let mut period = AudioFrame::new();
         let mut packet = vec![0u8; MAX_PACKET];
         let mut timeline = AudioTimeline::default();
-        let mut read_failures = LogThrottle::new(50);
         let mut bad_periods = LogThrottle::new(50);
         let mut encode_failures = LogThrottle::new(50);
         while running(stop) {
-            if let Err(err) = self.source.read_period(&mut period) {
-                if let Some(failures) = read_failures.hit() {
-                    warn!(failures, "audio capture: {err}");
-                }
-                let backoff = 20 * u64::from(read_failures.count().min(50));
-                std::thread::sleep(Duration::from_millis(backoff));
+            let Some(source) = self.input.get(stop) else {
+                continue;
+            };
+            if let Err(err) = source.read_period(&mut period) {
+                self.input.failed(err, stop);
                 continue;
             }
-            read_failures.reset();
+            self.input.succeeded();
             if period.samples.len() != FRAME_SAMPLES * self.channels {
                 if let Some(count) = bad_periods.hit() {
                     warn!(

@@ -12,6 +12,7 @@
 pub mod audio;
 pub mod convert;
 pub mod h264;
+pub mod input;
 pub mod keyframe;
 pub mod stats;
 pub mod video;
@@ -119,11 +120,7 @@ impl Pipeline {
         let video =
             video::VideoThread::open(&config.video, clock, stats.clone(), keyframe_wanted.clone())?;
         let audio = match config.audio.enabled {
-            true => Some(audio::AudioThread::open(
-                &config.audio,
-                clock,
-                stats.clone(),
-            )?),
+            true => audio::AudioThread::open(&config.audio, clock, stats.clone())?,
             false => None,
         };
         let (video_tx, _) = broadcast::channel(VIDEO_QUEUE);
@@ -232,11 +229,6 @@ impl LogThrottle {
     /// Things work again.
     fn reset(&mut self) {
         self.count = 0;
-    }
-
-    /// Occurrences in the current run.
-    fn count(&self) -> u32 {
-        self.count
     }
 }
 

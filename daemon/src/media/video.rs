@@ -9,13 +9,15 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use onair_config::{Video, VideoSourceSetting};
 use onair_hal::synthetic::TestPattern;
-use onair_hal::{VideoFrame, VideoSource};
+use onair_hal::v4l2::{self, V4l2Camera};
+use onair_hal::{HalError, PixelFormat, VideoFormat, VideoFormatRequest, VideoFrame, VideoSource};
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
 use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
 use super::h264::{H264Encoder, H264Settings, profile_level_id};
+use super::input::Supervised;
 use super::keyframe::KeyframePolicy;
 use super::{LogThrottle, MediaStats, RtpClock, VideoDescription, VideoUnit, convert, running};
 
@@ -29,7 +31,10 @@ const KEYFRAME_MIN_GAP: Duration = Duration::from_millis(500);
 
 /// A source and its encoder, opened but not yet running.
 pub struct VideoThread {
-    source: Box<dyn VideoSource>,
+    input: Supervised<dyn VideoSource>,
+    /// What the encoder is set up for; a reopened camera may deliver something else.
+    format: VideoFormat,
+    bitrate_kbps: u32,
     encoder: H264Encoder,
     keyframe_interval: Duration,
     clock: RtpClock,
@@ -37,50 +42,95 @@ pub struct VideoThread {
     keyframe_wanted: Arc<AtomicBool>,
 }
 
-/// Opens the source `video.source` names.
-fn open_source(video: &Video) -> anyhow::Result<Box<dyn VideoSource>> {
-    match &video.source {
-        VideoSourceSetting::Test => Ok(Box::new(TestPattern::new(
-            video.width,
-            video.height,
-            video.fps,
-        ))),
-        VideoSourceSetting::Auto => {
-            warn!(
-                "video.source = \"auto\": no camera backend is built in yet, using the test pattern"
-            );
-            Ok(Box::new(TestPattern::new(
-                video.width,
-                video.height,
-                video.fps,
-            )))
-        }
-        VideoSourceSetting::Device(path) => anyhow::bail!(
-            "video.source = {:?}: capture from V4L2 devices is not supported by this build yet; use \"test\"",
-            path.display().to_string()
-        ),
+/// `auto` → the first V4L2 capture device, or the test pattern (with a warning) if there is
+/// none; anything else as it is.
+fn resolve(setting: &VideoSourceSetting) -> VideoSourceSetting {
+    if *setting != VideoSourceSetting::Auto {
+        return setting.clone();
     }
+    match v4l2::list_capture_devices().into_iter().next() {
+        Some(device) => {
+            info!(
+                "video.source = \"auto\": using {} ({})",
+                device.path.display(),
+                device.card
+            );
+            VideoSourceSetting::Device(device.path)
+        }
+        None => {
+            warn!("video.source = \"auto\": no V4L2 capture device found; using the test pattern");
+            VideoSourceSetting::Test
+        }
+    }
+}
+
+/// Opens a (resolved) source.
+fn open_source(
+    setting: &VideoSourceSetting,
+    wanted: VideoFormatRequest,
+) -> Result<Box<dyn VideoSource>, HalError> {
+    match setting {
+        VideoSourceSetting::Device(path) => {
+            let camera = V4l2Camera::open(&path.to_string_lossy(), wanted)?;
+            info!("{}", camera.negotiation());
+            Ok(Box::new(camera))
+        }
+        _ => Ok(Box::new(TestPattern::new(
+            wanted.width,
+            wanted.height,
+            wanted.fps,
+        ))),
+    }
+}
+
+fn encoder_for(format: VideoFormat, bitrate_kbps: u32) -> Result<H264Encoder, openh264::Error> {
+    H264Encoder::new(H264Settings {
+        width: format.width,
+        height: format.height,
+        fps: format.fps,
+        bitrate_kbps,
+    })
 }
 
 impl VideoThread {
     /// Opens the configured camera (or test pattern) and an encoder for what it delivers.
+    /// A camera that cannot be opened yet is not an error: the thread keeps trying, and
+    /// `/healthz` reports 503 until frames flow.
     pub fn open(
         video: &Video,
         clock: RtpClock,
         stats: Arc<MediaStats>,
         keyframe_wanted: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
-        let source = open_source(video)?;
-        let format = source.format();
-        let encoder = H264Encoder::new(H264Settings {
-            width: format.width,
-            height: format.height,
-            fps: format.fps,
-            bitrate_kbps: video.bitrate_kbps,
-        })
-        .context("starting the H.264 encoder")?;
+        let setting = resolve(&video.source);
+        let wanted = VideoFormatRequest {
+            width: video.width,
+            height: video.height,
+            fps: video.fps,
+        };
+        let first = match open_source(&setting, wanted) {
+            Ok(source) => Some(source),
+            Err(err) => {
+                warn!("{err}; retrying until it opens (/healthz answers 503 meanwhile)");
+                None
+            }
+        };
+        let format = first.as_ref().map_or(
+            VideoFormat {
+                pixel: PixelFormat::I420,
+                width: video.width,
+                height: video.height,
+                fps: video.fps,
+            },
+            |source| source.format(),
+        );
+        let name = first
+            .as_ref()
+            .map_or_else(|| setting.to_string(), |source| source.describe());
+        let encoder =
+            encoder_for(format, video.bitrate_kbps).context("starting the H.264 encoder")?;
         info!(
-            source = %source.describe(),
+            source = %name,
             "video: {}x{}@{} {:?} → H.264 constrained baseline {} at {} kb/s, IDR every {} ms",
             format.width,
             format.height,
@@ -91,7 +141,9 @@ impl VideoThread {
             video.keyframe_interval_ms
         );
         Ok(VideoThread {
-            source,
+            input: Supervised::new(name, first, move || open_source(&setting, wanted)),
+            format,
+            bitrate_kbps: video.bitrate_kbps,
             encoder,
             keyframe_interval: Duration::from_millis(u64::from(video.keyframe_interval_ms)),
             clock,
@@ -122,28 +174,46 @@ impl VideoThread {
     }
 
     fn run(mut self, tx: &broadcast::Sender<Arc<VideoUnit>>, stop: &AtomicBool) {
-        let format = self.source.format();
-        let expected_len = format.pixel.frame_len(format.width, format.height);
         let mut frame = VideoFrame::new();
         let mut converted = Vec::new();
         let mut policy = KeyframePolicy::new(KEYFRAME_MIN_GAP, self.keyframe_interval);
         let mut payloader = H264Payloader::default();
         // Logged on the first occurrence and then every 30th (about once a second).
-        let mut read_failures = LogThrottle::new(30);
         let mut bad_frames = LogThrottle::new(30);
         let mut encode_failures = LogThrottle::new(30);
 
         while running(stop) {
-            if let Err(err) = self.source.read_frame(&mut frame) {
-                if let Some(failures) = read_failures.hit() {
-                    warn!(failures, "video capture: {err}");
-                }
-                // Back off up to 2 s between attempts; /healthz reports the stall meanwhile.
-                let backoff = 100 * u64::from(read_failures.count().min(20));
-                std::thread::sleep(Duration::from_millis(backoff));
+            let Some(source) = self.input.get(stop) else {
                 continue;
+            };
+            let read = source.read_frame(&mut frame).map(|()| source.format());
+            let format = match read {
+                Ok(format) => format,
+                Err(err) => {
+                    self.input.failed(err, stop);
+                    continue;
+                }
+            };
+            self.input.succeeded();
+            if format != self.format {
+                // A camera that came back differently: encode what it delivers now.
+                match encoder_for(format, self.bitrate_kbps) {
+                    Ok(encoder) => {
+                        warn!(
+                            ?format,
+                            "video format changed; new encoder (viewers get an IDR)"
+                        );
+                        self.encoder = encoder;
+                        self.format = format;
+                        policy.idr_not_sent();
+                    }
+                    Err(err) => {
+                        error!(?format, "cannot encode the new video format: {err}");
+                        continue;
+                    }
+                }
             }
-            read_failures.reset();
+            let expected_len = format.pixel.frame_len(format.width, format.height);
             if frame.data.len() < expected_len {
                 if let Some(count) = bad_frames.hit() {
                     warn!(

@@ -10,6 +10,7 @@
 
 pub mod forward;
 pub mod keyframe_requests;
+pub mod nat;
 pub mod peer;
 pub mod session;
 
@@ -295,7 +296,7 @@ async fn negotiate(
         .ok_or_else(|| OfferError::Internal("no local description after answering".into()))?;
 
     // What the answer agreed to send is what we send: its payload types, per medium.
-    let sdp = answer
+    let mut sdp = answer
         .unmarshal()
         .map_err(|e| OfferError::Internal(format!("our own answer: {e}")))?;
     let mut outgoing = Vec::new();
@@ -326,7 +327,8 @@ async fn negotiate(
             None => debug!("viewer takes no Opus audio"),
         }
     }
-    Ok((answer.sdp, outgoing))
+    nat::announce(&mut sdp, factory.nat_ips());
+    Ok((sdp.marshal(), outgoing))
 }
 
 fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec) -> (Arc<TrackLocalStaticRTP>, u32) {

@@ -12,8 +12,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use tokio::sync::{Notify, mpsc};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateType, RTCIceGatheringState, RTCIceServer,
-    RTCPeerConnectionState, Registry, SettingEngineBuilder, register_default_interceptors,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, Registry,
+    SettingEngineBuilder, register_default_interceptors,
 };
 
 use super::keyframe_requests::{self, KeyframeRequests};
@@ -149,7 +149,8 @@ impl PeerConnectionEventHandler for PeerEvents {
 /// Everything needed to build peer connections, made once from the config.
 pub struct PeerFactory {
     ice_servers: Vec<RTCIceServer>,
-    nat_ips: Vec<String>,
+    /// `webrtc.nat_ips`, applied to answers by [`super::nat`].
+    nat_ips: Vec<IpAddr>,
     bind_ips: Vec<IpAddr>,
     ports: Arc<PortPool>,
     video_codec: RTCRtpCodec,
@@ -197,12 +198,17 @@ impl PeerFactory {
                     credential: s.credential.clone().unwrap_or_default(),
                 })
                 .collect(),
-            nat_ips: config.nat_ips.iter().map(ToString::to_string).collect(),
+            nat_ips: config.nat_ips.clone(),
             bind_ips,
             ports: PortPool::new(config.udp_port_range.as_ref().map(|r| (r.min, r.max))),
             video_codec: h264_codec(video),
             audio_codec: audio.then(opus_codec),
         }
+    }
+
+    /// Addresses to announce instead of the bound ones (`webrtc.nat_ips`).
+    pub fn nat_ips(&self) -> &[IpAddr] {
+        &self.nat_ips
     }
 
     /// The video codec, for building tracks.
@@ -243,9 +249,6 @@ impl PeerFactory {
             .with(keyframe_requests::SLOT.into(), KeyframeRequests::default());
 
         let mut settings = SettingEngineBuilder::new();
-        if !self.nat_ips.is_empty() {
-            settings = settings.with_nat_1to1_ips(self.nat_ips.clone(), RTCIceCandidateType::Host);
-        }
         if self.bind_ips.iter().any(IpAddr::is_loopback) {
             settings = settings.with_include_loopback_candidate(true);
         }

@@ -1,0 +1,187 @@
+//! Keeping a device open: a camera or microphone that disappears is opened again.
+//!
+//! Cameras get unplugged, USB hubs reset, drivers get unbound. The daemon must not exit on
+//! that: the capture thread drops the dead handle and tries to open the device again with a
+//! growing backoff (0.5 s → 5 s), while `/healthz` reports the stall. When the device is
+//! back, frames flow again by themselves.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use onair_hal::HalError;
+use tracing::{info, warn};
+
+use super::{LogThrottle, running};
+
+/// Read failures in a row after which a device that did not say it is gone is reopened anyway.
+const REOPEN_AFTER_FAILURES: u32 = 10;
+/// Longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Opens a source of type `S` (`dyn VideoSource`, `dyn AudioSource`), and again after it
+/// failed.
+pub struct Supervised<S: ?Sized> {
+    /// What to call the device in logs.
+    name: String,
+    open: Box<dyn FnMut() -> Result<Box<S>, HalError> + Send>,
+    current: Option<Box<S>>,
+    /// Consecutive failed opens or reads: drives the backoff and the reopen decision.
+    failures: u32,
+    log: LogThrottle,
+}
+
+impl<S: ?Sized> Supervised<S> {
+    /// A supervisor around `open`, starting with `first` if that attempt already succeeded.
+    pub fn new(
+        name: String,
+        first: Option<Box<S>>,
+        open: impl FnMut() -> Result<Box<S>, HalError> + Send + 'static,
+    ) -> Self {
+        Supervised {
+            name,
+            open: Box::new(open),
+            current: first,
+            failures: 0,
+            log: LogThrottle::new(20),
+        }
+    }
+
+    /// The open source; opens it if needed. `None` (after a backoff sleep) when it cannot be
+    /// opened right now; the caller loops.
+    pub fn get(&mut self, stop: &AtomicBool) -> Option<&mut S> {
+        if self.current.is_none() {
+            match (self.open)() {
+                Ok(source) => {
+                    info!("{}: open again", self.name);
+                    self.current = Some(source);
+                    self.failures = 0;
+                    self.log.reset();
+                }
+                Err(err) => {
+                    if let Some(attempts) = self.log.hit() {
+                        warn!(attempts, "{}: {err}; retrying", self.name);
+                    }
+                    self.failures = self.failures.saturating_add(1);
+                    backoff(self.failures, stop);
+                    return None;
+                }
+            }
+        }
+        self.current.as_deref_mut()
+    }
+
+    /// A read worked.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+        self.log.reset();
+    }
+
+    /// A read failed: decides whether to reopen, and waits before the next attempt.
+    pub fn failed(&mut self, err: HalError, stop: &AtomicBool) {
+        self.failures = self.failures.saturating_add(1);
+        if let Some(count) = self.log.hit() {
+            warn!(count, "{}: {err}", self.name);
+        }
+        if matches!(err, HalError::Gone { .. }) || self.failures >= REOPEN_AFTER_FAILURES {
+            self.current = None;
+        }
+        backoff(self.failures, stop);
+    }
+}
+
+/// 0.5 s, 1 s, 2 s, 4 s, then 5 s; in short slices so a stop request is not held up.
+fn backoff(failures: u32, stop: &AtomicBool) {
+    let wait = backoff_for(failures);
+    let slice = Duration::from_millis(50);
+    let mut waited = Duration::ZERO;
+    while waited < wait && running(stop) {
+        std::thread::sleep(slice);
+        waited += slice;
+    }
+}
+
+fn backoff_for(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(4);
+    (Duration::from_millis(500) * (1 << exp)).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn gone() -> HalError {
+        HalError::Gone {
+            device: "/dev/video0".into(),
+            reason: "No such device".into(),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_to_five_seconds() {
+        let waits: Vec<_> = (1..=7).map(|n| backoff_for(n).as_millis()).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 5000, 5000, 5000]);
+    }
+
+    #[test]
+    fn a_gone_device_is_reopened_and_a_flaky_one_after_ten_failures() {
+        let opens = Arc::new(AtomicU32::new(0));
+        let counter = opens.clone();
+        let mut input: Supervised<u32> =
+            Supervised::new("cam".into(), Some(Box::new(0)), move || {
+                Ok(Box::new(counter.fetch_add(1, Ordering::Relaxed) + 1))
+            });
+        // Stop is set so backoffs return at once; only the decisions are tested.
+        let stop = AtomicBool::new(true);
+        assert_eq!(input.get(&stop).copied(), Some(0));
+        input.failed(gone(), &stop);
+        assert_eq!(input.get(&stop).copied(), Some(1), "reopened after Gone");
+        for _ in 0..REOPEN_AFTER_FAILURES - 1 {
+            input.failed(
+                HalError::Read {
+                    device: "cam".into(),
+                    reason: "timeout".into(),
+                },
+                &stop,
+            );
+            assert_eq!(
+                input.get(&stop).copied(),
+                Some(1),
+                "kept while failures are few"
+            );
+        }
+        input.failed(
+            HalError::Read {
+                device: "cam".into(),
+                reason: "timeout".into(),
+            },
+            &stop,
+        );
+        assert_eq!(
+            input.get(&stop).copied(),
+            Some(2),
+            "reopened after ten failures in a row"
+        );
+        assert_eq!(opens.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_device_that_cannot_be_opened_yields_nothing_until_it_can() {
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counter = attempts.clone();
+        let mut input: Supervised<u32> = Supervised::new("mic".into(), None, move || match counter
+            .fetch_add(1, Ordering::Relaxed)
+        {
+            0 | 1 => Err(HalError::Open {
+                device: "hw:1,0".into(),
+                reason: "No such file".into(),
+            }),
+            n => Ok(Box::new(n)),
+        });
+        let stop = AtomicBool::new(true);
+        assert!(input.get(&stop).is_none());
+        assert!(input.get(&stop).is_none());
+        assert_eq!(input.get(&stop).copied(), Some(2));
+    }
+}

@@ -1,0 +1,779 @@
+//! Cameras through Video4Linux2: USB (UVC) webcams, the Raspberry Pi's camera drivers, vivid.
+//!
+//! [`V4l2Camera::open`] checks that the device captures video, enumerates its formats, frame
+//! sizes and frame intervals, picks the mode closest to the request ([`choose`] has the
+//! rules and their reasons), sets it, and maps four buffers for streaming. Each
+//! [`VideoSource::read_frame`] dequeues one buffer and copies it, without the drivers' line
+//! padding, into the caller's frame: YUYV, NV12 and YU12 as they are, MJPEG decoded to I420.
+//!
+//! Parts:
+//! - [`choose`]: the mode decision, a pure function of the enumeration.
+//! - [`pack`]: raw buffers (padded lines) to tight frames.
+//! - [`mjpeg`]: JPEG frames to limited-range I420.
+//! - [`clock`]: kernel buffer timestamps to [`Instant`]s; frame numbers.
+//! - this file: the ioctl edge (through the `v4l` crate) and the recovery decisions.
+//!
+//! **Errors while streaming.** An unplugged camera answers `ENODEV`: that is
+//! [`HalError::Gone`], and every later read says so at once; the caller drops the camera and
+//! reopens it with a backoff. A camera that stops delivering (no frame within the read
+//! timeout) or fails a dequeue gives [`HalError::Read`]; the next read picks the stream up
+//! again if the camera recovers, at the cost of one frame. A caller that sees only errors
+//! for a while should reopen. Frames the driver marks as corrupt, and MJPEG frames that do
+//! not decode, are skipped (a gap in [`VideoFrame::sequence`]); a long run of them is a
+//! read error.
+
+mod choose;
+mod clock;
+mod mjpeg;
+mod pack;
+
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use v4l::buffer::{Flags as BufferFlags, Metadata, Type as BufferType};
+use v4l::capability::Flags as CapabilityFlags;
+use v4l::device::Device;
+use v4l::format::{Format, FourCC};
+use v4l::fraction::Fraction;
+use v4l::frameinterval::FrameIntervalEnum;
+use v4l::framesize::FrameSizeEnum;
+use v4l::io::mmap::Stream;
+use v4l::io::traits::{CaptureStream, Stream as _};
+use v4l::video::Capture;
+use v4l::video::capture::Parameters;
+
+pub use choose::CaptureFormat;
+use choose::{FormatOffer, FrameIntervals, FrameSizes, Interval, Mode};
+use clock::FrameCounter;
+use mjpeg::MjpegDecoder;
+use pack::RawLayout;
+
+use crate::{HalError, VideoFormat, VideoFormatRequest, VideoFrame, VideoSource};
+
+/// Buffers mapped for streaming: one being copied, the others being filled, and slack for a
+/// reader that is a little late.
+const BUFFERS: u32 = 4;
+/// Wait for the first frame: UVC cameras take a second or more to start (auto exposure).
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+/// Wait for later frames, unless four frame intervals are longer.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(2);
+/// Consecutive unusable frames (flagged corrupt, undecodable JPEG) that make a read error.
+const MAX_BAD_FRAMES: u32 = 30;
+/// Immediate retries of a dequeue interrupted by a signal.
+const MAX_RETRIES: u32 = 3;
+/// Where udev puts stable names of video devices.
+const BY_ID: &str = "/dev/v4l/by-id";
+
+/// A video capture device found by [`list_capture_devices`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Device node, e.g. `/dev/video0`.
+    pub path: PathBuf,
+    /// What the driver calls the device, e.g. the USB product name.
+    pub card: String,
+    /// Driver name, e.g. `uvcvideo`, `vivid`, `bcm2835-v4l2`.
+    pub driver: String,
+    /// Where it is attached, e.g. `usb-0000:01:00.0-1.3`.
+    pub bus: String,
+}
+
+impl DeviceInfo {
+    /// One line for logs: `/dev/video0 (UVC Camera, uvcvideo, usb-…)`.
+    fn describe(&self) -> String {
+        format!(
+            "{} ({}, {}, {})",
+            self.path.display(),
+            self.card,
+            self.driver,
+            self.bus
+        )
+    }
+}
+
+/// The single-planar streaming capture devices, in `/dev/videoN` order, for
+/// `video.source = "auto"` (the first one). Metadata nodes (every UVC camera has one),
+/// codecs and other memory-to-memory devices are left out. Devices that cannot be opened
+/// (busy is fine, permissions are not) are left out too.
+pub fn list_capture_devices() -> Vec<DeviceInfo> {
+    let Ok(entries) = std::fs::read_dir("/dev") else {
+        return Vec::new();
+    };
+    let mut nodes: Vec<(u32, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let number = video_node_number(entry.file_name().to_str()?)?;
+            Some((number, entry.path()))
+        })
+        .collect();
+    nodes.sort();
+    nodes
+        .into_iter()
+        .filter_map(|(_, path)| {
+            let device = Device::with_path(&path).ok()?;
+            let caps = guarded(|| device.query_caps()).ok()?;
+            check_capabilities(caps.capabilities.bits()).ok()?;
+            Some(DeviceInfo {
+                path,
+                card: caps.card,
+                driver: caps.driver,
+                bus: caps.bus,
+            })
+        })
+        .collect()
+}
+
+/// A V4L2 camera, streaming.
+pub struct V4l2Camera {
+    /// The device as the caller named it, for errors.
+    name: String,
+    /// One line about the device, for logs.
+    description: String,
+    /// What was asked for and what was chosen, for logs.
+    negotiation: String,
+    /// What [`VideoSource::read_frame`] delivers.
+    format: VideoFormat,
+    /// Raw buffers: how to unpad them. `None` for MJPEG.
+    layout: Option<RawLayout>,
+    /// MJPEG: the decoder. `None` for raw formats.
+    decoder: Option<MjpegDecoder>,
+    /// The mapped buffers; an `Option` only so that [`Drop`] can take it (see there).
+    stream: Option<Stream<'static>>,
+    /// Where the stream is in its queue/dequeue cycle.
+    flow: Flow,
+    /// Set once the device is gone: every later read fails at once.
+    gone: Option<String>,
+    /// Dequeue timeout once frames flow.
+    frame_timeout: Duration,
+    /// Driver sequence numbers → frame numbers.
+    frames: FrameCounter,
+    /// Unusable frames in a row.
+    bad_frames: u32,
+}
+
+/// Where the `v4l` stream is. Its `next()` re-queues the previous buffer and then dequeues;
+/// after a failed dequeue every buffer is already queued, so the next read must dequeue
+/// first (one frame is lost: `next()` then re-queues that one unread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Not started: `next()` queues every buffer and starts streaming.
+    Fresh,
+    /// Starting failed part-way: start (again; harmless if it is running), then as `Stalled`.
+    Restart,
+    /// A dequeue failed; every buffer is queued.
+    Stalled,
+    /// Normal: the previously dequeued buffer is ours until the next `next()`.
+    Running,
+}
+
+impl Flow {
+    /// Where the stream is after a call failed in this state (the device still there).
+    fn after_failure(self) -> Flow {
+        match self {
+            Flow::Fresh | Flow::Restart => Flow::Restart,
+            Flow::Stalled | Flow::Running => Flow::Stalled,
+        }
+    }
+}
+
+/// What to do about a failed ioctl while streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The device is gone (unplugged, driver unbound).
+    Gone,
+    /// Interrupted by a signal, or not ready: try again now.
+    Again,
+    /// Anything else (timeout, I/O error): report, and resume on the next read.
+    Stall,
+}
+
+fn classify(error: &io::Error) -> Fault {
+    match Errno::from_io_error(error) {
+        Some(Errno::NODEV | Errno::NXIO) => Fault::Gone,
+        Some(Errno::INTR | Errno::AGAIN) => Fault::Again,
+        _ => Fault::Stall,
+    }
+}
+
+impl V4l2Camera {
+    /// Opens `device` (`/dev/video0`, `video0`, or a name in `/dev/v4l/by-id/`), picks the
+    /// mode closest to `wanted` and prepares streaming. Streaming starts with the first read.
+    pub fn open(device: &str, wanted: VideoFormatRequest) -> Result<V4l2Camera, HalError> {
+        let open_error = |reason: String| HalError::Open {
+            device: device.to_string(),
+            reason,
+        };
+        let path = resolve_device_path(device);
+        let handle = Device::with_path(&path).map_err(|e| open_error(open_failure(&e)))?;
+        let caps = guarded(|| handle.query_caps())
+            .map_err(|e| open_error(format!("not a V4L2 device (VIDIOC_QUERYCAP: {e})")))?;
+        check_capabilities(caps.capabilities.bits()).map_err(open_error)?;
+        let info = DeviceInfo {
+            path: path.clone(),
+            card: caps.card,
+            driver: caps.driver,
+            bus: caps.bus,
+        };
+        let mut description = info.describe();
+        if let Ok(real) = std::fs::canonicalize(&path)
+            && real != path
+        {
+            description = format!("{} = {description}", real.display());
+        }
+
+        let offers = enumerate(&handle).map_err(open_error)?;
+        let chosen = choose::choose(&offers, wanted, |format, width, height| {
+            enumerate_intervals(&handle, format, width, height)
+        })
+        .map_err(open_error)?;
+        let mut negotiation = choose::describe_choice(wanted, chosen, &offers);
+
+        let fourcc = FourCC::new(&chosen.format.fourcc());
+        let set = guarded(|| handle.set_format(&Format::new(chosen.width, chosen.height, fourcc)))
+            .map_err(|e| open_error(format!("VIDIOC_S_FMT {}: {e}", describe_mode(chosen))))?;
+        let (width, height) =
+            accept_format(chosen, set.fourcc.repr, set.width, set.height).map_err(open_error)?;
+        if (width, height) != (chosen.width, chosen.height) {
+            negotiation.push_str(&format!("; the driver set {width}x{height}"));
+        }
+        let fps = set_rate(&handle, chosen.interval).unwrap_or(wanted.fps.max(1));
+        if chosen.interval.and_then(Interval::whole_fps) != Some(fps) {
+            negotiation.push_str(&format!("; the driver runs at {fps} fps"));
+        }
+
+        let pixel = chosen
+            .format
+            .delivered()
+            .ok_or_else(|| open_error(format!("{} cannot be delivered", chosen.format)))?;
+        let (layout, decoder) = if chosen.format == CaptureFormat::Mjpeg {
+            (None, Some(MjpegDecoder::new(width, height)))
+        } else {
+            let layout = RawLayout {
+                format: chosen.format,
+                width,
+                height,
+                stride: set.stride,
+            };
+            if layout.required_len().is_none() {
+                return Err(open_error(format!(
+                    "the driver's line length ({} bytes) is too short for {} {width}x{height}",
+                    set.stride, chosen.format
+                )));
+            }
+            (Some(layout), None)
+        };
+
+        let mut stream = Stream::with_buffers(&handle, BufferType::VideoCapture, BUFFERS)
+            .map_err(|e| open_error(format!("mapping {BUFFERS} buffers: {}", busy_hint(&e))))?;
+        stream.set_timeout(FIRST_FRAME_TIMEOUT);
+        let interval = Duration::from_secs(1) / fps;
+        Ok(V4l2Camera {
+            name: device.to_string(),
+            description,
+            negotiation,
+            format: VideoFormat {
+                pixel,
+                width,
+                height,
+                fps,
+            },
+            layout,
+            decoder,
+            stream: Some(stream),
+            flow: Flow::Fresh,
+            gone: None,
+            frame_timeout: FRAME_TIMEOUT.max(interval * 4),
+            frames: FrameCounter::default(),
+            bad_frames: 0,
+        })
+    }
+
+    /// What was asked for, what was chosen and what else the camera offers: one line for the
+    /// log, e.g. "asked for 1280x720 at 30 fps; chose MJPG 1280x720 at 30 fps (decoded to
+    /// I420); the camera offers YUYV, MJPG".
+    pub fn negotiation(&self) -> &str {
+        &self.negotiation
+    }
+
+    fn read_error(&self, reason: String) -> HalError {
+        HalError::Read {
+            device: self.name.clone(),
+            reason,
+        }
+    }
+
+    /// Turns a failed `next()`/`dequeue()` into an error and the state to resume from.
+    fn fail(&mut self, error: &io::Error) -> HalError {
+        match classify(error) {
+            Fault::Gone => {
+                let reason = error.to_string();
+                self.gone = Some(reason.clone());
+                HalError::Gone {
+                    device: self.name.clone(),
+                    reason,
+                }
+            }
+            Fault::Again | Fault::Stall => {
+                self.flow = self.flow.after_failure();
+                if error.kind() == io::ErrorKind::TimedOut {
+                    self.read_error("no frame within the timeout; the camera stopped".into())
+                } else {
+                    self.read_error(format!("VIDIOC_DQBUF: {error}"))
+                }
+            }
+        }
+    }
+}
+
+impl VideoSource for V4l2Camera {
+    fn format(&self) -> VideoFormat {
+        self.format
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn read_frame(&mut self, frame: &mut VideoFrame) -> Result<(), HalError> {
+        if let Some(reason) = &self.gone {
+            return Err(HalError::Gone {
+                device: self.name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let mut retries = 0;
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return Err(self.read_error("the stream is closed".into()));
+            };
+            // Resume a stream that a failure left half way (see `Flow`), then take a frame.
+            let resumed = match self.flow {
+                Flow::Restart => stream.start().and_then(|()| stream.dequeue().map(|_| ())),
+                Flow::Stalled => stream.dequeue().map(|_| ()),
+                Flow::Fresh | Flow::Running => Ok(()),
+            };
+            let taken = resumed.and_then(|()| {
+                let (data, meta) = CaptureStream::next(&mut *stream)?;
+                let (kernel_now, now) = (clock::monotonic_now(), Instant::now());
+                let converted = convert(
+                    self.layout,
+                    self.decoder.as_mut(),
+                    data,
+                    meta,
+                    &mut frame.data,
+                );
+                Ok((converted, *meta, kernel_now, now))
+            });
+            let (converted, meta, kernel_now, now) = match taken {
+                Ok(taken) => taken,
+                Err(error) => {
+                    let fault = self.fail(&error);
+                    if classify(&error) == Fault::Again && retries < MAX_RETRIES {
+                        retries += 1;
+                        continue;
+                    }
+                    return Err(fault);
+                }
+            };
+            if self.flow != Flow::Running {
+                self.flow = Flow::Running;
+                stream.set_timeout(self.frame_timeout);
+            }
+
+            let sequence = self.frames.count(meta.sequence);
+            if let Err(reason) = converted {
+                self.bad_frames += 1;
+                tracing::debug!(device = %self.name, sequence, %reason, "frame skipped");
+                if self.bad_frames >= MAX_BAD_FRAMES {
+                    self.bad_frames = 0;
+                    return Err(self.read_error(format!(
+                        "{MAX_BAD_FRAMES} unusable frames in a row; the last: {reason}"
+                    )));
+                }
+                continue;
+            }
+            self.bad_frames = 0;
+            let monotonic = meta.flags.contains(BufferFlags::TIMESTAMP_MONOTONIC);
+            // `time_t` is 32 bits on some 32-bit targets.
+            #[allow(clippy::useless_conversion)]
+            let (seconds, micros) = (
+                i64::from(meta.timestamp.sec),
+                i64::from(meta.timestamp.usec),
+            );
+            let stamp = clock::buffer_time(monotonic, seconds, micros);
+            frame.sequence = sequence;
+            frame.captured = clock::capture_instant(stamp, kernel_now, now);
+            return Ok(());
+        }
+    }
+}
+
+impl Drop for V4l2Camera {
+    fn drop(&mut self) {
+        // The `v4l` stream panics when stopping fails with anything but ENODEV; a camera
+        // that is being dropped because it failed must not take the thread down with it.
+        if let Some(stream) = self.stream.take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(stream)));
+        }
+    }
+}
+
+/// Copies (raw) or decodes (MJPEG) one dequeued buffer into `out`.
+fn convert(
+    layout: Option<RawLayout>,
+    decoder: Option<&mut MjpegDecoder>,
+    data: &[u8],
+    meta: &Metadata,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let used = match meta.bytesused as usize {
+        // Raw formats have a fixed size; a driver that leaves bytesused unset is trusted.
+        0 if layout.is_some() => data.len(),
+        used => used.min(data.len()),
+    };
+    if meta.flags.contains(BufferFlags::ERROR) {
+        Err("the driver marked the frame corrupt".to_string())
+    } else if used == 0 {
+        Err("empty frame".to_string())
+    } else if let Some(layout) = layout {
+        pack::pack(layout, &data[..used], out)
+    } else if let Some(decoder) = decoder {
+        decoder.decode(&data[..used], out)
+    } else {
+        Err("no conversion for this format".to_string())
+    }
+}
+
+/// Runs a `v4l` call, turning a panic inside the crate (it unwraps driver strings as UTF-8
+/// and expects known enum values) into an error.
+fn guarded<T>(call: impl FnOnce() -> io::Result<T>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(call)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(busy_hint(&error)),
+        Err(_) => Err("the v4l crate could not parse the driver's answer".to_string()),
+    }
+}
+
+/// What the device offers: formats with their frame sizes.
+fn enumerate(device: &Device) -> Result<Vec<FormatOffer>, String> {
+    let formats = guarded(|| device.enum_formats()).map_err(|e| format!("VIDIOC_ENUM_FMT: {e}"))?;
+    let offers: Vec<FormatOffer> = formats
+        .iter()
+        .map(|description| {
+            let format = CaptureFormat::from_fourcc(description.fourcc.repr);
+            // A driver without VIDIOC_ENUM_FRAMESIZES adjusts whatever size it is given.
+            let sizes = guarded(|| device.enum_framesizes(description.fourcc))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|size| match size.size {
+                    FrameSizeEnum::Discrete(d) => FrameSizes::Discrete {
+                        width: d.width,
+                        height: d.height,
+                    },
+                    FrameSizeEnum::Stepwise(s) => FrameSizes::Stepwise {
+                        min_width: s.min_width,
+                        max_width: s.max_width,
+                        step_width: s.step_width,
+                        min_height: s.min_height,
+                        max_height: s.max_height,
+                        step_height: s.step_height,
+                    },
+                })
+                .collect();
+            FormatOffer { format, sizes }
+        })
+        .collect();
+    tracing::debug!(?offers, "V4L2 formats and sizes");
+    Ok(offers)
+}
+
+/// The frame intervals of one size; empty when the driver does not enumerate them.
+fn enumerate_intervals(
+    device: &Device,
+    format: CaptureFormat,
+    width: u32,
+    height: u32,
+) -> Vec<FrameIntervals> {
+    let fourcc = FourCC::new(&format.fourcc());
+    let continuous = v4l::v4l_sys::v4l2_frmivaltypes_V4L2_FRMIVAL_TYPE_CONTINUOUS;
+    let interval = |f: Fraction| Interval::new(f.numerator, f.denominator);
+    guarded(|| device.enum_frameintervals(fourcc, width, height))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|entry| match entry.interval {
+            FrameIntervalEnum::Discrete(f) => FrameIntervals::Discrete(interval(f)),
+            FrameIntervalEnum::Stepwise(s) => FrameIntervals::Stepwise {
+                min: interval(s.min),
+                max: interval(s.max),
+                step: (entry.typ != continuous).then(|| interval(s.step)),
+            },
+        })
+        .collect()
+}
+
+/// Sets the frame interval (if one was chosen) and returns the rate the driver runs at, or
+/// `None` if it does not say.
+fn set_rate(device: &Device, interval: Option<Interval>) -> Option<u32> {
+    let running = match interval {
+        Some(interval) => {
+            let wanted = Parameters::new(Fraction::new(interval.numerator, interval.denominator));
+            // Drivers without VIDIOC_S_PARM run at their one rate: the enumerated one.
+            guarded(|| device.set_params(&wanted))
+                .map(|set| Interval::new(set.interval.numerator, set.interval.denominator))
+                .unwrap_or(interval)
+        }
+        None => guarded(|| device.params())
+            .ok()
+            .map(|set| Interval::new(set.interval.numerator, set.interval.denominator))?,
+    };
+    running.whole_fps()
+}
+
+/// The size the driver set, if it is the format asked for and usable.
+fn accept_format(
+    chosen: Mode,
+    fourcc: [u8; 4],
+    width: u32,
+    height: u32,
+) -> Result<(u32, u32), String> {
+    let set = CaptureFormat::from_fourcc(fourcc);
+    if set != chosen.format {
+        return Err(format!(
+            "asked for {}, the driver set {set} {width}x{height}",
+            describe_mode(chosen)
+        ));
+    }
+    if width == 0 || height == 0 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
+        return Err(format!(
+            "asked for {}, the driver set {width}x{height}; width and height must be even",
+            describe_mode(chosen)
+        ));
+    }
+    Ok((width, height))
+}
+
+fn describe_mode(mode: Mode) -> String {
+    format!("{} {}x{}", mode.format, mode.width, mode.height)
+}
+
+/// Whether V4L2 capability bits (`device_caps`) describe a camera this backend can stream
+/// from, and if not, why.
+fn check_capabilities(bits: u32) -> Result<(), String> {
+    let caps = CapabilityFlags::from(bits);
+    if caps.intersects(CapabilityFlags::VIDEO_M2M | CapabilityFlags::VIDEO_M2M_MPLANE) {
+        return Err("a memory-to-memory device (codec, scaler or ISP), not a camera".into());
+    }
+    if !caps.contains(CapabilityFlags::VIDEO_CAPTURE) {
+        if caps.contains(CapabilityFlags::VIDEO_CAPTURE_MPLANE) {
+            return Err(
+                "captures only through the multi-planar API, which is not supported".into(),
+            );
+        }
+        if caps.contains(CapabilityFlags::META_CAPTURE) {
+            return Err(
+                "a metadata node, not a picture; try the camera's other /dev/video node".into(),
+            );
+        }
+        return Err("not a video capture device".into());
+    }
+    if !caps.contains(CapabilityFlags::STREAMING) {
+        return Err("cannot stream (no mmap I/O)".into());
+    }
+    Ok(())
+}
+
+/// The device node for what the configuration names: a path as it is, `videoN` in `/dev`,
+/// anything else in `/dev/v4l/by-id`.
+fn resolve_device_path(name: &str) -> PathBuf {
+    if name.contains('/') {
+        PathBuf::from(name)
+    } else if video_node_number(name).is_some() {
+        Path::new("/dev").join(name)
+    } else {
+        Path::new(BY_ID).join(name)
+    }
+}
+
+/// N for `videoN`.
+fn video_node_number(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("video")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Why a device node could not be opened, with the usual remedy.
+fn open_failure(error: &io::Error) -> String {
+    match Errno::from_io_error(error) {
+        Some(Errno::NOENT) => "no such device".into(),
+        Some(Errno::ACCESS | Errno::PERM) => {
+            "permission denied (is the user in the video group?)".into()
+        }
+        Some(Errno::NODEV | Errno::NXIO) => "the device is gone".into(),
+        _ => busy_hint(error),
+    }
+}
+
+/// The error, saying so when another program holds the camera.
+fn busy_hint(error: &io::Error) -> String {
+    if Errno::from_io_error(error) == Some(Errno::BUSY) {
+        format!("{error}: another program is using the camera")
+    } else {
+        error.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_resolve_to_nodes() {
+        assert_eq!(
+            resolve_device_path("/dev/video2"),
+            PathBuf::from("/dev/video2")
+        );
+        assert_eq!(
+            resolve_device_path("video10"),
+            PathBuf::from("/dev/video10")
+        );
+        assert_eq!(
+            resolve_device_path("usb-046d_C270_HD_WEBCAM_2D4AA0A0-video-index0"),
+            PathBuf::from("/dev/v4l/by-id/usb-046d_C270_HD_WEBCAM_2D4AA0A0-video-index0")
+        );
+        assert_eq!(resolve_device_path("./video0"), PathBuf::from("./video0"));
+        assert_eq!(video_node_number("video0"), Some(0));
+        assert_eq!(video_node_number("video31"), Some(31));
+        assert_eq!(video_node_number("video"), None);
+        assert_eq!(video_node_number("video0p"), None);
+        assert_eq!(video_node_number("vbi0"), None);
+    }
+
+    #[test]
+    fn capabilities_decide_what_is_a_camera() {
+        let capture = CapabilityFlags::VIDEO_CAPTURE | CapabilityFlags::STREAMING;
+        assert_eq!(check_capabilities(capture.bits()), Ok(()));
+        let with_extras = capture | CapabilityFlags::READ_WRITE | CapabilityFlags::EXT_PIX_FORMAT;
+        assert_eq!(check_capabilities(with_extras.bits()), Ok(()));
+        let meta = CapabilityFlags::META_CAPTURE | CapabilityFlags::STREAMING;
+        assert!(
+            check_capabilities(meta.bits())
+                .unwrap_err()
+                .contains("metadata")
+        );
+        let codec = CapabilityFlags::VIDEO_M2M_MPLANE | CapabilityFlags::STREAMING;
+        assert!(
+            check_capabilities(codec.bits())
+                .unwrap_err()
+                .contains("memory-to-memory")
+        );
+        let mplane = CapabilityFlags::VIDEO_CAPTURE_MPLANE | CapabilityFlags::STREAMING;
+        assert!(
+            check_capabilities(mplane.bits())
+                .unwrap_err()
+                .contains("multi-planar")
+        );
+        let read_only = CapabilityFlags::VIDEO_CAPTURE | CapabilityFlags::READ_WRITE;
+        assert!(
+            check_capabilities(read_only.bits())
+                .unwrap_err()
+                .contains("stream")
+        );
+        let output = CapabilityFlags::VIDEO_OUTPUT | CapabilityFlags::STREAMING;
+        assert!(check_capabilities(output.bits()).is_err());
+    }
+
+    #[test]
+    fn errors_are_classified_for_recovery() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(classify(&os(Errno::NODEV.raw_os_error())), Fault::Gone);
+        assert_eq!(classify(&os(Errno::NXIO.raw_os_error())), Fault::Gone);
+        assert_eq!(classify(&os(Errno::INTR.raw_os_error())), Fault::Again);
+        assert_eq!(classify(&os(Errno::AGAIN.raw_os_error())), Fault::Again);
+        assert_eq!(classify(&os(Errno::IO.raw_os_error())), Fault::Stall);
+        assert_eq!(classify(&os(Errno::INVAL.raw_os_error())), Fault::Stall);
+        let timeout = io::Error::new(io::ErrorKind::TimedOut, "VIDIOC_DQBUF");
+        assert_eq!(classify(&timeout), Fault::Stall);
+    }
+
+    #[test]
+    fn failures_leave_the_stream_resumable() {
+        // Before streaming ran, a failure may have queued the buffers without starting:
+        // start (harmless when running) and dequeue. Once running, every buffer is queued.
+        assert_eq!(Flow::Fresh.after_failure(), Flow::Restart);
+        assert_eq!(Flow::Restart.after_failure(), Flow::Restart);
+        assert_eq!(Flow::Running.after_failure(), Flow::Stalled);
+        assert_eq!(Flow::Stalled.after_failure(), Flow::Stalled);
+    }
+
+    #[test]
+    fn open_failures_say_what_to_do() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(
+            open_failure(&os(Errno::NOENT.raw_os_error())),
+            "no such device"
+        );
+        assert!(open_failure(&os(Errno::ACCESS.raw_os_error())).contains("video group"));
+        assert!(open_failure(&os(Errno::BUSY.raw_os_error())).contains("another program"));
+    }
+
+    #[test]
+    fn the_driver_must_set_the_format_asked_for() {
+        let chosen = Mode {
+            format: CaptureFormat::Yuyv,
+            width: 1280,
+            height: 720,
+            interval: None,
+        };
+        assert_eq!(accept_format(chosen, *b"YUYV", 1280, 720), Ok((1280, 720)));
+        assert_eq!(accept_format(chosen, *b"YUYV", 640, 480), Ok((640, 480)));
+        assert!(accept_format(chosen, *b"MJPG", 1280, 720).is_err());
+        assert!(accept_format(chosen, *b"YUYV", 1279, 720).is_err());
+    }
+
+    #[test]
+    fn opening_a_missing_device_names_it() {
+        let wanted = VideoFormatRequest {
+            width: 640,
+            height: 480,
+            fps: 30,
+        };
+        let error = V4l2Camera::open("/dev/onair-no-such-camera", wanted)
+            .err()
+            .expect("no such device");
+        assert!(matches!(error, HalError::Open { .. }), "{error}");
+        assert_eq!(error.device(), "/dev/onair-no-such-camera");
+        assert!(error.to_string().contains("no such device"), "{error}");
+        let error = V4l2Camera::open("usb-Nobody_Nothing-video-index0", wanted)
+            .err()
+            .expect("no such device");
+        assert!(error.to_string().contains("usb-Nobody_Nothing"), "{error}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_camera_is_refused() {
+        let wanted = VideoFormatRequest {
+            width: 640,
+            height: 480,
+            fps: 30,
+        };
+        // /dev/null opens but answers no V4L2 ioctl.
+        let error = V4l2Camera::open("/dev/null", wanted)
+            .err()
+            .expect("not a camera");
+        assert!(matches!(error, HalError::Open { .. }), "{error}");
+        assert!(error.to_string().contains("not a V4L2 device"), "{error}");
+    }
+
+    #[test]
+    fn listing_without_cameras_is_empty_not_an_error() {
+        // This machine may or may not have cameras; listing must not fail either way, and
+        // whatever it finds must be a capture device node.
+        for device in list_capture_devices() {
+            assert!(device.path.starts_with("/dev/video"), "{device:?}");
+        }
+    }
+}
