@@ -63,6 +63,8 @@ pub struct Config {
     pub http: Http,
     /// `[webrtc]`: ICE servers, ports and addresses used for the media connections.
     pub webrtc: WebRtc,
+    /// `[gpio]`: on-air LED, status LED and privacy button on a Raspberry Pi's header.
+    pub gpio: Gpio,
 }
 
 /// `[device]`: identity of this camera.
@@ -281,6 +283,50 @@ pub struct IceServer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }
+
+/// `[gpio]`: indicator LEDs and a privacy button wired to a Raspberry Pi's GPIO header.
+///
+/// Pins are BCM GPIO numbers (`GPIO17` is 17, physical pin 11), 0 to 27, each used once. With
+/// no pin set (the default) the daemon does not touch GPIO at all.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gpio {
+    /// LED lit while at least one viewer watches. Default `None`: no on-air LED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_air_led: Option<u8>,
+    /// LED showing health: steady on when all is well, blink codes otherwise.
+    /// Default `None`: no status LED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_led: Option<u8>,
+    /// Push button between the pin and ground (the internal pull-up is enabled); each press
+    /// toggles privacy (black picture, silence). Default `None`: no button.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privacy_button: Option<u8>,
+    /// LEDs wired from 3.3 V to the pin (lit when the pin is low) rather than from the pin to
+    /// ground. Default `false`.
+    pub active_low: bool,
+}
+
+impl Gpio {
+    /// Whether any pin is configured, i.e. whether the daemon should open GPIO at all.
+    pub fn enabled(&self) -> bool {
+        self.on_air_led.is_some() || self.status_led.is_some() || self.privacy_button.is_some()
+    }
+
+    /// The configured pins with their key names, in file order.
+    pub fn pins(&self) -> impl Iterator<Item = (&'static str, u8)> {
+        [
+            ("on_air_led", self.on_air_led),
+            ("status_led", self.status_led),
+            ("privacy_button", self.privacy_button),
+        ]
+        .into_iter()
+        .filter_map(|(key, pin)| pin.map(|pin| (key, pin)))
+    }
+}
+
+/// Highest BCM GPIO number on the 40-pin header of every Raspberry Pi since the B+.
+pub const GPIO_MAX_PIN: u8 = 27;
 
 /// An inclusive range of UDP ports, written in TOML as `[min, max]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

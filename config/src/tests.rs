@@ -63,6 +63,9 @@ fn empty_text_gives_defaults() {
     assert!(defaults.webrtc.ice_servers.is_empty());
     assert_eq!(defaults.webrtc.udp_port_range, None);
     assert!(defaults.webrtc.nat_ips.is_empty() && defaults.webrtc.bind_ips.is_empty());
+    assert_eq!(defaults.gpio, Gpio::default());
+    assert!(!defaults.gpio.enabled(), "GPIO is off unless a pin is set");
+    assert!(!defaults.gpio.active_low);
 }
 
 const FULL: &str = r#"
@@ -99,6 +102,12 @@ urls = ["stun:stun.example.com:3478"]
 urls = ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:5349"]
 username = "onair"
 credential = "secret"
+
+[gpio]
+on_air_led = 17
+status_led = 27
+privacy_button = 22
+active_low = true
 "#;
 
 fn full_config() -> Config {
@@ -149,6 +158,12 @@ fn full_config() -> Config {
                 "2001:db8::7".parse().unwrap(),
             ],
             bind_ips: vec![IpAddr::from([127, 0, 0, 1])],
+        },
+        gpio: Gpio {
+            on_air_led: Some(17),
+            status_led: Some(27),
+            privacy_button: Some(22),
+            active_low: true,
         },
     }
 }
@@ -312,6 +327,30 @@ const RULES: &[(&str, &str)] = &[
         "[[webrtc.ice_servers]]\nurls = [\"turn:t.example.com\"]\nusername = \"u\"",
         "onair.toml:1:1: webrtc.ice_servers[0]: TURN servers need both username and credential",
     ),
+    (
+        "[gpio]\non_air_led = 28",
+        "onair.toml:2:14: gpio.on_air_led: must be between 0 and 27, got 28",
+    ),
+    (
+        "[gpio]\nstatus_led = 40",
+        "onair.toml:2:14: gpio.status_led: must be between 0 and 27, got 40",
+    ),
+    (
+        "[gpio]\nprivacy_button = 255",
+        "onair.toml:2:18: gpio.privacy_button: must be between 0 and 27, got 255",
+    ),
+    (
+        "[gpio]\non_air_led = 17\nprivacy_button = 17",
+        "onair.toml:3:18: gpio.privacy_button: pin 17 is already used by gpio.on_air_led",
+    ),
+    (
+        "[gpio]\nstatus_led = -1",
+        "onair.toml:2:14: gpio.status_led: invalid value: integer `-1`, expected u8",
+    ),
+    (
+        "[gpio]\nbutton = 4",
+        "onair.toml:2:1: gpio.button: unknown key (expected one of: on_air_led, status_led, privacy_button, active_low)",
+    ),
 ];
 
 #[test]
@@ -337,8 +376,16 @@ fn validation_boundaries_are_accepted() {
         bitrate_kbps = 510
         [webrtc]
         udp_port_range = [1, 1]
+        [gpio]
+        on_air_led = 0
+        status_led = 27
     "#;
     let config = parse(text).unwrap();
+    assert_eq!(
+        config.gpio.pins().collect::<Vec<_>>(),
+        [("on_air_led", 0), ("status_led", 27)]
+    );
+    assert!(config.gpio.enabled());
     assert_eq!(config.device.channel.len(), 64);
     assert_eq!(config.video.source, VideoSourceSetting::Auto);
     assert_eq!(
@@ -368,7 +415,7 @@ fn unknown_key_names_key_and_line() {
     );
     assert_eq!(
         single("[vidoe]\nwidth = 1280\n"),
-        "onair.toml:1:2: vidoe: unknown key (expected one of: device, video, audio, http, webrtc)"
+        "onair.toml:1:2: vidoe: unknown key (expected one of: device, video, audio, http, webrtc, gpio)"
     );
     assert_eq!(
         single("[http]\n  \"listen address\" = \"0.0.0.0:80\"\n"),
@@ -453,7 +500,7 @@ secret = 1
         "onair.toml:19:23: webrtc.nat_ips[1]: invalid IP address syntax",
         "onair.toml:22:32: webrtc.ice_servers[0].urls[1]: must start with \"stun:\", \"turn:\" or \"turns:\", got \"ftp://bad\"",
         "onair.toml:23:1: webrtc.ice_servers[0].secret: unknown key (expected one of: urls, username, credential)",
-        "onair.toml:25:2: extra: unknown key (expected one of: device, video, audio, http, webrtc)",
+        "onair.toml:25:2: extra: unknown key (expected one of: device, video, audio, http, webrtc, gpio)",
     ];
     assert_eq!(messages(text), expected);
 

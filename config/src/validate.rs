@@ -1,7 +1,7 @@
 //! Validation rules: everything the types alone do not enforce.
 
 use crate::path::KeyPath;
-use crate::{Config, VideoSourceSetting};
+use crate::{Config, GPIO_MAX_PIN, VideoSourceSetting};
 
 const CHANNEL_MAX_CHARS: usize = 64;
 const NAME_MAX_CHARS: usize = 128;
@@ -113,6 +113,21 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
                 ),
             );
         }
+    }
+
+    let gpio = root.key("gpio");
+    let mut used: Vec<(&str, u8)> = Vec::new();
+    for (key, pin) in config.gpio.pins() {
+        if !v.in_range(gpio.key(key), u32::from(pin), 0, u32::from(GPIO_MAX_PIN)) {
+            continue;
+        }
+        if let Some((other, _)) = used.iter().find(|(_, p)| *p == pin) {
+            v.push(
+                gpio.key(key),
+                format!("pin {pin} is already used by gpio.{other}"),
+            );
+        }
+        used.push((key, pin));
     }
 
     v.0

@@ -5,9 +5,11 @@
 //! - [`media`]: devices → convert → encode (one encoder per medium, shared by all viewers).
 //! - [`webrtc`]: one session per viewer, fed from the shared encoded units.
 //! - [`http`]: who joins: the viewer page, WHEP, health and status.
+//! - [`gpio`]: on-air LED, status LED and privacy button, when pins are configured.
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 
+pub mod gpio;
 pub mod http;
 pub mod media;
 pub mod webrtc;
@@ -32,6 +34,7 @@ pub async fn run(
     let pipeline = media::Pipeline::start(&config)?;
     let media = pipeline.handle();
     let sessions = webrtc::Sessions::new(media.clone(), &config.webrtc);
+    let gpio = start_gpio(&config, &media, &sessions);
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -74,9 +77,37 @@ pub async fn run(
         () = drained => warn!("HTTP requests still open {HTTP_DRAIN:?} after the stop signal; closing them"),
     }
     sessions.shutdown().await;
+    drop(gpio);
     drop(pipeline);
     info!("stopped");
     Ok(())
+}
+
+/// Starts the LED and privacy-button thread if `[gpio]` sets a pin and GPIO opens; otherwise
+/// the daemon runs without it (see [`gpio::open`]).
+fn start_gpio(
+    config: &Config,
+    media: &media::MediaHandle,
+    sessions: &webrtc::Sessions,
+) -> Option<gpio::GpioTask> {
+    let device = gpio::open(&config.gpio)?;
+    let privacy = media.privacy_flag();
+    let (stats, sessions) = (media.stats.clone(), sessions.clone());
+    let sense = move |now| gpio::Health {
+        viewers: sessions.viewers(),
+        camera_ok: stats
+            .since_last_frame(now)
+            .is_some_and(|age| age <= http::status::STALL),
+        // No signaling service yet: nothing that could fail.
+        signaling_ok: true,
+    };
+    match gpio::Poller::new(device, privacy).spawn(sense) {
+        Ok(task) => Some(task),
+        Err(err) => {
+            warn!("cannot start the GPIO thread: {err}; running without it");
+            None
+        }
+    }
 }
 
 /// The URL to print for people: a wildcard listen address is reachable as localhost here.

@@ -13,6 +13,8 @@
 //! - [`v4l2`]: cameras through Video4Linux2 (USB UVC webcams, the Pi's camera drivers,
 //!   vivid), raw YUV or MJPEG decoded to I420.
 //! - [`alsa`]: microphones through ALSA, delivered in exact 20 ms periods at 48 kHz.
+//! - [`gpio`]: indicator LEDs and a privacy button on a Raspberry Pi's header (`rppal`),
+//!   and a fake for tests.
 //!
 //! Hardware backends keep every decision (which format, which size, how to recover) in pure
 //! functions with unit tests; the ioctl and PCM calls are a thin edge around them, because
@@ -23,6 +25,7 @@
 use std::time::Instant;
 
 pub mod alsa;
+pub mod gpio;
 pub mod synthetic;
 pub mod v4l2;
 

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::AppState;
 
-/// Frames older than this mean the pipeline has stalled.
-const STALL: Duration = Duration::from_secs(2);
+/// Frames older than this mean the pipeline has stalled (also the status LED's "no camera").
+pub const STALL: Duration = Duration::from_secs(2);
 
 /// 200 while encoded frames flow, 503 (with the reason) otherwise.
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
@@ -39,6 +39,8 @@ pub struct Status {
     uptime_s: u64,
     video: VideoStatus,
     audio: bool,
+    /// Privacy is on: black pictures and silence are being sent.
+    privacy: bool,
     frames_encoded: u64,
     keyframes: u64,
 }
@@ -73,6 +75,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
             height: video.height,
         },
         audio: state.media.has_audio(),
+        privacy: state.media.privacy(),
         frames_encoded: stats.video_frames,
         keyframes: stats.video_keyframes,
     })

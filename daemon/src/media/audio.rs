@@ -1,7 +1,7 @@
 //! The audio capture-and-encode thread: PCM periods → 20 ms Opus frames.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use anyhow::Context as _;
@@ -30,6 +30,8 @@ pub struct AudioThread {
     channels: usize,
     clock: RtpClock,
     stats: Arc<MediaStats>,
+    /// While set, periods are silenced before encoding (see [`silence`]).
+    privacy: Arc<AtomicBool>,
 }
 
 /// Opens `audio.source`: the test tone, or an ALSA capture device by name. `channels` pins
@@ -99,7 +101,14 @@ impl AudioThread {
             channels: usize::from(format.channels),
             clock,
             stats,
+            privacy: Arc::default(),
         }))
+    }
+
+    /// Encodes silence instead of the microphone while `privacy` is set.
+    pub fn with_privacy(mut self, privacy: Arc<AtomicBool>) -> Self {
+        self.privacy = privacy;
+        self
     }
 
     /// Runs capture → encode on a thread of its own until `stop`.
@@ -138,6 +147,9 @@ impl AudioThread {
                 }
                 continue;
             }
+            if self.privacy.load(Ordering::Relaxed) {
+                silence(&mut period.samples);
+            }
             match self.encoder.encode(&period.samples, &mut packet) {
                 Ok(len) => {
                     encode_failures.reset();
@@ -155,6 +167,12 @@ impl AudioThread {
             }
         }
     }
+}
+
+/// Privacy: the period becomes digital silence. The stream goes on (viewers' players keep
+/// their clock and jitter buffer), Opus just spends almost nothing on it.
+pub fn silence(samples: &mut [i16]) {
+    samples.fill(0);
 }
 
 /// RTP timestamps for consecutive Opus frames.
@@ -188,6 +206,17 @@ impl AudioTimeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn privacy_silences_the_period() {
+        let mut tone = Tone::new(SAMPLE_RATE, 2, FRAME_MS, 440.0);
+        let mut period = AudioFrame::new();
+        tone.read_period(&mut period).unwrap();
+        assert!(period.samples.iter().any(|&s| s != 0));
+        silence(&mut period.samples);
+        assert_eq!(period.samples.len(), FRAME_SAMPLES * 2);
+        assert!(period.samples.iter().all(|&s| s == 0));
+    }
 
     #[test]
     fn timeline_is_exactly_one_frame_apart_despite_jitter() {

@@ -72,6 +72,9 @@ pub struct MediaHandle {
     video: broadcast::Sender<Arc<VideoUnit>>,
     audio: Option<broadcast::Sender<Arc<AudioUnit>>>,
     keyframe_wanted: Arc<AtomicBool>,
+    /// While set, the video thread encodes black pictures and the audio thread silence
+    /// (the privacy button); viewers stay connected.
+    privacy: Arc<AtomicBool>,
     /// Counters and rates for status, health and metrics.
     pub stats: Arc<MediaStats>,
     /// The encoded video's format.
@@ -99,6 +102,17 @@ impl MediaHandle {
     pub fn request_keyframe(&self) {
         self.keyframe_wanted.store(true, Ordering::Relaxed);
     }
+
+    /// Whether privacy is on: black pictures and silence go out instead of what the camera
+    /// and microphone capture.
+    pub fn privacy(&self) -> bool {
+        self.privacy.load(Ordering::Relaxed)
+    }
+
+    /// The privacy flag itself, for whoever switches it (the GPIO privacy button).
+    pub fn privacy_flag(&self) -> Arc<AtomicBool> {
+        self.privacy.clone()
+    }
 }
 
 /// The running capture and encoder threads. Dropping it stops and joins them.
@@ -115,12 +129,15 @@ impl Pipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MediaStats::new());
         let keyframe_wanted = Arc::new(AtomicBool::new(true));
+        let privacy = Arc::new(AtomicBool::new(false));
 
         // Open everything before starting anything, so a failure leaves no thread behind.
         let video =
-            video::VideoThread::open(&config.video, clock, stats.clone(), keyframe_wanted.clone())?;
+            video::VideoThread::open(&config.video, clock, stats.clone(), keyframe_wanted.clone())?
+                .with_privacy(privacy.clone());
         let audio = match config.audio.enabled {
-            true => audio::AudioThread::open(&config.audio, clock, stats.clone())?,
+            true => audio::AudioThread::open(&config.audio, clock, stats.clone())?
+                .map(|audio| audio.with_privacy(privacy.clone())),
             false => None,
         };
         let (video_tx, _) = broadcast::channel(VIDEO_QUEUE);
@@ -130,6 +147,7 @@ impl Pipeline {
                 video: video_tx.clone(),
                 audio: audio_tx.clone(),
                 keyframe_wanted,
+                privacy,
                 stats,
                 video_description: video.description(),
             },

@@ -40,6 +40,8 @@ pub struct VideoThread {
     clock: RtpClock,
     stats: Arc<MediaStats>,
     keyframe_wanted: Arc<AtomicBool>,
+    /// While set, pictures are replaced by black before encoding (see [`black_i420`]).
+    privacy: Arc<AtomicBool>,
 }
 
 /// `auto` → the first V4L2 capture device, or the test pattern (with a warning) if there is
@@ -149,7 +151,14 @@ impl VideoThread {
             clock,
             stats,
             keyframe_wanted,
+            privacy: Arc::default(),
         })
+    }
+
+    /// Encodes black pictures instead of the camera's while `privacy` is set.
+    pub fn with_privacy(mut self, privacy: Arc<AtomicBool>) -> Self {
+        self.privacy = privacy;
+        self
     }
 
     /// What the encoded stream looks like.
@@ -176,6 +185,7 @@ impl VideoThread {
     fn run(mut self, tx: &broadcast::Sender<Arc<VideoUnit>>, stop: &AtomicBool) {
         let mut frame = VideoFrame::new();
         let mut converted = Vec::new();
+        let mut black = Vec::new();
         let mut policy = KeyframePolicy::new(KEYFRAME_MIN_GAP, self.keyframe_interval);
         let mut payloader = H264Payloader::default();
         // Logged on the first occurrence and then every 30th (about once a second).
@@ -226,13 +236,17 @@ impl VideoThread {
                 continue;
             }
 
-            let i420 = convert::to_i420(
-                format.pixel,
-                format.width,
-                format.height,
-                &frame.data,
-                &mut converted,
-            );
+            let i420 = if self.privacy.load(Ordering::Relaxed) {
+                black_i420(format.width, format.height, &mut black)
+            } else {
+                convert::to_i420(
+                    format.pixel,
+                    format.width,
+                    format.height,
+                    &frame.data,
+                    &mut converted,
+                )
+            };
             if self.keyframe_wanted.swap(false, Ordering::Relaxed) {
                 policy.request();
             }
@@ -271,6 +285,20 @@ impl VideoThread {
     }
 }
 
+/// A black I420 picture of `width` x `height` (Y = 16, U = V = 128: black in the video range
+/// H.264 signals), kept in `buf`. `buf` holds nothing else, so it is filled only when the size
+/// changes: privacy costs no conversion and no per-frame work.
+pub fn black_i420(width: u32, height: u32, buf: &mut Vec<u8>) -> &[u8] {
+    let luma = width as usize * height as usize;
+    let len = PixelFormat::I420.frame_len(width, height);
+    if buf.len() != len {
+        buf.clear();
+        buf.resize(luma, 16);
+        buf.resize(len, 128);
+    }
+    buf
+}
+
 /// Encodes one picture and cuts it into RTP payloads: `(payloads, keyframe, encoded bytes)`,
 /// or `None` when the encoder skipped the picture.
 fn encode(
@@ -294,4 +322,41 @@ fn encode(
         return Ok(None);
     }
     Ok(Some((payloads, picture.keyframe, annex_b.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privacy_picture_is_video_range_black() {
+        let mut buf = Vec::new();
+        let picture = black_i420(64, 48, &mut buf);
+        let (y, uv) = picture.split_at(64 * 48);
+        assert_eq!(uv.len(), 2 * 32 * 24);
+        assert!(y.iter().all(|&b| b == 16));
+        assert!(uv.iter().all(|&b| b == 128));
+        // A new size refills; the same size keeps the buffer.
+        assert_eq!(black_i420(16, 16, &mut buf).len(), 384);
+        assert!(buf[..256].iter().all(|&b| b == 16) && buf[256..].iter().all(|&b| b == 128));
+    }
+
+    #[test]
+    fn privacy_picture_encodes() {
+        let settings = H264Settings {
+            width: 64,
+            height: 48,
+            fps: 30,
+            bitrate_kbps: 200,
+        };
+        let mut encoder = H264Encoder::new(settings).unwrap();
+        let mut payloader = H264Payloader::default();
+        let mut buf = Vec::new();
+        let black = black_i420(64, 48, &mut buf);
+        let (payloads, keyframe, _) =
+            encode(&mut encoder, &mut payloader, black, true, Duration::ZERO)
+                .unwrap()
+                .expect("a forced IDR comes out");
+        assert!(keyframe && !payloads.is_empty());
+    }
 }
