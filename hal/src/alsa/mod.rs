@@ -36,7 +36,7 @@ pub const RATE: u32 = 48_000;
 pub const PERIOD_FRAMES: u32 = 960;
 /// Hardware periods in the buffer: 160 ms of slack for a capture thread that is late (a
 /// capture buffer adds no latency; it only decides how late a read may be before an overrun).
-const BUFFER_PERIODS: i64 = 8;
+const BUFFER_PERIODS: ::alsa::pcm::Frames = 8;
 /// Recoveries in a row, with no successful read between them, that make a read error.
 const MAX_RECOVERIES_IN_A_ROW: u32 = 5;
 /// How long to wait for the hardware to wake up after a suspend, in steps of [`RESUME_WAIT`].
@@ -98,7 +98,7 @@ impl AlsaMicrophone {
             hw.set_channels(u32::from(channels))
                 .map_err(|e| alsa_error("setting the channels", e))?;
             let period = hw
-                .set_period_size_near(i64::from(PERIOD_FRAMES), ValueOr::Nearest)
+                .set_period_size_near(PERIOD_FRAMES as ::alsa::pcm::Frames, ValueOr::Nearest)
                 .map_err(|e| alsa_error("setting the period size", e))?;
             hw.set_buffer_size_near(period * BUFFER_PERIODS)
                 .map_err(|e| alsa_error("setting the buffer size", e))?;
@@ -227,7 +227,9 @@ impl AudioSource for AlsaMicrophone {
             let read = self.pcm.io_bytes().readi(&mut self.scratch);
             match read {
                 Ok(frames) => {
-                    let delay = self.pcm.delay().unwrap_or(0);
+                    // `Frames` is a C long: i64 on 64-bit boards, i32 on armhf.
+                    #[allow(clippy::unnecessary_cast)]
+                    let delay = self.pcm.delay().unwrap_or(0) as i64;
                     let first = first_frame_time(Instant::now(), delay, frames, RATE);
                     self.chunker
                         .push_s16le(&self.scratch[..frames * frame_bytes], first);
