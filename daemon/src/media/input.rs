@@ -111,6 +111,13 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    fn timeout() -> HalError {
+        HalError::Read {
+            device: "cam".into(),
+            reason: "timeout".into(),
+        }
+    }
+
     fn gone() -> HalError {
         HalError::Gone {
             device: "/dev/video0".into(),
@@ -138,26 +145,14 @@ mod tests {
         input.failed(gone(), &stop);
         assert_eq!(input.get(&stop).copied(), Some(1), "reopened after Gone");
         for _ in 0..REOPEN_AFTER_FAILURES - 1 {
-            input.failed(
-                HalError::Read {
-                    device: "cam".into(),
-                    reason: "timeout".into(),
-                },
-                &stop,
-            );
+            input.failed(timeout(), &stop);
             assert_eq!(
                 input.get(&stop).copied(),
                 Some(1),
                 "kept while failures are few"
             );
         }
-        input.failed(
-            HalError::Read {
-                device: "cam".into(),
-                reason: "timeout".into(),
-            },
-            &stop,
-        );
+        input.failed(timeout(), &stop);
         assert_eq!(
             input.get(&stop).copied(),
             Some(2),
