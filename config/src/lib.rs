@@ -95,6 +95,11 @@ pub struct Video {
     /// camera), `"auto"` (the first usable camera) or a device path such as `"/dev/video0"`.
     /// Default `"test"`.
     pub source: VideoSourceSetting,
+    /// Who encodes the H.264: `"openh264"` (onair, in software, from the camera's raw or MJPEG
+    /// pictures) or `"passthrough"` (the camera itself: its H.264 is sent as it comes, which
+    /// costs no CPU but means a viewer that joins or loses a packet waits for the camera's next
+    /// key frame, as nobody can force one). Default `"openh264"`.
+    pub encoder: VideoEncoder,
     /// Frame width in pixels; even (the encoder works on 2x2 chroma blocks), 16 to 4096.
     /// Default 1280.
     pub width: u32,
@@ -113,6 +118,7 @@ impl Default for Video {
     fn default() -> Self {
         Self {
             source: VideoSourceSetting::Test,
+            encoder: VideoEncoder::Openh264,
             width: 1280,
             height: 720,
             fps: 30,
@@ -120,6 +126,19 @@ impl Default for Video {
             keyframe_interval_ms: 2000,
         }
     }
+}
+
+/// Who encodes the video (`video.encoder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoEncoder {
+    /// onair encodes the camera's pictures with openh264: constrained baseline, key frames
+    /// on demand.
+    #[default]
+    Openh264,
+    /// The camera delivers H.264 and onair forwards it unchanged; with `source = "test"` the
+    /// test pattern is encoded the way such a camera would (fixed key-frame period).
+    Passthrough,
 }
 
 /// Where video frames come from (`video.source`), written in TOML as a string.

@@ -75,6 +75,7 @@ name = "Front door ✓"
 
 [video]
 source = "/dev/v4l/by-id/usb-Cam-video-index0"
+encoder = "passthrough"
 width = 640
 height = 480
 fps = 15
@@ -118,6 +119,7 @@ fn full_config() -> Config {
         },
         video: Video {
             source: VideoSourceSetting::Device("/dev/v4l/by-id/usb-Cam-video-index0".into()),
+            encoder: VideoEncoder::Passthrough,
             width: 640,
             height: 480,
             fps: 15,
@@ -407,11 +409,19 @@ fn validation_boundaries_are_accepted() {
 }
 
 #[test]
+fn encoder_names_the_choices() {
+    assert_eq!(
+        single("[video]\nencoder = \"x264\"\n"),
+        "onair.toml:2:11: video.encoder: unknown variant `x264`, expected `openh264` or `passthrough`"
+    );
+}
+
+#[test]
 fn unknown_key_names_key_and_line() {
     assert_eq!(
         single("# camera\n\n[video]\nwidht = 1280\n"),
         "onair.toml:4:1: video.widht: unknown key \
-         (expected one of: source, width, height, fps, bitrate_kbps, keyframe_interval_ms)"
+         (expected one of: source, encoder, width, height, fps, bitrate_kbps, keyframe_interval_ms)"
     );
     assert_eq!(
         single("[vidoe]\nwidth = 1280\n"),
@@ -494,7 +504,7 @@ secret = 1
         "onair.toml:8:9: video.width: must be even, got 1279",
         "onair.toml:9:10: video.height: invalid type: string \"720\", expected u32",
         "onair.toml:10:7: video.fps: must be between 1 and 60, got 0",
-        "onair.toml:12:1: video.typo: unknown key (expected one of: source, width, height, fps, bitrate_kbps, keyframe_interval_ms)",
+        "onair.toml:12:1: video.typo: unknown key (expected one of: source, encoder, width, height, fps, bitrate_kbps, keyframe_interval_ms)",
         "onair.toml:15:16: audio.bitrate_kbps: must be between 6 and 510, got 1000",
         "onair.toml:18:18: webrtc.udp_port_range: lowest port must not exceed highest port, got [2000, 1000]",
         "onair.toml:19:23: webrtc.nat_ips[1]: invalid IP address syntax",

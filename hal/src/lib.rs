@@ -38,15 +38,20 @@ pub enum PixelFormat {
     Nv12,
     /// Packed 4:2:2: Y0 U Y1 V for every two pixels.
     Yuyv,
+    /// Not pictures but H.264 the camera encoded: one access unit per frame, as an Annex-B
+    /// byte stream (NAL units behind `00 00 01` or `00 00 00 01` start codes).
+    H264,
 }
 
 impl PixelFormat {
-    /// Bytes one frame of `width` x `height` takes. Width and height are even.
-    pub fn frame_len(self, width: u32, height: u32) -> usize {
+    /// Bytes one frame of `width` x `height` takes (width and height are even); `None` for
+    /// H.264, whose frames vary in length.
+    pub fn frame_len(self, width: u32, height: u32) -> Option<usize> {
         let (w, h) = (width as usize, height as usize);
         match self {
-            PixelFormat::I420 | PixelFormat::Nv12 => w * h * 3 / 2,
-            PixelFormat::Yuyv => w * h * 2,
+            PixelFormat::I420 | PixelFormat::Nv12 => Some(w * h * 3 / 2),
+            PixelFormat::Yuyv => Some(w * h * 2),
+            PixelFormat::H264 => None,
         }
     }
 }
@@ -105,6 +110,9 @@ pub struct VideoFormatRequest {
     pub height: u32,
     /// Wanted frames per second.
     pub fps: u32,
+    /// The camera's own H.264 ([`PixelFormat::H264`]) instead of pictures: for cameras that
+    /// encode, whose stream is passed through to viewers as it comes.
+    pub h264: bool,
 }
 
 /// A camera, or anything that produces pictures like one.
@@ -117,7 +125,7 @@ pub trait VideoSource: Send {
 
     /// Blocks until the next picture is captured, then writes it into `frame`.
     ///
-    /// `frame.data` is resized to the format's frame length; its allocation is reused.
+    /// `frame.data` is resized to the frame's length; its allocation is reused.
     fn read_frame(&mut self, frame: &mut VideoFrame) -> Result<(), HalError>;
 }
 

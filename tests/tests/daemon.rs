@@ -167,6 +167,7 @@ fn health_and_status_report_the_stream() {
     assert_eq!(status["privacy"], false);
     assert_eq!(status["video"]["width"], 1280);
     assert_eq!(status["video"]["profile_level_id"], "42e01f");
+    assert_eq!(status["video"]["encoder"], "openh264");
     // Frames are being encoded; how many per second depends on the machine's load, so
     // the rate is a benchmark figure, not asserted here.
     assert!(status["fps"].as_f64().unwrap() > 0.0, "{status}");
@@ -303,4 +304,50 @@ async fn a_picture_loss_indication_brings_an_idr() {
     );
     assert!(report.keyframes <= 2, "IDRs at {:?}", report.keyframe_at);
     assert_eq!(report.decode_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_sends_the_cameras_own_h264_and_its_key_frames_only() {
+    // The test source as an H.264 camera: an IDR every second that nobody can shorten, SPS
+    // and PPS only before its first one. The viewer joins later, so it can only decode if
+    // onair puts the kept SPS/PPS in front of the next IDR.
+    let daemon = Daemon::start(
+        "[video]\nencoder = \"passthrough\"\nwidth = 640\nheight = 480\nkeyframe_interval_ms = 1000\n[audio]\nenabled = false\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, body) = get(&format!("{}/api/status", daemon.base_url)).unwrap();
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["video"]["encoder"], "passthrough", "{status}");
+    // openh264 writes constrained baseline as 42c0; viewers are offered the spelling
+    // browsers use.
+    assert_eq!(status["video"]["profile_level_id"], "42e01e", "{status}");
+
+    let how = Watch {
+        pli_at_frame: Some(45),
+        ..Watch::decoding(100, Duration::from_secs(20))
+    };
+    let report = watch(&format!("{}/whep", daemon.base_url), how)
+        .await
+        .unwrap();
+    eprintln!(
+        "passthrough: first picture {:?} after the POST, IDRs at {:?}",
+        report.time_to_first_frame, report.keyframe_at
+    );
+    assert!(report.frames_decoded >= 100, "{report:?}");
+    assert_eq!(report.decode_errors, 0);
+    let last = report.last.as_ref().expect("a decoded picture");
+    assert_eq!((last.width, last.height), (640, 480));
+    assert!(bars_match(&last.bars, TOLERANCE), "{:?}", last.bars);
+    // Only the camera's IDRs, a second (about 30 pictures) apart: neither the join nor the
+    // PLI at picture 45 produced one.
+    assert_eq!(report.keyframe_at.first(), Some(&0), "{report:?}");
+    for pair in report.keyframe_at.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 20,
+            "IDRs closer than the camera's period: {:?}",
+            report.keyframe_at
+        );
+    }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use onair_config::VideoEncoder;
 use serde::Serialize;
 
 use super::AppState;
@@ -48,8 +49,10 @@ pub struct Status {
 #[derive(Debug, Serialize)]
 struct VideoStatus {
     codec: &'static str,
-    encoder: &'static str,
-    profile_level_id: String,
+    /// "openh264" or "passthrough".
+    encoder: VideoEncoder,
+    /// `null` while a passthrough camera has not sent its first SPS.
+    profile_level_id: Option<String>,
     width: u32,
     height: u32,
 }
@@ -58,7 +61,7 @@ struct VideoStatus {
 pub async fn status(State(state): State<AppState>) -> Json<Status> {
     let now = Instant::now();
     let stats = state.media.stats.snapshot(now);
-    let video = &state.media.video_description;
+    let video = state.media.video_description();
     Json(Status {
         channel: state.channel.clone(),
         name: state.name.clone(),
@@ -69,8 +72,8 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
         uptime_s: now.duration_since(state.started).as_secs(),
         video: VideoStatus {
             codec: "H264",
-            encoder: "openh264",
-            profile_level_id: video.profile_level_id.clone(),
+            encoder: video.encoder,
+            profile_level_id: video.profile_level_id,
             width: video.width,
             height: video.height,
         },

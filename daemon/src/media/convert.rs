@@ -7,19 +7,21 @@
 use onair_hal::PixelFormat;
 
 /// Converts `src` (`format`, `width` x `height`) to I420 in `dst`, or borrows `src` when it
-/// already is I420. `dst` keeps its allocation between frames.
+/// already is I420. `dst` keeps its allocation between frames. `None` for H.264, which is
+/// not a picture.
 pub fn to_i420<'a>(
     format: PixelFormat,
     width: u32,
     height: u32,
     src: &'a [u8],
     dst: &'a mut Vec<u8>,
-) -> &'a [u8] {
+) -> Option<&'a [u8]> {
     let (w, h) = (width as usize, height as usize);
     let luma = w * h;
     let chroma = luma / 4;
     match format {
-        PixelFormat::I420 => src,
+        PixelFormat::I420 => Some(src),
+        PixelFormat::H264 => None,
         PixelFormat::Nv12 => {
             dst.resize(luma + 2 * chroma, 0);
             let (y, uv) = dst.split_at_mut(luma);
@@ -29,7 +31,7 @@ pub fn to_i420<'a>(
                 u[i] = pair[0];
                 v[i] = pair[1];
             }
-            dst
+            Some(dst)
         }
         PixelFormat::Yuyv => {
             dst.resize(luma + 2 * chroma, 0);
@@ -48,7 +50,7 @@ pub fn to_i420<'a>(
                     }
                 }
             }
-            dst
+            Some(dst)
         }
     }
 }
@@ -61,7 +63,7 @@ mod tests {
     fn i420_is_borrowed() {
         let src = vec![7u8; 4 * 2 * 3 / 2];
         let mut dst = Vec::new();
-        let out = to_i420(PixelFormat::I420, 4, 2, &src, &mut dst);
+        let out = to_i420(PixelFormat::I420, 4, 2, &src, &mut dst).unwrap();
         assert_eq!(out.as_ptr(), src.as_ptr());
     }
 
@@ -70,7 +72,7 @@ mod tests {
         // 4x2: 8 luma bytes, then U,V pairs for the two 2x2 blocks.
         let src = [1, 2, 3, 4, 5, 6, 7, 8, 10, 20, 11, 21];
         let mut dst = Vec::new();
-        let out = to_i420(PixelFormat::Nv12, 4, 2, &src, &mut dst);
+        let out = to_i420(PixelFormat::Nv12, 4, 2, &src, &mut dst).unwrap();
         assert_eq!(out, &[1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 20, 21]);
     }
 
@@ -82,7 +84,7 @@ mod tests {
             5, 12, 6, 22, 7, 13, 8, 23,
         ];
         let mut dst = Vec::new();
-        let out = to_i420(PixelFormat::Yuyv, 4, 2, &src, &mut dst);
+        let out = to_i420(PixelFormat::Yuyv, 4, 2, &src, &mut dst).unwrap();
         assert_eq!(out, &[1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 20, 21]);
     }
 }

@@ -271,19 +271,9 @@ impl H264Encoder {
 
 /// NAL unit types in an Annex B buffer, in order (for tests and diagnostics).
 pub fn nal_types(annex_b: &[u8]) -> Vec<u8> {
-    let mut types = Vec::new();
-    let mut i = 0;
-    while i + 3 <= annex_b.len() {
-        if annex_b[i] == 0 && annex_b[i + 1] == 0 && annex_b[i + 2] == 1 {
-            if let Some(&header) = annex_b.get(i + 3) {
-                types.push(header & 0x1f);
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    types
+    super::passthrough::nal_units(annex_b)
+        .map(|nal| nal[0] & 0x1f)
+        .collect()
 }
 
 #[cfg(test)]

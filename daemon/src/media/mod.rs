@@ -12,18 +12,20 @@
 pub mod audio;
 pub mod convert;
 pub mod h264;
+pub mod h264_camera;
 pub mod input;
 pub mod keyframe;
+pub mod passthrough;
 pub mod stats;
 pub mod video;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use bytes::Bytes;
-use onair_config::Config;
+use onair_config::{Config, VideoEncoder};
 use tokio::sync::broadcast;
 
 pub use stats::MediaStats;
@@ -56,10 +58,13 @@ pub struct AudioUnit {
 }
 
 /// What the SDP and the sessions need to know about the encoded video.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoDescription {
-    /// `profile-level-id` of the stream, e.g. `42e01f`.
-    pub profile_level_id: String,
+    /// Who encodes it.
+    pub encoder: VideoEncoder,
+    /// `profile-level-id` of the stream, e.g. `42e01f`; `None` while a passthrough camera
+    /// has not sent its SPS yet.
+    pub profile_level_id: Option<String>,
     /// Encoded size.
     pub width: u32,
     /// Encoded size.
@@ -77,8 +82,8 @@ pub struct MediaHandle {
     privacy: Arc<AtomicBool>,
     /// Counters and rates for status, health and metrics.
     pub stats: Arc<MediaStats>,
-    /// The encoded video's format.
-    pub video_description: VideoDescription,
+    /// The encoded video's format; the video thread updates it when the camera changes.
+    video_description: Arc<RwLock<VideoDescription>>,
 }
 
 impl MediaHandle {
@@ -90,6 +95,14 @@ impl MediaHandle {
     /// A new subscription to the encoded audio, if audio is on.
     pub fn subscribe_audio(&self) -> Option<broadcast::Receiver<Arc<AudioUnit>>> {
         self.audio.as_ref().map(broadcast::Sender::subscribe)
+    }
+
+    /// The encoded video's format now.
+    pub fn video_description(&self) -> VideoDescription {
+        match self.video_description.read() {
+            Ok(description) => description.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Whether audio is being encoded.

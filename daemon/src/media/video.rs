@@ -1,13 +1,13 @@
 //! The video capture-and-encode thread.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use onair_config::{Video, VideoSourceSetting};
+use onair_config::{Video, VideoEncoder, VideoSourceSetting};
 use onair_hal::synthetic::TestPattern;
 use onair_hal::v4l2::{self, V4l2Camera};
 use onair_hal::{HalError, PixelFormat, VideoFormat, VideoFormatRequest, VideoFrame, VideoSource};
@@ -17,8 +17,10 @@ use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
 use super::h264::{H264Encoder, H264Settings, profile_level_id};
+use super::h264_camera::H264TestCamera;
 use super::input::Supervised;
 use super::keyframe::KeyframePolicy;
+use super::passthrough::{self, Passthrough};
 use super::{LogThrottle, MediaStats, RtpClock, VideoDescription, VideoUnit, convert, running};
 
 /// Largest RTP payload: a 1200-byte packet (safe under every tunnel's MTU) minus the
@@ -35,7 +37,13 @@ pub struct VideoThread {
     /// What the encoder is set up for; a reopened camera may deliver something else.
     format: VideoFormat,
     bitrate_kbps: u32,
+    /// openh264: encodes every picture, or with a passthrough camera only the black
+    /// pictures of privacy.
     encoder: H264Encoder,
+    /// The camera's own H.264 (`video.encoder = "passthrough"`).
+    passthrough: Option<Passthrough>,
+    /// What viewers are offered; updated when the camera or its stream changes.
+    description: Arc<RwLock<VideoDescription>>,
     keyframe_interval: Duration,
     clock: RtpClock,
     stats: Arc<MediaStats>,
@@ -70,6 +78,7 @@ fn resolve(setting: &VideoSourceSetting) -> VideoSourceSetting {
 fn open_source(
     setting: &VideoSourceSetting,
     wanted: VideoFormatRequest,
+    video: &Video,
 ) -> Result<Box<dyn VideoSource>, HalError> {
     match setting {
         VideoSourceSetting::Device(path) => {
@@ -77,11 +86,42 @@ fn open_source(
             info!("{}", camera.negotiation());
             Ok(Box::new(camera))
         }
+        _ if wanted.h264 => {
+            let idr_every = Duration::from_millis(u64::from(video.keyframe_interval_ms));
+            H264TestCamera::new(
+                wanted.width,
+                wanted.height,
+                wanted.fps,
+                video.bitrate_kbps,
+                idr_every,
+            )
+            .map(|camera| Box::new(camera) as Box<dyn VideoSource>)
+            .map_err(|e| HalError::Open {
+                device: setting.to_string(),
+                reason: format!("H.264 encoder: {e}"),
+            })
+        }
         _ => Ok(Box::new(TestPattern::new(
             wanted.width,
             wanted.height,
             wanted.fps,
         ))),
+    }
+}
+
+/// What viewers are offered for `format`, before anything was encoded.
+fn describe(format: VideoFormat, bitrate_kbps: u32) -> VideoDescription {
+    let passthrough = format.pixel == PixelFormat::H264;
+    VideoDescription {
+        encoder: match passthrough {
+            true => VideoEncoder::Passthrough,
+            false => VideoEncoder::Openh264,
+        },
+        // A passthrough camera's profile is known from its first SPS.
+        profile_level_id: (!passthrough)
+            .then(|| profile_level_id(format.width, format.height, format.fps, bitrate_kbps)),
+        width: format.width,
+        height: format.height,
     }
 }
 
@@ -105,12 +145,14 @@ impl VideoThread {
         keyframe_wanted: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
         let setting = resolve(&video.source);
+        let passthrough = video.encoder == VideoEncoder::Passthrough;
         let wanted = VideoFormatRequest {
             width: video.width,
             height: video.height,
             fps: video.fps,
+            h264: passthrough,
         };
-        let first = match open_source(&setting, wanted) {
+        let first = match open_source(&setting, wanted, video) {
             Ok(source) => Some(source),
             Err(err) => {
                 warn!("{err}; retrying until it opens (/healthz answers 503 meanwhile)");
@@ -119,7 +161,10 @@ impl VideoThread {
         };
         let format = first.as_ref().map_or(
             VideoFormat {
-                pixel: PixelFormat::I420,
+                pixel: match passthrough {
+                    true => PixelFormat::H264,
+                    false => PixelFormat::I420,
+                },
                 width: video.width,
                 height: video.height,
                 fps: video.fps,
@@ -131,22 +176,34 @@ impl VideoThread {
             .map_or_else(|| setting.to_string(), |source| source.describe());
         let encoder =
             encoder_for(format, video.bitrate_kbps).context("starting the H.264 encoder")?;
-        info!(
-            source = %name,
-            "video: {}x{}@{} {:?} → H.264 constrained baseline {} at {} kb/s, IDR every {} ms",
-            format.width,
-            format.height,
-            format.fps,
-            format.pixel,
-            profile_level_id(format.width, format.height, format.fps, video.bitrate_kbps),
-            video.bitrate_kbps,
-            video.keyframe_interval_ms
-        );
+        let description = describe(format, video.bitrate_kbps);
+        match &description.profile_level_id {
+            Some(profile) => info!(
+                source = %name,
+                "video: {}x{}@{} {:?} → H.264 constrained baseline {profile} at {} kb/s, IDR every {} ms",
+                format.width,
+                format.height,
+                format.fps,
+                format.pixel,
+                video.bitrate_kbps,
+                video.keyframe_interval_ms
+            ),
+            None => info!(
+                source = %name,
+                "video: {}x{}@{} H.264 from the camera, passed through (key frames when the camera sends them)",
+                format.width,
+                format.height,
+                format.fps,
+            ),
+        }
+        let config = video.clone();
         Ok(VideoThread {
-            input: Supervised::new(name, first, move || open_source(&setting, wanted)),
+            input: Supervised::new(name, first, move || open_source(&setting, wanted, &config)),
             format,
             bitrate_kbps: video.bitrate_kbps,
             encoder,
+            passthrough: passthrough.then(Passthrough::new),
+            description: Arc::new(RwLock::new(description)),
             keyframe_interval: Duration::from_millis(u64::from(video.keyframe_interval_ms)),
             clock,
             stats,
@@ -161,14 +218,9 @@ impl VideoThread {
         self
     }
 
-    /// What the encoded stream looks like.
-    pub fn description(&self) -> VideoDescription {
-        let s = self.encoder.settings();
-        VideoDescription {
-            profile_level_id: profile_level_id(s.width, s.height, s.fps, s.bitrate_kbps),
-            width: s.width,
-            height: s.height,
-        }
+    /// What the encoded stream looks like, kept up to date by the thread.
+    pub fn description(&self) -> Arc<RwLock<VideoDescription>> {
+        self.description.clone()
     }
 
     /// Runs capture → convert → encode → packetize on a thread of its own until `stop`.
@@ -188,6 +240,7 @@ impl VideoThread {
         let mut black = Vec::new();
         let mut policy = KeyframePolicy::new(KEYFRAME_MIN_GAP, self.keyframe_interval);
         let mut payloader = H264Payloader::default();
+        let mut was_private = false;
         // Logged on the first occurrence and then every 30th (about once a second).
         let mut bad_frames = LogThrottle::new(30);
         let mut encode_failures = LogThrottle::new(30);
@@ -206,7 +259,8 @@ impl VideoThread {
             };
             self.input.succeeded();
             if format != self.format {
-                // A camera that came back differently: encode what it delivers now.
+                // A camera that came back differently: encode (or pass on) what it
+                // delivers now.
                 match encoder_for(format, self.bitrate_kbps) {
                     Ok(encoder) => {
                         warn!(
@@ -215,6 +269,9 @@ impl VideoThread {
                         );
                         self.encoder = encoder;
                         self.format = format;
+                        self.passthrough =
+                            (format.pixel == PixelFormat::H264).then(Passthrough::new);
+                        set_description(&self.description, describe(format, self.bitrate_kbps));
                         policy.idr_not_sent();
                     }
                     Err(err) => {
@@ -224,7 +281,7 @@ impl VideoThread {
                 }
             }
             let expected_len = format.pixel.frame_len(format.width, format.height);
-            if frame.data.len() < expected_len {
+            if frame.data.len() < expected_len.unwrap_or(1) {
                 if let Some(count) = bad_frames.hit() {
                     warn!(
                         count,
@@ -236,23 +293,58 @@ impl VideoThread {
                 continue;
             }
 
-            let i420 = if self.privacy.load(Ordering::Relaxed) {
-                black_i420(format.width, format.height, &mut black)
-            } else {
-                convert::to_i420(
-                    format.pixel,
-                    format.width,
-                    format.height,
-                    &frame.data,
-                    &mut converted,
-                )
+            let private = self.privacy.load(Ordering::Relaxed);
+            let keyframe_wanted = self.keyframe_wanted.swap(false, Ordering::Relaxed);
+            let unit = match self.passthrough.as_mut() {
+                Some(passthrough) if !private => {
+                    // Nobody can make the camera send a key frame: requests are dropped.
+                    if was_private {
+                        passthrough.restart();
+                    }
+                    let unit = pass_on(passthrough, &mut payloader, &frame.data);
+                    if let Ok(Some((_, true, _))) = &unit
+                        && let Some(sps) = passthrough.sps()
+                    {
+                        update_profile(&self.description, sps);
+                    }
+                    unit
+                }
+                _ => {
+                    let i420 = if private {
+                        black_i420(format.width, format.height, &mut black)
+                    } else {
+                        let i420 = convert::to_i420(
+                            format.pixel,
+                            format.width,
+                            format.height,
+                            &frame.data,
+                            &mut converted,
+                        );
+                        // H.264 always goes the passthrough way above.
+                        let Some(i420) = i420 else { continue };
+                        i420
+                    };
+                    // Black pictures in place of a camera's H.264 start a new stream.
+                    if keyframe_wanted || (private && !was_private && self.passthrough.is_some()) {
+                        policy.request();
+                    }
+                    let force = policy.decide(frame.captured);
+                    let pts = self.clock.since_origin(frame.captured);
+                    let unit = encode(&mut self.encoder, &mut payloader, i420, force, pts);
+                    match &unit {
+                        // A forced IDR that did not come out (rate control skipped the
+                        // frame, or an error) must come with the next frame: someone is
+                        // waiting for it.
+                        Ok(Some((_, keyframe, _))) if force && !keyframe => policy.idr_not_sent(),
+                        Ok(None) | Err(_) if force => policy.idr_not_sent(),
+                        Ok(Some((_, true, _))) if !force => policy.sent_idr(frame.captured),
+                        _ => {}
+                    }
+                    unit
+                }
             };
-            if self.keyframe_wanted.swap(false, Ordering::Relaxed) {
-                policy.request();
-            }
-            let force = policy.decide(frame.captured);
-            let pts = self.clock.since_origin(frame.captured);
-            let unit = match encode(&mut self.encoder, &mut payloader, i420, force, pts) {
+            was_private = private;
+            let unit = match unit {
                 Ok(unit) => unit,
                 Err(err) => {
                     if let Some(count) = encode_failures.hit() {
@@ -261,14 +353,6 @@ impl VideoThread {
                     None
                 }
             };
-            match &unit {
-                // A forced IDR that did not come out (rate control skipped the frame, or an
-                // error) must come with the next frame: someone is waiting for it.
-                Some((_, keyframe, _)) if force && !keyframe => policy.idr_not_sent(),
-                None if force => policy.idr_not_sent(),
-                Some((_, true, _)) if !force => policy.sent_idr(frame.captured),
-                _ => {}
-            }
             let Some((payloads, keyframe, encoded_len)) = unit else {
                 continue;
             };
@@ -285,12 +369,46 @@ impl VideoThread {
     }
 }
 
+/// A passthrough camera sent an SPS: offer its profile and level to viewers.
+fn update_profile(shared: &RwLock<VideoDescription>, sps: &[u8]) {
+    let current = shared.read().map(|d| d.clone());
+    let Ok(mut description) = current else {
+        return;
+    };
+    match passthrough::profile_level_id(sps) {
+        Ok(profile) => {
+            description.profile_level_id = Some(profile);
+            set_description(shared, description);
+        }
+        Err(reason) if description.profile_level_id.is_some() => {
+            error!("{reason}; viewers are refused");
+            description.profile_level_id = None;
+            set_description(shared, description);
+        }
+        Err(_) => {}
+    }
+}
+
+/// Replaces the description viewers are offered, logging the change.
+fn set_description(shared: &RwLock<VideoDescription>, description: VideoDescription) {
+    let mut current = match shared.write() {
+        Ok(current) => current,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if *current != description {
+        info!(?description, "video description changed");
+        *current = description;
+    }
+}
+
 /// A black I420 picture of `width` x `height` (Y = 16, U = V = 128: black in the video range
 /// H.264 signals), kept in `buf`. `buf` holds nothing else, so it is filled only when the size
 /// changes: privacy costs no conversion and no per-frame work.
 pub fn black_i420(width: u32, height: u32, buf: &mut Vec<u8>) -> &[u8] {
     let luma = width as usize * height as usize;
-    let len = PixelFormat::I420.frame_len(width, height);
+    let len = PixelFormat::I420
+        .frame_len(width, height)
+        .unwrap_or_default();
     if buf.len() != len {
         buf.clear();
         buf.resize(luma, 16);
@@ -299,29 +417,53 @@ pub fn black_i420(width: u32, height: u32, buf: &mut Vec<u8>) -> &[u8] {
     buf
 }
 
-/// Encodes one picture and cuts it into RTP payloads: `(payloads, keyframe, encoded bytes)`,
-/// or `None` when the encoder skipped the picture.
+/// RTP payloads of one access unit, whether it is an IDR, and its size in bytes; `None`
+/// when there is nothing to send for this picture.
+type Packetized = Option<(Vec<Bytes>, bool, usize)>;
+
+/// Encodes one picture and cuts it into RTP payloads; `None` when the encoder skipped it.
 fn encode(
     encoder: &mut H264Encoder,
     payloader: &mut H264Payloader,
     i420: &[u8],
     force_idr: bool,
     pts: Duration,
-) -> Result<Option<(Vec<Bytes>, bool, usize)>, String> {
+) -> Result<Packetized, String> {
     let picture = encoder
         .encode(i420, force_idr, pts)
         .map_err(|e| format!("H.264 encoder: {e}"))?;
-    let Some(picture) = picture else {
-        return Ok(None);
-    };
-    let annex_b = Bytes::copy_from_slice(picture.annex_b);
+    match picture {
+        Some(picture) => packetize(payloader, picture.annex_b, picture.keyframe),
+        None => Ok(None),
+    }
+}
+
+/// Cuts one of a passthrough camera's access units into RTP payloads; `None` while it
+/// cannot be decoded (see [`Passthrough::access_unit`]).
+fn pass_on(
+    passthrough: &mut Passthrough,
+    payloader: &mut H264Payloader,
+    annex_b: &[u8],
+) -> Result<Packetized, String> {
+    match passthrough.access_unit(annex_b) {
+        Some(unit) => packetize(payloader, unit.annex_b, unit.keyframe),
+        None => Ok(None),
+    }
+}
+
+fn packetize(
+    payloader: &mut H264Payloader,
+    annex_b: &[u8],
+    keyframe: bool,
+) -> Result<Packetized, String> {
+    let annex_b = Bytes::copy_from_slice(annex_b);
     let payloads = payloader
         .payload(RTP_PAYLOAD_MTU, &annex_b)
         .map_err(|e| format!("H.264 packetizer: {e}"))?;
     if payloads.is_empty() {
         return Ok(None);
     }
-    Ok(Some((payloads, picture.keyframe, annex_b.len())))
+    Ok(Some((payloads, keyframe, annex_b.len())))
 }
 
 #[cfg(test)]

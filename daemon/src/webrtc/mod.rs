@@ -47,11 +47,16 @@ pub enum OfferError {
     /// The offer is not usable SDP, or webrtc-rs rejected it.
     #[error("bad offer: {0}")]
     BadOffer(String),
-    /// The offer is fine but has nothing we can send.
+    /// The offer is fine but has nothing we can send: no H.264 of our profile (named).
     #[error(
-        "offer has no video section accepting H.264 constrained baseline (profile-level-id 42e0xx) with packetization-mode=1"
+        "offer has no video section accepting H.264 {} with packetization-mode=1",
+        describe_profile(.0)
     )]
-    NoVideo,
+    NoVideo(String),
+    /// A passthrough camera has not sent its first key frame (or sends a profile browsers
+    /// cannot decode): there is nothing to offer yet.
+    #[error("the camera's H.264 stream has not started yet; try again shortly")]
+    NotReady,
     /// [`MAX_SESSIONS`] are running.
     #[error("too many viewers ({MAX_SESSIONS}); try again later")]
     Full,
@@ -104,7 +109,7 @@ struct Live {
 impl Sessions {
     /// An empty registry serving `media` with the `[webrtc]` settings.
     pub fn new(media: MediaHandle, webrtc: &WebRtc) -> Self {
-        let factory = PeerFactory::new(webrtc, &media.video_description, media.has_audio());
+        let factory = PeerFactory::new(webrtc, media.has_audio());
         Sessions {
             inner: Arc::new(Inner {
                 media,
@@ -194,6 +199,21 @@ impl Sessions {
     }
 }
 
+/// "constrained baseline (profile-level-id 42e01f)", for errors a person reads.
+fn describe_profile(profile_level_id: &str) -> String {
+    let name = match profile_level_id.get(..4) {
+        Some("42e0") => "constrained baseline",
+        Some("4200") => "baseline",
+        Some("4d00") => "main",
+        Some("6400") => "high",
+        Some("640c") => "constrained high",
+        _ => "",
+    };
+    format!("{name} (profile-level-id {profile_level_id})")
+        .trim_start()
+        .to_string()
+}
+
 async fn negotiate_and_start(
     inner: Arc<Inner>,
     offer_sdp: String,
@@ -201,9 +221,11 @@ async fn negotiate_and_start(
 ) -> Result<(String, String), OfferError> {
     let offer =
         RTCSessionDescription::offer(offer_sdp).map_err(|e| OfferError::BadOffer(e.to_string()))?;
-    let peer = inner.factory.build().await?;
-    let (answer, outgoing) = match negotiate(&inner.factory, &peer.pc, offer, &peer.gathered).await
-    {
+    let profile = inner.media.video_description().profile_level_id;
+    let profile = profile.ok_or(OfferError::NotReady)?;
+    let peer = inner.factory.build(&peer::h264_codec(&profile)).await?;
+    let negotiated = negotiate(&inner.factory, &profile, &peer.pc, offer, &peer.gathered);
+    let (answer, outgoing) = match negotiated.await {
         Ok(negotiated) => negotiated,
         Err(err) => {
             let _ = peer.pc.close().await;
@@ -253,6 +275,7 @@ fn register(
 /// H.264 video (audio is optional for the viewer).
 async fn negotiate(
     factory: &PeerFactory,
+    profile_level_id: &str,
     pc: &Arc<dyn PeerConnection>,
     offer: RTCSessionDescription,
     gathered: &tokio::sync::Notify,
@@ -260,7 +283,7 @@ async fn negotiate(
     pc.set_remote_description(offer)
         .await
         .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-    let mut tracks = vec![(RtpCodecKind::Video, factory.video_codec().clone())];
+    let mut tracks = vec![(RtpCodecKind::Video, peer::h264_codec(profile_level_id))];
     if let Some(audio) = factory.audio_codec() {
         tracks.push((RtpCodecKind::Audio, audio.clone()));
     }
@@ -272,7 +295,7 @@ async fn negotiate(
             Ok(_) => added.push((kind, track, ssrc)),
             Err(err) if kind == RtpCodecKind::Video => {
                 debug!("video track refused: {err}");
-                return Err(OfferError::NoVideo);
+                return Err(OfferError::NoVideo(profile_level_id.to_owned()));
             }
             Err(err) => debug!("viewer takes no Opus audio: {err}"),
         }
@@ -323,7 +346,9 @@ async fn negotiate(
                 ssrc,
                 payload_type,
             }),
-            None if kind == RtpCodecKind::Video => return Err(OfferError::NoVideo),
+            None if kind == RtpCodecKind::Video => {
+                return Err(OfferError::NoVideo(profile_level_id.to_owned()));
+            }
             None => debug!("viewer takes no Opus audio"),
         }
     }

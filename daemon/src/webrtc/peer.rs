@@ -18,21 +18,20 @@ use webrtc::peer_connection::{
 
 use super::keyframe_requests::{self, KeyframeRequests};
 use super::session::Event;
-use crate::media::VideoDescription;
 
 /// Payload types we prefer; an answer follows the offer's numbering anyway.
 const H264_PAYLOAD_TYPE: u8 = 102;
 const OPUS_PAYLOAD_TYPE: u8 = 111;
 
-/// The codec every viewer gets: constrained baseline H.264, packetization mode 1.
-pub fn h264_codec(video: &VideoDescription) -> RTCRtpCodec {
+/// The codec every viewer gets: H.264 of `profile_level_id` (constrained baseline from
+/// openh264, whatever the camera sends with passthrough), packetization mode 1.
+pub fn h264_codec(profile_level_id: &str) -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: MIME_TYPE_H264.to_owned(),
         clock_rate: 90_000,
         channels: 0,
         sdp_fmtp_line: format!(
-            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={}",
-            video.profile_level_id
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"
         ),
         rtcp_feedback: vec![
             RTCPFeedback {
@@ -153,7 +152,6 @@ pub struct PeerFactory {
     nat_ips: Vec<IpAddr>,
     bind_ips: Vec<IpAddr>,
     ports: Arc<PortPool>,
-    video_codec: RTCRtpCodec,
     audio_codec: Option<RTCRtpCodec>,
 }
 
@@ -182,7 +180,7 @@ pub enum PeerError {
 
 impl PeerFactory {
     /// Reads the `[webrtc]` settings.
-    pub fn new(config: &WebRtc, video: &VideoDescription, audio: bool) -> Self {
+    pub fn new(config: &WebRtc, audio: bool) -> Self {
         let bind_ips = if config.bind_ips.is_empty() {
             vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
         } else {
@@ -201,7 +199,6 @@ impl PeerFactory {
             nat_ips: config.nat_ips.clone(),
             bind_ips,
             ports: PortPool::new(config.udp_port_range.as_ref().map(|r| (r.min, r.max))),
-            video_codec: h264_codec(video),
             audio_codec: audio.then(opus_codec),
         }
     }
@@ -211,18 +208,13 @@ impl PeerFactory {
         &self.nat_ips
     }
 
-    /// The video codec, for building tracks.
-    pub fn video_codec(&self) -> &RTCRtpCodec {
-        &self.video_codec
-    }
-
     /// The audio codec, if audio is on.
     pub fn audio_codec(&self) -> Option<&RTCRtpCodec> {
         self.audio_codec.as_ref()
     }
 
-    /// A peer connection that offers exactly our two codecs.
-    pub async fn build(&self) -> Result<NewPeer, PeerError> {
+    /// A peer connection that offers exactly our two codecs (the video one as it is now).
+    pub async fn build(&self, video_codec: &RTCRtpCodec) -> Result<NewPeer, PeerError> {
         let port = self
             .ports
             .acquire(&self.bind_ips)
@@ -231,7 +223,7 @@ impl PeerFactory {
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(
             RTCRtpCodecParameters {
-                rtp_codec: self.video_codec.clone(),
+                rtp_codec: video_codec.clone(),
                 payload_type: H264_PAYLOAD_TYPE,
             },
             RtpCodecKind::Video,

@@ -140,7 +140,12 @@ impl Geometry {
     fn render_background(&self) -> Vec<u8> {
         let (w, h) = (self.width as usize, self.height as usize);
         let (cw, ch) = (w / 2, h / 2);
-        let mut data = vec![0; PixelFormat::I420.frame_len(self.width, self.height)];
+        let mut data = vec![
+            0;
+            PixelFormat::I420
+                .frame_len(self.width, self.height)
+                .unwrap_or_default()
+        ];
         let (luma, chroma) = data.split_at_mut(w * h);
         let (cb, cr) = chroma.split_at_mut(cw * ch);
         for y in 0..h {
@@ -425,10 +430,10 @@ mod tests {
     #[test]
     fn render_reuses_the_buffer_and_has_the_frame_length() {
         let pattern = TestPattern::new(320, 240, 30);
-        let mut data = Vec::with_capacity(PixelFormat::I420.frame_len(320, 240));
+        let mut data = Vec::with_capacity(PixelFormat::I420.frame_len(320, 240).unwrap());
         let before = data.as_ptr();
         pattern.render(3, 0, &mut data);
-        assert_eq!(data.len(), PixelFormat::I420.frame_len(320, 240));
+        assert_eq!(data.len(), PixelFormat::I420.frame_len(320, 240).unwrap());
         assert_eq!(data.as_ptr(), before);
     }
 
@@ -438,7 +443,10 @@ mod tests {
             let pattern = TestPattern::new(width, height, 30);
             for sequence in [0, 1, 1_000_001] {
                 let data = render(&pattern, sequence);
-                assert_eq!(data.len(), PixelFormat::I420.frame_len(width, height));
+                assert_eq!(
+                    data.len(),
+                    PixelFormat::I420.frame_len(width, height).unwrap()
+                );
             }
         }
     }
@@ -454,7 +462,10 @@ mod tests {
             pattern
                 .read_frame(&mut frame)
                 .expect("synthetic reads cannot fail");
-            assert_eq!(frame.data.len(), PixelFormat::I420.frame_len(320, 240));
+            assert_eq!(
+                frame.data.len(),
+                PixelFormat::I420.frame_len(320, 240).unwrap()
+            );
             let stamp = super::super::read_stamp(&frame.data, 320, 320, 240);
             assert_eq!(stamp.map(|s| u64::from(s.sequence)), Some(frame.sequence));
             if let Some((sequence, captured)) = last {

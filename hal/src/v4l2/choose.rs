@@ -15,9 +15,10 @@
 //!    makes a typical USB webcam, which offers 720p YUYV at 10 fps but 720p MJPEG at 30 fps,
 //!    stream MJPEG when 30 fps is asked for.
 //!
-//! H.264 is reported in the description but never chosen: passing a camera's own H.264
-//! through is a separate mode that does not exist yet. Odd widths and heights are skipped,
-//! because every format the HAL delivers is 4:2:0 or 4:2:2 with even dimensions.
+//! A request for H.264 ([`VideoFormatRequest::h264`], the passthrough encoder) considers the
+//! camera's `H264` format only, by the same size and rate rules; a request for pictures
+//! never chooses it. Odd widths and heights are skipped, because every format the HAL
+//! delivers is 4:2:0 or 4:2:2 with even dimensions.
 //!
 //! The enumeration of intervals depends on the size, and a stepwise size range only becomes
 //! a size once fitted to the request, so [`choose`] asks for intervals through a callback:
@@ -38,7 +39,7 @@ pub enum CaptureFormat {
     Yu12,
     /// `MJPG` or `JPEG`: each frame a JPEG, decoded to [`PixelFormat::I420`].
     Mjpeg,
-    /// `H264`: reported, not used (yet).
+    /// `H264`: the camera encodes; delivered as [`PixelFormat::H264`] when asked for.
     H264,
     /// Anything else, by its four character code.
     Other([u8; 4]),
@@ -75,11 +76,13 @@ impl CaptureFormat {
             CaptureFormat::Yuyv => Some(PixelFormat::Yuyv),
             CaptureFormat::Nv12 => Some(PixelFormat::Nv12),
             CaptureFormat::Yu12 | CaptureFormat::Mjpeg => Some(PixelFormat::I420),
-            CaptureFormat::H264 | CaptureFormat::Other(_) => None,
+            CaptureFormat::H264 => Some(PixelFormat::H264),
+            CaptureFormat::Other(_) => None,
         }
     }
 
-    /// Preference among usable formats, lower is better; `None` for unusable ones.
+    /// Preference among the formats usable for pictures, lower is better; `None` for the
+    /// others.
     fn rank(self) -> Option<u8> {
         match self {
             CaptureFormat::Yuyv => Some(0),
@@ -87,6 +90,14 @@ impl CaptureFormat {
             CaptureFormat::Yu12 => Some(2),
             CaptureFormat::Mjpeg => Some(3),
             CaptureFormat::H264 | CaptureFormat::Other(_) => None,
+        }
+    }
+
+    /// Preference for a request: pictures by [`Self::rank`], or H.264 alone.
+    fn rank_for(self, wanted: VideoFormatRequest) -> Option<u8> {
+        match wanted.h264 {
+            true => (self == CaptureFormat::H264).then_some(0),
+            false => self.rank(),
         }
     }
 }
@@ -239,7 +250,7 @@ pub fn choose(
 ) -> Result<Mode, String> {
     let mut best: Option<(Miss, Mode)> = None;
     for offer in offers {
-        let Some(rank) = offer.format.rank() else {
+        let Some(rank) = offer.format.rank_for(wanted) else {
             continue;
         };
         let (sizes, size_unknown) = if offer.sizes.is_empty() {
@@ -272,23 +283,30 @@ pub fn choose(
         }
     }
     best.map(|(_, mode)| mode)
-        .ok_or_else(|| nothing_usable(offers))
+        .ok_or_else(|| nothing_usable(offers, wanted))
 }
 
-/// Why nothing in `offers` can be used, in words.
-fn nothing_usable(offers: &[FormatOffer]) -> String {
+/// Why nothing in `offers` can be used for `wanted`, in words.
+fn nothing_usable(offers: &[FormatOffer], wanted: VideoFormatRequest) -> String {
     if offers.is_empty() {
         return "the device lists no capture formats".to_string();
     }
     let listed = list_formats(offers);
-    if offers.iter().any(|offer| offer.format.rank().is_some()) {
-        format!("no even frame size in any usable format (offers {listed})")
-    } else if offers
+    let offers_h264 = offers
         .iter()
-        .any(|offer| offer.format == CaptureFormat::H264)
+        .any(|offer| offer.format == CaptureFormat::H264);
+    if offers
+        .iter()
+        .any(|offer| offer.format.rank_for(wanted).is_some())
     {
+        format!("no even frame size in any usable format (offers {listed})")
+    } else if wanted.h264 {
         format!(
-            "offers only {listed}; H.264 passthrough is not supported yet, and YUYV, NV12, YU12 or MJPEG is needed"
+            "offers only {listed}; video.encoder = \"passthrough\" needs a camera that encodes H264 (use \"openh264\")"
+        )
+    } else if offers_h264 {
+        format!(
+            "offers only {listed}; set video.encoder = \"passthrough\" to send its H.264, or use a camera with YUYV, NV12, YU12 or MJPEG"
         )
     } else {
         format!("offers only {listed}; YUYV, NV12, YU12 or MJPEG is needed")
@@ -326,10 +344,10 @@ pub fn describe_choice(wanted: VideoFormatRequest, mode: Mode, offers: &[FormatO
         Some(interval) => interval.to_string(),
         None => "the driver's rate".to_string(),
     };
-    let conversion = if mode.format == CaptureFormat::Mjpeg {
-        " (decoded to I420)"
-    } else {
-        ""
+    let conversion = match mode.format {
+        CaptureFormat::Mjpeg => " (decoded to I420)",
+        CaptureFormat::H264 => " (passed through)",
+        _ => "",
     };
     let mut line = format!(
         "asked for {}x{} at {} fps; chose {} {}x{} at {rate}{conversion}; the camera offers {}",
@@ -341,11 +359,12 @@ pub fn describe_choice(wanted: VideoFormatRequest, mode: Mode, offers: &[FormatO
         mode.height,
         list_formats(offers)
     );
-    if offers
-        .iter()
-        .any(|offer| offer.format == CaptureFormat::H264)
+    if mode.format != CaptureFormat::H264
+        && offers
+            .iter()
+            .any(|offer| offer.format == CaptureFormat::H264)
     {
-        line.push_str(" (H.264 passthrough is not supported yet)");
+        line.push_str(" (video.encoder = \"passthrough\" would send its own H.264)");
     }
     line
 }
@@ -499,7 +518,19 @@ mod tests {
     use super::*;
 
     fn want(width: u32, height: u32, fps: u32) -> VideoFormatRequest {
-        VideoFormatRequest { width, height, fps }
+        VideoFormatRequest {
+            width,
+            height,
+            fps,
+            h264: false,
+        }
+    }
+
+    fn want_h264(width: u32, height: u32, fps: u32) -> VideoFormatRequest {
+        VideoFormatRequest {
+            h264: true,
+            ..want(width, height, fps)
+        }
     }
 
     fn discrete(sizes: &[(u32, u32)]) -> Vec<FrameSizes> {
@@ -833,7 +864,13 @@ mod tests {
         let h264 = vec![offer(H264, &[(1920, 1080)])];
         let why = choose(&h264, want(1280, 720, 30), |_, _, _| rates(&[30])).unwrap_err();
         assert!(
-            why.contains("H264") && why.contains("not supported"),
+            why.contains("offers only H264") && why.contains("video.encoder = \"passthrough\""),
+            "{why}"
+        );
+        let raw = vec![offer(Yuyv, &[(1280, 720)]), offer(Mjpeg, &[(1280, 720)])];
+        let why = choose(&raw, want_h264(1280, 720, 30), |_, _, _| rates(&[30])).unwrap_err();
+        assert!(
+            why.contains("offers only YUYV, MJPG") && why.contains("needs a camera that encodes"),
             "{why}"
         );
         let bayer = vec![offer(CaptureFormat::from_fourcc(*b"RGGB"), &[(640, 480)])];
@@ -854,8 +891,33 @@ mod tests {
         assert_eq!(
             describe_choice(wanted, chosen, &offers),
             "asked for 1280x720 at 30 fps; chose MJPG 1280x720 at 30 fps (decoded to I420); \
-             the camera offers YUYV, MJPG, H264 (H.264 passthrough is not supported yet)"
+             the camera offers YUYV, MJPG, H264 (video.encoder = \"passthrough\" would send its own H.264)"
         );
+        let wanted = want_h264(1280, 720, 30);
+        let chosen = choose(&offers, wanted, webcam_rates).expect("usable");
+        assert_eq!(
+            describe_choice(wanted, chosen, &offers),
+            "asked for 1280x720 at 30 fps; chose H264 1280x720 at 30 fps (passed through); \
+             the camera offers YUYV, MJPG, H264"
+        );
+    }
+
+    #[test]
+    fn h264_requests_take_the_h264_format_by_size_and_rate() {
+        // A UVC H.264 webcam: the closest H.264 mode wins even where a raw one is closer.
+        let offers = vec![
+            offer(Yuyv, &[(640, 480)]),
+            offer(H264, &[(1280, 720), (1920, 1080)]),
+        ];
+        let chosen = choose(&offers, want_h264(640, 480, 30), |_, _, _| rates(&[15, 30]));
+        assert_eq!(chosen, Ok(mode(H264, 1280, 720, 30)));
+        let chosen = choose(&offers, want_h264(1920, 1080, 24), |_, _, _| {
+            rates(&[15, 30])
+        });
+        assert_eq!(chosen, Ok(mode(H264, 1920, 1080, 30)));
+        // And a picture request never takes it.
+        let chosen = choose(&offers, want(1920, 1080, 30), |_, _, _| rates(&[30]));
+        assert_eq!(chosen, Ok(mode(Yuyv, 640, 480, 30)));
     }
 
     #[test]
@@ -891,6 +953,7 @@ mod tests {
         );
         assert_eq!(Yu12.delivered(), Some(PixelFormat::I420));
         assert_eq!(Mjpeg.delivered(), Some(PixelFormat::I420));
-        assert_eq!(H264.delivered(), None);
+        assert_eq!(H264.delivered(), Some(PixelFormat::H264));
+        assert_eq!(CaptureFormat::from_fourcc(*b"GREY").delivered(), None);
     }
 }

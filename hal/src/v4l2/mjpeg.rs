@@ -294,7 +294,7 @@ mod tests {
             let mut decoder = MjpegDecoder::new(64, 48);
             let mut i420 = vec![9; 3];
             decoder.decode(&jpeg, &mut i420).expect("decodes");
-            assert_eq!(i420.len(), PixelFormat::I420.frame_len(64, 48));
+            assert_eq!(i420.len(), PixelFormat::I420.frame_len(64, 48).unwrap());
             assert_quadrant_colours(&i420, 64, 48);
             // Limited range: nothing below 16 or above 240.
             assert!(i420.iter().all(|&v| (16..=240).contains(&v)));
@@ -360,7 +360,7 @@ mod tests {
         MjpegDecoder::new(16, 8)
             .decode(&jpeg, &mut i420)
             .expect("decodes");
-        assert_eq!(i420.len(), PixelFormat::I420.frame_len(16, 8));
+        assert_eq!(i420.len(), PixelFormat::I420.frame_len(16, 8).unwrap());
         assert!(
             i420[..128]
                 .iter()

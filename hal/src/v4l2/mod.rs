@@ -135,10 +135,8 @@ pub struct V4l2Camera {
     negotiation: String,
     /// What [`VideoSource::read_frame`] delivers.
     format: VideoFormat,
-    /// Raw buffers: how to unpad them. `None` for MJPEG.
-    layout: Option<RawLayout>,
-    /// MJPEG: the decoder. `None` for raw formats.
-    decoder: Option<MjpegDecoder>,
+    /// How a dequeued buffer becomes a frame.
+    unpack: Unpack,
     /// The mapped buffers; an `Option` only so that [`Drop`] can take it (see there).
     stream: Option<Stream<'static>>,
     /// Where the stream is in its queue/dequeue cycle.
@@ -247,22 +245,24 @@ impl V4l2Camera {
             .format
             .delivered()
             .ok_or_else(|| open_error(format!("{} cannot be delivered", chosen.format)))?;
-        let (layout, decoder) = if chosen.format == CaptureFormat::Mjpeg {
-            (None, Some(MjpegDecoder::new(width, height)))
-        } else {
-            let layout = RawLayout {
-                format: chosen.format,
-                width,
-                height,
-                stride: set.stride,
-            };
-            if layout.required_len().is_none() {
-                return Err(open_error(format!(
-                    "the driver's line length ({} bytes) is too short for {} {width}x{height}",
-                    set.stride, chosen.format
-                )));
+        let unpack = match chosen.format {
+            CaptureFormat::Mjpeg => Unpack::Mjpeg(Box::new(MjpegDecoder::new(width, height))),
+            CaptureFormat::H264 => Unpack::H264,
+            _ => {
+                let layout = RawLayout {
+                    format: chosen.format,
+                    width,
+                    height,
+                    stride: set.stride,
+                };
+                if layout.required_len().is_none() {
+                    return Err(open_error(format!(
+                        "the driver's line length ({} bytes) is too short for {} {width}x{height}",
+                        set.stride, chosen.format
+                    )));
+                }
+                Unpack::Raw(layout)
             }
-            (Some(layout), None)
         };
 
         let mut stream = Stream::with_buffers(&handle, BufferType::VideoCapture, BUFFERS)
@@ -279,8 +279,7 @@ impl V4l2Camera {
                 height,
                 fps,
             },
-            layout,
-            decoder,
+            unpack,
             stream: Some(stream),
             flow: Flow::Fresh,
             gone: None,
@@ -357,13 +356,7 @@ impl VideoSource for V4l2Camera {
             let taken = resumed.and_then(|()| {
                 let (data, meta) = CaptureStream::next(&mut *stream)?;
                 let (kernel_now, now) = (clock::monotonic_now(), Instant::now());
-                let converted = convert(
-                    self.layout,
-                    self.decoder.as_mut(),
-                    data,
-                    meta,
-                    &mut frame.data,
-                );
+                let converted = convert(&mut self.unpack, data, meta, &mut frame.data);
                 Ok((converted, *meta, kernel_now, now))
             });
             let (converted, meta, kernel_now, now) = match taken {
@@ -420,29 +413,42 @@ impl Drop for V4l2Camera {
     }
 }
 
-/// Copies (raw) or decodes (MJPEG) one dequeued buffer into `out`.
+/// How a dequeued buffer becomes a frame.
+enum Unpack {
+    /// Raw pictures: copied without the driver's line padding.
+    Raw(RawLayout),
+    /// JPEG pictures: decoded to I420.
+    Mjpeg(Box<MjpegDecoder>),
+    /// The camera's H.264: copied as it is.
+    H264,
+}
+
+/// Copies (raw, H.264) or decodes (MJPEG) one dequeued buffer into `out`.
 fn convert(
-    layout: Option<RawLayout>,
-    decoder: Option<&mut MjpegDecoder>,
+    unpack: &mut Unpack,
     data: &[u8],
     meta: &Metadata,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     let used = match meta.bytesused as usize {
         // Raw formats have a fixed size; a driver that leaves bytesused unset is trusted.
-        0 if layout.is_some() => data.len(),
+        0 if matches!(unpack, Unpack::Raw(_)) => data.len(),
         used => used.min(data.len()),
     };
     if meta.flags.contains(BufferFlags::ERROR) {
-        Err("the driver marked the frame corrupt".to_string())
+        return Err("the driver marked the frame corrupt".to_string());
     } else if used == 0 {
-        Err("empty frame".to_string())
-    } else if let Some(layout) = layout {
-        pack::pack(layout, &data[..used], out)
-    } else if let Some(decoder) = decoder {
-        decoder.decode(&data[..used], out)
-    } else {
-        Err("no conversion for this format".to_string())
+        return Err("empty frame".to_string());
+    }
+    let data = &data[..used];
+    match unpack {
+        Unpack::Raw(layout) => pack::pack(*layout, data, out),
+        Unpack::Mjpeg(decoder) => decoder.decode(data, out),
+        Unpack::H264 => {
+            out.clear();
+            out.extend_from_slice(data);
+            Ok(())
+        }
     }
 }
 
@@ -740,6 +746,7 @@ mod tests {
             width: 640,
             height: 480,
             fps: 30,
+            h264: false,
         };
         let error = V4l2Camera::open("/dev/onair-no-such-camera", wanted)
             .err()
@@ -759,6 +766,7 @@ mod tests {
             width: 640,
             height: 480,
             fps: 30,
+            h264: false,
         };
         // /dev/null opens but answers no V4L2 ioctl.
         let error = V4l2Camera::open("/dev/null", wanted)

@@ -165,7 +165,7 @@ mod tests {
         let mut dst = vec![1, 2, 3];
         pack(layout, &src, &mut dst).expect("complete frame");
         assert_eq!(dst, expected);
-        assert_eq!(dst.len(), PixelFormat::Yuyv.frame_len(6, 4));
+        assert_eq!(dst.len(), PixelFormat::Yuyv.frame_len(6, 4).unwrap());
         assert!(!dst.contains(&0xEE));
     }
 
@@ -184,7 +184,7 @@ mod tests {
         let mut dst = Vec::new();
         pack(layout, &src, &mut dst).expect("complete frame");
         assert_eq!(dst, expected);
-        assert_eq!(dst.len(), PixelFormat::Nv12.frame_len(4, 4));
+        assert_eq!(dst.len(), PixelFormat::Nv12.frame_len(4, 4).unwrap());
     }
 
     #[test]
@@ -205,7 +205,7 @@ mod tests {
         pack(layout, &src, &mut dst).expect("complete frame");
         assert_eq!(dst, expected);
         assert_eq!(dst, [0, 1, 2, 3, 4, 5, 6, 7, 100, 101, 200, 201]);
-        assert_eq!(dst.len(), PixelFormat::I420.frame_len(4, 2));
+        assert_eq!(dst.len(), PixelFormat::I420.frame_len(4, 2).unwrap());
     }
 
     #[test]
