@@ -35,6 +35,7 @@
 mod errors;
 mod parse;
 mod path;
+pub mod signal;
 mod validate;
 
 #[cfg(test)]
@@ -48,6 +49,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use errors::{ConfigError, ConfigErrors};
+pub use signal::SignalConfig;
 
 /// The whole daemon configuration. Every section may be left out of the file.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -65,6 +67,23 @@ pub struct Config {
     pub webrtc: WebRtc,
     /// `[gpio]`: on-air LED, status LED and privacy button on a Raspberry Pi's header.
     pub gpio: Gpio,
+    /// `[signaling]`: the signalling service this camera registers its channel with.
+    pub signaling: Signaling,
+}
+
+/// `[signaling]`: where the camera registers its channel so viewers can join it by name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Signaling {
+    /// WebSocket URL of the signalling service (`ws://…` or `wss://…`; onair-signal, or
+    /// GStreamer's `gst-webrtc-signalling-server`). The camera connects out to it, so it works
+    /// behind NAT. Default `None`: the service runs inside onaird, on its HTTP port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// This camera's token for the service (onair-signal checks it against the channel).
+    /// Default `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// `[device]`: identity of this camera.
@@ -382,56 +401,69 @@ impl Config {
     ///
     /// On failure every problem found is returned, sorted by position.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
-        parse::from_toml_str(text, origin)
+        parse::from_toml_str(text, origin, validate::check)
     }
 
     /// Read and parse a file; a read failure is a [`ConfigErrors`] with one error naming the
     /// path.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let origin = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|error| {
-            ConfigErrors(vec![ConfigError {
-                origin: origin.clone(),
-                line: None,
-                column: None,
-                key: String::new(),
-                message: format!("cannot read file: {error}"),
-            }])
-        })?;
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => Self::from_toml_str(text, &origin),
-            Err(error) => {
-                // Report where the bad byte is; the valid prefix is enough to count lines.
-                let valid = std::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or("");
-                let (line, column) = errors::LineIndex::new(valid).position(valid.len());
-                Err(ConfigErrors(vec![ConfigError {
-                    origin,
-                    line: Some(line),
-                    column: Some(column),
-                    key: String::new(),
-                    message: "file is not valid UTF-8".to_owned(),
-                }]))
-            }
-        }
+        load_file(path, Self::from_toml_str)
     }
 
     /// Validate an already-built config (used after command-line overrides). The errors carry
     /// no origin and no line.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
-        let errors: Vec<ConfigError> = validate::check(self)
-            .into_iter()
-            .map(|(key, message)| ConfigError {
-                origin: String::new(),
-                line: None,
-                column: None,
-                key: key.to_string(),
-                message,
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(errors))
+        without_position(validate::check(self))
+    }
+}
+
+/// Reads `path` as UTF-8 text and hands it to `parse` with the path as origin.
+fn load_file<T>(
+    path: &Path,
+    parse: impl Fn(&str, &str) -> Result<T, ConfigErrors>,
+) -> Result<T, ConfigErrors> {
+    let origin = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|error| {
+        ConfigErrors(vec![ConfigError {
+            origin: origin.clone(),
+            line: None,
+            column: None,
+            key: String::new(),
+            message: format!("cannot read file: {error}"),
+        }])
+    })?;
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => parse(text, &origin),
+        Err(error) => {
+            // Report where the bad byte is; the valid prefix is enough to count lines.
+            let valid = std::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or("");
+            let (line, column) = errors::LineIndex::new(valid).position(valid.len());
+            Err(ConfigErrors(vec![ConfigError {
+                origin,
+                line: Some(line),
+                column: Some(column),
+                key: String::new(),
+                message: "file is not valid UTF-8".to_owned(),
+            }]))
         }
+    }
+}
+
+/// Violations as errors without origin or line (for configs built in code).
+fn without_position(violations: Vec<(path::KeyPath, String)>) -> Result<(), ConfigErrors> {
+    let errors: Vec<ConfigError> = violations
+        .into_iter()
+        .map(|(key, message)| ConfigError {
+            origin: String::new(),
+            line: None,
+            column: None,
+            key: key.to_string(),
+            message,
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
     }
 }

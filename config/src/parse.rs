@@ -1,4 +1,5 @@
-//! Parsing TOML text into a [`Config`], collecting every error with its position.
+//! Parsing TOML text into a configuration type ([`Config`](crate::Config),
+//! [`SignalConfig`](crate::SignalConfig)), collecting every error with its position.
 //!
 //! The text is parsed once into `toml`'s spanned document ([`DeTable`]), whose spans are byte
 //! offsets into the text. Deserialization stops at the first unknown key or wrong type, so after
@@ -10,13 +11,12 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::errors::{ConfigError, ConfigErrors, LineIndex};
 use crate::path::{KeyPath, Segment};
-use crate::{Config, validate};
 
 /// Report at most this many errors: a file this broken needs fixing from the top anyway, and
 /// the retry loop stays cheap.
@@ -29,7 +29,13 @@ struct Found {
     message: String,
 }
 
-pub(crate) fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+/// Parses `text` into a `T` and checks it with `rules`, which returns every violation as
+/// (key path, message).
+pub(crate) fn from_toml_str<T: DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    rules: impl Fn(&T) -> Vec<(KeyPath, String)>,
+) -> Result<T, ConfigErrors> {
     let lines = LineIndex::new(text);
     let (mut document, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
@@ -54,7 +60,7 @@ pub(crate) fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigEr
     let mut removed: Vec<KeyPath> = Vec::new();
     let config = loop {
         let deserializer = toml::de::Deserializer::from(document.clone());
-        let error = match Config::deserialize(deserializer) {
+        let error = match T::deserialize(deserializer) {
             Ok(config) => break Some(config),
             Err(error) => error,
         };
@@ -77,7 +83,7 @@ pub(crate) fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigEr
     if let Some(config) = &config {
         let value_starts: HashMap<&KeyPath, usize> =
             entries.iter().map(|e| (&e.path, e.value.start)).collect();
-        for (path, message) in validate::check(config) {
+        for (path, message) in rules(config) {
             // A removed entry took its default, which may violate a rule only because something
             // around it was removed too (an ice server without its `urls`); already reported.
             if removed.iter().any(|r| r.overlaps(&path)) {

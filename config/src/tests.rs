@@ -109,6 +109,10 @@ on_air_led = 17
 status_led = 27
 privacy_button = 22
 active_low = true
+
+[signaling]
+url = "wss://signal.example.com/ws"
+token = "porch-token-0123456"
 "#;
 
 fn full_config() -> Config {
@@ -166,6 +170,10 @@ fn full_config() -> Config {
             status_led: Some(27),
             privacy_button: Some(22),
             active_low: true,
+        },
+        signaling: Signaling {
+            url: Some("wss://signal.example.com/ws".into()),
+            token: Some("porch-token-0123456".into()),
         },
     }
 }
@@ -425,7 +433,7 @@ fn unknown_key_names_key_and_line() {
     );
     assert_eq!(
         single("[vidoe]\nwidth = 1280\n"),
-        "onair.toml:1:2: vidoe: unknown key (expected one of: device, video, audio, http, webrtc, gpio)"
+        "onair.toml:1:2: vidoe: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling)"
     );
     assert_eq!(
         single("[http]\n  \"listen address\" = \"0.0.0.0:80\"\n"),
@@ -510,7 +518,7 @@ secret = 1
         "onair.toml:19:23: webrtc.nat_ips[1]: invalid IP address syntax",
         "onair.toml:22:32: webrtc.ice_servers[0].urls[1]: must start with \"stun:\", \"turn:\" or \"turns:\", got \"ftp://bad\"",
         "onair.toml:23:1: webrtc.ice_servers[0].secret: unknown key (expected one of: urls, username, credential)",
-        "onair.toml:25:2: extra: unknown key (expected one of: device, video, audio, http, webrtc, gpio)",
+        "onair.toml:25:2: extra: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling)",
     ];
     assert_eq!(messages(text), expected);
 
@@ -916,4 +924,20 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+#[test]
+fn signaling_url_must_be_a_websocket_url() {
+    assert_eq!(
+        single("[signaling]\nurl = \"http://signal.example.com\"\n"),
+        "onair.toml:2:7: signaling.url: must start with \"ws://\" or \"wss://\", got \"http://signal.example.com\""
+    );
+    assert_eq!(
+        single("[signaling]\nurl = \"wss:///ws\"\n"),
+        "onair.toml:2:7: signaling.url: no host in \"wss:///ws\""
+    );
+    assert_eq!(
+        single("[signaling]\nurl = \"ws://127.0.0.1:8443\"\ntoken = \"\"\n"),
+        "onair.toml:3:9: signaling.token: must not be empty"
+    );
 }

@@ -13,17 +13,8 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
     let root = KeyPath::default();
 
     let device = root.key("device");
-    let channel = &config.device.channel;
-    if let Some(message) = text_length(channel, CHANNEL_MAX_CHARS) {
+    if let Some(message) = channel_name(&config.device.channel) {
         v.push(device.key("channel"), message);
-    } else if let Some(c) = channel
-        .chars()
-        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
-        v.push(
-            device.key("channel"),
-            format!("invalid character {c:?} (allowed: A-Z a-z 0-9 _ . -)"),
-        );
     }
     if let Some(message) = text_length(&config.device.name, NAME_MAX_CHARS) {
         v.push(device.key("name"), message);
@@ -115,6 +106,16 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
         }
     }
 
+    let signaling = root.key("signaling");
+    if let Some(url) = &config.signaling.url {
+        if let Some(message) = websocket_url(url) {
+            v.push(signaling.key("url"), message);
+        }
+    }
+    if config.signaling.token.as_deref() == Some("") {
+        v.push(signaling.key("token"), "must not be empty".to_owned());
+    }
+
     let gpio = root.key("gpio");
     let mut used: Vec<(&str, u8)> = Vec::new();
     for (key, pin) in config.gpio.pins() {
@@ -133,6 +134,36 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
     v.0
 }
 
+/// A message if `url` is not a `ws://` or `wss://` URL with a host.
+fn websocket_url(url: &str) -> Option<String> {
+    let Some(rest) = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+    else {
+        return Some(format!("must start with \"ws://\" or \"wss://\", got {url:?}"));
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') {
+        return Some(format!("no host in {url:?}"));
+    }
+    if url.chars().any(char::is_whitespace) {
+        return Some(format!("must not contain spaces, got {url:?}"));
+    }
+    None
+}
+
+/// A channel name's problem: empty, too long, or a character that does not belong in a URL
+/// path segment.
+pub(crate) fn channel_name(channel: &str) -> Option<String> {
+    if let Some(message) = text_length(channel, CHANNEL_MAX_CHARS) {
+        return Some(message);
+    }
+    channel
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        .map(|c| format!("invalid character {c:?} (allowed: A-Z a-z 0-9 _ . -)"))
+}
+
 /// A message if `text` is empty or longer than `max` characters.
 fn text_length(text: &str, max: usize) -> Option<String> {
     let chars = text.chars().count();
@@ -146,14 +177,14 @@ fn text_length(text: &str, max: usize) -> Option<String> {
 }
 
 #[derive(Default)]
-struct Violations(Vec<(KeyPath, String)>);
+pub(crate) struct Violations(pub(crate) Vec<(KeyPath, String)>);
 
 impl Violations {
-    fn push(&mut self, path: KeyPath, message: String) {
+    pub(crate) fn push(&mut self, path: KeyPath, message: String) {
         self.0.push((path, message));
     }
 
-    fn in_range(&mut self, path: KeyPath, value: u32, min: u32, max: u32) -> bool {
+    pub(crate) fn in_range(&mut self, path: KeyPath, value: u32, min: u32, max: u32) -> bool {
         if (min..=max).contains(&value) {
             true
         } else {
