@@ -50,6 +50,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use errors::{ConfigError, ConfigErrors};
 pub use signal::SignalConfig;
+pub use validate::channel_name as channel_name_problem;
 
 /// The whole daemon configuration. Every section may be left out of the file.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

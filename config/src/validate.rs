@@ -107,10 +107,10 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
     }
 
     let signaling = root.key("signaling");
-    if let Some(url) = &config.signaling.url {
-        if let Some(message) = websocket_url(url) {
-            v.push(signaling.key("url"), message);
-        }
+    if let Some(url) = &config.signaling.url
+        && let Some(message) = websocket_url(url)
+    {
+        v.push(signaling.key("url"), message);
     }
     if config.signaling.token.as_deref() == Some("") {
         v.push(signaling.key("token"), "must not be empty".to_owned());
@@ -140,7 +140,9 @@ fn websocket_url(url: &str) -> Option<String> {
         .strip_prefix("ws://")
         .or_else(|| url.strip_prefix("wss://"))
     else {
-        return Some(format!("must start with \"ws://\" or \"wss://\", got {url:?}"));
+        return Some(format!(
+            "must start with \"ws://\" or \"wss://\", got {url:?}"
+        ));
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.starts_with(':') {
@@ -154,7 +156,7 @@ fn websocket_url(url: &str) -> Option<String> {
 
 /// A channel name's problem: empty, too long, or a character that does not belong in a URL
 /// path segment.
-pub(crate) fn channel_name(channel: &str) -> Option<String> {
+pub fn channel_name(channel: &str) -> Option<String> {
     if let Some(message) = text_length(channel, CHANNEL_MAX_CHARS) {
         return Some(message);
     }

@@ -4,7 +4,9 @@
 //! The modules follow a frame through the daemon:
 //! - [`media`]: devices → convert → encode (one encoder per medium, shared by all viewers).
 //! - [`webrtc`]: one session per viewer, fed from the shared encoded units.
-//! - [`http`]: who joins: the viewer page, WHEP, health and status.
+//! - [`http`]: who joins directly: the viewer page, WHEP, health and status.
+//! - [`signaling`]: who joins by channel name: registration with a signalling service
+//!   (remote, or built in and mounted on the HTTP port).
 //! - [`gpio`]: on-air LED, status LED and privacy button, when pins are configured.
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
@@ -12,6 +14,7 @@
 pub mod gpio;
 pub mod http;
 pub mod media;
+pub mod signaling;
 pub mod webrtc;
 
 use std::future::Future;
@@ -34,7 +37,36 @@ pub async fn run(
     let pipeline = media::Pipeline::start(&config)?;
     let media = pipeline.handle();
     let sessions = webrtc::Sessions::new(media.clone(), &config.webrtc);
-    let gpio = start_gpio(&config, &media, &sessions);
+    // The channel is registered with the configured service, or with one running here.
+    let (target, local_service) = match &config.signaling.url {
+        Some(url) => (
+            signaling::Target::Remote {
+                url: url.clone(),
+                token: config.signaling.token.clone(),
+            },
+            None,
+        ),
+        None => {
+            let service = onair_signal::Service::new(
+                onair_signal::auth::Policy::open(),
+                webrtc::MAX_SESSIONS,
+                onair_config::signal::Limits::default().max_message_bytes as usize,
+                None,
+            );
+            (signaling::Target::Local(service.clone()), Some(service))
+        }
+    };
+    let signaling_name = match &config.signaling.url {
+        Some(url) => url.clone(),
+        None => "built-in".to_owned(),
+    };
+    let identity = signaling::Identity {
+        channel: config.device.channel.clone(),
+        name: config.device.name.clone(),
+        device: format!("{:016x}", rand::random::<u64>()),
+    };
+    let signaling = signaling::Signaling::start(target, identity, sessions.clone());
+    let gpio = start_gpio(&config, &media, &sessions, signaling.registered_flag());
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -47,13 +79,18 @@ pub async fn run(
         page_url(addr)
     );
 
-    let app = http::router(http::AppState {
+    let mut app = http::router(http::AppState {
         sessions: sessions.clone(),
         media,
         channel: config.device.channel.clone(),
         name: config.device.name.clone(),
         started,
+        signaling: signaling_name,
+        registered: signaling.registered_flag(),
     });
+    if let Some(service) = local_service {
+        app = app.merge(onair_signal::server::router(service));
+    }
     // On the signal, sessions close at once (viewers see their connection end), in parallel
     // with HTTP finishing the requests in flight; a client that keeps a request open cannot
     // hold shutdown beyond HTTP_DRAIN.
@@ -76,6 +113,7 @@ pub async fn run(
         served = server => served.context("HTTP server")?,
         () = drained => warn!("HTTP requests still open {HTTP_DRAIN:?} after the stop signal; closing them"),
     }
+    drop(signaling);
     sessions.shutdown().await;
     drop(gpio);
     drop(pipeline);
@@ -89,6 +127,7 @@ fn start_gpio(
     config: &Config,
     media: &media::MediaHandle,
     sessions: &webrtc::Sessions,
+    registered: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<gpio::GpioTask> {
     let device = gpio::open(&config.gpio)?;
     let privacy = media.privacy_flag();
@@ -98,8 +137,7 @@ fn start_gpio(
         camera_ok: stats
             .since_last_frame(now)
             .is_some_and(|age| age <= http::status::STALL),
-        // No signaling service yet: nothing that could fail.
-        signaling_ok: true,
+        signaling_ok: registered.load(std::sync::atomic::Ordering::Relaxed),
     };
     match gpio::Poller::new(device, privacy).spawn(sense) {
         Ok(task) => Some(task),

@@ -10,13 +10,98 @@ use anyhow::{Context, bail};
 
 /// The `onaird` binary: `$ONAIRD_BIN`, else the one cargo built next to the tests.
 pub fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("ONAIRD_BIN") {
+    built("onaird", "ONAIRD_BIN")
+}
+
+/// Binary `name` of this workspace: `$env_var`, else the one cargo built next to the tests.
+pub fn built(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
         return path.into();
     }
-    // target/<profile>/deps/e2e-xxxx → target/<profile>/onaird
+    // target/<profile>/deps/e2e-xxxx → target/<profile>/<name>
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-    dir.join("onaird")
+    dir.join(name)
+}
+
+/// Starts `bin args…` with its output collected line by line, and waits (20 s at most)
+/// until it logs "listening on URL". Returns the child, the URL and the log lines.
+pub fn spawn(
+    bin: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+) -> anyhow::Result<(Child, String, mpsc::Receiver<String>)> {
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --workspace)",
+            bin.display()
+        );
+    }
+    let name = bin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut child = Command::new(bin)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("ONAIR_TEST_LOG").unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+        )
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        let name = name.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if std::env::var_os("ONAIR_TEST_VERBOSE").is_some() {
+                    eprintln!("{name}| {line}");
+                }
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .trim_end_matches('/')
+                        .to_owned();
+                    return Ok((child, url, rx));
+                }
+                seen.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                bail!(
+                    "{name} did not report its address; it printed:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    }
 }
 
 /// A running daemon; stopped with SIGTERM when dropped.
@@ -56,12 +141,6 @@ impl Daemon {
     /// `[http]`), and waits until it says where it listens.
     pub fn start(toml: &str) -> anyhow::Result<Daemon> {
         let bin = binary();
-        if !bin.exists() {
-            bail!(
-                "{} not found: build it first (cargo build -p onair-daemon) or set ONAIRD_BIN",
-                bin.display()
-            );
-        }
         let text = if toml.contains("[http]") {
             toml.to_owned()
         } else {
@@ -74,76 +153,15 @@ impl Daemon {
         ));
         std::fs::write(&path, text)?;
         let config = tempfile_path::TempConfig(path.clone());
-        let mut child = Command::new(&bin)
-            .arg("--config")
-            .arg(&path)
-            .env(
-                "RUST_LOG",
-                std::env::var("ONAIR_TEST_LOG")
-                    .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
-            )
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if std::env::var_os("ONAIR_TEST_VERBOSE").is_some() {
-                        eprintln!("onaird| {line}");
-                    }
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let mut seen = Vec::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) => {
-                    if let Some(rest) = line.split("listening on ").nth(1) {
-                        let url = rest
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .trim_end_matches('/')
-                            .to_owned();
-                        let daemon = Daemon {
-                            child,
-                            base_url: url,
-                            log: rx,
-                            _config: config,
-                        };
-                        daemon.wait_healthy()?;
-                        return Ok(daemon);
-                    }
-                    seen.push(line);
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    bail!(
-                        "onaird did not report its address; it printed:\n{}",
-                        seen.join("\n")
-                    );
-                }
-            }
-        }
+        let (child, base_url, log) = spawn(&bin, &["--config".as_ref(), path.as_os_str()])?;
+        let daemon = Daemon {
+            child,
+            base_url,
+            log,
+            _config: config,
+        };
+        daemon.wait_healthy()?;
+        Ok(daemon)
     }
 
     /// Waits until `/healthz` answers 200 (frames are being encoded), at most 20 s: tests
@@ -164,25 +182,7 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
-        self.terminate()
-    }
-
-    fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
-        if let Some(status) = self.child.try_wait()? {
-            return Ok(status);
-        }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child.kill()?;
-        bail!("onaird did not exit within 5 s of SIGTERM")
+        terminate(&mut self.child)
     }
 
     /// Process id, for CPU and memory measurements.
@@ -193,8 +193,27 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.terminate();
+        let _ = terminate(&mut self.child);
     }
+}
+
+/// Sends SIGTERM and waits (5 s at most, then SIGKILL) for the exit status.
+pub fn terminate(child: &mut Child) -> anyhow::Result<ExitStatus> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(status);
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill()?;
+    bail!("process {} did not exit within 5 s of SIGTERM", child.id())
 }
 
 fn rand_suffix() -> u64 {

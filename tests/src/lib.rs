@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: start `onaird` as a process, join it as a WHEP viewer
 //! (webrtc-rs), and decode what arrives (openh264, Opus) to check what a person would see.
 
+pub mod consumer;
 pub mod daemon;
 pub mod picture;
+pub mod signal;
 pub mod viewer;

@@ -30,6 +30,7 @@ use webrtc::peer_connection::{
     SettingEngineBuilder, register_default_interceptors,
 };
 
+use crate::consumer::{ChannelSession, Consumer};
 use crate::daemon::agent;
 use crate::picture::{Picture, read_picture};
 
@@ -309,9 +310,35 @@ fn media_engine(h264: bool) -> anyhow::Result<MediaEngine> {
     Ok(engine)
 }
 
+/// How a viewer reaches the camera.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// WHEP at this URL (e.g. `http://127.0.0.1:8080/whep`); leaves with DELETE.
+    Whep(String),
+    /// A channel by name through a signalling service's WebSocket; leaves with `endSession`.
+    Channel {
+        /// e.g. `ws://127.0.0.1:8443/ws`
+        ws_url: String,
+        /// The channel.
+        channel: String,
+        /// Viewer token, if the service wants one.
+        token: Option<String>,
+        /// Send our offer with `startSession` (like `webrtcsrc`); else answer the
+        /// producer's offer (like `gstwebrtc-api`).
+        we_offer: bool,
+    },
+}
+
 /// Joins `whep_url` (e.g. `http://127.0.0.1:8080/whep`), watches as `how` says, then leaves
 /// with DELETE. Fails only if negotiation fails; the caller judges the report.
 pub async fn watch(whep_url: &str, how: Watch) -> anyhow::Result<Report> {
+    watch_via(Via::Whep(whep_url.to_owned()), how).await
+}
+
+/// Joins as `via` says, watches as `how` says, then leaves. Fails only if negotiation
+/// fails; the caller judges the report. For a channel, the report's `delete_status` is 200
+/// once `endSession` was sent.
+pub async fn watch_via(via: Via, how: Watch) -> anyhow::Result<Report> {
     let Watch {
         frames,
         within,
@@ -325,14 +352,88 @@ pub async fn watch(whep_url: &str, how: Watch) -> anyhow::Result<Report> {
         decode,
         pli_at_frame,
         shared: shared.clone(),
-        gathered,
+        gathered: gathered.clone(),
         progress: progress.clone(),
     };
-    let (pc, offer) = recvonly_offer(true, handler).await?;
-
+    let pc = recvonly_peer(true, handler).await?;
     if let Ok(mut s) = shared.lock() {
         s.started = Some(Instant::now());
     }
+    let leave = match via {
+        Via::Whep(url) => {
+            let offer = local_offer(&pc, &gathered).await?;
+            Leave::Whep(whep_post(&url, offer, &pc).await?)
+        }
+        Via::Channel {
+            ws_url,
+            channel,
+            token,
+            we_offer,
+        } => {
+            let consumer = Consumer::connect(&ws_url, token.as_deref()).await?;
+            Leave::Channel(Box::new(
+                consumer.join(&channel, we_offer, &pc, &gathered).await?,
+            ))
+        }
+    };
+
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let done = shared
+            .lock()
+            .map(|s| s.report.frames_decoded >= frames || s.ended)
+            .unwrap_or(true);
+        if done
+            || tokio::time::timeout_at(deadline, progress.notified())
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+
+    let delete_status = match leave {
+        Leave::Whep(resource) => {
+            tokio::task::spawn_blocking(move || {
+                agent()
+                    .delete(&resource)
+                    .call()
+                    .map(|r| r.status().as_u16())
+            })
+            .await?
+            // No answer at all (the daemon is gone) reads as 0.
+            .unwrap_or(0)
+        }
+        Leave::Channel(session) => match session.leave().await {
+            Ok(()) => 200,
+            Err(_) => 0,
+        },
+    };
+    let _ = pc.close().await;
+    let mut s = shared
+        .lock()
+        .map_err(|_| anyhow::anyhow!("viewer state poisoned"))?;
+    s.report.delete_status = delete_status;
+    if s.audio_samples > 0 {
+        s.report.audio_rms = (s.audio_sum_squares / s.audio_samples as f64).sqrt();
+    }
+    Ok(s.report.clone())
+}
+
+/// How to leave once done watching.
+enum Leave {
+    /// DELETE this session URL.
+    Whep(String),
+    /// Send `endSession`.
+    Channel(Box<ChannelSession>),
+}
+
+/// POSTs `offer` to `whep_url`, applies the answer to `pc` and returns the session URL.
+async fn whep_post(
+    whep_url: &str,
+    offer: String,
+    pc: &impl PeerConnection,
+) -> anyhow::Result<String> {
     let url = whep_url.to_owned();
     let (status, location, content_type, answer) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -364,41 +465,7 @@ pub async fn watch(whep_url: &str, how: Watch) -> anyhow::Result<Report> {
     );
     pc.set_remote_description(RTCSessionDescription::answer(answer)?)
         .await?;
-
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let done = shared
-            .lock()
-            .map(|s| s.report.frames_decoded >= frames || s.ended)
-            .unwrap_or(true);
-        if done
-            || tokio::time::timeout_at(deadline, progress.notified())
-                .await
-                .is_err()
-        {
-            break;
-        }
-    }
-
-    let resource = resolve(whep_url, &location);
-    let delete_status = tokio::task::spawn_blocking(move || {
-        agent()
-            .delete(&resource)
-            .call()
-            .map(|r| r.status().as_u16())
-    })
-    .await?
-    // No answer at all (the daemon is gone) reads as 0.
-    .unwrap_or(0);
-    let _ = pc.close().await;
-    let mut s = shared
-        .lock()
-        .map_err(|_| anyhow::anyhow!("viewer state poisoned"))?;
-    s.report.delete_status = delete_status;
-    if s.audio_samples > 0 {
-        s.report.audio_rms = (s.audio_sum_squares / s.audio_samples as f64).sqrt();
-    }
-    Ok(s.report.clone())
+    Ok(resolve(whep_url, &location))
 }
 
 /// Resolves a `Location` header against the URL it answered.
@@ -423,20 +490,18 @@ pub async fn offer_without_h264() -> anyhow::Result<String> {
         gathered: Arc::default(),
         progress: Arc::default(),
     };
-    let (pc, offer) = recvonly_offer(false, handler).await?;
+    let gathered = handler.gathered.clone();
+    let pc = recvonly_peer(false, handler).await?;
+    let offer = local_offer(&pc, &gathered).await?;
     pc.close().await?;
     Ok(offer)
 }
 
-/// A loopback-only peer connection that receives video and audio, and its offer with all
-/// candidates. `h264: false` offers VP8 instead.
-async fn recvonly_offer(
-    h264: bool,
-    handler: Handler,
-) -> anyhow::Result<(impl PeerConnection, String)> {
+/// A loopback-only peer connection that receives video and audio. `h264: false` takes VP8
+/// instead.
+async fn recvonly_peer(h264: bool, handler: Handler) -> anyhow::Result<impl PeerConnection> {
     let mut engine = media_engine(h264)?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
-    let gathered = handler.gathered.clone();
     let pc = PeerConnectionBuilder::new()
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
@@ -456,11 +521,15 @@ async fn recvonly_offer(
         };
         pc.add_transceiver_from_kind(kind, Some(init)).await?;
     }
+    Ok(pc)
+}
+
+/// `pc`'s offer with all its candidates.
+async fn local_offer(pc: &impl PeerConnection, gathered: &Notify) -> anyhow::Result<String> {
     pc.set_local_description(pc.create_offer(None).await?)
         .await?;
     let _ = tokio::time::timeout(Duration::from_secs(2), gathered.notified()).await;
-    let offer = pc.local_description().await.context("no local offer")?.sdp;
-    Ok((pc, offer))
+    Ok(pc.local_description().await.context("no local offer")?.sdp)
 }
 
 #[cfg(test)]

@@ -5,11 +5,16 @@
 //! | `GET /`, `GET /viewer.js` | viewer page |
 //! | `POST /whep`, `DELETE`/`PATCH /whep/{id}`, `OPTIONS` | WHEP (see [`whep`]) |
 //! | `GET /healthz` | 200 while frames flow, 503 otherwise |
-//! | `GET /api/status` | JSON: channel, viewers, fps, bitrate, uptime |
+//! | `GET /api/status` | JSON: channel, viewers, fps, bitrate, uptime, signaling |
+//!
+//! With no `signaling.url`, onair-signal's routes (`/ws`, `/api/channels`) are mounted here
+//! too (see [`crate::run`]).
 
 pub mod status;
 pub mod whep;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use axum::Router;
@@ -35,6 +40,10 @@ pub struct AppState {
     pub name: String,
     /// When the daemon started, for uptime.
     pub started: Instant,
+    /// The signalling service the channel is registered with, for status.
+    pub signaling: String,
+    /// Whether the channel is registered there now.
+    pub registered: Arc<AtomicBool>,
 }
 
 /// All routes. WHEP players are often served from another origin, so CORS is open for

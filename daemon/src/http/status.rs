@@ -1,5 +1,6 @@
 //! `/healthz` and `/api/status`.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -44,6 +45,15 @@ pub struct Status {
     privacy: bool,
     frames_encoded: u64,
     keyframes: u64,
+    signaling: SignalingStatus,
+}
+
+#[derive(Debug, Serialize)]
+struct SignalingStatus {
+    /// The service's URL, or "built-in".
+    service: String,
+    /// The channel is registered there.
+    registered: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -81,5 +91,9 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
         privacy: state.media.privacy(),
         frames_encoded: stats.video_frames,
         keyframes: stats.video_keyframes,
+        signaling: SignalingStatus {
+            service: state.signaling.clone(),
+            registered: state.registered.load(Ordering::Relaxed),
+        },
     })
 }

@@ -81,7 +81,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             response
         }
-        Err(err @ OfferError::Internal(_)) => {
+        Err(err @ (OfferError::Internal(_) | OfferError::NoSession)) => {
             warn!("WHEP offer failed: {err}");
             plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n"))
         }

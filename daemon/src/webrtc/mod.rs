@@ -5,12 +5,16 @@
 //! - [`peer`]: building a webrtc-rs peer connection for a viewer.
 //! - [`keyframe_requests`]: lets PLI/FIR reach the encoder.
 //!
+//! - [`negotiate`]: SDP offer/answer, with the viewer or with us offering.
+//!
 //! [`Sessions`] is the registry the HTTP (WHEP) and signaling front ends talk to: an offer in,
-//! an answer and a session id out; delete by id; count; close all on shutdown.
+//! an answer and a session id out (or our offer out, the viewer's answer in); the viewer's
+//! ICE candidates; delete by id; count; close all on shutdown.
 
 pub mod forward;
 pub mod keyframe_requests;
 pub mod nat;
+pub mod negotiate;
 pub mod peer;
 pub mod session;
 
@@ -20,21 +24,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use onair_config::WebRtc;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::peer_connection::RTCIceCandidateInit;
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 use crate::media::MediaHandle;
 use forward::Outgoing;
 use peer::{PeerError, PeerFactory};
-use session::{Action, Event, Session};
+use session::{Action, CloseReason, Event, Session};
 
 /// More sessions than this at once are refused (a Pi's uplink is long full by then).
 pub const MAX_SESSIONS: usize = 100;
@@ -60,6 +59,9 @@ pub enum OfferError {
     /// [`MAX_SESSIONS`] are running.
     #[error("too many viewers ({MAX_SESSIONS}); try again later")]
     Full,
+    /// An answer or candidate for a session that does not exist (any more).
+    #[error("no such session")]
+    NoSession,
     /// Every port of `webrtc.udp_port_range` is in use.
     #[error("every UDP port of webrtc.udp_port_range is in use; try again later")]
     NoPort,
@@ -96,12 +98,30 @@ struct Inner {
     viewers: AtomicUsize,
     /// Every session task and negotiation, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Ids of sessions that ended, for front ends that must tell someone (signaling).
+    ended: broadcast::Sender<String>,
+}
+
+/// What a session task is told from outside.
+enum Control {
+    /// A state machine event (delete, shutdown).
+    Event(Event),
+    /// The viewer's answer to our offer, with where to report whether it was taken.
+    Answer(String, oneshot::Sender<Result<(), OfferError>>),
+    /// One of the viewer's ICE candidates (trickled).
+    Candidate(RTCIceCandidateInit),
+}
+
+/// What a session sends: known once the viewer has agreed (in its offer or its answer).
+enum Media {
+    Agreed(Vec<Outgoing>),
+    AwaitingAnswer(Vec<negotiate::Added>),
 }
 
 #[derive(Default)]
 struct Live {
     /// Control channel of every live session, by id.
-    sessions: HashMap<String, mpsc::UnboundedSender<Event>>,
+    sessions: HashMap<String, mpsc::UnboundedSender<Control>>,
     /// Set by shutdown: no session may be added any more.
     closing: bool,
 }
@@ -118,6 +138,7 @@ impl Sessions {
                 permits: Arc::new(Semaphore::new(MAX_SESSIONS)),
                 viewers: AtomicUsize::new(0),
                 tasks: TaskTracker::new(),
+                ended: broadcast::channel(64).0,
             }),
         }
     }
@@ -163,18 +184,60 @@ impl Sessions {
             .map_err(|e| OfferError::Internal(e.to_string()))?
     }
 
+    /// Makes an offer for a new viewer (a signaling consumer that asked the producer to
+    /// offer) and starts the session. Returns the session id and the offer SDP; the answer
+    /// goes to [`Self::answer`].
+    pub async fn offer_to_viewer(&self) -> Result<(String, String), OfferError> {
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| OfferError::Full)?;
+        let inner = self.inner.clone();
+        let task = self.inner.tasks.spawn(offer_and_start(inner, permit));
+        task.await
+            .map_err(|e| OfferError::Internal(e.to_string()))?
+    }
+
+    /// The viewer's answer to the offer of session `id`.
+    pub async fn answer(&self, id: &str, answer: String) -> Result<(), OfferError> {
+        let (reply, replied) = oneshot::channel();
+        if !self.control(id, Control::Answer(answer, reply)) {
+            return Err(OfferError::NoSession);
+        }
+        replied.await.unwrap_or(Err(OfferError::NoSession))
+    }
+
+    /// One of the viewer's ICE candidates for session `id`. `false` if there is no such
+    /// session.
+    pub fn add_candidate(&self, id: &str, candidate: String, sdp_mline_index: u16) -> bool {
+        let candidate = RTCIceCandidateInit {
+            candidate,
+            sdp_mline_index: Some(sdp_mline_index),
+            ..Default::default()
+        };
+        self.control(id, Control::Candidate(candidate))
+    }
+
+    /// Ids of sessions as they end, whatever ended them.
+    pub fn ended(&self) -> broadcast::Receiver<String> {
+        self.inner.ended.subscribe()
+    }
+
     /// Ends a session (WHEP DELETE). `false` if there is no such session.
     pub fn delete(&self, id: &str) -> bool {
+        self.control(id, Control::Event(Event::Delete))
+    }
+
+    fn control(&self, id: &str, message: Control) -> bool {
         let control = self
             .inner
             .live
             .lock()
             .ok()
             .and_then(|live| live.sessions.get(id).cloned());
-        match control {
-            Some(tx) => tx.send(Event::Delete).is_ok(),
-            None => false,
-        }
+        control.is_some_and(|tx| tx.send(message).is_ok())
     }
 
     /// Whether a session with this id is live.
@@ -191,7 +254,7 @@ impl Sessions {
         if let Ok(mut live) = self.inner.live.lock() {
             live.closing = true;
             for tx in live.sessions.values() {
-                let _ = tx.send(Event::Shutdown);
+                let _ = tx.send(Control::Event(Event::Shutdown));
             }
         }
         self.inner.tasks.close();
@@ -224,21 +287,53 @@ async fn negotiate_and_start(
     let profile = inner.media.video_description().profile_level_id;
     let profile = profile.ok_or(OfferError::NotReady)?;
     let peer = inner.factory.build(&peer::h264_codec(&profile)).await?;
-    let negotiated = negotiate(&inner.factory, &profile, &peer.pc, offer, &peer.gathered);
-    let (answer, outgoing) = match negotiated.await {
+    let negotiated =
+        negotiate::answer(&inner.factory, &profile, &peer.pc, offer, &peer.gathered).await;
+    let (answer, outgoing) = match negotiated {
         Ok(negotiated) => negotiated,
         Err(err) => {
             let _ = peer.pc.close().await;
             return Err(err);
         }
     };
+    let id = start(&inner, peer, Media::Agreed(outgoing), profile, permit).await?;
+    Ok((id, answer))
+}
+
+async fn offer_and_start(
+    inner: Arc<Inner>,
+    permit: OwnedSemaphorePermit,
+) -> Result<(String, String), OfferError> {
+    let profile = inner.media.video_description().profile_level_id;
+    let profile = profile.ok_or(OfferError::NotReady)?;
+    let peer = inner.factory.build(&peer::h264_codec(&profile)).await?;
+    let (offer, added) =
+        match negotiate::offer(&inner.factory, &profile, &peer.pc, &peer.gathered).await {
+            Ok(offered) => offered,
+            Err(err) => {
+                let _ = peer.pc.close().await;
+                return Err(err);
+            }
+        };
+    let id = start(&inner, peer, Media::AwaitingAnswer(added), profile, permit).await?;
+    Ok((id, offer))
+}
+
+/// Registers a negotiated peer as a new session and starts its task.
+async fn start(
+    inner: &Arc<Inner>,
+    peer: peer::NewPeer,
+    media: Media,
+    profile: String,
+    permit: OwnedSemaphorePermit,
+) -> Result<String, OfferError> {
     let id = format!("{:032x}", rand::random::<u128>());
-    if let Err(peer) = register(&inner, &id, peer, outgoing, permit) {
+    if let Err(peer) = register(inner, &id, peer, media, profile, permit) {
         let _ = peer.pc.close().await;
         return Err(OfferError::ShuttingDown);
     }
     info!(session = %id, "viewer negotiating");
-    Ok((id, answer))
+    Ok(id)
 }
 
 /// Adds the session to the registry and starts its task, under one lock with no await in
@@ -248,7 +343,8 @@ fn register(
     inner: &Arc<Inner>,
     id: &str,
     peer: peer::NewPeer,
-    outgoing: Vec<Outgoing>,
+    media: Media,
+    profile: String,
     permit: OwnedSemaphorePermit,
 ) -> Result<(), peer::NewPeer> {
     let Ok(mut live) = inner.live.lock() else {
@@ -264,128 +360,22 @@ fn register(
         id.to_owned(),
         peer,
         control_rx,
-        outgoing,
+        media,
+        profile,
         permit,
     );
     inner.tasks.spawn(task);
     Ok(())
 }
 
-/// Applies the offer, adds our tracks and answers. Fails if the answer would not carry
-/// H.264 video (audio is optional for the viewer).
-async fn negotiate(
-    factory: &PeerFactory,
-    profile_level_id: &str,
-    pc: &Arc<dyn PeerConnection>,
-    offer: RTCSessionDescription,
-    gathered: &tokio::sync::Notify,
-) -> Result<(String, Vec<Outgoing>), OfferError> {
-    pc.set_remote_description(offer)
-        .await
-        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-    let mut tracks = vec![(RtpCodecKind::Video, peer::h264_codec(profile_level_id))];
-    if let Some(audio) = factory.audio_codec() {
-        tracks.push((RtpCodecKind::Audio, audio.clone()));
-    }
-    let mut added = Vec::new();
-    for (kind, codec) in tracks {
-        let (track, ssrc) = local_track(kind, codec);
-        // webrtc-rs refuses a track whose codec the offer does not accept.
-        match pc.add_track(track.clone() as Arc<dyn TrackLocal>).await {
-            Ok(_) => added.push((kind, track, ssrc)),
-            Err(err) if kind == RtpCodecKind::Video => {
-                debug!("video track refused: {err}");
-                return Err(OfferError::NoVideo(profile_level_id.to_owned()));
-            }
-            Err(err) => debug!("viewer takes no Opus audio: {err}"),
-        }
-    }
-    let answer = pc
-        .create_answer(None)
-        .await
-        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-    pc.set_local_description(answer)
-        .await
-        .map_err(|e| OfferError::Internal(e.to_string()))?;
-    if tokio::time::timeout(GATHER_TIMEOUT, gathered.notified())
-        .await
-        .is_err()
-    {
-        warn!("ICE gathering not complete after {GATHER_TIMEOUT:?}; answering with what we have");
-    }
-    let answer = pc
-        .local_description()
-        .await
-        .ok_or_else(|| OfferError::Internal("no local description after answering".into()))?;
-
-    // What the answer agreed to send is what we send: its payload types, per medium.
-    let mut sdp = answer
-        .unmarshal()
-        .map_err(|e| OfferError::Internal(format!("our own answer: {e}")))?;
-    let mut outgoing = Vec::new();
-    for (kind, track, ssrc) in added {
-        let (media, codec) = match kind {
-            RtpCodecKind::Audio => ("audio", "opus"),
-            _ => ("video", "H264"),
-        };
-        let payload_type = sdp
-            .media_descriptions
-            .iter()
-            .filter(|m| m.media_name.media == media && m.media_name.port.value != 0)
-            .filter(|m| !m.has_attribute("recvonly") && !m.has_attribute("inactive"))
-            .find_map(|m| {
-                m.codecs()
-                    .into_values()
-                    .find(|c| c.name.eq_ignore_ascii_case(codec))
-                    .map(|c| c.payload_type)
-            });
-        match payload_type {
-            Some(payload_type) => outgoing.push(Outgoing {
-                kind,
-                track,
-                ssrc,
-                payload_type,
-            }),
-            None if kind == RtpCodecKind::Video => {
-                return Err(OfferError::NoVideo(profile_level_id.to_owned()));
-            }
-            None => debug!("viewer takes no Opus audio"),
-        }
-    }
-    nat::announce(&mut sdp, factory.nat_ips());
-    Ok((sdp.marshal(), outgoing))
-}
-
-fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec) -> (Arc<TrackLocalStaticRTP>, u32) {
-    let ssrc = rand::random::<u32>();
-    let name = match kind {
-        RtpCodecKind::Audio => "audio",
-        _ => "video",
-    };
-    let track = MediaStreamTrack::new(
-        "onair".to_owned(),
-        name.to_owned(),
-        name.to_owned(),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec,
-            ..Default::default()
-        }],
-    );
-    (Arc::new(TrackLocalStaticRTP::new(track)), ssrc)
-}
-
-/// Drives one session from answer to teardown. Holds the session's permit until the end.
+/// Drives one session from negotiation to teardown. Holds the session's permit until the end.
 async fn run_session(
     inner: Arc<Inner>,
     id: String,
     peer: peer::NewPeer,
-    mut control: mpsc::UnboundedReceiver<Event>,
-    outgoing: Vec<Outgoing>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    mut media: Media,
+    profile: String,
     _permit: OwnedSemaphorePermit,
 ) {
     let peer::NewPeer {
@@ -400,13 +390,38 @@ async fn run_session(
         let deadline = session.deadline();
         let event = tokio::select! {
             Some(event) = events.recv() => event,
-            event = control.recv() => event.unwrap_or(Event::Shutdown),
+            message = control.recv() => match message {
+                Some(Control::Event(event)) => event,
+                Some(Control::Answer(answer, reply)) => {
+                    let taken = take_answer(&pc, &mut media, &answer, &profile).await;
+                    let failed = taken.is_err();
+                    if let Err(err) = &taken {
+                        warn!(session = %id, "{err}");
+                    }
+                    let _ = reply.send(taken);
+                    if failed {
+                        break CloseReason::Failed;
+                    }
+                    continue;
+                }
+                Some(Control::Candidate(candidate)) => {
+                    if let Err(err) = pc.add_ice_candidate(candidate).await {
+                        debug!(session = %id, "viewer's ICE candidate refused: {err}");
+                    }
+                    continue;
+                }
+                None => Event::Shutdown,
+            },
             () = sleep_until(deadline) => Event::Tick,
         };
         match session.handle(event, Instant::now()) {
             Action::None => {}
             Action::StartMedia => {
-                forward::start(&inner.media, &outgoing, &mut media_tasks);
+                let Media::Agreed(outgoing) = &media else {
+                    warn!(session = %id, "connected before the answer was applied");
+                    continue;
+                };
+                forward::start(&inner.media, outgoing, &mut media_tasks);
                 let viewers = inner.viewers.fetch_add(1, Ordering::Relaxed) + 1;
                 info!(session = %id, viewers, "viewer connected");
             }
@@ -423,7 +438,28 @@ async fn run_session(
     if session.media_started() {
         inner.viewers.fetch_sub(1, Ordering::Relaxed);
     }
+    let _ = inner.ended.send(id.clone());
     info!(session = %id, ?reason, viewers = inner.viewers.load(Ordering::Relaxed), "viewer gone");
+}
+
+/// Applies the viewer's answer to our offer.
+async fn take_answer(
+    pc: &Arc<dyn PeerConnection>,
+    media: &mut Media,
+    answer: &str,
+    profile: &str,
+) -> Result<(), OfferError> {
+    let Media::AwaitingAnswer(_) = media else {
+        return Err(OfferError::BadOffer(
+            "an answer came for a session that has one".into(),
+        ));
+    };
+    let Media::AwaitingAnswer(added) = std::mem::replace(media, Media::Agreed(Vec::new())) else {
+        unreachable!("checked above");
+    };
+    let outgoing = negotiate::accept(pc, answer, added, profile).await?;
+    *media = Media::Agreed(outgoing);
+    Ok(())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

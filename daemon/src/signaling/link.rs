@@ -1,0 +1,128 @@
+//! The connection to a signalling service, whichever way it goes: a WebSocket to a remote
+//! service, or straight into the service running inside onaird. The producer above does not
+//! know which.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures_util::{SinkExt as _, StreamExt as _};
+use gst_plugin_webrtc_signalling_protocol::{IncomingMessage, OutgoingMessage};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tracing::{debug, warn};
+
+/// Largest message accepted from the service.
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// A connection to the service: messages out, messages in.
+#[async_trait::async_trait]
+pub trait Link: Send {
+    /// Sends one message.
+    async fn send(&mut self, message: IncomingMessage) -> anyhow::Result<()>;
+    /// The next message; `None` once the connection has ended.
+    async fn recv(&mut self) -> Option<OutgoingMessage>;
+}
+
+/// The service inside this process.
+#[async_trait::async_trait]
+impl Link for onair_signal::Connection {
+    async fn send(&mut self, message: IncomingMessage) -> anyhow::Result<()> {
+        onair_signal::Connection::send(self, message);
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Option<OutgoingMessage> {
+        onair_signal::Connection::recv(self).await
+    }
+}
+
+/// A remote service over WebSocket (`ws://` or `wss://`).
+pub struct WebSocket {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WebSocket {
+    /// Connects to `url`, presenting `token` as `Authorization: Bearer` (onair-signal also
+    /// takes `?token=` in the URL, for clients that cannot set headers).
+    pub async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<WebSocket> {
+        let mut request = url
+            .into_client_request()
+            .with_context(|| format!("signaling.url {url:?}"))?;
+        if let Some(token) = token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("signaling.token is not valid in an HTTP header")?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE))
+            .max_frame_size(Some(MAX_MESSAGE));
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(config),
+            false,
+            Some(tls_connector()?),
+        );
+        let (stream, _) = tokio::time::timeout(std::time::Duration::from_secs(10), connect)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within 10 s"))?
+            .map_err(describe)?;
+        Ok(WebSocket { stream })
+    }
+}
+
+/// wss:// with the public web's root certificates, on the ring provider.
+fn tls_connector() -> anyhow::Result<Connector> {
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS setup")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Connector::Rustls(Arc::new(config)))
+}
+
+/// A connection error in words a person can act on.
+fn describe(error: tungstenite::Error) -> anyhow::Error {
+    match error {
+        tungstenite::Error::Http(response) => anyhow::anyhow!(
+            "the service answered HTTP {} instead of accepting a WebSocket (wrong URL or token?)",
+            response.status()
+        ),
+        other => anyhow::Error::new(other),
+    }
+}
+
+#[async_trait::async_trait]
+impl Link for WebSocket {
+    async fn send(&mut self, message: IncomingMessage) -> anyhow::Result<()> {
+        let text = serde_json::to_string(&message)?;
+        self.stream.send(Message::Text(text.into())).await?;
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Option<OutgoingMessage> {
+        loop {
+            match self.stream.next().await? {
+                Ok(Message::Text(text)) => match serde_json::from_str(text.as_str()) {
+                    Ok(message) => return Some(message),
+                    Err(err) => warn!("signaling: ignoring a message we do not understand: {err}"),
+                },
+                Ok(Message::Close(frame)) => {
+                    debug!(?frame, "signaling: the service closed the connection");
+                    return None;
+                }
+                // tungstenite answers pings by itself.
+                Ok(_) => {}
+                Err(err) => {
+                    debug!("signaling: {err}");
+                    return None;
+                }
+            }
+        }
+    }
+}

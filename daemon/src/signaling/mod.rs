@@ -1,0 +1,128 @@
+//! Who joins through a signalling service: the camera registers its channel as a producer
+//! (GStreamer's webrtcsink signalling protocol) and serves every viewer the service sends.
+//!
+//! - [`producer`]: the protocol on one connection.
+//! - [`link`]: the connection, to a remote service over WebSocket or to the service running
+//!   inside onaird (the default, with no `signaling.url`). Both take the same path above.
+//! - [`backoff`]: reconnection delays.
+//!
+//! The connection is kept up for the daemon's life: when it drops, or the service refuses the
+//! channel, onaird reconnects after a jittered exponential backoff (1 s → 30 s). Local WHEP
+//! viewers are served all along.
+
+pub mod backoff;
+pub mod link;
+pub mod producer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::webrtc::Sessions;
+use backoff::Backoff;
+use link::Link;
+pub use producer::Identity;
+
+/// Where the service is.
+#[derive(Clone)]
+pub enum Target {
+    /// A remote service: `signaling.url` and `signaling.token`.
+    Remote {
+        /// `ws://` or `wss://` URL.
+        url: String,
+        /// Device token.
+        token: Option<String>,
+    },
+    /// The service inside this process.
+    Local(onair_signal::Service),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Remote { url, .. } => f.write_str(url),
+            Target::Local(_) => f.write_str("the built-in service"),
+        }
+    }
+}
+
+/// The running registration. Dropping it disconnects.
+pub struct Signaling {
+    task: JoinHandle<()>,
+    registered: Arc<AtomicBool>,
+}
+
+impl Signaling {
+    /// Keeps `identity`'s channel registered with `target`, serving viewers from `sessions`.
+    pub fn start(target: Target, identity: Identity, sessions: Sessions) -> Self {
+        let registered = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(keep_registered(
+            target,
+            identity,
+            sessions,
+            registered.clone(),
+        ));
+        Signaling { task, registered }
+    }
+
+    /// Whether the channel is registered right now.
+    pub fn registered(&self) -> bool {
+        self.registered.load(Ordering::Relaxed)
+    }
+
+    /// The flag behind [`Self::registered`], for status and the status LED.
+    pub fn registered_flag(&self) -> Arc<AtomicBool> {
+        self.registered.clone()
+    }
+}
+
+impl Drop for Signaling {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn keep_registered(
+    target: Target,
+    identity: Identity,
+    sessions: Sessions,
+    registered: Arc<AtomicBool>,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        match connect(&target).await {
+            Ok(mut link) => {
+                info!(channel = %identity.channel, "signaling: connected to {target}");
+                match producer::run(link.as_mut(), &identity, &sessions, &registered).await {
+                    producer::Outcome::Ended { registered: true } => {
+                        backoff.reset();
+                        warn!("signaling: lost {target}; reconnecting");
+                    }
+                    producer::Outcome::Ended { registered: false } => {
+                        warn!(
+                            "signaling: {target} closed the connection before the channel was registered"
+                        );
+                    }
+                    producer::Outcome::Refused(reason) => {
+                        error!(channel = %identity.channel, "signaling: {target} refused the channel: {reason}");
+                    }
+                }
+            }
+            Err(err) => warn!("signaling: cannot connect to {target}: {err:#}"),
+        }
+        let delay = backoff.next_delay(rand::random());
+        info!("signaling: next attempt in {:.1} s", delay.as_secs_f64());
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn connect(target: &Target) -> anyhow::Result<Box<dyn Link>> {
+    Ok(match target {
+        Target::Remote { url, token } => {
+            Box::new(link::WebSocket::connect(url, token.as_deref()).await?)
+        }
+        Target::Local(service) => Box::new(service.connect(None)),
+    })
+}

@@ -1,0 +1,342 @@
+//! onaird as a producer on one connection to a signalling service: registers the channel,
+//! turns the sessions the service starts into WebRTC sessions, relays SDP and ICE, and ends
+//! sessions whichever side ends them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use gst_plugin_webrtc_signalling_protocol as p;
+use p::{IncomingMessage, OutgoingMessage, PeerMessageInner, SdpMessage};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, info, warn};
+
+use super::link::Link;
+use crate::webrtc::{OfferError, Sessions};
+
+/// How this camera presents itself to the service.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `device.channel`.
+    pub channel: String,
+    /// `device.name`.
+    pub name: String,
+    /// Random for each run of onaird: lets the service tell this camera reconnecting from
+    /// another camera claiming the same channel.
+    pub device: String,
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The service refused the registration.
+    Refused(String),
+    /// The connection ended; whether the channel had been registered on it.
+    Ended {
+        /// The channel was live on this connection.
+        registered: bool,
+    },
+}
+
+/// A session the service started, by the service's session id.
+enum Local {
+    /// Our SDP is being made; the viewer's candidates wait, and an `endSession` that comes
+    /// meanwhile is remembered.
+    Negotiating {
+        candidates: Vec<(String, u32)>,
+        ended: bool,
+    },
+    /// Our session id.
+    Live(String),
+}
+
+/// What the negotiation tasks report back.
+enum Report {
+    Negotiated {
+        session: String,
+        result: Result<(String, SdpMessage), OfferError>,
+    },
+    AnswerRefused {
+        session: String,
+        error: OfferError,
+    },
+}
+
+/// Runs the producer on `link` until the connection ends or the registration is refused.
+/// `registered` is set while the channel is live on this connection.
+pub async fn run(
+    link: &mut dyn Link,
+    me: &Identity,
+    sessions: &Sessions,
+    registered: &AtomicBool,
+) -> Outcome {
+    let mut ended = sessions.ended();
+    let Some(OutgoingMessage::Welcome { peer_id }) = link.recv().await else {
+        return Outcome::Ended { registered: false };
+    };
+    let status = IncomingMessage::SetPeerStatus(p::PeerStatus {
+        roles: vec![p::PeerRole::Producer],
+        meta: Some(json!({"channel": me.channel, "name": me.name, "device": me.device})),
+        peer_id: None,
+    });
+    // The protocol does not acknowledge a registration: listing the producers right after
+    // it does (an error would come first).
+    if link.send(status).await.is_err() || link.send(IncomingMessage::List).await.is_err() {
+        return Outcome::Ended { registered: false };
+    }
+
+    let mut driver = Driver {
+        sessions,
+        by_session: HashMap::new(),
+        by_local: HashMap::new(),
+        reports: mpsc::unbounded_channel(),
+    };
+    let mut live = false;
+    let outcome = loop {
+        let to_send = tokio::select! {
+            message = link.recv() => {
+                let Some(message) = message else {
+                    break Outcome::Ended { registered: live };
+                };
+                match message {
+                    OutgoingMessage::Error { details } if !live => break Outcome::Refused(details),
+                    OutgoingMessage::List { producers } if !live => {
+                        if !producers.iter().any(|p| p.id == peer_id) {
+                            break Outcome::Refused("the service does not list us after registering".into());
+                        }
+                        live = true;
+                        registered.store(true, Ordering::Relaxed);
+                        info!(channel = %me.channel, peer = %peer_id, "signaling: channel registered");
+                        Vec::new()
+                    }
+                    message => driver.on_message(message),
+                }
+            }
+            Some(report) = driver.reports.1.recv() => driver.on_report(report),
+            local = ended.recv() => match local {
+                Ok(local) => driver.on_local_end(&local),
+                Err(broadcast::error::RecvError::Lagged(_)) => Vec::new(),
+                Err(broadcast::error::RecvError::Closed) => break Outcome::Ended { registered: live },
+            },
+        };
+        for message in to_send {
+            if link.send(message).await.is_err() {
+                break;
+            }
+        }
+    };
+    registered.store(false, Ordering::Relaxed);
+    // The service ends these sessions for the viewers as the connection goes; end ours too.
+    for local in driver.by_local.keys() {
+        sessions.delete(local);
+    }
+    outcome
+}
+
+struct Driver<'a> {
+    sessions: &'a Sessions,
+    by_session: HashMap<String, Local>,
+    /// Our session id → the service's.
+    by_local: HashMap<String, String>,
+    reports: (
+        mpsc::UnboundedSender<Report>,
+        mpsc::UnboundedReceiver<Report>,
+    ),
+}
+
+fn end(session: &str) -> IncomingMessage {
+    IncomingMessage::EndSession(p::EndSessionMessage {
+        session_id: session.to_owned(),
+    })
+}
+
+impl Driver<'_> {
+    /// A message from the service; returns what to send back.
+    fn on_message(&mut self, message: OutgoingMessage) -> Vec<IncomingMessage> {
+        match message {
+            OutgoingMessage::StartSession {
+                peer_id,
+                session_id,
+                offer,
+            } => {
+                info!(session = %session_id, viewer = %peer_id, with_offer = offer.is_some(), "signaling: viewer joins");
+                self.by_session.insert(
+                    session_id.clone(),
+                    Local::Negotiating {
+                        candidates: Vec::new(),
+                        ended: false,
+                    },
+                );
+                let sessions = self.sessions.clone();
+                let reports = self.reports.0.clone();
+                tokio::spawn(async move {
+                    let result = match offer {
+                        Some(offer) => sessions
+                            .offer(offer)
+                            .await
+                            .map(|(id, sdp)| (id, SdpMessage::Answer { sdp })),
+                        None => sessions
+                            .offer_to_viewer()
+                            .await
+                            .map(|(id, sdp)| (id, SdpMessage::Offer { sdp })),
+                    };
+                    let _ = reports.send(Report::Negotiated {
+                        session: session_id,
+                        result,
+                    });
+                });
+                Vec::new()
+            }
+            OutgoingMessage::Peer(p::PeerMessage {
+                session_id,
+                peer_message,
+            }) => self.on_peer_message(session_id, peer_message),
+            OutgoingMessage::EndSession(p::EndSessionMessage { session_id }) => {
+                match self.by_session.remove(&session_id) {
+                    Some(Local::Live(local)) => {
+                        self.by_local.remove(&local);
+                        self.sessions.delete(&local);
+                    }
+                    Some(Local::Negotiating { candidates, .. }) => {
+                        // Deleted when the negotiation reports.
+                        self.by_session.insert(
+                            session_id,
+                            Local::Negotiating {
+                                candidates,
+                                ended: true,
+                            },
+                        );
+                    }
+                    None => {}
+                }
+                Vec::new()
+            }
+            OutgoingMessage::Error { details } => {
+                warn!("signaling: the service reports: {details}");
+                Vec::new()
+            }
+            other => {
+                debug!(?other, "signaling: ignored");
+                Vec::new()
+            }
+        }
+    }
+
+    fn on_peer_message(
+        &mut self,
+        session: String,
+        message: PeerMessageInner,
+    ) -> Vec<IncomingMessage> {
+        match (self.by_session.get_mut(&session), message) {
+            (Some(Local::Live(local)), PeerMessageInner::Sdp(SdpMessage::Answer { sdp })) => {
+                let (sessions, local) = (self.sessions.clone(), local.clone());
+                let reports = self.reports.0.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = sessions.answer(&local, sdp).await {
+                        let _ = reports.send(Report::AnswerRefused { session, error });
+                    }
+                });
+            }
+            (
+                Some(Local::Live(local)),
+                PeerMessageInner::Ice {
+                    candidate,
+                    sdp_m_line_index,
+                },
+            ) => {
+                add_candidate(self.sessions, local, candidate, sdp_m_line_index);
+            }
+            (
+                Some(Local::Negotiating { candidates, .. }),
+                PeerMessageInner::Ice {
+                    candidate,
+                    sdp_m_line_index,
+                },
+            ) => candidates.push((candidate, sdp_m_line_index)),
+            (Some(_), PeerMessageInner::Sdp(sdp)) => {
+                warn!(%session, ?sdp, "signaling: unexpected SDP; ending the session");
+                self.forget(&session);
+                return vec![end(&session)];
+            }
+            (None, _) => debug!(%session, "signaling: message for an unknown session"),
+        }
+        Vec::new()
+    }
+
+    fn on_report(&mut self, report: Report) -> Vec<IncomingMessage> {
+        match report {
+            Report::Negotiated {
+                session,
+                result: Ok((local, sdp)),
+            } => match self.by_session.remove(&session) {
+                Some(Local::Negotiating {
+                    candidates,
+                    ended: false,
+                }) => {
+                    for (candidate, index) in candidates {
+                        add_candidate(self.sessions, &local, candidate, index);
+                    }
+                    self.by_local.insert(local.clone(), session.clone());
+                    self.by_session.insert(session.clone(), Local::Live(local));
+                    vec![IncomingMessage::Peer(p::PeerMessage {
+                        session_id: session,
+                        peer_message: PeerMessageInner::Sdp(sdp),
+                    })]
+                }
+                _ => {
+                    self.sessions.delete(&local);
+                    Vec::new()
+                }
+            },
+            Report::Negotiated {
+                session,
+                result: Err(error),
+            } => {
+                warn!(%session, "signaling: cannot serve the viewer: {error}");
+                let was_ended = matches!(
+                    self.by_session.remove(&session),
+                    Some(Local::Negotiating { ended: true, .. })
+                );
+                if was_ended {
+                    Vec::new()
+                } else {
+                    vec![end(&session)]
+                }
+            }
+            Report::AnswerRefused { session, error } => {
+                warn!(%session, "signaling: the viewer's answer: {error}");
+                self.forget(&session);
+                vec![end(&session)]
+            }
+        }
+    }
+
+    /// One of our sessions ended (ICE failed, timed out, shutdown): tell the service.
+    fn on_local_end(&mut self, local: &str) -> Vec<IncomingMessage> {
+        match self.by_local.remove(local) {
+            Some(session) => {
+                self.by_session.remove(&session);
+                vec![end(&session)]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    fn forget(&mut self, session: &str) {
+        if let Some(Local::Live(local)) = self.by_session.remove(session) {
+            self.by_local.remove(&local);
+            self.sessions.delete(&local);
+        }
+    }
+}
+
+fn add_candidate(sessions: &Sessions, local: &str, candidate: String, index: u32) {
+    // An empty candidate marks the end of the viewer's candidates: nothing to add.
+    if candidate.is_empty() {
+        return;
+    }
+    let index = u16::try_from(index).unwrap_or(u16::MAX);
+    if !sessions.add_candidate(local, candidate, index) {
+        debug!(session = %local, "signaling: candidate for a session that has ended");
+    }
+}

@@ -1,0 +1,213 @@
+//! SDP offer/answer with one viewer, either way round: the viewer offers (WHEP, a consumer
+//! that sends its offer with `startSession`) and we answer, or we offer (a consumer that asks
+//! the producer to) and the viewer answers. Either way every one of our candidates is in
+//! our SDP: no trickle needed from our side.
+
+use std::sync::Arc;
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
+use rtc::rtp_transceiver::RTCRtpTransceiverInit;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sdp::description::session::SessionDescription;
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
+
+use super::forward::Outgoing;
+use super::peer::{self, PeerFactory};
+use super::{GATHER_TIMEOUT, OfferError, nat};
+
+/// One of our tracks on a viewer's connection, before the viewer has agreed on a payload type.
+pub struct Added {
+    kind: RtpCodecKind,
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+}
+
+/// What we send: H.264 of `profile_level_id`, and Opus when audio is on.
+fn codecs(factory: &PeerFactory, profile_level_id: &str) -> Vec<(RtpCodecKind, RTCRtpCodec)> {
+    let mut codecs = vec![(RtpCodecKind::Video, peer::h264_codec(profile_level_id))];
+    if let Some(audio) = factory.audio_codec() {
+        codecs.push((RtpCodecKind::Audio, audio.clone()));
+    }
+    codecs
+}
+
+/// The viewer offered: applies the offer, adds our tracks and answers. Fails if the answer
+/// would not carry H.264 video (audio is optional for the viewer).
+pub async fn answer(
+    factory: &PeerFactory,
+    profile_level_id: &str,
+    pc: &Arc<dyn PeerConnection>,
+    offer: RTCSessionDescription,
+    gathered: &Notify,
+) -> Result<(String, Vec<Outgoing>), OfferError> {
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
+    let mut added = Vec::new();
+    for (kind, codec) in codecs(factory, profile_level_id) {
+        let (track, ssrc) = local_track(kind, codec);
+        // webrtc-rs refuses a track whose codec the offer does not accept.
+        match pc.add_track(track.clone() as Arc<dyn TrackLocal>).await {
+            Ok(_) => added.push(Added { kind, track, ssrc }),
+            Err(err) if kind == RtpCodecKind::Video => {
+                debug!("video track refused: {err}");
+                return Err(OfferError::NoVideo(profile_level_id.to_owned()));
+            }
+            Err(err) => debug!("viewer takes no Opus audio: {err}"),
+        }
+    }
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| OfferError::Internal(e.to_string()))?;
+    let mut sdp = gathered_description(pc, gathered).await?;
+    // What the answer agreed to send is what we send: its payload types, per medium.
+    let outgoing = agreed(&sdp, "recvonly", added, profile_level_id)?;
+    nat::announce(&mut sdp, factory.nat_ips());
+    Ok((sdp.marshal(), outgoing))
+}
+
+/// We offer: adds our tracks (send only) and returns the offer, with the tracks waiting for
+/// the viewer's answer ([`accept`]).
+pub async fn offer(
+    factory: &PeerFactory,
+    profile_level_id: &str,
+    pc: &Arc<dyn PeerConnection>,
+    gathered: &Notify,
+) -> Result<(String, Vec<Added>), OfferError> {
+    let mut added = Vec::new();
+    for (kind, codec) in codecs(factory, profile_level_id) {
+        let (track, ssrc) = local_track(kind, codec);
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            ..Default::default()
+        };
+        pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init))
+            .await
+            .map_err(|e| OfferError::Internal(format!("adding our {kind} track: {e}")))?;
+        added.push(Added { kind, track, ssrc });
+    }
+    let offer = pc
+        .create_offer(None)
+        .await
+        .map_err(|e| OfferError::Internal(format!("creating an offer: {e}")))?;
+    pc.set_local_description(offer)
+        .await
+        .map_err(|e| OfferError::Internal(e.to_string()))?;
+    let mut sdp = gathered_description(pc, gathered).await?;
+    nat::announce(&mut sdp, factory.nat_ips());
+    Ok((sdp.marshal(), added))
+}
+
+/// The viewer answered our offer: applies the answer and returns what to send.
+pub async fn accept(
+    pc: &Arc<dyn PeerConnection>,
+    answer: &str,
+    added: Vec<Added>,
+    profile_level_id: &str,
+) -> Result<Vec<Outgoing>, OfferError> {
+    let answer = RTCSessionDescription::answer(answer.to_owned())
+        .map_err(|e| OfferError::BadOffer(format!("bad answer: {e}")))?;
+    let sdp = answer
+        .unmarshal()
+        .map_err(|e| OfferError::BadOffer(format!("bad answer: {e}")))?;
+    pc.set_remote_description(answer)
+        .await
+        .map_err(|e| OfferError::BadOffer(format!("bad answer: {e}")))?;
+    agreed(&sdp, "sendonly", added, profile_level_id)
+}
+
+/// Our local description once ICE gathering is complete (or [`GATHER_TIMEOUT`] passed).
+async fn gathered_description(
+    pc: &Arc<dyn PeerConnection>,
+    gathered: &Notify,
+) -> Result<SessionDescription, OfferError> {
+    if tokio::time::timeout(GATHER_TIMEOUT, gathered.notified())
+        .await
+        .is_err()
+    {
+        warn!("ICE gathering not complete after {GATHER_TIMEOUT:?}; sending what we have");
+    }
+    let local = pc
+        .local_description()
+        .await
+        .ok_or_else(|| OfferError::Internal("no local description".into()))?;
+    local
+        .unmarshal()
+        .map_err(|e| OfferError::Internal(format!("our own SDP: {e}")))
+}
+
+/// The payload type each added track got in the negotiated SDP (our answer or the viewer's):
+/// the first of its codec in a media section of its kind that is neither disabled nor
+/// `towards_us_only` (`recvonly` in ours, `sendonly` in the viewer's).
+fn agreed(
+    sdp: &SessionDescription,
+    towards_us_only: &str,
+    added: Vec<Added>,
+    profile_level_id: &str,
+) -> Result<Vec<Outgoing>, OfferError> {
+    let mut outgoing = Vec::new();
+    for Added { kind, track, ssrc } in added {
+        let (media, codec) = match kind {
+            RtpCodecKind::Audio => ("audio", "opus"),
+            _ => ("video", "H264"),
+        };
+        let payload_type = sdp
+            .media_descriptions
+            .iter()
+            .filter(|m| m.media_name.media == media && m.media_name.port.value != 0)
+            .filter(|m| !m.has_attribute(towards_us_only) && !m.has_attribute("inactive"))
+            .find_map(|m| {
+                m.codecs()
+                    .into_values()
+                    .find(|c| c.name.eq_ignore_ascii_case(codec))
+                    .map(|c| c.payload_type)
+            });
+        match payload_type {
+            Some(payload_type) => outgoing.push(Outgoing {
+                kind,
+                track,
+                ssrc,
+                payload_type,
+            }),
+            None if kind == RtpCodecKind::Video => {
+                return Err(OfferError::NoVideo(profile_level_id.to_owned()));
+            }
+            None => debug!("viewer takes no Opus audio"),
+        }
+    }
+    Ok(outgoing)
+}
+
+fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec) -> (Arc<TrackLocalStaticRTP>, u32) {
+    let ssrc = rand::random::<u32>();
+    let name = match kind {
+        RtpCodecKind::Audio => "audio",
+        _ => "video",
+    };
+    let track = MediaStreamTrack::new(
+        "onair".to_owned(),
+        name.to_owned(),
+        name.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    );
+    (Arc::new(TrackLocalStaticRTP::new(track)), ssrc)
+}

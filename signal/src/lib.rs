@@ -1,0 +1,64 @@
+//! onair-signal: where cameras behind NAT register their channel and viewers join them.
+//!
+//! - [`hub`]: the protocol (GStreamer's webrtcsink signalling protocol) and onair's rules on
+//!   top of it, as a pure state machine.
+//! - [`auth`]: device and viewer tokens.
+//! - [`service`]: the hub behind a lock with a message queue per peer; every transport
+//!   talks to it.
+//! - [`server`]: HTTP and WebSocket routes (`/ws`, `/api/channels`).
+//!
+//! [`run`] serves all of it on the configured address; onaird, with no signaling URL of its
+//! own, mounts the same routes in its HTTP server instead.
+
+pub mod auth;
+pub mod hub;
+pub mod server;
+pub mod service;
+
+use std::future::Future;
+
+use anyhow::Context as _;
+use onair_config::SignalConfig;
+use tracing::{info, warn};
+
+pub use service::{Connection, Service};
+
+/// A service configured by `config`, and the receiving end of its events.
+pub fn service(config: &SignalConfig) -> Service {
+    Service::new(
+        auth::Policy::new(config),
+        config.limits.max_sessions_per_channel as usize,
+        config.limits.max_message_bytes as usize,
+        None,
+    )
+}
+
+/// Serves the signalling service until `shutdown` completes.
+pub async fn run(
+    config: SignalConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if !config.devices_need_tokens() {
+        warn!("no auth.device_key and no [[channels]]: any camera may publish any free channel");
+    }
+    let service = service(&config);
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "server.listen = \"{}\": cannot listen",
+                config.server.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    info!(
+        "onair-signal {} listening on http://{addr} (WebSocket: ws://{addr}/ws)",
+        env!("CARGO_PKG_VERSION")
+    );
+    axum::serve(listener, server::router(service))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server")?;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! The hub behind a lock, with a queue per connected peer: what every transport (WebSocket,
+//! onaird's in-process producer, the WHEP gateway) talks to.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use gst_plugin_webrtc_signalling_protocol::{IncomingMessage, OutgoingMessage};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::auth::Policy;
+use crate::hub::{ChannelInfo, Effects, Event, Hub, PeerId};
+
+/// Messages a peer may have waiting before it counts as stuck and is disconnected.
+const QUEUE: usize = 256;
+
+/// A running signalling service. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hub: Mutex<Hub>,
+    queues: Mutex<HashMap<PeerId, mpsc::Sender<OutgoingMessage>>>,
+    max_message_bytes: usize,
+    events: Option<mpsc::UnboundedSender<Event>>,
+}
+
+/// One peer's connection to the service. Dropping it disconnects the peer.
+pub struct Connection {
+    id: PeerId,
+    service: Service,
+    rx: mpsc::Receiver<OutgoingMessage>,
+}
+
+impl Service {
+    /// A service with `policy`, limits, and (optionally) a sink for events (webhooks).
+    pub fn new(
+        policy: Policy,
+        max_sessions_per_channel: usize,
+        max_message_bytes: usize,
+        events: Option<mpsc::UnboundedSender<Event>>,
+    ) -> Self {
+        Service {
+            inner: Arc::new(Inner {
+                hub: Mutex::new(Hub::new(policy, max_sessions_per_channel)),
+                queues: Mutex::new(HashMap::new()),
+                max_message_bytes,
+                events,
+            }),
+        }
+    }
+
+    /// Largest message [`Connection::send_text`] accepts.
+    pub fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes
+    }
+
+    /// Connects a new peer that presented `token`; it receives its `welcome` first.
+    pub fn connect(&self, token: Option<String>) -> Connection {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        lock(&self.inner.queues).insert(id.clone(), tx);
+        let effects = lock(&self.inner.hub).connect(&id, token);
+        self.apply(effects);
+        Connection {
+            id,
+            service: self.clone(),
+            rx,
+        }
+    }
+
+    /// The live channels.
+    pub fn channels(&self) -> Vec<ChannelInfo> {
+        lock(&self.inner.hub).channels()
+    }
+
+    /// The producer peer of a live channel.
+    pub fn producer_of(&self, channel: &str) -> Option<PeerId> {
+        lock(&self.inner.hub)
+            .producer_of(channel)
+            .map(str::to_owned)
+    }
+
+    fn handle(&self, from: &str, message: IncomingMessage) {
+        let effects = lock(&self.inner.hub).handle(from, message);
+        self.apply(effects);
+    }
+
+    fn disconnect(&self, id: &str) {
+        lock(&self.inner.queues).remove(id);
+        let effects = lock(&self.inner.hub).disconnect(id);
+        self.apply(effects);
+    }
+
+    /// Queues the messages, logs and forwards the events, and disconnects whom the hub (or
+    /// a full queue) says to.
+    fn apply(&self, effects: Effects) {
+        let Effects {
+            messages,
+            events,
+            close,
+        } = effects;
+        let mut stuck = Vec::new();
+        {
+            let queues = lock(&self.inner.queues);
+            for (to, message) in messages {
+                let Some(queue) = queues.get(&to) else {
+                    continue;
+                };
+                if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(message) {
+                    warn!(peer = %to, "{QUEUE} messages waiting: disconnecting a stuck peer");
+                    stuck.push(to);
+                }
+            }
+        }
+        for event in events {
+            info!(?event, "signal");
+            if let Some(sink) = &self.inner.events {
+                let _ = sink.send(event);
+            }
+        }
+        // Their queues close: the transport sends what is queued, then hangs up.
+        for id in close.into_iter().chain(stuck) {
+            lock(&self.inner.queues).remove(&id);
+            let effects = lock(&self.inner.hub).disconnect(&id);
+            self.apply(effects);
+        }
+    }
+}
+
+impl Connection {
+    /// The peer id the service gave this connection.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Sends a message to the service.
+    pub fn send(&self, message: IncomingMessage) {
+        self.service.handle(&self.id, message);
+    }
+
+    /// Sends a message as its JSON text. Text that is too long or not a message of the
+    /// protocol is answered with an `error` message; nothing else happens.
+    pub fn send_text(&self, text: &str) {
+        let max = self.service.max_message_bytes();
+        let problem = if text.len() > max {
+            format!(
+                "message of {} bytes is larger than the limit of {max} bytes",
+                text.len()
+            )
+        } else {
+            match serde_json::from_str::<IncomingMessage>(text) {
+                Ok(IncomingMessage::NewPeer) => "newPeer is not a message peers send".into(),
+                Ok(message) => return self.send(message),
+                Err(err) => format!("malformed message: {err}"),
+            }
+        };
+        self.reply_error(problem);
+    }
+
+    /// Sends an `error` message to this peer only.
+    pub fn reply_error(&self, details: String) {
+        let queues = lock(&self.service.inner.queues);
+        if let Some(queue) = queues.get(&self.id) {
+            let _ = queue.try_send(OutgoingMessage::Error { details });
+        }
+    }
+
+    /// The next message for this peer; `None` once the service has disconnected it.
+    pub async fn recv(&mut self) -> Option<OutgoingMessage> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.service.disconnect(&self.id);
+    }
+}
+
+/// The lock's data even if a panic poisoned it: the hub's state stays consistent message by
+/// message, and a signalling service must not stop over one bad request.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> Service {
+        Service::new(Policy::open(), 100, 1024, None)
+    }
+
+    async fn welcome(conn: &mut Connection) {
+        assert!(matches!(
+            conn.recv().await,
+            Some(OutgoingMessage::Welcome { peer_id }) if peer_id == conn.id()
+        ));
+    }
+
+    async fn error(conn: &mut Connection) -> String {
+        match conn.recv().await {
+            Some(OutgoingMessage::Error { details }) => details,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_and_oversized_messages_get_an_error_and_the_peer_stays() {
+        let service = service();
+        let mut conn = service.connect(None);
+        welcome(&mut conn).await;
+        conn.send_text("{not json");
+        assert!(error(&mut conn).await.starts_with("malformed message"));
+        conn.send_text(r#"{"type":"dance"}"#);
+        assert!(error(&mut conn).await.contains("unknown variant `dance`"));
+        conn.send_text(&format!(r#"{{"type":"list","x":"{}"}}"#, "a".repeat(2000)));
+        assert!(
+            error(&mut conn)
+                .await
+                .contains("larger than the limit of 1024 bytes")
+        );
+        conn.send_text(r#"{"type":"list"}"#);
+        assert!(matches!(
+            conn.recv().await,
+            Some(OutgoingMessage::List { producers }) if producers.is_empty()
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_replaced_producer_is_disconnected() {
+        let service = service();
+        let register = r#"{"type":"setPeerStatus","roles":["producer"],"meta":{"channel":"porch","device":"d"}}"#;
+        let mut old = service.connect(None);
+        welcome(&mut old).await;
+        old.send_text(register);
+        let mut new = service.connect(None);
+        welcome(&mut new).await;
+        new.send_text(register);
+        assert!(error(&mut old).await.contains("taken over"));
+        assert!(old.recv().await.is_none(), "the stale connection is closed");
+        assert_eq!(service.producer_of("porch").as_deref(), Some(new.id()));
+        drop(new);
+        assert!(service.channels().is_empty());
+    }
+}

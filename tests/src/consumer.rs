@@ -1,0 +1,202 @@
+//! A consumer of the signalling protocol: finds a channel's producer by name and negotiates a
+//! session with it over the service's WebSocket, the way `webrtcsrc` (the consumer offers)
+//! or `gstwebrtc-api` (the producer offers) do.
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt as _, StreamExt as _};
+use gst_plugin_webrtc_signalling_protocol as p;
+use p::{IncomingMessage, OutgoingMessage, PeerMessageInner, SdpMessage};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit, RTCSessionDescription};
+
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A connection to a signalling service.
+pub struct Consumer {
+    ws: Stream,
+    /// Our peer id.
+    pub peer_id: String,
+}
+
+/// A session with a channel's producer; [`ChannelSession::leave`] ends it.
+pub struct ChannelSession {
+    consumer: Consumer,
+    /// The service's session id.
+    pub session_id: String,
+}
+
+impl Consumer {
+    /// Connects to `ws_url` with `token` (as a Bearer header) and takes the welcome.
+    pub async fn connect(ws_url: &str, token: Option<&str>) -> anyhow::Result<Consumer> {
+        let mut request = ws_url.into_client_request()?;
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse()?);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .with_context(|| format!("connecting to {ws_url}"))?;
+        let mut consumer = Consumer {
+            ws,
+            peer_id: String::new(),
+        };
+        match consumer.recv().await? {
+            OutgoingMessage::Welcome { peer_id } => consumer.peer_id = peer_id,
+            other => bail!("expected welcome, got {other:?}"),
+        }
+        Ok(consumer)
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, message: &IncomingMessage) -> anyhow::Result<()> {
+        self.send_text(&serde_json::to_string(message)?).await
+    }
+
+    /// Sends raw text (tests of malformed messages).
+    pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
+        self.ws.send(Message::Text(text.into())).await?;
+        Ok(())
+    }
+
+    /// The next protocol message (10 s at most).
+    pub async fn recv(&mut self) -> anyhow::Result<OutgoingMessage> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .context("no message from the service within 10 s")?
+                .context("the service closed the connection")??;
+            match frame {
+                Message::Text(text) => return Ok(serde_json::from_str(text.as_str())?),
+                Message::Close(_) => bail!("the service closed the connection"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The producer whose `meta.channel` is `channel`, if it is live.
+    pub async fn find_channel(&mut self, channel: &str) -> anyhow::Result<Option<String>> {
+        self.send(&IncomingMessage::List).await?;
+        loop {
+            match self.recv().await? {
+                OutgoingMessage::List { producers } => {
+                    return Ok(producers
+                        .into_iter()
+                        .find(|p| {
+                            p.meta
+                                .as_ref()
+                                .and_then(|m| m.get("channel"))
+                                .and_then(|c| c.as_str())
+                                == Some(channel)
+                        })
+                        .map(|p| p.id));
+                }
+                OutgoingMessage::Error { details } => bail!("list: {details}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Starts a session with `channel`'s producer and negotiates `pc` (a receive-only peer
+    /// connection): with our offer in `startSession` if `we_offer`, else answering the
+    /// producer's offer. `gathered` fires when `pc` has all its candidates.
+    pub async fn join(
+        mut self,
+        channel: &str,
+        we_offer: bool,
+        pc: &dyn PeerConnection,
+        gathered: &Notify,
+    ) -> anyhow::Result<ChannelSession> {
+        let producer = self
+            .find_channel(channel)
+            .await?
+            .with_context(|| format!("channel {channel:?} is not live"))?;
+        let offer = match we_offer {
+            true => {
+                pc.set_local_description(pc.create_offer(None).await?)
+                    .await?;
+                Some(local_sdp(pc, gathered).await?)
+            }
+            false => None,
+        };
+        self.send(&IncomingMessage::StartSession(p::StartSessionMessage {
+            peer_id: producer,
+            offer,
+        }))
+        .await?;
+        let mut session_id = None;
+        loop {
+            match self.recv().await? {
+                OutgoingMessage::SessionStarted { session_id: id, .. } => session_id = Some(id),
+                OutgoingMessage::Peer(p::PeerMessage {
+                    session_id: id,
+                    peer_message,
+                }) if Some(&id) == session_id.as_ref() => match peer_message {
+                    PeerMessageInner::Sdp(SdpMessage::Answer { sdp }) if we_offer => {
+                        pc.set_remote_description(RTCSessionDescription::answer(sdp)?)
+                            .await?;
+                        break;
+                    }
+                    PeerMessageInner::Sdp(SdpMessage::Offer { sdp }) if !we_offer => {
+                        pc.set_remote_description(RTCSessionDescription::offer(sdp)?)
+                            .await?;
+                        pc.set_local_description(pc.create_answer(None).await?)
+                            .await?;
+                        let answer = local_sdp(pc, gathered).await?;
+                        self.send(&IncomingMessage::Peer(p::PeerMessage {
+                            session_id: id,
+                            peer_message: PeerMessageInner::Sdp(SdpMessage::Answer { sdp: answer }),
+                        }))
+                        .await?;
+                        break;
+                    }
+                    PeerMessageInner::Ice {
+                        candidate,
+                        sdp_m_line_index,
+                    } => {
+                        pc.add_ice_candidate(RTCIceCandidateInit {
+                            candidate,
+                            sdp_mline_index: u16::try_from(sdp_m_line_index).ok(),
+                            ..Default::default()
+                        })
+                        .await?;
+                    }
+                    other => bail!("unexpected peer message {other:?}"),
+                },
+                OutgoingMessage::Error { details } => bail!("startSession: {details}"),
+                OutgoingMessage::EndSession(_) => bail!("the producer ended the session"),
+                _ => {}
+            }
+        }
+        Ok(ChannelSession {
+            consumer: self,
+            session_id: session_id.context("no sessionStarted")?,
+        })
+    }
+}
+
+impl ChannelSession {
+    /// Ends the session (`endSession`) and closes the connection.
+    pub async fn leave(mut self) -> anyhow::Result<()> {
+        let end = IncomingMessage::EndSession(p::EndSessionMessage {
+            session_id: self.session_id.clone(),
+        });
+        self.consumer.send(&end).await?;
+        let _ = self.consumer.ws.close(None).await;
+        Ok(())
+    }
+}
+
+async fn local_sdp(pc: &dyn PeerConnection, gathered: &Notify) -> anyhow::Result<String> {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), gathered.notified()).await;
+    Ok(pc
+        .local_description()
+        .await
+        .context("no local description")?
+        .sdp)
+}

@@ -1,0 +1,224 @@
+//! Cameras registering channels with a signalling service, viewers joining by channel name:
+//! onaird ↔ onair-signal (or the service built into onaird) ↔ a webrtc-rs consumer that
+//! decodes what it gets.
+
+use std::time::{Duration, Instant};
+
+use onair_tests::consumer::Consumer;
+use onair_tests::daemon::{Daemon, get};
+use onair_tests::picture::bars_match;
+use onair_tests::signal::SignalServer;
+use onair_tests::viewer::{Report, Via, Watch, watch_via};
+
+const SMALL: &str = "[video]\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 300\n";
+
+fn camera(signal: &SignalServer, channel: &str, token: Option<&str>) -> Daemon {
+    let token = token.map_or(String::new(), |t| format!("token = \"{t}\"\n"));
+    Daemon::start(&format!(
+        "{SMALL}[device]\nchannel = \"{channel}\"\n[signaling]\nurl = \"{}\"\n{token}",
+        signal.ws_url()
+    ))
+    .unwrap()
+}
+
+/// The channels `/api/channels` lists, by name.
+fn channels(base_url: &str) -> Vec<serde_json::Value> {
+    match get(&format!("{base_url}/api/channels")) {
+        Ok((200, body)) => serde_json::from_str(&body).unwrap(),
+        _ => Vec::new(),
+    }
+}
+
+/// Waits until `channel` is listed; returns how long it took, or `None` after `limit`.
+fn wait_listed(base_url: &str, channel: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if channels(base_url).iter().any(|c| c["channel"] == channel) {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn via(ws_url: &str, channel: &str, we_offer: bool) -> Via {
+    Via::Channel {
+        ws_url: ws_url.to_owned(),
+        channel: channel.to_owned(),
+        token: None,
+        we_offer,
+    }
+}
+
+fn check(report: &Report, size: (u32, u32)) {
+    assert!(report.frames_decoded >= 30, "{report:?}");
+    assert_eq!(report.decode_errors, 0, "{report:?}");
+    let last = report.last.as_ref().expect("a picture");
+    assert_eq!((last.width, last.height), size);
+    assert!(bars_match(&last.bars, 24), "bars {:?}", last.bars);
+    assert!(report.audio_frames > 0, "no audio: {report:?}");
+    assert_eq!(report.delete_status, 200, "endSession not sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_joins_by_channel_name_through_onair_signal() {
+    let signal = SignalServer::start("").unwrap();
+    let daemon = camera(&signal, "porch", None);
+    let took = wait_listed(&signal.base_url, "porch", Duration::from_secs(10));
+    eprintln!("channel listed {took:?} after the camera was healthy");
+    assert!(took.is_some(), "porch never listed");
+    let listed = channels(&signal.base_url);
+    assert_eq!(listed[0]["name"], "onair camera");
+    assert_eq!(listed[0]["viewers"], 0);
+
+    // Both ways round: the viewer offers (webrtcsrc), the camera offers (gstwebrtc-api).
+    for we_offer in [true, false] {
+        let how = Watch::decoding(30, Duration::from_secs(20));
+        let report = watch_via(via(&signal.ws_url(), "porch", we_offer), how)
+            .await
+            .unwrap();
+        eprintln!(
+            "we_offer={we_offer}: {} frames, first after {:?}",
+            report.frames_decoded, report.time_to_first_frame
+        );
+        check(&report, (320, 240));
+    }
+    // The sessions ended on the camera too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let (_, body) = get(&format!("{}/api/status", daemon.base_url)).unwrap();
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if status["sessions"] == 0 || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["sessions"], 0, "{status}");
+    assert_eq!(status["signaling"]["registered"], true, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_service_serves_the_channel_on_the_camera_port() {
+    let daemon = Daemon::start(SMALL).unwrap();
+    assert!(wait_listed(&daemon.base_url, "onair", Duration::from_secs(10)).is_some());
+    let ws = format!("{}/ws", daemon.base_url.replacen("http://", "ws://", 1));
+    let report = watch_via(
+        via(&ws, "onair", false),
+        Watch::decoding(30, Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    check(&report, (320, 240));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_service_restart_the_camera_registers_again() {
+    let mut signal = SignalServer::start("").unwrap();
+    let _daemon = camera(&signal, "porch", None);
+    assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
+    signal.kill_and_restart().unwrap();
+    let restarted = Instant::now();
+    let listed = wait_listed(&signal.base_url, "porch", Duration::from_secs(10));
+    eprintln!("channel listed again {listed:?} after the service restarted");
+    assert!(listed.is_some(), "the camera did not register again");
+    let joined = restarted.elapsed();
+    let report = watch_via(
+        via(&signal.ws_url(), "porch", true),
+        Watch::decoding(30, Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    let first_frame = report.time_to_first_frame.map(|t| joined + t);
+    eprintln!("service restart → a new viewer's first decoded frame: {first_frame:?}");
+    check(&report, (320, 240));
+    assert!(
+        first_frame.is_some_and(|t| t < Duration::from_secs(10)),
+        "{first_frame:?}"
+    );
+}
+
+#[test]
+fn a_second_camera_cannot_take_a_live_channel() {
+    let signal = SignalServer::start("").unwrap();
+    let _first = camera(&signal, "porch", None);
+    assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
+    let owner = channels(&signal.base_url)[0]["peer_id"].clone();
+    let second = camera(&signal, "porch", None);
+    let refused = wait_log(&second, "refused the channel", Duration::from_secs(10));
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|l| l.contains("already live")),
+        "{refused:?}"
+    );
+    assert_eq!(channels(&signal.base_url)[0]["peer_id"], owner);
+}
+
+#[test]
+fn device_tokens_are_checked() {
+    let signal =
+        SignalServer::start("[[channels]]\nname = \"porch\"\ntoken = \"porch-token-0123456\"\n")
+            .unwrap();
+    let wrong = camera(&signal, "porch", Some("porch-token-XXXXXXX"));
+    let refused = wait_log(&wrong, "refused the channel", Duration::from_secs(10));
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|l| l.contains("wrong or missing device token")),
+        "{refused:?}"
+    );
+    assert!(channels(&signal.base_url).is_empty());
+    drop(wrong);
+    let _right = camera(&signal, "porch", Some("porch-token-0123456"));
+    assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_messages_get_an_error_and_nothing_else_changes() {
+    let signal = SignalServer::start("[limits]\nmax_message_bytes = 2048\n").unwrap();
+    let _daemon = camera(&signal, "porch", None);
+    assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
+    let mut rude = Consumer::connect(&signal.ws_url(), None).await.unwrap();
+    for (text, expected) in [
+        ("{\"type\": ", "malformed message"),
+        ("{\"type\": \"teleport\"}", "unknown variant"),
+        (
+            &format!("{{\"type\":\"list\",\"pad\":\"{}\"}}", "x".repeat(4096)),
+            "larger than the limit",
+        ),
+        (
+            "{\"type\":\"startSession\",\"peerId\":\"nobody\"}",
+            "no peer",
+        ),
+    ] {
+        rude.send_text(text).await.unwrap();
+        match rude.recv().await.unwrap() {
+            gst_plugin_webrtc_signalling_protocol::OutgoingMessage::Error { details } => {
+                assert!(details.contains(expected), "{text:.40}: {details}")
+            }
+            other => panic!("{text:.40}: expected an error, got {other:?}"),
+        }
+    }
+    // The rude connection still works, and so does everything else.
+    assert!(rude.find_channel("porch").await.unwrap().is_some());
+    let report = watch_via(
+        via(&signal.ws_url(), "porch", true),
+        Watch::decoding(30, Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    check(&report, (320, 240));
+}
+
+/// The first log line of `daemon` containing `needle`, within `limit`.
+fn wait_log(daemon: &Daemon, needle: &str, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match daemon.log.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return Some(line),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
