@@ -37,36 +37,39 @@ pub async fn run(
     let pipeline = media::Pipeline::start(&config)?;
     let media = pipeline.handle();
     let sessions = webrtc::Sessions::new(media.clone(), &config.webrtc);
-    // The channel is registered with the configured service, or with one running here.
-    let (target, local_service) = match &config.signaling.url {
-        Some(url) => (
-            signaling::Target::Remote {
-                url: url.clone(),
-                token: config.signaling.token.clone(),
-            },
-            None,
-        ),
-        None => {
-            let service = onair_signal::Service::new(
-                onair_signal::auth::Policy::open(),
-                webrtc::MAX_SESSIONS,
-                onair_config::signal::Limits::default().max_message_bytes as usize,
-                None,
-            );
-            (signaling::Target::Local(service.clone()), Some(service))
-        }
-    };
-    let signaling_name = match &config.signaling.url {
-        Some(url) => url.clone(),
-        None => "built-in".to_owned(),
-    };
+    // The channel is always registered with a service running here, on the HTTP port, for
+    // local viewers; and with the configured remote service, if any, for everyone else.
+    let local = onair_signal::Service::new(
+        onair_signal::auth::Policy::open(),
+        webrtc::MAX_SESSIONS,
+        onair_config::signal::Limits::default().max_message_bytes as usize,
+        None,
+    );
     let identity = signaling::Identity {
         channel: config.device.channel.clone(),
         name: config.device.name.clone(),
         device: format!("{:016x}", rand::random::<u64>()),
     };
-    let signaling = signaling::Signaling::start(target, identity, sessions.clone());
-    let gpio = start_gpio(&config, &media, &sessions, signaling.registered_flag());
+    let local_registration = signaling::Signaling::start(
+        signaling::Target::Local(local.clone()),
+        identity.clone(),
+        sessions.clone(),
+    );
+    let remote_registration = config.signaling.url.as_ref().map(|url| {
+        let target = signaling::Target::Remote {
+            url: url.clone(),
+            token: config.signaling.token.clone(),
+        };
+        signaling::Signaling::start(target, identity, sessions.clone())
+    });
+    // Status and the status LED report the registration that matters to remote viewers.
+    let registration = remote_registration.as_ref().unwrap_or(&local_registration);
+    let signaling_name = config
+        .signaling
+        .url
+        .clone()
+        .unwrap_or_else(|| "built-in".to_owned());
+    let gpio = start_gpio(&config, &media, &sessions, registration.registered_flag());
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -79,18 +82,20 @@ pub async fn run(
         page_url(addr)
     );
 
-    let mut app = http::router(http::AppState {
-        sessions: sessions.clone(),
-        media,
-        channel: config.device.channel.clone(),
-        name: config.device.name.clone(),
-        started,
-        signaling: signaling_name,
-        registered: signaling.registered_flag(),
-    });
-    if let Some(service) = local_service {
-        app = app.merge(onair_signal::server::router(service));
-    }
+    let gateway = onair_signal::whep::Gateway::new(local.clone());
+    let app = http::router(
+        http::AppState {
+            sessions: sessions.clone(),
+            media,
+            channel: config.device.channel.clone(),
+            name: config.device.name.clone(),
+            started,
+            signaling: signaling_name,
+            registered: registration.registered_flag(),
+        },
+        gateway,
+    )
+    .merge(onair_signal::server::router(local));
     // On the signal, sessions close at once (viewers see their connection end), in parallel
     // with HTTP finishing the requests in flight; a client that keeps a request open cannot
     // hold shutdown beyond HTTP_DRAIN.
@@ -113,7 +118,8 @@ pub async fn run(
         served = server => served.context("HTTP server")?,
         () = drained => warn!("HTTP requests still open {HTTP_DRAIN:?} after the stop signal; closing them"),
     }
-    drop(signaling);
+    drop(remote_registration);
+    drop(local_registration);
     sessions.shutdown().await;
     drop(gpio);
     drop(pipeline);

@@ -239,6 +239,11 @@ impl Hub {
         list
     }
 
+    /// Whether the bearer of `token` may watch (see [`Policy::may_watch`]).
+    pub fn may_watch(&self, token: Option<&str>) -> bool {
+        self.policy.may_watch(token)
+    }
+
     /// The producer of a live channel.
     pub fn producer_of(&self, channel: &str) -> Option<&str> {
         self.channels.get(channel).map(String::as_str)

@@ -6,6 +6,7 @@
 //! - [`service`]: the hub behind a lock with a message queue per peer; every transport
 //!   talks to it.
 //! - [`server`]: HTTP and WebSocket routes (`/ws`, `/api/channels`).
+//! - [`whep`]: the WHEP gateway (`POST /whep/{channel}`).
 //!
 //! [`run`] serves all of it on the configured address; onaird, with no signaling URL of its
 //! own, mounts the same routes in its HTTP server instead.
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod hub;
 pub mod server;
 pub mod service;
+pub mod whep;
 
 use std::future::Future;
 
@@ -55,7 +57,9 @@ pub async fn run(
         "onair-signal {} listening on http://{addr} (WebSocket: ws://{addr}/ws)",
         env!("CARGO_PKG_VERSION")
     );
-    axum::serve(listener, server::router(service))
+    let app =
+        server::router(service.clone()).merge(server::whep_router(whep::Gateway::new(service)));
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server")?;

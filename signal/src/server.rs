@@ -1,19 +1,26 @@
-//! HTTP and WebSocket in front of the [`Service`]: `GET /ws` (the signalling protocol) and
-//! `GET /api/channels`.
+//! HTTP and WebSocket in front of the [`Service`]: `GET /ws` (the signalling protocol),
+//! `GET /api/channels`, the viewer page `GET /c/{channel}`, the browser SDK `GET /onair.js`
+//! and the WHEP gateway (`POST /whep/{channel}`,
+//! `DELETE /whep/{channel}/{session}`).
 
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Json, Response};
+use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
+use axum::routing::{MethodRouter, delete, post};
 use gst_plugin_webrtc_signalling_protocol::OutgoingMessage;
 use serde::Deserialize;
+use tower_http::cors::{Any, CorsLayer};
 use tracing::{debug, info};
 
 use crate::service::{Connection, Service};
+use crate::whep::{self, Gateway};
 
 /// A quiet connection is pinged this often.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -23,12 +30,63 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 /// above `limits.max_message_bytes` but below this are answered with an `error`.
 const HARD_FRAME_LIMIT: usize = 4 << 20;
 
-/// The routes of the service, to serve alone or merge into onaird's router.
+/// The routes of the service, to serve alone or merge into onaird's router (which has a
+/// `/whep/{id}` route of its own, so it mounts [`whep_create`] itself).
 pub fn router(service: Service) -> Router {
     Router::new()
         .route("/ws", get(websocket))
         .route("/api/channels", get(channels))
+        .route("/c/{channel}", get(viewer_page))
+        .route("/onair.js", get(sdk))
         .with_state(service)
+}
+
+/// The viewer page: joins the channel in its path (or, served at onaird's `/`, the camera's
+/// own channel) with onair.js.
+pub const VIEWER_PAGE: &str = include_str!("web/viewer.html");
+/// The browser SDK.
+pub const ONAIR_JS: &str = include_str!("web/onair.js");
+
+/// `GET /c/{channel}` (and onaird's `GET /`).
+pub async fn viewer_page() -> Html<&'static str> {
+    Html(VIEWER_PAGE)
+}
+
+async fn sdk() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        ONAIR_JS,
+    )
+        .into_response()
+}
+
+/// The WHEP gateway's routes, with CORS open for players served from elsewhere.
+pub fn whep_router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/whep/{channel}", whep_create(gateway.clone()))
+        .route(
+            "/whep/{channel}/{session}",
+            delete(whep::delete).with_state(gateway),
+        )
+        .layer(cors())
+}
+
+/// `POST /whep/{channel}`, for routers that add other methods on the same path.
+pub fn whep_create<S: Clone + Send + Sync + 'static>(gateway: Gateway) -> MethodRouter<S> {
+    post(whep::create)
+        .layer(DefaultBodyLimit::max(whep::MAX_OFFER))
+        .with_state(gateway)
+}
+
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .expose_headers([header::LOCATION])
 }
 
 /// `?token=` on any route.

@@ -76,6 +76,11 @@ impl Service {
         lock(&self.inner.hub).channels()
     }
 
+    /// Whether the bearer of `token` may list and join channels.
+    pub fn may_watch(&self, token: Option<&str>) -> bool {
+        lock(&self.inner.hub).may_watch(token)
+    }
+
     /// The producer peer of a live channel.
     pub fn producer_of(&self, channel: &str) -> Option<PeerId> {
         lock(&self.inner.hub)

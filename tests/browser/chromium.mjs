@@ -76,26 +76,47 @@ export async function launch({ args = [], ...options } = {}) {
 /** True for 127.0.0.0/8 and ::1 (the only addresses ICE candidates may have in tests). */
 export const isLoopback = (addr) => /^127\.\d+\.\d+\.\d+$/.test(addr) || addr === '::1';
 
+/** `sdp` without its non-loopback candidate lines, which are added to `stripped`. */
+function loopbackOnly(sdp, stripped) {
+  return sdp.split(/\r?\n/).filter((line) => {
+    const m = /^a=candidate:\S+ \d+ \S+ \d+ (\S+) /.exec(line);
+    if (!m || isLoopback(m[1])) return true;
+    stripped.push(line);
+    return false;
+  }).join('\r\n');
+}
+
 /**
- * Makes the page's POST to a WHEP endpoint go through Playwright, and strips from the SDP
- * answer every ICE candidate that is not on loopback (a mis-configured server, or one that
- * gathers on all interfaces, must not make the browser send checks elsewhere).
+ * Makes the page's signalling go through Playwright and strips every ICE candidate that is
+ * not on loopback from what the server sends (a mis-configured server, or one that gathers on
+ * all interfaces, must not make the browser send checks elsewhere): SDP answers of POSTs to a
+ * WHEP endpoint, and SDP and ICE in `peer` messages on the signalling WebSocket (`/ws`).
  * Returns a record of what was seen: { answers, stripped }.
  */
 export async function keepIceOnLoopback(page, urlGlob = '**/whep') {
   const seen = { answers: 0, stripped: [] };
+  await page.routeWebSocket(/\/ws(\?.*)?$/, (ws) => {
+    const server = ws.connectToServer();
+    server.onMessage((message) => {
+      try {
+        const msg = JSON.parse(message);
+        if (msg.type === 'peer' && msg.sdp) {
+          seen.answers++;
+          msg.sdp.sdp = loopbackOnly(msg.sdp.sdp, seen.stripped);
+          return ws.send(JSON.stringify(msg));
+        }
+        if (msg.type === 'peer' && msg.ice && msg.ice.candidate && !loopbackOnly(`a=${msg.ice.candidate}`, seen.stripped)) return;
+      } catch { /* not JSON: pass it on as it is */ }
+      ws.send(message);
+    });
+  });
   await page.route(urlGlob, async (route) => {
     if (route.request().method() !== 'POST') return route.continue();
     const response = await route.fetch();
     let body = await response.text();
     if (response.status() === 201) {
       seen.answers++;
-      body = body.split(/\r?\n/).filter((line) => {
-        const m = /^a=candidate:\S+ \d+ \S+ \d+ (\S+) /.exec(line);
-        if (!m || isLoopback(m[1])) return true;
-        seen.stripped.push(line);
-        return false;
-      }).join('\r\n');
+      body = loopbackOnly(body, seen.stripped);
     }
     await route.fulfill({ response, body });
   });

@@ -172,9 +172,13 @@ fn health_and_status_report_the_stream() {
     // the rate is a benchmark figure, not asserted here.
     assert!(status["fps"].as_f64().unwrap() > 0.0, "{status}");
     assert!(status["frames_encoded"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status["signaling"]["service"], "built-in", "{status}");
     let (code, page) = get(&format!("{}/", daemon.base_url)).unwrap();
     assert_eq!(code, 200);
-    assert!(page.contains("viewer.js"));
+    assert!(page.contains("/onair.js"));
+    let (code, sdk) = get(&format!("{}/onair.js", daemon.base_url)).unwrap();
+    assert_eq!(code, 200);
+    assert!(sdk.contains("export class OnAirViewer"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use onair_tests::consumer::Consumer;
 use onair_tests::daemon::{Daemon, get};
 use onair_tests::picture::bars_match;
 use onair_tests::signal::SignalServer;
-use onair_tests::viewer::{Report, Via, Watch, watch_via};
+use onair_tests::viewer::{Report, Via, Watch, watch, watch_via};
 
 const SMALL: &str = "[video]\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 300\n";
 
@@ -221,4 +221,56 @@ fn wait_log(daemon: &Daemon, needle: &str, limit: Duration) -> Option<String> {
         }
     }
     None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whep_gateway_reaches_a_camera_connected_only_outbound() {
+    let signal = SignalServer::start("").unwrap();
+    let _daemon = camera(&signal, "porch", None);
+    assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
+    let report = watch(
+        &format!("{}/whep/porch", signal.base_url),
+        Watch::decoding(30, Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "WHEP gateway: {} frames, first after {:?}",
+        report.frames_decoded, report.time_to_first_frame
+    );
+    check(&report, (320, 240));
+    // A channel nobody publishes.
+    let offer = onair_tests::viewer::offer_without_h264().await.unwrap();
+    let status = post_sdp(&format!("{}/whep/garden", signal.base_url), offer.clone());
+    assert_eq!(status.0, 404, "{status:?}");
+    // An offer the camera cannot serve: it ends the session, the gateway says so.
+    let status = post_sdp(&format!("{}/whep/porch", signal.base_url), offer);
+    assert_eq!(status.0, 502, "{status:?}");
+    assert!(status.1.contains("H.264"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_whep_gateway_serves_the_channel_too() {
+    let daemon = Daemon::start(SMALL).unwrap();
+    assert!(wait_listed(&daemon.base_url, "onair", Duration::from_secs(10)).is_some());
+    let report = watch(
+        &format!("{}/whep/onair", daemon.base_url),
+        Watch::decoding(30, Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    check(&report, (320, 240));
+}
+
+fn post_sdp(url: &str, offer: String) -> (u16, String) {
+    let mut response = onair_tests::daemon::agent()
+        .post(url)
+        .header("Content-Type", "application/sdp")
+        .send(offer.as_bytes())
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.body_mut().read_to_string().unwrap_or_default(),
+    )
 }

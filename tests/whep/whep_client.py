@@ -130,29 +130,31 @@ def sample_bars(frame, codec, assume):
     return colours, how + (", full range" if full else "")
 
 
-async def viewer(n, whep_url, args):
-    """One viewer; returns a result dict (result['errors'] empty when it passed)."""
-    res = {"viewer": n, "errors": [], "warnings": []}
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("video", direction="recvonly")
-    pc.addTransceiver("audio", direction="recvonly")
-    loop = asyncio.get_running_loop()
-    enough_video, failed = asyncio.Event(), asyncio.Event()
-    video = {"frames": 0, "sizes": set(), "first": None, "last": None}
-    audio = {"frames": 0, "samples": 0, "sum_sq": 0, "rate": None}
-    tasks = []
+class Receiver:
+    """Decodes what a receive-only RTCPeerConnection gets and judges it against the args."""
 
-    async def consume(track):
+    def __init__(self, pc, args):
+        self.pc, self.args = pc, args
+        self.loop = asyncio.get_running_loop()
+        self.enough_video, self.failed = asyncio.Event(), asyncio.Event()
+        self.video = {"frames": 0, "sizes": set(), "first": None, "last": None}
+        self.audio = {"frames": 0, "samples": 0, "sum_sq": 0, "rate": None}
+        self.tasks = []
+        pc.on("track", lambda track: self.tasks.append(asyncio.ensure_future(self.consume(track))))
+        pc.on("connectionstatechange", lambda: pc.connectionState == "failed" and self.failed.set())
+
+    async def consume(self, track):
+        video, audio = self.video, self.audio
         try:
             while True:
                 frame = await track.recv()
                 if track.kind == "video":
                     video["frames"] += 1
                     video["sizes"].add(f"{frame.width}x{frame.height}")
-                    video["first"] = video["first"] or loop.time()
+                    video["first"] = video["first"] or self.loop.time()
                     video["last"] = frame
-                    if video["frames"] >= args.frames:
-                        enough_video.set()
+                    if video["frames"] >= self.args.frames:
+                        self.enough_video.set()
                 else:
                     audio["frames"] += 1
                     audio["rate"] = frame.sample_rate
@@ -163,43 +165,19 @@ async def viewer(n, whep_url, args):
         except MediaStreamError:
             pass
 
-    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(consume(track))))
-    pc.on("connectionstatechange", lambda: pc.connectionState == "failed" and failed.set())
-
-    session = None
-    try:
-        await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers every candidate here
-        t_post = loop.time()
-        status, headers, body = await request("POST", whep_url, pc.localDescription.sdp,
-                                              {"Content-Type": "application/sdp"})
-        location = headers.get("location")
-        if location:
-            session = urljoin(whep_url, location)
-        if status != 201:
-            raise Failed(f"POST {whep_url}: HTTP {status}, want 201: {body.strip()[:300]}")
-        if not location:
-            raise Failed("201 without a Location header")
-        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/sdp":
-            raise Failed(f"answer Content-Type is {ctype or 'missing'!r}, want application/sdp")
-        answer, kept, dropped = keep_loopback_candidates(body)
-        if dropped:
-            res["warnings"].append(f"ignored {len(dropped)} non-loopback candidate(s): {'; '.join(dropped)}")
-        if not kept:
-            raise Failed("the answer has no loopback ICE candidates (the server must put all of them in the answer)")
-        res["codec"] = video_codec(answer)
-        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-
-        waits = [asyncio.ensure_future(e.wait()) for e in (enough_video, failed)]
-        remaining = args.within - (loop.time() - t_post)
+    async def judge(self, res, t0):
+        """Waits for --frames frames until --within s after t0, then checks them into res."""
+        args, video, audio = self.args, self.video, self.audio
+        waits = [asyncio.ensure_future(e.wait()) for e in (self.enough_video, self.failed)]
+        remaining = args.within - (self.loop.time() - t0)
         await asyncio.wait(waits, timeout=max(0.0, remaining), return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
         res["frames"] = video["frames"]
         if video["first"]:
-            res["first_frame_s"] = round(video["first"] - t_post, 3)
-        if not enough_video.is_set():
-            why = "ICE/DTLS connection failed" if failed.is_set() else f"state {pc.connectionState}"
+            res["first_frame_s"] = round(video["first"] - t0, 3)
+        if not self.enough_video.is_set():
+            why = "ICE/DTLS connection failed" if self.failed.is_set() else f"state {self.pc.connectionState}"
             raise Failed(f"{video['frames']} of {args.frames} video frames within {args.within} s ({why})")
 
         # Checks on what was received; report every problem, not just the first.
@@ -220,6 +198,51 @@ async def viewer(n, whep_url, args):
             res["audio_dbfs"] = round(20 * math.log10(rms / 32768), 1) if rms else None
         if args.expect_audio and not audio["frames"]:
             res["errors"].append("no audio frames decoded (--expect-audio)")
+
+    async def close(self):
+        for t in self.tasks:
+            t.cancel()
+        await self.pc.close()
+
+
+def loopback_only(sdp, res):
+    """The SDP with only its loopback candidates (noting dropped ones); fails without any."""
+    kept_sdp, kept, dropped = keep_loopback_candidates(sdp)
+    if dropped:
+        res["warnings"].append(f"ignored {len(dropped)} non-loopback candidate(s): {'; '.join(dropped)}")
+    if not kept:
+        raise Failed("the SDP has no loopback ICE candidates (all of them must be in it)")
+    return kept_sdp
+
+
+async def viewer(n, whep_url, args):
+    """One viewer; returns a result dict (result['errors'] empty when it passed)."""
+    res = {"viewer": n, "errors": [], "warnings": []}
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    receiver = Receiver(pc, args)
+    loop = asyncio.get_running_loop()
+    session = None
+    try:
+        await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers every candidate here
+        t_post = loop.time()
+        status, headers, body = await request("POST", whep_url, pc.localDescription.sdp,
+                                              {"Content-Type": "application/sdp"})
+        location = headers.get("location")
+        if location:
+            session = urljoin(whep_url, location)
+        if status != 201:
+            raise Failed(f"POST {whep_url}: HTTP {status}, want 201: {body.strip()[:300]}")
+        if not location:
+            raise Failed("201 without a Location header")
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/sdp":
+            raise Failed(f"answer Content-Type is {ctype or 'missing'!r}, want application/sdp")
+        answer = loopback_only(body, res)
+        res["codec"] = video_codec(answer)
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await receiver.judge(res, t_post)
     except Failed as e:
         res["errors"].append(str(e))
     except Exception as e:  # a bug here or in aiortc: still DELETE, still report
@@ -233,9 +256,7 @@ async def viewer(n, whep_url, args):
                     res["errors"].append(f"DELETE {session}: HTTP {status}, want 200 or 204: {body.strip()[:200]}")
             except Failed as e:
                 res["errors"].append(str(e))
-        for t in tasks:
-            t.cancel()
-        await pc.close()
+        await receiver.close()
     return res
 
 
@@ -245,7 +266,8 @@ def summary(r):
     if "size" in r:
         parts.append(f"{r['size']} {r.get('codec', '')}".strip())
     if "frames" in r:
-        parts.append(f"{r['frames']} frames" + (f", first {r['first_frame_s']} s after POST" if "first_frame_s" in r else ""))
+        since = r.get("since", "POST")
+        parts.append(f"{r['frames']} frames" + (f", first {r['first_frame_s']} s after {since}" if "first_frame_s" in r else ""))
     if "audio_frames" in r:
         parts.append(f"{r['audio_frames']} audio frames" + (f" ({r['audio_dbfs']} dBFS)" if r.get("audio_dbfs") is not None else ""))
     if "bars" in r:
@@ -253,6 +275,8 @@ def summary(r):
                      + f" [{r['matrix']}]")
     if "delete" in r:
         parts.append(f"DELETE {r['delete']}")
+    if "left" in r:
+        parts.append(f"left with {r['left']}")
     lines = [head + (": " + "; ".join(parts) if parts else "")]
     lines += [f"  warning: {w}" for w in r["warnings"]]
     lines += [f"  error: {e}" for e in r["errors"]]

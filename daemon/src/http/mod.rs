@@ -2,13 +2,13 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /`, `GET /viewer.js` | viewer page |
+//! | `GET /` | viewer page (onair-signal's, joining this camera's channel with onair.js) |
 //! | `POST /whep`, `DELETE`/`PATCH /whep/{id}`, `OPTIONS` | WHEP (see [`whep`]) |
 //! | `GET /healthz` | 200 while frames flow, 503 otherwise |
 //! | `GET /api/status` | JSON: channel, viewers, fps, bitrate, uptime, signaling |
 //!
-//! With no `signaling.url`, onair-signal's routes (`/ws`, `/api/channels`) are mounted here
-//! too (see [`crate::run`]).
+//! onair-signal's routes are mounted here too (see [`crate::run`]): `/ws`, `/api/channels`,
+//! `/c/{channel}`, `/onair.js` and the WHEP gateway.
 
 pub mod status;
 pub mod whep;
@@ -19,9 +19,8 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Method, header};
-use axum::response::{Html, IntoResponse};
-use axum::routing::{get, post};
+use axum::http::{Method, header};
+use axum::routing::{MethodRouter, get, post};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::media::MediaHandle;
@@ -47,8 +46,10 @@ pub struct AppState {
 }
 
 /// All routes. WHEP players are often served from another origin, so CORS is open for
-/// them (WHEP §4.2); the page itself is same-origin.
-pub fn router(state: AppState) -> Router {
+/// them (WHEP §4.2); the page itself is same-origin. `gateway` (the built-in service's WHEP
+/// gateway: `POST /whep/{channel}`, `DELETE /whep/{channel}/{session}`) sits beside the direct
+/// `POST /whep`.
+pub fn router(state: AppState, gateway: onair_signal::whep::Gateway) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([
@@ -65,15 +66,15 @@ pub fn router(state: AppState) -> Router {
         ])
         .expose_headers([header::LOCATION, header::ETAG, header::LINK]);
     Router::new()
-        .route("/", get(index))
-        .route("/viewer.js", get(viewer_js))
+        .route("/", get(onair_signal::server::viewer_page))
         .route(
             "/whep",
             post(whep::create).layer(DefaultBodyLimit::max(whep::MAX_OFFER)),
         )
+        .route("/whep/{id}", session_routes(gateway.clone()))
         .route(
-            "/whep/{id}",
-            axum::routing::delete(whep::delete).patch(whep::patch),
+            "/whep/{channel}/{session}",
+            axum::routing::delete(onair_signal::whep::delete).with_state(gateway),
         )
         .route("/healthz", get(status::healthz))
         .route("/api/status", get(status::status))
@@ -81,16 +82,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn index() -> Html<&'static str> {
-    Html(include_str!("viewer/index.html"))
-}
-
-async fn viewer_js() -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/javascript; charset=utf-8"),
-        )],
-        include_str!("viewer/viewer.js"),
-    )
+/// `/whep/{id}`: DELETE and PATCH of a direct WHEP session, POST to a channel through the
+/// gateway.
+fn session_routes(gateway: onair_signal::whep::Gateway) -> MethodRouter<AppState> {
+    onair_signal::server::whep_create(gateway)
+        .delete(whep::delete)
+        .patch(whep::patch)
 }

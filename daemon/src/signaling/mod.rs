@@ -95,7 +95,10 @@ async fn keep_registered(
         match connect(&target).await {
             Ok(mut link) => {
                 info!(channel = %identity.channel, "signaling: connected to {target}");
-                match producer::run(link.as_mut(), &identity, &sessions, &registered).await {
+                let service = target.to_string();
+                match producer::run(link.as_mut(), &service, &identity, &sessions, &registered)
+                    .await
+                {
                     producer::Outcome::Ended { registered: true } => {
                         backoff.reset();
                         warn!("signaling: lost {target}; reconnecting");

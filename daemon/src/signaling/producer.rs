@@ -62,10 +62,12 @@ enum Report {
     },
 }
 
-/// Runs the producer on `link` until the connection ends or the registration is refused.
+/// Runs the producer on `link` (to `service`, named in logs) until the connection ends or the
+/// registration is refused.
 /// `registered` is set while the channel is live on this connection.
 pub async fn run(
     link: &mut dyn Link,
+    service: &str,
     me: &Identity,
     sessions: &Sessions,
     registered: &AtomicBool,
@@ -106,7 +108,7 @@ pub async fn run(
                         }
                         live = true;
                         registered.store(true, Ordering::Relaxed);
-                        info!(channel = %me.channel, peer = %peer_id, "signaling: channel registered");
+                        info!(channel = %me.channel, peer = %peer_id, "signaling: channel registered with {service}");
                         Vec::new()
                     }
                     message => driver.on_message(message),
