@@ -7,6 +7,8 @@
 //!   talks to it.
 //! - [`server`]: HTTP and WebSocket routes (`/ws`, `/api/channels`).
 //! - [`whep`]: the WHEP gateway (`POST /whep/{channel}`).
+//! - [`webhooks`]: channel and viewer events POSTed to configured URLs.
+//! - [`tls`]: HTTPS and WSS when a certificate is configured.
 //!
 //! [`run`] serves all of it on the configured address; onaird, with no signaling URL of its
 //! own, mounts the same routes in its HTTP server instead.
@@ -15,6 +17,8 @@ pub mod auth;
 pub mod hub;
 pub mod server;
 pub mod service;
+pub mod tls;
+pub mod webhooks;
 pub mod whep;
 
 use std::future::Future;
@@ -25,13 +29,14 @@ use tracing::{info, warn};
 
 pub use service::{Connection, Service};
 
-/// A service configured by `config`, and the receiving end of its events.
+/// A service configured by `config`, delivering its events to the configured webhooks.
+/// Must run inside a tokio runtime (the webhook tasks start here).
 pub fn service(config: &SignalConfig) -> Service {
     Service::new(
         auth::Policy::new(config),
         config.limits.max_sessions_per_channel as usize,
         config.limits.max_message_bytes as usize,
-        None,
+        webhooks::start(&config.webhooks),
     )
 }
 
@@ -53,16 +58,31 @@ pub async fn run(
             )
         })?;
     let addr = listener.local_addr()?;
-    info!(
-        "onair-signal {} listening on http://{addr} (WebSocket: ws://{addr}/ws)",
-        env!("CARGO_PKG_VERSION")
-    );
     let app =
         server::router(service.clone()).merge(server::whep_router(whep::Gateway::new(service)));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server")?;
+    match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => {
+            let listener = tls::TlsListener::new(listener, tls::acceptor(cert, key)?)?;
+            info!(
+                "onair-signal {} listening on https://{addr} (WebSocket: wss://{addr}/ws)",
+                env!("CARGO_PKG_VERSION")
+            );
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("HTTPS server")?;
+        }
+        _ => {
+            info!(
+                "onair-signal {} listening on http://{addr} (WebSocket: ws://{addr}/ws)",
+                env!("CARGO_PKG_VERSION")
+            );
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("HTTP server")?;
+        }
+    }
     info!("stopped");
     Ok(())
 }

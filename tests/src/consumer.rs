@@ -32,15 +32,42 @@ pub struct ChannelSession {
 impl Consumer {
     /// Connects to `ws_url` with `token` (as a Bearer header) and takes the welcome.
     pub async fn connect(ws_url: &str, token: Option<&str>) -> anyhow::Result<Consumer> {
+        Self::connect_trusting(ws_url, token, None).await
+    }
+
+    /// [`Consumer::connect`] to a `wss://` service whose certificate is signed by `root` (PEM)
+    /// rather than a public CA.
+    pub async fn connect_trusting(
+        ws_url: &str,
+        token: Option<&str>,
+        root: Option<&str>,
+    ) -> anyhow::Result<Consumer> {
         let mut request = ws_url.into_client_request()?;
         if let Some(token) = token {
             request
                 .headers_mut()
                 .insert("authorization", format!("Bearer {token}").parse()?);
         }
-        let (ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .with_context(|| format!("connecting to {ws_url}"))?;
+        let connector = match root {
+            Some(pem) => {
+                use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(CertificateDer::from_pem_slice(pem.as_bytes())?)?;
+                let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+                    config,
+                )))
+            }
+            None => None,
+        };
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
+                .await
+                .with_context(|| format!("connecting to {ws_url}"))?;
         let mut consumer = Consumer {
             ws,
             peer_id: String::new(),

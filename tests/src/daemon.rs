@@ -29,6 +29,7 @@ pub fn built(name: &str, env_var: &str) -> PathBuf {
 pub fn spawn(
     bin: &std::path::Path,
     args: &[&std::ffi::OsStr],
+    envs: &[(&str, &std::ffi::OsStr)],
 ) -> anyhow::Result<(Child, String, mpsc::Receiver<String>)> {
     if !bin.exists() {
         bail!(
@@ -47,6 +48,7 @@ pub fn spawn(
             std::env::var("ONAIR_TEST_LOG").unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
         )
         .env("NO_COLOR", "1")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -140,6 +142,11 @@ impl Daemon {
     /// Starts `onaird --config <toml>` (with [`LOOPBACK`] prepended unless `toml` has its own
     /// `[http]`), and waits until it says where it listens.
     pub fn start(toml: &str) -> anyhow::Result<Daemon> {
+        Self::start_with_env(toml, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub fn start_with_env(toml: &str, envs: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<Daemon> {
         let bin = binary();
         let text = if toml.contains("[http]") {
             toml.to_owned()
@@ -153,7 +160,7 @@ impl Daemon {
         ));
         std::fs::write(&path, text)?;
         let config = tempfile_path::TempConfig(path.clone());
-        let (child, base_url, log) = spawn(&bin, &["--config".as_ref(), path.as_os_str()])?;
+        let (child, base_url, log) = spawn(&bin, &["--config".as_ref(), path.as_os_str()], envs)?;
         let daemon = Daemon {
             child,
             base_url,

@@ -41,6 +41,7 @@ impl SignalServer {
                 "--listen".as_ref(),
                 listen.as_ref(),
             ],
+            &[],
         )?;
         Ok(SignalServer {
             child,
@@ -53,7 +54,11 @@ impl SignalServer {
 
     /// The WebSocket URL cameras and viewers connect to.
     pub fn ws_url(&self) -> String {
-        format!("{}/ws", self.base_url.replacen("http://", "ws://", 1))
+        let url = match self.base_url.strip_prefix("https://") {
+            Some(rest) => format!("wss://{rest}"),
+            None => self.base_url.replacen("http://", "ws://", 1),
+        };
+        format!("{url}/ws")
     }
 
     /// Kills the service (SIGKILL: nothing is closed cleanly) and starts it again on the same

@@ -274,3 +274,115 @@ fn post_sdp(url: &str, offer: String) -> (u16, String) {
         response.body_mut().read_to_string().unwrap_or_default(),
     )
 }
+
+/// A webhook receiver: records every JSON body; answers 500 to the very first POST (so a
+/// retry is needed), 200 after.
+async fn webhook_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let (record, failed_once) = (record.clone(), failed_once.clone());
+            async move {
+                if !failed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                record.lock().unwrap().push(body);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_hear_channels_and_viewers_come_and_go() {
+    let (url, seen) = webhook_receiver().await;
+    let signal = SignalServer::start(&format!("[[webhooks]]\nurl = \"{url}\"\n")).unwrap();
+    let daemon = camera(&signal, "porch", None);
+    assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
+    let report = watch_via(
+        via(&signal.ws_url(), "porch", true),
+        Watch::decoding(10, Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    assert!(report.frames_decoded >= 10, "{report:?}");
+    drop(daemon);
+    let expected = ["channel_up", "viewer_join", "viewer_leave", "channel_down"];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let events = loop {
+        let events: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if events.len() >= expected.len() || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The first delivery was refused once and retried: nothing is missing.
+    assert_eq!(events, expected);
+    let first = seen.lock().unwrap()[0].clone();
+    assert_eq!(first["channel"], "porch");
+    assert!(
+        first["at"].as_str().is_some_and(|at| at.ends_with('Z')),
+        "{first}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cameras_and_viewers_reach_the_service_over_tls() {
+    let dir = std::env::temp_dir().join(format!("onair-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let signal = SignalServer::start(&format!(
+        "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ))
+    .unwrap();
+    assert!(
+        signal.base_url.starts_with("https://"),
+        "{}",
+        signal.base_url
+    );
+    // The camera trusts the certificate through SSL_CERT_FILE, as it would a private CA.
+    let daemon = Daemon::start_with_env(
+        &format!(
+            "{SMALL}[device]\nchannel = \"porch\"\n[signaling]\nurl = \"{}\"\n",
+            signal.ws_url()
+        ),
+        &[("SSL_CERT_FILE", cert.as_os_str())],
+    )
+    .unwrap();
+    let registered = wait_log(
+        &daemon,
+        "channel registered with wss://",
+        Duration::from_secs(10),
+    );
+    assert!(registered.is_some(), "the camera did not register over wss");
+    let mut viewer = Consumer::connect_trusting(&signal.ws_url(), None, Some(&cert_pem))
+        .await
+        .unwrap();
+    assert!(viewer.find_channel("porch").await.unwrap().is_some());
+    // Without trusting it, the connection fails.
+    assert!(Consumer::connect(&signal.ws_url(), None).await.is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -73,9 +73,17 @@ impl WebSocket {
     }
 }
 
-/// wss:// with the public web's root certificates, on the ring provider.
+/// wss:// with the public web's root certificates and the system's (which include a private
+/// CA installed in /usr/local/share/ca-certificates, or one named by `SSL_CERT_FILE`), on
+/// the ring provider.
 fn tls_connector() -> anyhow::Result<Connector> {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let system = rustls_native_certs::load_native_certs();
+    for error in &system.errors {
+        debug!("system certificates: {error}");
+    }
+    roots.add_parsable_certificates(system.certs);
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
