@@ -217,13 +217,46 @@ async fn hold(
     }
 }
 
-fn plain(status: StatusCode, text: impl Into<String>) -> Response {
+/// A plain-text response.
+pub fn plain(status: StatusCode, text: impl Into<String>) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         text.into(),
     )
         .into_response()
+}
+
+/// The SDP offer of a WHEP POST, or the status and text that refuse it: `415` for another
+/// content type, `413` above [`MAX_OFFER`], `400` for text that is not SDP.
+pub fn sdp_offer<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<&'a str, (StatusCode, String)> {
+    let is_sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/sdp"));
+    if !is_sdp {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "WHEP offers must be sent as Content-Type: application/sdp\n".into(),
+        ));
+    }
+    if body.len() > MAX_OFFER {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("offer larger than {MAX_OFFER} bytes\n"),
+        ));
+    }
+    let Ok(offer) = std::str::from_utf8(body) else {
+        return Err((StatusCode::BAD_REQUEST, "offer is not UTF-8 text\n".into()));
+    };
+    if !offer.trim_start().starts_with("v=0") {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "bad offer: not an SDP session description (must start with v=0)\n".into(),
+        ));
+    }
+    Ok(offer)
 }
 
 /// `POST /whep/{channel}`.
@@ -234,26 +267,10 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let is_sdp = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/sdp"));
-    if !is_sdp {
-        return plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "WHEP offers must be sent as Content-Type: application/sdp\n",
-        );
-    }
-    let Ok(offer) = std::str::from_utf8(&body) else {
-        return plain(StatusCode::BAD_REQUEST, "offer is not UTF-8 text\n");
+    let offer = match sdp_offer(&headers, &body) {
+        Ok(offer) => offer,
+        Err((status, why)) => return plain(status, why),
     };
-    if !offer.trim_start().starts_with("v=0") {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "bad offer: not an SDP session description (must start with v=0)\n",
-        );
-    }
     match gateway
         .create(&channel, token(&headers, &query), offer.to_owned())
         .await

@@ -12,46 +12,15 @@ use tracing::warn;
 use super::AppState;
 use crate::webrtc::OfferError;
 
-/// Largest offer accepted; browsers' offers are a few kilobytes.
-pub const MAX_OFFER: usize = 64 * 1024;
-
-fn plain(status: StatusCode, text: impl Into<String>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        text.into(),
-    )
-        .into_response()
-}
+pub use onair_signal::whep::MAX_OFFER;
+use onair_signal::whep::{plain, sdp_offer};
 
 /// `POST /whep`: offer in, `201 Created` with `Location` and the answer out.
 pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let is_sdp = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/sdp"));
-    if !is_sdp {
-        return plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "WHEP offers must be sent as Content-Type: application/sdp\n",
-        );
-    }
-    if body.len() > MAX_OFFER {
-        return plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("offer larger than {MAX_OFFER} bytes\n"),
-        );
-    }
-    let Ok(offer) = std::str::from_utf8(&body) else {
-        return plain(StatusCode::BAD_REQUEST, "offer is not UTF-8 text\n");
+    let offer = match sdp_offer(&headers, &body) {
+        Ok(offer) => offer,
+        Err((status, why)) => return plain(status, why),
     };
-    if !offer.trim_start().starts_with("v=0") {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "bad offer: not an SDP session description (must start with v=0)\n",
-        );
-    }
     match state.sessions.offer(offer.to_owned()).await {
         Ok((id, answer)) => {
             let location = format!("/whep/{id}");

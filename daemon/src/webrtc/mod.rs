@@ -169,6 +169,17 @@ impl Sessions {
     /// away), the negotiation still finishes and its peer connection is closed or handed to
     /// a session that times out, instead of leaking.
     pub async fn offer(&self, offer_sdp: String) -> Result<(String, String), OfferError> {
+        self.negotiate(Some(offer_sdp)).await
+    }
+
+    /// Makes an offer for a new viewer (a signaling consumer that asked the producer to
+    /// offer) and starts the session. Returns the session id and the offer SDP; the answer
+    /// goes to [`Self::answer`].
+    pub async fn offer_to_viewer(&self) -> Result<(String, String), OfferError> {
+        self.negotiate(None).await
+    }
+
+    async fn negotiate(&self, offer: Option<String>) -> Result<(String, String), OfferError> {
         let permit = self
             .inner
             .permits
@@ -179,23 +190,7 @@ impl Sessions {
         let task = self
             .inner
             .tasks
-            .spawn(negotiate_and_start(inner, offer_sdp, permit));
-        task.await
-            .map_err(|e| OfferError::Internal(e.to_string()))?
-    }
-
-    /// Makes an offer for a new viewer (a signaling consumer that asked the producer to
-    /// offer) and starts the session. Returns the session id and the offer SDP; the answer
-    /// goes to [`Self::answer`].
-    pub async fn offer_to_viewer(&self) -> Result<(String, String), OfferError> {
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| OfferError::Full)?;
-        let inner = self.inner.clone();
-        let task = self.inner.tasks.spawn(offer_and_start(inner, permit));
+            .spawn(negotiate_and_start(inner, offer, permit));
         task.await
             .map_err(|e| OfferError::Internal(e.to_string()))?
     }
@@ -277,63 +272,44 @@ fn describe_profile(profile_level_id: &str) -> String {
         .to_string()
 }
 
+/// Negotiates a new viewer's session, answering `offer` or, without one, offering, and
+/// starts it. Returns the session id and our SDP.
 async fn negotiate_and_start(
     inner: Arc<Inner>,
-    offer_sdp: String,
+    offer: Option<String>,
     permit: OwnedSemaphorePermit,
 ) -> Result<(String, String), OfferError> {
-    let offer =
-        RTCSessionDescription::offer(offer_sdp).map_err(|e| OfferError::BadOffer(e.to_string()))?;
+    let offer = offer
+        .map(|sdp| {
+            RTCSessionDescription::offer(sdp).map_err(|e| OfferError::BadOffer(e.to_string()))
+        })
+        .transpose()?;
     let profile = inner.media.video_description().profile_level_id;
     let profile = profile.ok_or(OfferError::NotReady)?;
     let peer = inner.factory.build(&peer::h264_codec(&profile)).await?;
-    let negotiated =
-        negotiate::answer(&inner.factory, &profile, &peer.pc, offer, &peer.gathered).await;
-    let (answer, outgoing) = match negotiated {
+    let (factory, pc, gathered) = (&inner.factory, &peer.pc, &peer.gathered);
+    let negotiated = match offer {
+        Some(offer) => negotiate::answer(factory, &profile, pc, offer, gathered)
+            .await
+            .map(|(answer, outgoing)| (answer, Media::Agreed(outgoing))),
+        None => negotiate::offer(factory, &profile, pc, gathered)
+            .await
+            .map(|(offer, added)| (offer, Media::AwaitingAnswer(added))),
+    };
+    let (sdp, media) = match negotiated {
         Ok(negotiated) => negotiated,
         Err(err) => {
             let _ = peer.pc.close().await;
             return Err(err);
         }
     };
-    let id = start(&inner, peer, Media::Agreed(outgoing), profile, permit).await?;
-    Ok((id, answer))
-}
-
-async fn offer_and_start(
-    inner: Arc<Inner>,
-    permit: OwnedSemaphorePermit,
-) -> Result<(String, String), OfferError> {
-    let profile = inner.media.video_description().profile_level_id;
-    let profile = profile.ok_or(OfferError::NotReady)?;
-    let peer = inner.factory.build(&peer::h264_codec(&profile)).await?;
-    let (offer, added) =
-        match negotiate::offer(&inner.factory, &profile, &peer.pc, &peer.gathered).await {
-            Ok(offered) => offered,
-            Err(err) => {
-                let _ = peer.pc.close().await;
-                return Err(err);
-            }
-        };
-    let id = start(&inner, peer, Media::AwaitingAnswer(added), profile, permit).await?;
-    Ok((id, offer))
-}
-
-/// Registers a negotiated peer as a new session and starts its task.
-async fn start(
-    inner: &Arc<Inner>,
-    peer: peer::NewPeer,
-    media: Media,
-    profile: String,
-    permit: OwnedSemaphorePermit,
-) -> Result<String, OfferError> {
     let id = format!("{:032x}", rand::random::<u128>());
-    if let Err(peer) = register(inner, &id, peer, media, profile, permit) {
+    if let Err(peer) = register(&inner, &id, peer, media, profile, permit) {
         let _ = peer.pc.close().await;
         return Err(OfferError::ShuttingDown);
     }
     info!(session = %id, "viewer negotiating");
-    Ok(id)
+    Ok((id, sdp))
 }
 
 /// Adds the session to the registry and starts its task, under one lock with no await in
