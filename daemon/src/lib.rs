@@ -14,6 +14,7 @@
 pub mod gpio;
 pub mod http;
 pub mod media;
+pub mod service;
 pub mod signaling;
 pub mod webrtc;
 
@@ -25,8 +26,9 @@ use anyhow::Context as _;
 use onair_config::Config;
 use tracing::{info, warn};
 
-/// How long HTTP requests in flight may take to finish once a stop is requested.
-const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long HTTP requests in flight may take to finish once a stop is requested (sessions
+/// close at once, so the daemon is gone within about this long of SIGTERM).
+const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs the daemon until `shutdown` completes, then closes every session and stops capture.
 pub async fn run(
@@ -75,6 +77,14 @@ pub async fn run(
         .await
         .with_context(|| format!("http.listen = \"{}\": cannot listen", config.http.listen))?;
     let addr = listener.local_addr()?;
+    // HTTP listens: systemd hears READY=1 once a picture is encoded (and the channel
+    // registered, with a remote service).
+    let notifier = service::start(
+        media.stats.clone(),
+        sessions.clone(),
+        registration.registered_flag(),
+        remote_registration.is_some(),
+    );
     info!(channel = %config.device.channel, "onaird {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
     info!(
         "open {} in a browser to watch; WHEP endpoint: {}whep",
@@ -102,6 +112,7 @@ pub async fn run(
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
+        service::stopping();
         let _ = stopping_tx.send(true);
     });
     let signalled = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -117,6 +128,9 @@ pub async fn run(
     tokio::select! {
         served = server => served.context("HTTP server")?,
         () = drained => warn!("HTTP requests still open {HTTP_DRAIN:?} after the stop signal; closing them"),
+    }
+    if let Some(notifier) = notifier {
+        notifier.abort();
     }
     drop(remote_registration);
     drop(local_registration);

@@ -45,14 +45,18 @@ fn main() -> ExitCode {
         };
     }
 
-    tracing_subscriber::fmt()
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn")),
-        )
-        .init();
+        .with_env_filter(filter);
+    // Under systemd the journal stamps every line itself: no second timestamp.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
 
     let config = match load(&cli) {
         Ok(config) => config,
@@ -102,25 +106,26 @@ fn load(cli: &Cli) -> Result<Config, String> {
     Ok(config)
 }
 
-/// Completes on Ctrl-C or SIGTERM.
+/// Completes on Ctrl-C or SIGTERM. SIGHUP does not reload (every setting shapes the capture
+/// and encode pipeline and the open sessions, so a reload would be a restart): it is logged
+/// with that advice instead of ending the daemon.
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP: onaird does not reload its config; restart it (systemctl restart onaird) to apply changes"
+            ),
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
     tracing::info!("stop requested");
 }

@@ -18,6 +18,9 @@ pub struct MediaStats {
     audio_frames: AtomicU64,
     /// Microseconds after `started` of the last encoded picture, 0 before the first.
     last_frame_us: AtomicU64,
+    /// Turns of the video thread's loop (a frame, a failed read, an attempt to reopen): it
+    /// moves while the thread is alive, camera or not.
+    heartbeat: AtomicU64,
     window: Mutex<RateWindow>,
 }
 
@@ -57,6 +60,7 @@ impl MediaStats {
             video_bytes: AtomicU64::new(0),
             audio_frames: AtomicU64::new(0),
             last_frame_us: AtomicU64::new(0),
+            heartbeat: AtomicU64::new(0),
             window: Mutex::new(RateWindow {
                 start: now,
                 frames: 0,
@@ -65,6 +69,16 @@ impl MediaStats {
                 kbps: 0.0,
             }),
         }
+    }
+
+    /// The video thread went round its loop once.
+    pub fn beat(&self) {
+        self.heartbeat.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times the video thread went round its loop (see [`Self::beat`]).
+    pub fn heartbeat(&self) -> u64 {
+        self.heartbeat.load(Ordering::Relaxed)
     }
 
     /// One picture of `bytes` was encoded at `now`.

@@ -246,6 +246,7 @@ impl VideoThread {
         let mut encode_failures = LogThrottle::new(30);
 
         while running(stop) {
+            self.stats.beat();
             let Some(source) = self.input.get(stop) else {
                 continue;
             };
