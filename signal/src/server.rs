@@ -10,7 +10,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::Method;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::routing::{MethodRouter, delete, post};
@@ -106,7 +106,20 @@ pub fn token(headers: &HeaderMap, query: &TokenQuery) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-async fn channels(State(service): State<Service>) -> Response {
+/// `GET /api/channels`: what is live (needs a viewer token when `auth.viewer_tokens` is set).
+async fn channels(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    if !service.may_watch(token(&headers, &query).as_deref()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a valid viewer token is needed (Authorization: Bearer, or ?token=)\n",
+        )
+            .into_response();
+    }
     Json(service.channels()).into_response()
 }
 

@@ -386,3 +386,24 @@ async fn cameras_and_viewers_reach_the_service_over_tls() {
     assert!(Consumer::connect(&signal.ws_url(), None).await.is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn viewer_tokens_guard_the_channel_list_and_the_gateway() {
+    let signal =
+        SignalServer::start("[auth]\nviewer_tokens = [\"viewer-token-0123456\"]\n").unwrap();
+    let _camera = camera(&signal, "porch", None);
+    let url = format!("{}/api/channels", signal.base_url);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let (code, body) = get(&format!("{url}?token=viewer-token-0123456")).unwrap();
+        if (code == 200 && body.contains("porch")) || Instant::now() > deadline {
+            break (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(listed.0 == 200 && listed.1.contains("porch"), "{listed:?}");
+    assert_eq!(get(&url).unwrap().0, 401);
+    assert_eq!(get(&format!("{url}?token=nope")).unwrap().0, 401);
+    let status = post_sdp(&format!("{}/whep/porch", signal.base_url), "v=0\r\n".into());
+    assert_eq!(status.0, 401, "{status:?}");
+}
