@@ -52,8 +52,9 @@ find_whep_python() {
 }
 
 # whep NAME [SIZE]: one run of the independent WHEP client (tests/whep/whep_client.py) on
-# $ONAIR_URL/whep: 30 frames of SIZE (640x480) within 30 s plus Opus audio, vivid's 75% colour
-# bars unless ONAIR_TEST_BARS=ignore. Records ok/bad; sets WHEP_FIRST (epoch of the first frame).
+# $ONAIR_URL/whep: 30 frames of SIZE (640x480) within 30 s, vivid's 75% colour bars unless
+# ONAIR_TEST_BARS=ignore, and Opus audio at -30 dBFS or louder (the guest's 440 Hz tone).
+# Records ok/bad; sets WHEP_FIRST (epoch of the first frame).
 whep() {
   local name=$1 size=${2:-640x480} out post rc verdict
   out=$(mktemp) post=$(mktemp)
@@ -73,6 +74,9 @@ except Exception as e:
     sys.exit()
 v = d["viewers"][0]
 errors = [e for e in v["errors"] if not (bars == "ignore" and e.startswith("bar colours"))]
+if v.get("audio_dbfs") is None or v["audio_dbfs"] < -30:
+    errors.append(f"audio at {v.get('audio_dbfs')} dBFS: the tone (-30 dBFS or louder) did not arrive")
+    v["errors"].append(errors[-1])
 first = float(post) + v["first_frame_s"] if post and "first_frame_s" in v else ""
 desc = (f"{v.get('size', '?')} {v.get('codec', '')}, {v.get('frames', 0)} frames"
         f" (first {v.get('first_frame_s', '?')} s after POST), {v.get('audio_frames', 0)} audio frames"
