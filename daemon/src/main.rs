@@ -1,13 +1,11 @@
 //! `onaird`: parse the command line and the config, start logging, run.
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 use onair_config::{Config, VideoSourceSetting};
-use tracing_subscriber::EnvFilter;
 
 /// Used when `--config` is not given and the file exists.
 const SYSTEM_CONFIG: &str = "/etc/onair/onair.toml";
@@ -45,18 +43,7 @@ fn main() -> ExitCode {
         };
     }
 
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn"));
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter);
-    // Under systemd the journal stamps every line itself: no second timestamp.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        logs.without_time().init();
-    } else {
-        logs.init();
-    }
+    onair_signal::process::init_logs("info,webrtc=warn,rtc=warn");
 
     let config = match load(&cli) {
         Ok(config) => config,
@@ -65,20 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(onaird::run(config, shutdown_signal())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    onair_signal::process::run("onaird", |stop| onaird::run(config, stop))
 }
 
 /// The config file (or defaults) with command-line overrides applied and checked.
@@ -104,28 +78,4 @@ fn load(cli: &Cli) -> Result<Config, String> {
         None => tracing::info!("config: built-in defaults (no {SYSTEM_CONFIG})"),
     }
     Ok(config)
-}
-
-/// Completes on Ctrl-C or SIGTERM. SIGHUP does not reload (every setting shapes the capture
-/// and encode pipeline and the open sessions, so a reload would be a restart): it is logged
-/// with that advice instead of ending the daemon.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = hup.recv() => tracing::warn!(
-                "SIGHUP: onaird does not reload its config; restart it (systemctl restart onaird) to apply changes"
-            ),
-        }
-    }
-    tracing::info!("stop requested");
 }

@@ -9,12 +9,14 @@
 //! - [`whep`]: the WHEP gateway (`POST /whep/{channel}`).
 //! - [`webhooks`]: channel and viewer events POSTed to configured URLs.
 //! - [`tls`]: HTTPS and WSS when a certificate is configured.
+//! - [`process`]: logs, runtime and signals for the binaries (onair-signal's and onaird's).
 //!
 //! [`run`] serves all of it on the configured address; onaird, with no signaling URL of its
 //! own, mounts the same routes in its HTTP server instead.
 
 pub mod auth;
 pub mod hub;
+pub mod process;
 pub mod server;
 pub mod service;
 pub mod tls;

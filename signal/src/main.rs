@@ -1,13 +1,11 @@
 //! `onair-signal`: parse the command line and the config, start logging, serve.
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use onair_config::SignalConfig;
-use tracing_subscriber::EnvFilter;
 
 /// Used when `--config` is not given and the file exists.
 const SYSTEM_CONFIG: &str = "/etc/onair/onair-signal.toml";
@@ -64,25 +62,8 @@ fn main() -> ExitCode {
         return print_token(&config, channel);
     }
 
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(onair_signal::run(config, shutdown_signal())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    onair_signal::process::init_logs("info");
+    onair_signal::process::run("onair-signal", |stop| onair_signal::run(config, stop))
 }
 
 fn print_token(config: &SignalConfig, channel: &str) -> ExitCode {
@@ -122,19 +103,4 @@ fn load(cli: &Cli) -> Result<SignalConfig, String> {
     }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

@@ -1,0 +1,75 @@
+//! What both binaries, onaird and onair-signal, do around their service: logs fit for a
+//! terminal and for journald, the async runtime, and stopping on SIGTERM or Ctrl-C.
+
+use std::future::Future;
+use std::io::IsTerminal as _;
+use std::pin::Pin;
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+/// Completes when the program should stop.
+pub type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Logs to stderr, filtered by `RUST_LOG` or else by `default_filter`; colours only on a
+/// terminal, and no timestamps under journald (`JOURNAL_STREAM`), which stamps every line
+/// itself.
+pub fn init_logs(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
+}
+
+/// Runs `serve(stop)` to its end on a new runtime, `stop` completing on SIGTERM or Ctrl-C.
+/// Neither program reloads its config (every setting shapes what is running, so a reload
+/// would be a restart): SIGHUP is logged with that advice for `program` instead of ending
+/// it. Failure is logged and gives a failing exit code.
+pub fn run<F, Fut>(program: &'static str, serve: F) -> ExitCode
+where
+    F: FnOnce(Stop) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(Box::pin(stop_requested(program)))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn stop_requested(program: &'static str) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP: {program} does not reload its config; restart it (systemctl restart {program}) to apply changes"
+            ),
+        }
+    }
+    tracing::info!("stop requested");
+}
