@@ -50,6 +50,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use errors::{ConfigError, ConfigErrors};
 pub use signal::SignalConfig;
+pub use validate::access_token as access_token_problem;
 pub use validate::channel_name as channel_name_problem;
 
 /// The whole daemon configuration. Every section may be left out of the file.
@@ -70,6 +71,28 @@ pub struct Config {
     pub gpio: Gpio,
     /// `[signaling]`: the signalling service this camera registers its channel with.
     pub signaling: Signaling,
+    /// `[access]`: who may watch and who may operate the camera.
+    pub access: Access,
+}
+
+/// `[access]`: tokens that viewers and operators present (`Authorization: Bearer …`, or
+/// `?token=…` in a URL). With no viewer token, anyone who reaches the HTTP port may watch.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Access {
+    /// The token viewers need for the page, WHEP, `/ws`, and `/api/*`. 16 to 128 characters
+    /// of `A-Z a-z 0-9 - . _ ~` (it goes into URLs as it is). Default `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub viewer_token: Option<String>,
+    /// The token for everything a viewer may do plus what operators do (talkback, privacy,
+    /// recordings). Same characters as `viewer_token`. Default `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator_token: Option<String>,
+    /// A file holding the tokens not set above (TOML: `viewer_token`, `operator_token`). If it
+    /// does not exist, onaird makes it with new random tokens on its first start, readable by
+    /// its owner only. Default `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[signaling]`: where the camera registers its channel so viewers can join it by name.
@@ -279,12 +302,25 @@ pub struct Http {
     /// Address and port to listen on, e.g. `"0.0.0.0:8080"`, `"[::]:8080"` or
     /// `"127.0.0.1:0"` (port 0 picks a free port). Default `"0.0.0.0:8080"`.
     pub listen: SocketAddr,
+    /// Web origins (`"https://example.com"`) whose pages may use the API from a browser
+    /// (CORS). With a viewer token set, pages of any origin may (the token guards the
+    /// stream); without one, only these. Default none.
+    pub cors_origins: Vec<String>,
+    /// PEM certificate chain; with `tls_key`, the server speaks HTTPS only. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Http {
     fn default() -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
+            cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

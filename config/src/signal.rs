@@ -102,6 +102,12 @@ pub struct Limits {
     pub max_message_bytes: u32,
     /// Viewers one channel may have at once, 1 to 10000. Default 100.
     pub max_sessions_per_channel: u32,
+    /// HTTP connections served at once (WebSockets not counted), 16 to 65536; more wait
+    /// until one closes. Default 1024.
+    pub max_connections: u32,
+    /// WebSocket connections (cameras and viewers) at once, 1 to 65536; more are answered
+    /// `503`. Default 1000.
+    pub max_websockets: u32,
 }
 
 impl Default for Limits {
@@ -109,6 +115,8 @@ impl Default for Limits {
         Limits {
             max_message_bytes: 65_536,
             max_sessions_per_channel: 100,
+            max_connections: 1024,
+            max_websockets: 1000,
         }
     }
 }
@@ -208,6 +216,18 @@ fn check(config: &SignalConfig) -> Vec<(KeyPath, String)> {
         1,
         10_000,
     );
+    v.in_range(
+        limits.key("max_connections"),
+        config.limits.max_connections,
+        16,
+        65_536,
+    );
+    v.in_range(
+        limits.key("max_websockets"),
+        config.limits.max_websockets,
+        1,
+        65_536,
+    );
 
     for (i, hook) in config.webhooks.iter().enumerate() {
         let url = &hook.url;
@@ -277,6 +297,8 @@ token = "porch-token-0123456"
 [limits]
 max_message_bytes = 4096
 max_sessions_per_channel = 5
+max_connections = 64
+max_websockets = 32
 [[webhooks]]
 url = "https://hooks.example.com/onair"
 events = ["channel_up", "viewer_join"]
@@ -286,6 +308,10 @@ events = ["channel_up", "viewer_join"]
         .unwrap();
         assert!(config.devices_need_tokens());
         assert_eq!(config.limits.max_sessions_per_channel, 5);
+        assert_eq!(
+            (config.limits.max_connections, config.limits.max_websockets),
+            (64, 32)
+        );
         assert_eq!(
             config.webhooks[0].events,
             [WebhookEvent::ChannelUp, WebhookEvent::ViewerJoin]

@@ -90,6 +90,9 @@ required = true
 
 [http]
 listen = "[::1]:9000"
+cors_origins = ["https://home.example.com"]
+tls_cert = "/etc/onair/cert.pem"
+tls_key = "/etc/onair/key.pem"
 
 [webrtc]
 udp_port_range = [50000, 50100]
@@ -113,6 +116,11 @@ active_low = true
 [signaling]
 url = "wss://signal.example.com/ws"
 token = "porch-token-0123456"
+
+[access]
+viewer_token = "viewer-token-0123456789"
+operator_token = "operator-token-0123456789"
+token_file = "/var/lib/onair/access.toml"
 "#;
 
 fn full_config() -> Config {
@@ -138,6 +146,9 @@ fn full_config() -> Config {
         },
         http: Http {
             listen: "[::1]:9000".parse().unwrap(),
+            cors_origins: vec!["https://home.example.com".into()],
+            tls_cert: Some("/etc/onair/cert.pem".into()),
+            tls_key: Some("/etc/onair/key.pem".into()),
         },
         webrtc: WebRtc {
             ice_servers: vec![
@@ -174,6 +185,11 @@ fn full_config() -> Config {
         signaling: Signaling {
             url: Some("wss://signal.example.com/ws".into()),
             token: Some("porch-token-0123456".into()),
+        },
+        access: Access {
+            viewer_token: Some("viewer-token-0123456789".into()),
+            operator_token: Some("operator-token-0123456789".into()),
+            token_file: Some("/var/lib/onair/access.toml".into()),
         },
     }
 }
@@ -292,6 +308,30 @@ const RULES: &[(&str, &str)] = &[
     (
         "[http]\nlisten = \"localhost:80\"",
         "onair.toml:2:10: http.listen: invalid socket address syntax",
+    ),
+    (
+        "[http]\ncors_origins = [\"https://ok.example\", \"evil.example\"]",
+        "onair.toml:2:39: http.cors_origins[1]: must start with \"http://\" or \"https://\", got \"evil.example\"",
+    ),
+    (
+        "[http]\ncors_origins = [\"https://ok.example/page\"]",
+        "onair.toml:2:17: http.cors_origins[0]: must be scheme, host and port only, without a path (e.g. \"https://example.com\"), got \"https://ok.example/page\"",
+    ),
+    (
+        "[http]\ntls_cert = \"/etc/onair/cert.pem\"",
+        "onair.toml:1:1: http.tls_key: needed with tls_cert",
+    ),
+    (
+        "[access]\nviewer_token = \"short\"",
+        "onair.toml:2:16: access.viewer_token: must be 16 to 128 characters, got 5",
+    ),
+    (
+        "[access]\noperator_token = \"0123456789abcdef 0\"",
+        "onair.toml:2:18: access.operator_token: invalid character ' ' (allowed: A-Z a-z 0-9 - . _ ~)",
+    ),
+    (
+        "[access]\nviewer_token = \"0123456789abcdef\"\noperator_token = \"0123456789abcdef\"",
+        "onair.toml:3:18: access.operator_token: must differ from viewer_token (viewers would be operators)",
     ),
     (
         "[webrtc]\nudp_port_range = [0, 100]",
@@ -433,11 +473,11 @@ fn unknown_key_names_key_and_line() {
     );
     assert_eq!(
         single("[vidoe]\nwidth = 1280\n"),
-        "onair.toml:1:2: vidoe: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling)"
+        "onair.toml:1:2: vidoe: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling, access)"
     );
     assert_eq!(
         single("[http]\n  \"listen address\" = \"0.0.0.0:80\"\n"),
-        "onair.toml:2:3: http.\"listen address\": unknown key (expected: listen)"
+        "onair.toml:2:3: http.\"listen address\": unknown key (expected one of: listen, cors_origins, tls_cert, tls_key)"
     );
     assert_eq!(
         single(
@@ -518,7 +558,7 @@ secret = 1
         "onair.toml:19:23: webrtc.nat_ips[1]: invalid IP address syntax",
         "onair.toml:22:32: webrtc.ice_servers[0].urls[1]: must start with \"stun:\", \"turn:\" or \"turns:\", got \"ftp://bad\"",
         "onair.toml:23:1: webrtc.ice_servers[0].secret: unknown key (expected one of: urls, username, credential)",
-        "onair.toml:25:2: extra: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling)",
+        "onair.toml:25:2: extra: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling, access)",
     ];
     assert_eq!(messages(text), expected);
 

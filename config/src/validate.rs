@@ -116,6 +116,37 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
         v.push(signaling.key("token"), "must not be empty".to_owned());
     }
 
+    let http = root.key("http");
+    for (i, origin) in config.http.cors_origins.iter().enumerate() {
+        if let Some(message) = web_origin(origin) {
+            v.push(http.key("cors_origins").index(i), message);
+        }
+    }
+    match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(_), None) => v.push(http.key("tls_key"), "needed with tls_cert".into()),
+        (None, Some(_)) => v.push(http.key("tls_cert"), "needed with tls_key".into()),
+        _ => {}
+    }
+
+    let access = root.key("access");
+    for (key, token) in [
+        ("viewer_token", &config.access.viewer_token),
+        ("operator_token", &config.access.operator_token),
+    ] {
+        if let Some(message) = token.as_deref().and_then(access_token) {
+            v.push(access.key(key), message);
+        }
+    }
+    if let (Some(viewer), Some(operator)) =
+        (&config.access.viewer_token, &config.access.operator_token)
+        && viewer == operator
+    {
+        v.push(
+            access.key("operator_token"),
+            "must differ from viewer_token (viewers would be operators)".into(),
+        );
+    }
+
     let gpio = root.key("gpio");
     let mut used: Vec<(&str, u8)> = Vec::new();
     for (key, pin) in config.gpio.pins() {
@@ -152,6 +183,43 @@ fn websocket_url(url: &str) -> Option<String> {
         return Some(format!("must not contain spaces, got {url:?}"));
     }
     None
+}
+
+/// A message if `origin` is not a web origin: `http://` or `https://`, a host, an optional
+/// port, and nothing else (browsers send exactly that in `Origin`).
+fn web_origin(origin: &str) -> Option<String> {
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    let problem = match rest {
+        None => "must start with \"http://\" or \"https://\"",
+        Some("") => "no host",
+        Some(host) if host.contains(['/', '?', '#', ' ']) => {
+            "must be scheme, host and port only, without a path (e.g. \"https://example.com\")"
+        }
+        Some(_) => return None,
+    };
+    Some(format!("{problem}, got {origin:?}"))
+}
+
+/// Shortest and longest access token.
+const TOKEN_CHARS: std::ops::RangeInclusive<usize> = 16..=128;
+
+/// A message if `token` is too short, too long, or has a character that would need escaping
+/// in a URL.
+pub fn access_token(token: &str) -> Option<String> {
+    let len = token.chars().count();
+    if !TOKEN_CHARS.contains(&len) {
+        return Some(format!(
+            "must be {} to {} characters, got {len}",
+            TOKEN_CHARS.start(),
+            TOKEN_CHARS.end()
+        ));
+    }
+    token
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')))
+        .map(|c| format!("invalid character {c:?} (allowed: A-Z a-z 0-9 - . _ ~)"))
 }
 
 /// A channel name's problem: empty, too long, or a character that does not belong in a URL

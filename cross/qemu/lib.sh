@@ -60,7 +60,8 @@ whep() {
   out=$(mktemp) post=$(mktemp)
   set +e
   "$ONAIR_WHEP_PYTHON" "$HERE/whep-timed.py" --post-time-file "$post" "$ONAIR_URL/whep" --frames 30 --within 30 \
-    --expect-size "$size" --expect-audio --assume-matrix "${ONAIR_TEST_MATRIX:-bt601}" --json >"$out"
+    --expect-size "$size" --expect-audio --assume-matrix "${ONAIR_TEST_MATRIX:-bt601}" --json \
+    ${ONAIR_WHEP_TOKEN:+--token "$ONAIR_WHEP_TOKEN"} >"$out"
   rc=$?
   set -e
   WHEP_FIRST=''

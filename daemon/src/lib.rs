@@ -20,6 +20,7 @@ pub mod webrtc;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -36,6 +37,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let tokens = Arc::new(http::access::Tokens::resolve(&config.access, true)?);
+    let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => Some(onair_signal::tls::acceptor("http", cert, key)?),
+        _ => None,
+    };
     let pipeline = media::Pipeline::start(&config)?;
     let media = pipeline.handle();
     let sessions = webrtc::Sessions::new(media.clone(), &config.webrtc);
@@ -85,14 +91,16 @@ pub async fn run(
         registration.registered_flag(),
         remote_registration.is_some(),
     );
-    info!(channel = %config.device.channel, "onaird {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    info!(channel = %config.device.channel, "onaird {} listening on {}://{addr}", env!("CARGO_PKG_VERSION"), scheme(&config));
+    let page = viewer_url(&config, addr, &tokens);
     info!(
-        "open {} in a browser to watch; WHEP endpoint: {}whep",
-        page_url(addr),
-        page_url(addr)
+        "open {page} in a browser to watch; WHEP endpoint: {}",
+        page_url(&config, addr) + "whep"
     );
+    if !tokens.protected() && !addr.ip().is_loopback() {
+        warn!("no access.viewer_token: anyone who reaches {addr} may watch (README: \"Access\")");
+    }
 
-    let gateway = onair_signal::whep::Gateway::new(local.clone());
     let app = http::router(
         http::AppState {
             sessions: sessions.clone(),
@@ -103,9 +111,10 @@ pub async fn run(
             signaling: signaling_name,
             registered: registration.registered_flag(),
         },
-        gateway,
-    )
-    .merge(onair_signal::server::router(local));
+        local,
+        tokens,
+        &config.http.cors_origins,
+    );
     // On the signal, sessions close at once (viewers see their connection end), in parallel
     // with HTTP finishing the requests in flight; a client that keeps a request open cannot
     // hold shutdown beyond HTTP_DRAIN.
@@ -118,7 +127,13 @@ pub async fn run(
     let signalled = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signalled(stopping.clone()));
+    let server = onair_signal::http::serve(
+        listener,
+        tls,
+        app,
+        onair_signal::http::Limits::default(),
+        signalled(stopping.clone()),
+    );
     let drained = async {
         signalled(stopping.clone()).await;
         info!("shutting down: closing {} session(s)", sessions.len());
@@ -126,7 +141,7 @@ pub async fn run(
         tokio::time::sleep(HTTP_DRAIN).await;
     };
     tokio::select! {
-        served = server => served.context("HTTP server")?,
+        () = server => {}
         () = drained => warn!("HTTP requests still open {HTTP_DRAIN:?} after the stop signal; closing them"),
     }
     if let Some(notifier) = notifier {
@@ -168,11 +183,38 @@ fn start_gpio(
     }
 }
 
-/// The URL to print for people: a wildcard listen address is reachable as localhost here.
-fn page_url(addr: SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        format!("http://localhost:{}/", addr.port())
+fn scheme(config: &Config) -> &'static str {
+    if config.http.tls_cert.is_some() {
+        "https"
     } else {
-        format!("http://{addr}/")
+        "http"
+    }
+}
+
+/// The page's URL for people: a wildcard listen address is reachable by the machine's name.
+fn page_url(config: &Config, addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned())
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    format!("{}://{host}:{}/", scheme(config), addr.port())
+}
+
+/// The viewer page's URL with the viewer token, if one is needed.
+pub fn viewer_url(config: &Config, addr: SocketAddr, tokens: &http::access::Tokens) -> String {
+    let page = page_url(config, addr);
+    match &tokens.viewer_token {
+        Some(token) => format!("{page}?token={token}"),
+        None => page,
     }
 }

@@ -26,6 +26,9 @@ struct Cli {
     /// Video source, overriding video.source: "test", "auto" or a device path (/dev/videoN).
     #[arg(long, value_name = "SRC")]
     video_source: Option<VideoSourceSetting>,
+    /// Print the viewer page's URL, with the viewer token when one is needed, and exit.
+    #[arg(long)]
+    print_url: bool,
 }
 
 fn main() -> ExitCode {
@@ -52,7 +55,35 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.print_url {
+        return print_url(&config);
+    }
     onair_signal::process::run("onaird", |stop| onaird::run(config, stop))
+}
+
+/// `--print-url`: reads the tokens (the token file is made by onaird's first start).
+fn print_url(config: &Config) -> ExitCode {
+    match onaird::http::access::Tokens::resolve(&config.access, false) {
+        Ok(tokens) => {
+            println!(
+                "{}",
+                onaird::viewer_url(config, config.http.listen, &tokens)
+            );
+            if !tokens.protected() {
+                eprintln!("no access.viewer_token: anyone who reaches the camera may watch");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{err:#}");
+            if config.access.token_file.is_some() {
+                eprintln!(
+                    "(onaird makes the token file when it first starts; reading it needs root: sudo onaird --print-url)"
+                );
+            }
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The config file (or defaults) with command-line overrides applied and checked.

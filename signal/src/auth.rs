@@ -76,7 +76,7 @@ pub fn device_token(key: &str, channel: &str) -> String {
 }
 
 /// Compares secrets in constant time.
-fn equal(a: &str, b: &str) -> bool {
+pub fn equal(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 

@@ -8,6 +8,7 @@
 //! - [`server`]: HTTP and WebSocket routes (`/ws`, `/api/channels`).
 //! - [`whep`]: the WHEP gateway (`POST /whep/{channel}`).
 //! - [`webhooks`]: channel and viewer events POSTed to configured URLs.
+//! - [`http`]: serving the routes with timeouts and a connection cap (onaird's too).
 //! - [`tls`]: HTTPS and WSS when a certificate is configured.
 //! - [`process`]: logs, runtime and signals for the binaries (onair-signal's and onaird's).
 //!
@@ -15,6 +16,7 @@
 //! own, mounts the same routes in its HTTP server instead.
 
 pub mod auth;
+pub mod http;
 pub mod hub;
 pub mod process;
 pub mod server;
@@ -60,31 +62,21 @@ pub async fn run(
             )
         })?;
     let addr = listener.local_addr()?;
-    let app =
-        server::router(service.clone()).merge(server::whep_router(whep::Gateway::new(service)));
-    match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(key)) => {
-            let listener = tls::TlsListener::new(listener, tls::acceptor(cert, key)?)?;
-            info!(
-                "onair-signal {} listening on https://{addr} (WebSocket: wss://{addr}/ws)",
-                env!("CARGO_PKG_VERSION")
-            );
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("HTTPS server")?;
-        }
-        _ => {
-            info!(
-                "onair-signal {} listening on http://{addr} (WebSocket: ws://{addr}/ws)",
-                env!("CARGO_PKG_VERSION")
-            );
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("HTTP server")?;
-        }
-    }
+    let app = server::router(service.clone(), config.limits.max_websockets as usize)
+        .merge(server::whep_router(whep::Gateway::new(service)));
+    let (tls, scheme) = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => (Some(tls::acceptor("server", cert, key)?), "s"),
+        _ => (None, ""),
+    };
+    info!(
+        "onair-signal {} listening on http{scheme}://{addr} (WebSocket: ws{scheme}://{addr}/ws)",
+        env!("CARGO_PKG_VERSION")
+    );
+    let limits = http::Limits {
+        max_connections: config.limits.max_connections as usize,
+        ..http::Limits::default()
+    };
+    http::serve(listener, tls, app, limits, shutdown).await;
     info!("stopped");
     Ok(())
 }

@@ -37,6 +37,7 @@ where
     F: FnOnce(Stop) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    raise_file_limit(program);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -50,6 +51,16 @@ where
             tracing::error!("{err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Every connection and every viewer's socket is a file descriptor; the usual soft limit of
+/// 1024 would cap them long before memory does. Raised to the hard limit (systemd's is
+/// 524288), as Go and nginx do.
+fn raise_file_limit(program: &str) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!("{program}: up to {limit} open files"),
+        Err(err) => tracing::warn!("{program}: cannot raise the open-file limit: {err}"),
     }
 }
 

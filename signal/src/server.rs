@@ -3,12 +3,13 @@
 //! and the WHEP gateway (`POST /whep/{channel}`,
 //! `DELETE /whep/{channel}/{session}`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
@@ -16,8 +17,9 @@ use axum::routing::get;
 use axum::routing::{MethodRouter, delete, post};
 use gst_plugin_webrtc_signalling_protocol::OutgoingMessage;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 use tower_http::cors::{Any, CorsLayer};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::service::{Connection, Service};
 use crate::whep::{self, Gateway};
@@ -31,10 +33,12 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 const HARD_FRAME_LIMIT: usize = 4 << 20;
 
 /// The routes of the service, to serve alone or merge into onaird's router (which has a
-/// `/whep/{id}` route of its own, so it mounts [`whep_create`] itself).
-pub fn router(service: Service) -> Router {
+/// `/whep/{id}` route of its own, so it mounts [`whep_create`] itself). At most
+/// `max_websockets` WebSocket connections at once; more are answered `503`.
+pub fn router(service: Service, max_websockets: usize) -> Router {
+    let slots = WebSocketSlots(Arc::new(Semaphore::new(max_websockets)));
     Router::new()
-        .route("/ws", get(websocket))
+        .route("/ws", get(websocket).layer(Extension(slots)))
         .route("/api/channels", get(channels))
         .route("/c/{channel}", get(viewer_page))
         .route("/onair.js", get(sdk))
@@ -90,7 +94,7 @@ fn cors() -> CorsLayer {
 }
 
 /// `?token=` on any route.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct TokenQuery {
     token: Option<String>,
 }
@@ -123,17 +127,34 @@ async fn channels(
     Json(service.channels()).into_response()
 }
 
+/// WebSocket connections that may still open.
+#[derive(Clone)]
+struct WebSocketSlots(Arc<Semaphore>);
+
 async fn websocket(
     State(service): State<Service>,
+    Extension(WebSocketSlots(slots)): Extension<WebSocketSlots>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let Ok(slot) = slots.try_acquire_owned() else {
+        warn!("refusing a WebSocket connection: all slots are taken");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "10")],
+            "too many WebSocket connections; try again later\n",
+        )
+            .into_response();
+    };
     let token = token(&headers, &query);
     upgrade
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| serve(socket, service.connect(token)))
+        .on_upgrade(move |socket| async move {
+            serve(socket, service.connect(token)).await;
+            drop(slot);
+        })
 }
 
 /// Pumps one WebSocket: text frames in as messages, queued messages out, pings while quiet.

@@ -313,8 +313,16 @@ fn media_engine(h264: bool) -> anyhow::Result<MediaEngine> {
 /// How a viewer reaches the camera.
 #[derive(Debug, Clone)]
 pub enum Via {
-    /// WHEP at this URL (e.g. `http://127.0.0.1:8080/whep`); leaves with DELETE.
+    /// WHEP at this URL (e.g. `http://127.0.0.1:8080/whep`, with `?token=…` if needed);
+    /// leaves with DELETE (with the same query).
     Whep(String),
+    /// WHEP at `url` with `Authorization: Bearer token` (RFC 9725) on POST and DELETE.
+    WhepBearer {
+        /// e.g. `http://127.0.0.1:8080/whep`
+        url: String,
+        /// The viewer token.
+        token: String,
+    },
     /// A channel by name through a signalling service's WebSocket; leaves with `endSession`.
     Channel {
         /// e.g. `ws://127.0.0.1:8443/ws`
@@ -362,7 +370,12 @@ pub async fn watch_via(via: Via, how: Watch) -> anyhow::Result<Report> {
     let leave = match via {
         Via::Whep(url) => {
             let offer = local_offer(&pc, &gathered).await?;
-            Leave::Whep(whep_post(&url, offer, &pc).await?)
+            Leave::Whep(whep_post(&url, None, offer, &pc).await?, None)
+        }
+        Via::WhepBearer { url, token } => {
+            let offer = local_offer(&pc, &gathered).await?;
+            let resource = whep_post(&url, Some(&token), offer, &pc).await?;
+            Leave::Whep(resource, Some(token))
         }
         Via::Channel {
             ws_url,
@@ -393,12 +406,13 @@ pub async fn watch_via(via: Via, how: Watch) -> anyhow::Result<Report> {
     }
 
     let delete_status = match leave {
-        Leave::Whep(resource) => {
+        Leave::Whep(resource, token) => {
             tokio::task::spawn_blocking(move || {
-                agent()
-                    .delete(&resource)
-                    .call()
-                    .map(|r| r.status().as_u16())
+                let mut delete = agent().delete(&resource);
+                if let Some(token) = token {
+                    delete = delete.header("Authorization", format!("Bearer {token}"));
+                }
+                delete.call().map(|r| r.status().as_u16())
             })
             .await?
             // No answer at all (the daemon is gone) reads as 0.
@@ -422,25 +436,29 @@ pub async fn watch_via(via: Via, how: Watch) -> anyhow::Result<Report> {
 
 /// How to leave once done watching.
 enum Leave {
-    /// DELETE this session URL.
-    Whep(String),
+    /// DELETE this session URL, with this bearer token.
+    Whep(String, Option<String>),
     /// Send `endSession`.
     Channel(Box<ChannelSession>),
 }
 
-/// POSTs `offer` to `whep_url`, applies the answer to `pc` and returns the session URL.
+/// POSTs `offer` to `whep_url` (with `bearer` as the token), applies the answer to `pc`
+/// and returns the session URL (with `whep_url`'s query, which may carry a token).
 async fn whep_post(
     whep_url: &str,
+    bearer: Option<&str>,
     offer: String,
     pc: &impl PeerConnection,
 ) -> anyhow::Result<String> {
     let url = whep_url.to_owned();
+    let authorization = bearer.map(|token| format!("Bearer {token}"));
     let (status, location, content_type, answer) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let mut response = agent()
-                .post(&url)
-                .header("Content-Type", "application/sdp")
-                .send(offer.as_bytes())?;
+            let mut request = agent().post(&url).header("Content-Type", "application/sdp");
+            if let Some(authorization) = authorization {
+                request = request.header("Authorization", authorization);
+            }
+            let mut response = request.send(offer.as_bytes())?;
             let header = |name: &str| {
                 response
                     .headers()
@@ -465,7 +483,8 @@ async fn whep_post(
     );
     pc.set_remote_description(RTCSessionDescription::answer(answer)?)
         .await?;
-    Ok(resolve(whep_url, &location))
+    let query = whep_url.find('?').map_or("", |at| &whep_url[at..]);
+    Ok(resolve(whep_url, &location) + query)
 }
 
 /// Resolves a `Location` header against the URL it answered.

@@ -134,12 +134,12 @@ fn whep_refuses_what_is_not_an_sdp_offer() {
         .call()
         .unwrap();
     assert!(preflight.status().is_success(), "{}", preflight.status());
-    assert_eq!(
+    // No viewer token: no other origin is granted (tests/tests/access.rs has the rest).
+    assert!(
         preflight
             .headers()
             .get("access-control-allow-origin")
-            .unwrap(),
-        "*"
+            .is_none()
     );
     // The daemon survived all of that.
     assert_eq!(get(&format!("{}/healthz", daemon.base_url)).unwrap().0, 200);

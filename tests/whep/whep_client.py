@@ -224,11 +224,13 @@ async def viewer(n, whep_url, args):
     receiver = Receiver(pc, args)
     loop = asyncio.get_running_loop()
     session = None
+    auth = {}
     try:
         await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers every candidate here
         t_post = loop.time()
+        auth = {"Authorization": f"Bearer {args.token}"} if args.token else {}
         status, headers, body = await request("POST", whep_url, pc.localDescription.sdp,
-                                              {"Content-Type": "application/sdp"})
+                                              {"Content-Type": "application/sdp", **auth})
         location = headers.get("location")
         if location:
             session = urljoin(whep_url, location)
@@ -250,7 +252,7 @@ async def viewer(n, whep_url, args):
     finally:
         if session:
             try:
-                status, _, body = await request("DELETE", session)
+                status, _, body = await request("DELETE", session, headers=auth)
                 res["delete"] = status
                 if status not in (200, 204):
                     res["errors"].append(f"DELETE {session}: HTTP {status}, want 200 or 204: {body.strip()[:200]}")
@@ -293,6 +295,7 @@ async def main():
     ap.add_argument("--viewers", type=int, default=1, help="concurrent viewers, all must pass (default 1)")
     ap.add_argument("--assume-matrix", choices=["bt709", "bt601"], default="bt709",
                     help="colour matrix for video without a VUI colour description (default bt709, as Chrome)")
+    ap.add_argument("--token", help="viewer token, sent as Authorization: Bearer (RFC 9725) on POST and DELETE")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead")
     ap.add_argument("-v", "--verbose", action="store_true", help="aiortc/aioice debug logs on stderr")
     args = ap.parse_args()

@@ -7,9 +7,12 @@
 //! | `GET /healthz` | 200 while frames flow, 503 otherwise |
 //! | `GET /api/status` | JSON: channel, viewers, fps, bitrate, uptime, signaling |
 //!
+//! With `[access]` tokens, all but `/healthz` and `/onair.js` need one ([`access`]).
+//!
 //! onair-signal's routes are mounted here too (see [`crate::run`]): `/ws`, `/api/channels`,
 //! `/c/{channel}`, `/onair.js` and the WHEP gateway.
 
+pub mod access;
 pub mod status;
 pub mod whep;
 
@@ -17,11 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::routing::{MethodRouter, get, post};
-use tower_http::cors::{Any, CorsLayer};
+use axum::{Router, middleware};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::media::MediaHandle;
 use crate::webrtc::Sessions;
@@ -45,26 +48,22 @@ pub struct AppState {
     pub registered: Arc<AtomicBool>,
 }
 
-/// All routes. WHEP players are often served from another origin, so CORS is open for
-/// them (WHEP §4.2); the page itself is same-origin. `gateway` (the built-in service's WHEP
-/// gateway: `POST /whep/{channel}`, `DELETE /whep/{channel}/{session}`) sits beside the direct
-/// `POST /whep`.
-pub fn router(state: AppState, gateway: onair_signal::whep::Gateway) -> Router {
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::DELETE,
-            Method::PATCH,
-            Method::OPTIONS,
-        ])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            header::IF_MATCH,
-        ])
-        .expose_headers([header::LOCATION, header::ETAG, header::LINK]);
+/// All routes: the direct ones, the built-in signalling service's (`service`), and its WHEP
+/// gateway (`POST /whep/{channel}`, `DELETE /whep/{channel}/{session}`, beside the direct
+/// `POST /whep`); every route but `/healthz` and `/onair.js` needs a viewer's token when one
+/// is configured ([`access`]).
+///
+/// CORS: with a viewer token, WHEP players and pages of any origin may use the routes (the
+/// token guards them, WHEP §4.2); without one only `http.cors_origins` may, so a page from
+/// elsewhere opened on the camera's network cannot pull the stream to itself.
+pub fn router(
+    state: AppState,
+    service: onair_signal::Service,
+    tokens: Arc<access::Tokens>,
+    cors_origins: &[String],
+) -> Router {
+    let gateway = onair_signal::whep::Gateway::new(service.clone());
+    let cors = cors(&tokens, cors_origins);
     Router::new()
         .route("/", get(onair_signal::server::viewer_page))
         .route(
@@ -78,8 +77,41 @@ pub fn router(state: AppState, gateway: onair_signal::whep::Gateway) -> Router {
         )
         .route("/healthz", get(status::healthz))
         .route("/api/status", get(status::status))
-        .layer(cors)
         .with_state(state)
+        .merge(onair_signal::server::router(service, MAX_WEBSOCKETS))
+        .layer(middleware::from_fn_with_state(tokens, access::viewers_only))
+        .layer(cors)
+}
+
+/// WebSocket connections at once: a viewer page keeps one open, and more viewers than
+/// [`crate::webrtc::MAX_SESSIONS`] cannot watch anyway.
+const MAX_WEBSOCKETS: usize = 2 * crate::webrtc::MAX_SESSIONS;
+
+fn cors(tokens: &access::Tokens, origins: &[String]) -> CorsLayer {
+    let origin = if tokens.protected() {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::IF_MATCH,
+        ])
+        .expose_headers([header::LOCATION, header::ETAG, header::LINK])
 }
 
 /// `/whep/{id}`: DELETE and PATCH of a direct WHEP session, POST to a channel through the
