@@ -3,7 +3,8 @@
 // registered there (tests/signaling/run starts both).
 //
 //   ONAIR_URL=http://127.0.0.1:18080 ONAIR_SIGNAL_URL=http://127.0.0.1:18443 ONAIR_CHANNEL=porch \
-//     [ONAIR_EXPECT_SIZE=640x480] [ONAIR_SCREENSHOT=/tmp/viewer.png] node --test viewer.test.mjs
+//     [ONAIR_TOKEN=viewer-token] [ONAIR_EXPECT_SIZE=640x480] [ONAIR_SCREENSHOT=/tmp/viewer.png] \
+//     node --test viewer.test.mjs
 //
 // Expects the test pattern: the top 2/3 of the picture holds 8 equal-width 75% colour bars.
 import assert from 'node:assert/strict';
@@ -14,6 +15,7 @@ const URL_ = process.env.ONAIR_URL;
 const EXPECT_SIZE = process.env.ONAIR_EXPECT_SIZE;
 const SCREENSHOT = process.env.ONAIR_SCREENSHOT;
 const SIGNAL_URL = process.env.ONAIR_SIGNAL_URL;
+const TOKEN = process.env.ONAIR_TOKEN;
 const WITHIN_MS = 10_000;
 const MIN_FRAMES = 30;
 const TOLERANCE = 24;
@@ -129,7 +131,10 @@ const json = async (url) => (await fetch(url)).json();
 
 test("onaird's page plays its channel", { timeout: 60_000 }, async (t) => {
   assert.ok(URL_, 'set ONAIR_URL to the daemon under test, e.g. ONAIR_URL=http://127.0.0.1:18080');
-  await playPage(t, URL_, EXPECT_SIZE, async () => (await json(`${URL_}/api/status`)).sessions);
+  // With ONAIR_TOKEN (the camera's access.viewer_token) the page needs it: 401 without.
+  const query = TOKEN ? `?token=${encodeURIComponent(TOKEN)}` : '';
+  if (TOKEN) assert.equal((await fetch(`${URL_}/`)).status, 401, 'the page without the token');
+  await playPage(t, `${URL_}/${query}`, EXPECT_SIZE, async () => (await json(`${URL_}/api/status${query}`)).sessions);
 });
 
 test("onair-signal's /c/{channel} plays a camera registered there", { timeout: 60_000 }, async (t) => {
