@@ -4,14 +4,18 @@
 //! - [`producer`]: the protocol on one connection.
 //! - [`link`]: the connection, to a remote service over WebSocket or to the service running
 //!   inside onaird (the default, with no `signaling.url`). Both take the same path above.
+//! - [`liveness`]: noticing a remote service that died or froze without closing.
 //! - [`backoff`]: reconnection delays.
 //!
-//! The connection is kept up for the daemon's life: when it drops, or the service refuses the
-//! channel, onaird reconnects after a jittered exponential backoff (1 s → 30 s). Local WHEP
-//! viewers are served all along.
+//! The connection is kept up for the daemon's life: when it drops, falls silent for 25 s, or
+//! the service refuses the channel, onaird reconnects after a jittered exponential backoff
+//! (1 s → 30 s). A channel refused as "already live" is usually this camera's own previous
+//! connection, which the service has not dropped yet: the retries get it back once it has
+//! (at once with a device token). Local WHEP viewers are served all along.
 
 pub mod backoff;
 pub mod link;
+pub mod liveness;
 pub mod producer;
 
 use std::sync::Arc;
