@@ -174,40 +174,63 @@ fn wait_registered(daemon: &Daemon, limit: Duration) -> Option<Duration> {
     wait_log(daemon, "channel registered with ws://", limit).map(|_| start.elapsed())
 }
 
+/// Registers a producer on `ws_url` with the `meta` that `list` shows for `channel`'s
+/// camera (channel, name, device id and all), then with `meta.channel = other`; returns
+/// whether each was refused, and why.
+async fn copy_and_register(ws_url: &str, channel: &str, other: &str) -> [Result<(), String>; 2] {
+    use gst_plugin_webrtc_signalling_protocol as p;
+    let mut intruder = Consumer::connect(ws_url, None).await.unwrap();
+    intruder.send(&p::IncomingMessage::List).await.unwrap();
+    let mut meta = loop {
+        if let p::OutgoingMessage::List { producers } = intruder.recv().await.unwrap() {
+            let camera = producers
+                .into_iter()
+                .find(|p| p.meta.as_ref().is_some_and(|m| m["channel"] == channel));
+            break camera.and_then(|p| p.meta).expect("the camera is listed");
+        }
+    };
+    assert!(meta["device"].is_string(), "{meta}");
+    let mut answers = Vec::new();
+    for name in [channel, other] {
+        meta["channel"] = name.into();
+        intruder
+            .send(&p::IncomingMessage::SetPeerStatus(p::PeerStatus {
+                roles: vec![p::PeerRole::Producer],
+                meta: Some(meta.clone()),
+                peer_id: None,
+            }))
+            .await
+            .unwrap();
+        // Registrations are not acknowledged: a refusal comes before the answer to a list.
+        intruder.send(&p::IncomingMessage::List).await.unwrap();
+        let mut answer = Ok(());
+        loop {
+            match intruder.recv().await.unwrap() {
+                p::OutgoingMessage::Error { details } => answer = Err(details),
+                p::OutgoingMessage::List { .. } => break,
+                _ => {}
+            }
+        }
+        answers.push(answer);
+    }
+    answers.try_into().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_copying_a_live_cameras_meta_is_refused_and_the_camera_stays_watchable() {
-    use gst_plugin_webrtc_signalling_protocol as p;
     let signal = SignalServer::start("").unwrap();
     let _camera = camera(&signal, "porch", None);
     assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
     let owner = channels(&signal.base_url)[0]["peer_id"].clone();
-    // The intruder reads the camera's meta (channel, name, device id) from `list` and
-    // registers as a producer with exactly that.
-    let mut intruder = Consumer::connect(&signal.ws_url(), None).await.unwrap();
-    intruder.send(&p::IncomingMessage::List).await.unwrap();
-    let meta = loop {
-        if let p::OutgoingMessage::List { producers } = intruder.recv().await.unwrap() {
-            break producers[0].meta.clone().unwrap();
-        }
-    };
-    assert_eq!(meta["channel"], "porch");
-    assert!(meta["device"].is_string(), "{meta}");
-    intruder
-        .send(&p::IncomingMessage::SetPeerStatus(p::PeerStatus {
-            roles: vec![p::PeerRole::Producer],
-            meta: Some(meta),
-            peer_id: None,
-        }))
-        .await
-        .unwrap();
-    match intruder.recv().await.unwrap() {
-        p::OutgoingMessage::Error { details } => {
-            assert!(details.contains("already live"), "{details}")
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let [copied, other] = copy_and_register(&signal.ws_url(), "porch", "garden").await;
+    assert!(
+        copied.as_ref().is_err_and(|e| e.contains("already live")),
+        "{copied:?}"
+    );
+    // A free channel is anyone's on a service without device tokens.
+    assert_eq!(other, Ok(()));
     // The channel is still the camera's, and a viewer still decodes it.
-    assert_eq!(channels(&signal.base_url)[0]["peer_id"], owner);
+    assert_eq!(owner_of(&signal.base_url, "porch"), owner);
     let report = watch_via(
         via(&signal.ws_url(), "porch", true),
         Watch::decoding(30, Duration::from_secs(20)),
@@ -215,7 +238,40 @@ async fn a_producer_copying_a_live_cameras_meta_is_refused_and_the_camera_stays_
     .await
     .unwrap();
     check(&report, (320, 240));
-    assert_eq!(channels(&signal.base_url)[0]["peer_id"], owner);
+    assert_eq!(owner_of(&signal.base_url, "porch"), owner);
+}
+
+/// The `peer_id` `/api/channels` gives for `channel` (null if it is not live).
+fn owner_of(base_url: &str, channel: &str) -> serde_json::Value {
+    channels(base_url)
+        .into_iter()
+        .find(|c| c["channel"] == channel)
+        .map_or(serde_json::Value::Null, |c| c["peer_id"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_service_takes_no_producer_but_its_camera() {
+    let daemon = Daemon::start(SMALL).unwrap();
+    assert!(wait_listed(&daemon.base_url, "onair", Duration::from_secs(10)).is_some());
+    let owner = channels(&daemon.base_url)[0]["peer_id"].clone();
+    let ws = format!("{}/ws", daemon.base_url.replacen("http://", "ws://", 1));
+    let [copied, other] = copy_and_register(&ws, "onair", "garden").await;
+    for refused in [&copied, &other] {
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("device token")),
+            "{refused:?}"
+        );
+    }
+    let listed = channels(&daemon.base_url);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["peer_id"], owner);
+    let report = watch_via(
+        via(&ws, "onair", true),
+        Watch::decoding(30, Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    check(&report, (320, 240));
 }
 
 /// `signaling.registered` in the camera's `/api/status`.
