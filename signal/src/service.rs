@@ -12,7 +12,8 @@ use crate::auth::Policy;
 use crate::hub::{ChannelInfo, Effects, Hub, PeerId};
 use crate::webhooks::Webhooks;
 
-/// Messages a peer may have waiting before it counts as stuck and is disconnected.
+/// Messages a peer may have waiting before it counts as stuck and is disconnected (the
+/// policy for a peer that does not read: disconnect, so it holds no memory and no slot).
 const QUEUE: usize = 256;
 
 /// A running signalling service. Cheap to clone.
@@ -167,7 +168,8 @@ impl Connection {
         self.reply_error(problem);
     }
 
-    /// Sends an `error` message to this peer only.
+    /// Sends an `error` message to this peer only; dropped if its queue is full (the next
+    /// message the service queues for it then disconnects it).
     pub fn reply_error(&self, details: String) {
         let queues = lock(&self.service.inner.queues);
         if let Some(queue) = queues.get(&self.id) {

@@ -135,7 +135,7 @@ impl MediaHandle {
 }
 
 /// The running capture and encoder threads. Dropping it stops them and joins them (for at
-/// most [`STOP_WAIT`]).
+/// most `STOP_WAIT`).
 pub struct Pipeline {
     handle: MediaHandle,
     stop: Arc<AtomicBool>,

@@ -314,7 +314,7 @@ impl Sessions {
             .is_ok_and(|live| live.sessions.contains_key(id))
     }
 
-    /// Closes every session, refuses new ones, and waits (at most [`SHUTDOWN_WAIT`]) until
+    /// Closes every session, refuses new ones, and waits (at most `SHUTDOWN_WAIT`) until
     /// all have released their resources.
     pub async fn shutdown(&self) {
         if let Ok(mut live) = self.inner.live.lock() {
