@@ -373,6 +373,34 @@ fn device_tokens_are_checked() {
     assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
 }
 
+#[test]
+fn a_camera_with_its_device_token_replaces_its_stale_entry_at_once() {
+    let token = "porch-token-0123456";
+    let signal = SignalServer::start(&format!(
+        "[[channels]]\nname = \"porch\"\ntoken = \"{token}\"\n"
+    ))
+    .unwrap();
+    let old = camera(&signal, "porch", Some(token));
+    assert!(wait_registered(&old, Duration::from_secs(10)).is_some());
+    let stale = owner_of(&signal.base_url, "porch");
+    // The camera hangs (or loses power): its connection stays open on the service, silent.
+    let thaw = Thaw(old.pid());
+    send_signal(old.pid(), "STOP");
+    // The same camera comes back (a reboot): with its token it takes the channel at once,
+    // without waiting for the service to drop the stale connection.
+    let rebooted = camera(&signal, "porch", Some(token));
+    let took = wait_registered(&rebooted, Duration::from_secs(10));
+    eprintln!("rebooted camera with its device token registered after {took:?}");
+    assert!(took.is_some_and(|t| t < Duration::from_secs(5)), "{took:?}");
+    let owner = owner_of(&signal.base_url, "porch");
+    assert!(
+        owner.is_string() && owner != stale,
+        "{owner} (stale {stale})"
+    );
+    send_signal(old.pid(), "KILL");
+    drop(thaw);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_messages_get_an_error_and_nothing_else_changes() {
     let signal = SignalServer::start("[limits]\nmax_message_bytes = 2048\n").unwrap();
