@@ -16,7 +16,7 @@
 //! two channels: a one-slot [`watch`] for "end now" (delete, shutdown: the newest wins, it
 //! cannot fill), and a queue of [`CONTROL_QUEUE`] for the answer and trickled ICE
 //! candidates. A candidate that finds the queue full is dropped (a viewer sends a handful;
-//! one sending floods loses some, nobody else notices), an answer waits up to
+//! one that floods them loses some, and nobody else notices), an answer waits up to
 //! [`ANSWER_WAIT`] for room; and a session takes at most [`MAX_REMOTE_CANDIDATES`] remote
 //! candidates in all. Connection state changes from webrtc-rs come through a one-slot
 //! watch too (see [`peer`]): the session acts on the newest state.
