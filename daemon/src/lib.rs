@@ -45,24 +45,17 @@ pub async fn run(
     let pipeline = media::Pipeline::start(&config)?;
     let media = pipeline.handle();
     let sessions = webrtc::Sessions::new(media.clone(), &config.webrtc);
-    // The channel is always registered with a service running here, on the HTTP port, for
-    // local viewers; and with the configured remote service, if any, for everyone else.
-    let local = onair_signal::Service::new(
-        onair_signal::auth::Policy::open(),
-        webrtc::MAX_SESSIONS,
-        onair_config::signal::Limits::default().max_message_bytes as usize,
-        None,
-    );
     let identity = signaling::Identity {
         channel: config.device.channel.clone(),
         name: config.device.name.clone(),
         device: format!("{:016x}", rand::random::<u64>()),
     };
-    let local_registration = signaling::Signaling::start(
-        signaling::Target::Local(local.clone()),
-        identity.clone(),
-        sessions.clone(),
-    );
+    // The channel is always registered with a service running here, on the HTTP port, for
+    // local viewers; and with the configured remote service, if any, for everyone else.
+    let max_message_bytes = onair_config::signal::Limits::default().max_message_bytes;
+    let (local, local_target) = signaling::built_in(&identity, max_message_bytes as usize);
+    let local_registration =
+        signaling::Signaling::start(local_target, identity.clone(), sessions.clone());
     let remote_registration = config.signaling.url.as_ref().map(|url| {
         let target = signaling::Target::Remote {
             url: url.clone(),

@@ -35,6 +35,17 @@ impl Policy {
         Policy::default()
     }
 
+    /// Only the bearer of `token` may publish, and only `channel`; anyone may watch. The
+    /// service built into a camera: nobody else registers a channel on its port, or takes
+    /// the camera's own.
+    pub fn one_camera(channel: &str, token: String) -> Self {
+        Policy {
+            device_key: None,
+            channel_tokens: HashMap::from([(channel.to_owned(), token)]),
+            viewer_tokens: Vec::new(),
+        }
+    }
+
     /// Whether producers must present a device token.
     pub fn devices_need_tokens(&self) -> bool {
         self.device_key.is_some() || !self.channel_tokens.is_empty()
@@ -111,6 +122,17 @@ mod tests {
         let garden = device_token("0123456789abcdef0123", "garden");
         assert!(policy.may_publish(Some(&garden), "garden"));
         assert!(!policy.may_publish(Some(&garden), "garage"));
+        assert!(policy.may_watch(None));
+    }
+
+    #[test]
+    fn one_camera_publishes_its_channel_and_nothing_else() {
+        let policy = Policy::one_camera("porch", "run-token-0123456789".into());
+        assert!(policy.may_publish(Some("run-token-0123456789"), "porch"));
+        assert!(policy.is_device_of(Some("run-token-0123456789"), "porch"));
+        assert!(!policy.may_publish(None, "porch"));
+        assert!(!policy.may_publish(Some("run-token-0123456789"), "garden"));
+        assert!(!policy.may_publish(None, "garden"));
         assert!(policy.may_watch(None));
     }
 

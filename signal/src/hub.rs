@@ -5,9 +5,11 @@
 //! `webrtcsink`, `webrtcsrc` and `gstwebrtc-api` work with it unchanged. On top of that:
 //!
 //! - a producer names its **channel** in `meta.channel`; channel names are unique. A second
-//!   producer for a live channel is refused, unless it proves it is that channel's camera (a
-//!   device token) or the same device (`meta.device`, which onaird keeps for its lifetime):
-//!   then it is a reconnect and replaces its own stale entry;
+//!   producer for a live channel is refused ("already live") until the first one is gone
+//!   (it disconnects, or the transport drops it for silence), unless it presents that
+//!   channel's device token ([`Policy::is_device_of`]): then it is the camera reconnecting
+//!   and replaces its own stale entry at once. `meta` is never an identity: anyone may copy
+//!   it from `list`;
 //! - device tokens decide who may publish a channel, viewer tokens who may watch
 //!   ([`Policy`]);
 //! - at most `limits.max_sessions_per_channel` sessions per channel;
@@ -311,8 +313,9 @@ impl Hub {
         Ok(())
     }
 
-    /// Checks that `from` may publish the channel in `status.meta` and frees it if its own
-    /// stale entry holds it. Returns the channel.
+    /// Checks that `from` may publish the channel in `status.meta`, and frees it when a
+    /// connection presenting the channel's device token replaces a stale one. Returns the
+    /// channel.
     fn claim_channel(
         &mut self,
         from: &str,
@@ -337,14 +340,12 @@ impl Hub {
         if holder == from {
             return Ok(channel.to_owned());
         }
-        let same_device = meta_str(status, "device").is_some_and(|device| {
-            self.peers
-                .get(&holder)
-                .and_then(|peer| meta_str(&peer.status, "device"))
-                == Some(device)
-        });
-        if !(same_device || self.policy.is_device_of(token, channel)) {
-            return Err(format!("channel {channel:?} is already live"));
+        // Only a device token proves who is asking; `meta` (device id included) is public.
+        if !self.policy.is_device_of(token, channel) {
+            return Err(format!(
+                "channel {channel:?} is already live (its camera gets it back once the old \
+                 connection is gone, or at once with the channel's device token)"
+            ));
         }
         // A reconnect: the old connection is stale.
         fx.error(

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
 
+/// How long blocking tasks still running after the service stopped may take to finish.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Completes when the program should stop.
 pub type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -45,7 +48,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(Box::pin(stop_requested(program)))) {
+    let served = runtime.block_on(serve(Box::pin(stop_requested(program))));
+    // Dropping a runtime waits for its blocking tasks without limit (a webhook POST in
+    // flight, a read that hangs): give them a moment, then exit anyway.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");

@@ -25,9 +25,11 @@ use crate::service::{Connection, Service};
 use crate::whep::{self, Gateway};
 
 /// A quiet connection is pinged this often.
-const PING_EVERY: Duration = Duration::from_secs(15);
-/// A connection that sends nothing (not even a pong) for this long is dead.
-const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// A connection that sends nothing (not even a pong) for this long is dead. Checked at each
+/// ping, so a dead peer is dropped 20–25 s after it fell silent: that frees the channel of a
+/// camera that lost power or its network, for its next connection (see the hub).
+const SILENCE_LIMIT: Duration = Duration::from_secs(20);
 /// Frames beyond this size end the connection (the WebSocket layer refuses them); frames
 /// above `limits.max_message_bytes` but below this are answered with an `error`.
 const HARD_FRAME_LIMIT: usize = 4 << 20;

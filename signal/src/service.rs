@@ -9,9 +9,11 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::auth::Policy;
-use crate::hub::{ChannelInfo, Effects, Event, Hub, PeerId};
+use crate::hub::{ChannelInfo, Effects, Hub, PeerId};
+use crate::webhooks::Webhooks;
 
-/// Messages a peer may have waiting before it counts as stuck and is disconnected.
+/// Messages a peer may have waiting before it counts as stuck and is disconnected (the
+/// policy for a peer that does not read: disconnect, so it holds no memory and no slot).
 const QUEUE: usize = 256;
 
 /// A running signalling service. Cheap to clone.
@@ -24,7 +26,8 @@ struct Inner {
     hub: Mutex<Hub>,
     queues: Mutex<HashMap<PeerId, mpsc::Sender<OutgoingMessage>>>,
     max_message_bytes: usize,
-    events: Option<mpsc::UnboundedSender<Event>>,
+    /// Where events go besides the log.
+    webhooks: Option<Webhooks>,
 }
 
 /// One peer's connection to the service. Dropping it disconnects the peer.
@@ -35,19 +38,19 @@ pub struct Connection {
 }
 
 impl Service {
-    /// A service with `policy`, limits, and (optionally) a sink for events (webhooks).
+    /// A service with `policy`, limits, and (optionally) webhooks to tell about events.
     pub fn new(
         policy: Policy,
         max_sessions_per_channel: usize,
         max_message_bytes: usize,
-        events: Option<mpsc::UnboundedSender<Event>>,
+        webhooks: Option<Webhooks>,
     ) -> Self {
         Service {
             inner: Arc::new(Inner {
                 hub: Mutex::new(Hub::new(policy, max_sessions_per_channel)),
                 queues: Mutex::new(HashMap::new()),
                 max_message_bytes,
-                events,
+                webhooks,
             }),
         }
     }
@@ -122,8 +125,8 @@ impl Service {
         }
         for event in events {
             info!(?event, "signal");
-            if let Some(sink) = &self.inner.events {
-                let _ = sink.send(event);
+            if let Some(webhooks) = &self.inner.webhooks {
+                webhooks.publish(&event);
             }
         }
         // Their queues close: the transport sends what is queued, then hangs up.
@@ -165,7 +168,8 @@ impl Connection {
         self.reply_error(problem);
     }
 
-    /// Sends an `error` message to this peer only.
+    /// Sends an `error` message to this peer only; dropped if its queue is full (the next
+    /// message the service queues for it then disconnects it).
     pub fn reply_error(&self, details: String) {
         let queues = lock(&self.service.inner.queues);
         if let Some(queue) = queues.get(&self.id) {
@@ -238,13 +242,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_replaced_producer_is_disconnected() {
-        let service = service();
-        let register = r#"{"type":"setPeerStatus","roles":["producer"],"meta":{"channel":"porch","device":"d"}}"#;
-        let mut old = service.connect(None);
+    async fn a_producer_replaced_by_its_device_token_is_disconnected() {
+        let config = onair_config::SignalConfig::from_toml_str(
+            "[[channels]]\nname = \"porch\"\ntoken = \"porch-token-0123456\"\n",
+            "t",
+        )
+        .unwrap();
+        let service = Service::new(Policy::new(&config), 100, 1024, None);
+        let register =
+            r#"{"type":"setPeerStatus","roles":["producer"],"meta":{"channel":"porch"}}"#;
+        let mut old = service.connect(Some("porch-token-0123456".into()));
         welcome(&mut old).await;
         old.send_text(register);
-        let mut new = service.connect(None);
+        // Without the token, the same registration is refused and changes nothing.
+        let mut intruder = service.connect(None);
+        welcome(&mut intruder).await;
+        intruder.send_text(register);
+        assert!(error(&mut intruder).await.contains("device token"));
+        assert_eq!(service.producer_of("porch").as_deref(), Some(old.id()));
+        let mut new = service.connect(Some("porch-token-0123456".into()));
         welcome(&mut new).await;
         new.send_text(register);
         assert!(error(&mut old).await.contains("taken over"));

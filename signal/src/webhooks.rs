@@ -1,9 +1,11 @@
 //! Webhooks: every [`Event`] is POSTed as JSON to the `[[webhooks]]` URLs that want it.
 //!
 //! Each URL has a queue and a task of its own, so a slow or dead endpoint delays nothing but
-//! its own deliveries, and never signalling. A failed delivery (no answer, or not 2xx) is
-//! retried after 1, 2, 4, 8 s; then it is given up and logged. A queue that is full (the
-//! endpoint has been down for a long while) drops its oldest event.
+//! its own deliveries, and never signalling. The service puts each event straight into the
+//! queues of the URLs that want it ([`Webhooks::publish`], no queue in between); a queue
+//! holds at most 1000 events, and one that is full (the endpoint has been down for a long
+//! while) drops its oldest event, with a warning. A failed delivery (no answer, or not 2xx)
+//! is retried after 1, 2, 4, 8 s; then it is given up and logged.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use onair_config::signal::{Webhook, WebhookEvent};
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::hub::Event;
@@ -43,13 +45,27 @@ pub fn kind(event: &Event) -> WebhookEvent {
     }
 }
 
-/// Starts one delivery task per webhook; returns where to send events (`None` without
-/// webhooks).
-pub fn start(hooks: &[Webhook]) -> Option<mpsc::UnboundedSender<Event>> {
+/// The configured webhooks, each with its queue and delivery task. Cheap to clone.
+#[derive(Clone)]
+pub struct Webhooks {
+    hooks: Arc<Vec<(Webhook, Arc<Queue>)>>,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.hooks.iter().map(|(hook, _)| &hook.url))
+            .finish()
+    }
+}
+
+/// Starts one delivery task per webhook (`None` without webhooks). Must run inside a tokio
+/// runtime.
+pub fn start(hooks: &[Webhook]) -> Option<Webhooks> {
     if hooks.is_empty() {
         return None;
     }
-    let queues: Vec<(Webhook, Arc<Queue>)> = hooks
+    let hooks = hooks
         .iter()
         .map(|hook| {
             let queue = Arc::new(Queue::default());
@@ -57,26 +73,30 @@ pub fn start(hooks: &[Webhook]) -> Option<mpsc::UnboundedSender<Event>> {
             (hook.clone(), queue)
         })
         .collect();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-    tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            let body = match serde_json::to_string(&Delivery {
-                event: &event,
-                at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            }) {
-                Ok(body) => body,
-                Err(_) => continue,
-            };
-            for (hook, queue) in &queues {
-                if hook.events.is_empty() || hook.events.contains(&kind(&event)) {
-                    queue.push(&hook.url, body.clone());
-                }
-            }
-        }
-    });
-    Some(tx)
+    Some(Webhooks {
+        hooks: Arc::new(hooks),
+    })
 }
 
+impl Webhooks {
+    /// Queues `event` for every URL that wants it. Never waits: a full queue drops its
+    /// oldest event.
+    pub fn publish(&self, event: &Event) {
+        let Ok(body) = serde_json::to_string(&Delivery {
+            event,
+            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        }) else {
+            return;
+        };
+        for (hook, queue) in self.hooks.iter() {
+            if hook.events.is_empty() || hook.events.contains(&kind(event)) {
+                queue.push(&hook.url, body.clone());
+            }
+        }
+    }
+}
+
+/// One URL's events waiting for delivery: at most [`QUEUE`], the oldest dropped first.
 #[derive(Default)]
 struct Queue {
     items: Mutex<VecDeque<String>>,
@@ -165,5 +185,41 @@ mod tests {
             })
         );
         assert_eq!(kind(&event), WebhookEvent::ViewerJoin);
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_events() {
+        let queue = Queue::default();
+        for n in 0..QUEUE + 5 {
+            queue.push("http://hook.example", n.to_string());
+        }
+        assert_eq!(queue.items.lock().unwrap().len(), QUEUE);
+        assert_eq!(queue.pop().as_deref(), Some("5"));
+    }
+
+    #[tokio::test]
+    async fn events_go_only_to_the_urls_that_want_them() {
+        let hook = |url: &str, events: Vec<WebhookEvent>| Webhook {
+            url: url.into(),
+            events,
+        };
+        // Nothing listens on port 9: deliveries fail and stay queued meanwhile.
+        let hooks = start(&[
+            hook("http://127.0.0.1:9/all", vec![]),
+            hook("http://127.0.0.1:9/up", vec![WebhookEvent::ChannelUp]),
+        ])
+        .unwrap();
+        for _ in 0..3 {
+            hooks.publish(&Event::ChannelDown {
+                channel: "porch".into(),
+            });
+        }
+        let queued: Vec<usize> = hooks
+            .hooks
+            .iter()
+            .map(|(_, q)| q.items.lock().unwrap().len())
+            .collect();
+        // No await above: the delivery tasks have not run yet.
+        assert_eq!(queued, [3, 0]);
     }
 }

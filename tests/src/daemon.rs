@@ -192,6 +192,18 @@ impl Daemon {
         terminate(&mut self.child)
     }
 
+    /// Sends SIGTERM, waits for the exit status, and returns it with the log lines not read
+    /// yet (all of them, up to the exit).
+    pub fn stop_with_log(mut self) -> anyhow::Result<(ExitStatus, Vec<String>)> {
+        let status = terminate(&mut self.child)?;
+        let mut lines = Vec::new();
+        // The readers end when the process's pipes close, right after the exit.
+        while let Ok(line) = self.log.recv_timeout(Duration::from_secs(2)) {
+            lines.push(line);
+        }
+        Ok((status, lines))
+    }
+
     /// Process id, for CPU and memory measurements.
     pub fn pid(&self) -> u32 {
         self.child.id()

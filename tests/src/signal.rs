@@ -61,6 +61,11 @@ impl SignalServer {
         format!("{url}/ws")
     }
 
+    /// Process id (to freeze it with SIGSTOP in tests).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the service (SIGKILL: nothing is closed cleanly) and starts it again on the same
     /// port with the same config.
     pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {

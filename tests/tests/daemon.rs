@@ -220,6 +220,83 @@ async fn sigterm_ends_sessions_and_stops_the_daemon() {
     assert!(report.connection_ended, "{report:?}");
 }
 
+/// A microphone whose reads never return: an ALSA `file` PCM whose input is a FIFO that has
+/// a writer (this test) who never writes. The ALSA config that defines it is handed to
+/// onaird through `ALSA_CONFIG_PATH`; the FIFO lives in `dir`.
+struct StalledMicrophone {
+    dir: std::path::PathBuf,
+    config: std::path::PathBuf,
+    _writer: std::fs::File,
+}
+
+impl StalledMicrophone {
+    fn new() -> StalledMicrophone {
+        let dir = std::env::temp_dir().join(format!("onair-stall-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", fifo.display());
+        // Read and write: opening does not wait for a reader, and the FIFO has a writer, so
+        // reads wait for data instead of seeing the end of the file.
+        let writer = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        let config = dir.join("asound.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "pcm.stall {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n \
+                 infile \"{}\"\n format \"raw\"\n}}\n",
+                fifo.display()
+            ),
+        )
+        .unwrap();
+        StalledMicrophone {
+            dir,
+            config,
+            _writer: writer,
+        }
+    }
+}
+
+impl Drop for StalledMicrophone {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn sigterm_ends_the_daemon_while_a_device_read_blocks() {
+    let microphone = StalledMicrophone::new();
+    let daemon = Daemon::start_with_env(
+        "[video]\nwidth = 320\nheight = 240\nfps = 15\n\
+         [audio]\nsource = \"stall\"\nrequired = true\n",
+        &[("ALSA_CONFIG_PATH", microphone.config.as_os_str())],
+    )
+    .unwrap();
+    // Video flows (the daemon is healthy); the audio thread sits in a read that never
+    // returns.
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    // Gives up (and fails) 5 s after SIGTERM.
+    let (status, log) = daemon.stop_with_log().unwrap();
+    let took = started.elapsed();
+    eprintln!("SIGTERM → exit with the microphone's read blocked: {took:?}");
+    assert!(status.success(), "{status:?}\n{}", log.join("\n"));
+    assert!(
+        log.iter()
+            .any(|l| l.contains("onair-audio: still blocked in a device read")),
+        "the read did not block, so this test proves nothing:\n{}",
+        log.join("\n")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_without_h264_is_refused_with_the_reason() {
     let daemon = Daemon::start("").unwrap();

@@ -138,9 +138,9 @@ async fn after_a_service_restart_the_camera_registers_again() {
 }
 
 #[test]
-fn a_second_camera_cannot_take_a_live_channel() {
+fn a_second_camera_waits_until_the_live_channel_is_free() {
     let signal = SignalServer::start("").unwrap();
-    let _first = camera(&signal, "porch", None);
+    let first = camera(&signal, "porch", None);
     assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
     let owner = channels(&signal.base_url)[0]["peer_id"].clone();
     let second = camera(&signal, "porch", None);
@@ -151,7 +151,207 @@ fn a_second_camera_cannot_take_a_live_channel() {
             .is_some_and(|l| l.contains("already live")),
         "{refused:?}"
     );
+    // It says when it tries again, and keeps being refused while the first camera is there.
+    assert!(wait_log(&second, "next attempt in", Duration::from_secs(5)).is_some());
+    assert!(wait_log(&second, "refused the channel", Duration::from_secs(10)).is_some());
     assert_eq!(channels(&signal.base_url)[0]["peer_id"], owner);
+    // The first camera goes away (its connection closes): the second one's retries take the
+    // channel.
+    drop(first);
+    let gone = Instant::now();
+    let took = wait_registered(&second, Duration::from_secs(40));
+    eprintln!("first camera stopped → the second registered after {took:?}");
+    assert!(took.is_some(), "the second camera never got the channel");
+    let listed = channels(&signal.base_url);
+    assert_eq!(listed.len(), 1);
+    assert_ne!(listed[0]["peer_id"], owner, "{listed:?}");
+    assert!(gone.elapsed() < Duration::from_secs(40));
+}
+
+/// Waits until `daemon` logs that its channel is registered; how long that took.
+fn wait_registered(daemon: &Daemon, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    wait_log(daemon, "channel registered with ws://", limit).map(|_| start.elapsed())
+}
+
+/// Registers a producer on `ws_url` with the `meta` that `list` shows for `channel`'s
+/// camera (channel, name, device id and all), then with `meta.channel = other`; returns
+/// whether each was refused, and why.
+async fn copy_and_register(ws_url: &str, channel: &str, other: &str) -> [Result<(), String>; 2] {
+    use gst_plugin_webrtc_signalling_protocol as p;
+    let mut intruder = Consumer::connect(ws_url, None).await.unwrap();
+    intruder.send(&p::IncomingMessage::List).await.unwrap();
+    let mut meta = loop {
+        if let p::OutgoingMessage::List { producers } = intruder.recv().await.unwrap() {
+            let camera = producers
+                .into_iter()
+                .find(|p| p.meta.as_ref().is_some_and(|m| m["channel"] == channel));
+            break camera.and_then(|p| p.meta).expect("the camera is listed");
+        }
+    };
+    assert!(meta["device"].is_string(), "{meta}");
+    let mut answers = Vec::new();
+    for name in [channel, other] {
+        meta["channel"] = name.into();
+        intruder
+            .send(&p::IncomingMessage::SetPeerStatus(p::PeerStatus {
+                roles: vec![p::PeerRole::Producer],
+                meta: Some(meta.clone()),
+                peer_id: None,
+            }))
+            .await
+            .unwrap();
+        // Registrations are not acknowledged: a refusal comes before the answer to a list.
+        intruder.send(&p::IncomingMessage::List).await.unwrap();
+        let mut answer = Ok(());
+        loop {
+            match intruder.recv().await.unwrap() {
+                p::OutgoingMessage::Error { details } => answer = Err(details),
+                p::OutgoingMessage::List { .. } => break,
+                _ => {}
+            }
+        }
+        answers.push(answer);
+    }
+    answers.try_into().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_copying_a_live_cameras_meta_is_refused_and_the_camera_stays_watchable() {
+    let signal = SignalServer::start("").unwrap();
+    let _camera = camera(&signal, "porch", None);
+    assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
+    let owner = channels(&signal.base_url)[0]["peer_id"].clone();
+    let [copied, other] = copy_and_register(&signal.ws_url(), "porch", "garden").await;
+    assert!(
+        copied.as_ref().is_err_and(|e| e.contains("already live")),
+        "{copied:?}"
+    );
+    // A free channel is anyone's on a service without device tokens.
+    assert_eq!(other, Ok(()));
+    // The channel is still the camera's, and a viewer still decodes it.
+    assert_eq!(owner_of(&signal.base_url, "porch"), owner);
+    let report = watch_via(
+        via(&signal.ws_url(), "porch", true),
+        Watch::decoding(30, Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    check(&report, (320, 240));
+    assert_eq!(owner_of(&signal.base_url, "porch"), owner);
+}
+
+/// The `peer_id` `/api/channels` gives for `channel` (null if it is not live).
+fn owner_of(base_url: &str, channel: &str) -> serde_json::Value {
+    channels(base_url)
+        .into_iter()
+        .find(|c| c["channel"] == channel)
+        .map_or(serde_json::Value::Null, |c| c["peer_id"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_service_takes_no_producer_but_its_camera() {
+    let daemon = Daemon::start(SMALL).unwrap();
+    assert!(wait_listed(&daemon.base_url, "onair", Duration::from_secs(10)).is_some());
+    let owner = channels(&daemon.base_url)[0]["peer_id"].clone();
+    let ws = format!("{}/ws", daemon.base_url.replacen("http://", "ws://", 1));
+    let [copied, other] = copy_and_register(&ws, "onair", "garden").await;
+    for refused in [&copied, &other] {
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("device token")),
+            "{refused:?}"
+        );
+    }
+    let listed = channels(&daemon.base_url);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["peer_id"], owner);
+    let report = watch_via(
+        via(&ws, "onair", true),
+        Watch::decoding(30, Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    check(&report, (320, 240));
+}
+
+/// `signaling.registered` in the camera's `/api/status`.
+fn registered(daemon: &Daemon) -> Option<bool> {
+    let (_, body) = get(&format!("{}/api/status", daemon.base_url)).ok()?;
+    let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+    status["signaling"]["registered"].as_bool()
+}
+
+/// Polls `registered` until it is `want`; how long that took, or `None` after `limit`.
+fn wait_status_registered(daemon: &Daemon, want: bool, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if registered(daemon) == Some(want) {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn send_signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Thaws a frozen process however the test ends, so it can be stopped.
+struct Thaw(u32);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-CONT")
+            .arg(self.0.to_string())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_service_is_noticed_and_the_camera_registers_again_when_it_thaws() {
+    let signal = SignalServer::start("").unwrap();
+    let daemon = camera(&signal, "porch", None);
+    assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
+    assert!(wait_status_registered(&daemon, true, Duration::from_secs(5)).is_some());
+    // Frozen: its sockets stay open, it answers nothing.
+    let thaw = Thaw(signal.pid());
+    send_signal(signal.pid(), "STOP");
+    let frozen = Instant::now();
+    let noticed = tokio::task::block_in_place(|| {
+        wait_status_registered(&daemon, false, Duration::from_secs(40))
+    });
+    eprintln!("service frozen → camera reports registered: false after {noticed:?}");
+    assert!(
+        noticed.is_some_and(|t| t <= Duration::from_secs(30)),
+        "not noticed within 30 s: {noticed:?}"
+    );
+    send_signal(signal.pid(), "CONT");
+    drop(thaw);
+    let thawed = Instant::now();
+    let again = tokio::task::block_in_place(|| {
+        wait_status_registered(&daemon, true, Duration::from_secs(60))
+    });
+    eprintln!(
+        "service thawed → camera registered again after {again:?} (frozen for {:?})",
+        thawed - frozen
+    );
+    assert!(again.is_some(), "the camera did not register again");
+    assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
+    let report = watch_via(
+        via(&signal.ws_url(), "porch", true),
+        Watch::decoding(30, Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    check(&report, (320, 240));
 }
 
 #[test]
@@ -171,6 +371,34 @@ fn device_tokens_are_checked() {
     drop(wrong);
     let _right = camera(&signal, "porch", Some("porch-token-0123456"));
     assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
+}
+
+#[test]
+fn a_camera_with_its_device_token_replaces_its_stale_entry_at_once() {
+    let token = "porch-token-0123456";
+    let signal = SignalServer::start(&format!(
+        "[[channels]]\nname = \"porch\"\ntoken = \"{token}\"\n"
+    ))
+    .unwrap();
+    let old = camera(&signal, "porch", Some(token));
+    assert!(wait_registered(&old, Duration::from_secs(10)).is_some());
+    let stale = owner_of(&signal.base_url, "porch");
+    // The camera hangs (or loses power): its connection stays open on the service, silent.
+    let thaw = Thaw(old.pid());
+    send_signal(old.pid(), "STOP");
+    // The same camera comes back (a reboot): with its token it takes the channel at once,
+    // without waiting for the service to drop the stale connection.
+    let rebooted = camera(&signal, "porch", Some(token));
+    let took = wait_registered(&rebooted, Duration::from_secs(10));
+    eprintln!("rebooted camera with its device token registered after {took:?}");
+    assert!(took.is_some_and(|t| t < Duration::from_secs(5)), "{took:?}");
+    let owner = owner_of(&signal.base_url, "porch");
+    assert!(
+        owner.is_string() && owner != stale,
+        "{owner} (stale {stale})"
+    );
+    send_signal(old.pid(), "KILL");
+    drop(thaw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,14 @@
 //! The connection to a signalling service, whichever way it goes: a WebSocket to a remote
 //! service, or straight into the service running inside onaird. The producer above does not
 //! know which.
+//!
+//! The WebSocket keeps itself honest ([`super::liveness`]): it pings a quiet service and
+//! ends when nothing came back for
+//! [`super::liveness::SILENCE_LIMIT`]; a send that cannot complete within
+//! [`SEND_TIMEOUT`] (the service stopped reading) ends it too.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -14,8 +20,12 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, warn};
 
+use super::liveness::{Due, Liveness};
+
 /// Largest message accepted from the service.
 const MAX_MESSAGE: usize = 1 << 20;
+/// How long one message may take to go out.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection to the service: messages out, messages in.
 #[async_trait::async_trait]
@@ -42,6 +52,8 @@ impl Link for onair_signal::Connection {
 /// A remote service over WebSocket (`ws://` or `wss://`).
 pub struct WebSocket {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// When the service was last heard from, and pinged.
+    liveness: Liveness,
 }
 
 impl WebSocket {
@@ -69,7 +81,10 @@ impl WebSocket {
             .await
             .map_err(|_| anyhow::anyhow!("no answer within 10 s"))?
             .map_err(describe)?;
-        Ok(WebSocket { stream })
+        Ok(WebSocket {
+            stream,
+            liveness: Liveness::new(Instant::now()),
+        })
     }
 }
 
@@ -105,17 +120,59 @@ fn describe(error: tungstenite::Error) -> anyhow::Error {
     }
 }
 
+impl WebSocket {
+    /// Sends a frame, within [`SEND_TIMEOUT`].
+    async fn send_frame(&mut self, frame: Message) -> anyhow::Result<()> {
+        tokio::time::timeout(SEND_TIMEOUT, self.stream.send(frame))
+            .await
+            .map_err(|_| anyhow::anyhow!("the service took no data for {SEND_TIMEOUT:?}"))??;
+        Ok(())
+    }
+
+    /// The liveness deadline passed: pings if due; `false` once the service counts as gone.
+    async fn keep_alive(&mut self) -> bool {
+        let now = Instant::now();
+        match self.liveness.poll(now) {
+            None => true,
+            Some(Due::Ping) => match self.send_frame(Message::Ping(Default::default())).await {
+                Ok(()) => true,
+                Err(err) => {
+                    warn!("signaling: cannot ping the service: {err:#}");
+                    false
+                }
+            },
+            Some(Due::Dead) => {
+                warn!(
+                    "signaling: nothing from the service for {:.0} s (no message, no answer to pings): giving the connection up",
+                    self.liveness.silent_for(now).as_secs_f64()
+                );
+                false
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Link for WebSocket {
     async fn send(&mut self, message: IncomingMessage) -> anyhow::Result<()> {
         let text = serde_json::to_string(&message)?;
-        self.stream.send(Message::Text(text.into())).await?;
-        Ok(())
+        self.send_frame(Message::Text(text.into())).await
     }
 
     async fn recv(&mut self) -> Option<OutgoingMessage> {
         loop {
-            match self.stream.next().await? {
+            let deadline = self.liveness.deadline();
+            let frame = tokio::select! {
+                frame = self.stream.next() => frame?,
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    if !self.keep_alive().await {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            self.liveness.heard(Instant::now());
+            match frame {
                 Ok(Message::Text(text)) => match serde_json::from_str(text.as_str()) {
                     Ok(message) => return Some(message),
                     Err(err) => warn!("signaling: ignoring a message we do not understand: {err}"),
@@ -124,7 +181,7 @@ impl Link for WebSocket {
                     debug!(?frame, "signaling: the service closed the connection");
                     return None;
                 }
-                // tungstenite answers pings by itself.
+                // Pings, pongs: the service is there. tungstenite answers pings by itself.
                 Ok(_) => {}
                 Err(err) => {
                     debug!("signaling: {err}");

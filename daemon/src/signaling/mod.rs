@@ -4,14 +4,18 @@
 //! - [`producer`]: the protocol on one connection.
 //! - [`link`]: the connection, to a remote service over WebSocket or to the service running
 //!   inside onaird (the default, with no `signaling.url`). Both take the same path above.
+//! - [`liveness`]: noticing a remote service that died or froze without closing.
 //! - [`backoff`]: reconnection delays.
 //!
-//! The connection is kept up for the daemon's life: when it drops, or the service refuses the
-//! channel, onaird reconnects after a jittered exponential backoff (1 s → 30 s). Local WHEP
-//! viewers are served all along.
+//! The connection is kept up for the daemon's life: when it drops, falls silent for 25 s, or
+//! the service refuses the channel, onaird reconnects after a jittered exponential backoff
+//! (1 s → 30 s). A channel refused as "already live" is usually this camera's own previous
+//! connection, which the service has not dropped yet: the retries get it back once it has
+//! (at once with a device token). Local WHEP viewers are served all along.
 
 pub mod backoff;
 pub mod link;
+pub mod liveness;
 pub mod producer;
 
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::webrtc::Sessions;
+use crate::webrtc::{MAX_SESSIONS, Sessions};
 use backoff::Backoff;
 use link::Link;
 pub use producer::Identity;
@@ -35,17 +39,38 @@ pub enum Target {
         /// Device token.
         token: Option<String>,
     },
-    /// The service inside this process.
-    Local(onair_signal::Service),
+    /// The service inside this process (see [`built_in`]).
+    Local {
+        /// The service.
+        service: onair_signal::Service,
+        /// The device token that proves this camera to it.
+        token: String,
+    },
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Remote { url, .. } => f.write_str(url),
-            Target::Local(_) => f.write_str("the built-in service"),
+            Target::Local { .. } => f.write_str("the built-in service"),
         }
     }
+}
+
+/// The signalling service built into onaird, and how this camera reaches it. Viewers list
+/// and join without a token; only this camera may publish, and only its own channel: it
+/// presents a device token made at random for this run. So nobody on the network registers
+/// channels on the camera's port, or takes the camera's channel while the camera's own
+/// connection is being replaced (which the token then does at once).
+pub fn built_in(identity: &Identity, max_message_bytes: usize) -> (onair_signal::Service, Target) {
+    let token = format!("{:032x}", rand::random::<u128>());
+    let policy = onair_signal::auth::Policy::one_camera(&identity.channel, token.clone());
+    let service = onair_signal::Service::new(policy, MAX_SESSIONS, max_message_bytes, None);
+    let target = Target::Local {
+        service: service.clone(),
+        token,
+    };
+    (service, target)
 }
 
 /// The running registration. Dropping it disconnects.
@@ -126,6 +151,6 @@ async fn connect(target: &Target) -> anyhow::Result<Box<dyn Link>> {
         Target::Remote { url, token } => {
             Box::new(link::WebSocket::connect(url, token.as_deref()).await?)
         }
-        Target::Local(service) => Box::new(service.connect(None)),
+        Target::Local { service, token } => Box::new(service.connect(Some(token.clone()))),
     })
 }

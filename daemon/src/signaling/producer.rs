@@ -1,6 +1,17 @@
 //! onaird as a producer on one connection to a signalling service: registers the channel,
 //! turns the sessions the service starts into WebRTC sessions, relays SDP and ICE, and ends
 //! sessions whichever side ends them.
+//!
+//! What the service (and the viewers behind it) can make pile up here is bounded:
+//! - sessions being negotiated: at most [`MAX_SESSIONS`]; a `startSession` beyond that is
+//!   refused with `endSession` at once;
+//! - a viewer's candidates that arrive while our SDP is being made: at most
+//!   [`MAX_PENDING_CANDIDATES`] are kept, later ones are dropped (after that the session
+//!   has its own bounded queue, see [`crate::webrtc`]);
+//! - reports of the negotiation tasks: a queue of [`REPORTS`]; a task waits for room (there
+//!   are at most two per session: its negotiation, and applying the viewer's one answer);
+//! - session ends: a mailbox that holds only our sessions ([`crate::webrtc::ended`]), so
+//!   none is lost however many end at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,11 +19,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use gst_plugin_webrtc_signalling_protocol as p;
 use p::{IncomingMessage, OutgoingMessage, PeerMessageInner, SdpMessage};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::link::Link;
-use crate::webrtc::{OfferError, Sessions};
+use crate::webrtc::ended::EndSubscription;
+use crate::webrtc::{MAX_SESSIONS, OfferError, Sessions, Undelivered};
+
+/// A viewer's candidates kept while our SDP is being made; later ones are dropped. A browser
+/// sends one or two per network interface.
+pub const MAX_PENDING_CANDIDATES: usize = 32;
+/// Negotiation reports waiting to be handled; a negotiation task waits for room.
+pub const REPORTS: usize = 16;
 
 /// How this camera presents itself to the service.
 #[derive(Debug, Clone)]
@@ -21,8 +39,9 @@ pub struct Identity {
     pub channel: String,
     /// `device.name`.
     pub name: String,
-    /// Random for each run of onaird: lets the service tell this camera reconnecting from
-    /// another camera claiming the same channel.
+    /// Random for each run of onaird, in `meta.device`: tells people (and logs) which run of
+    /// a camera they see. Not an identity: anyone can copy it from the service's `list`; only
+    /// a device token proves a camera (see onair-signal's hub).
     pub device: String,
 }
 
@@ -46,8 +65,13 @@ enum Local {
         candidates: Vec<(String, u32)>,
         ended: bool,
     },
-    /// Our session id.
-    Live(String),
+    /// Our session.
+    Live {
+        /// Our session id.
+        local: String,
+        /// We offered and the viewer has not answered yet: the one answer it may send.
+        awaiting_answer: bool,
+    },
 }
 
 /// What the negotiation tasks report back.
@@ -72,7 +96,7 @@ pub async fn run(
     sessions: &Sessions,
     registered: &AtomicBool,
 ) -> Outcome {
-    let mut ended = sessions.ended();
+    let ended = sessions.ended();
     let Some(OutgoingMessage::Welcome { peer_id }) = link.recv().await else {
         return Outcome::Ended { registered: false };
     };
@@ -87,14 +111,16 @@ pub async fn run(
         return Outcome::Ended { registered: false };
     }
 
+    let (reports_tx, mut reports) = mpsc::channel(REPORTS);
     let mut driver = Driver {
         sessions,
+        ended: &ended,
         by_session: HashMap::new(),
         by_local: HashMap::new(),
-        reports: mpsc::unbounded_channel(),
+        reports: reports_tx,
     };
     let mut live = false;
-    let outcome = loop {
+    let outcome = 'connection: loop {
         let to_send = tokio::select! {
             message = link.recv() => {
                 let Some(message) = message else {
@@ -114,16 +140,13 @@ pub async fn run(
                     message => driver.on_message(message),
                 }
             }
-            Some(report) = driver.reports.1.recv() => driver.on_report(report),
-            local = ended.recv() => match local {
-                Ok(local) => driver.on_local_end(&local),
-                Err(broadcast::error::RecvError::Lagged(_)) => Vec::new(),
-                Err(broadcast::error::RecvError::Closed) => break Outcome::Ended { registered: live },
-            },
+            Some(report) = reports.recv() => driver.on_report(report),
+            local = ended.recv() => driver.on_local_end(&local),
         };
         for message in to_send {
-            if link.send(message).await.is_err() {
-                break;
+            if let Err(err) = link.send(message).await {
+                warn!("signaling: cannot send to {service}: {err:#}");
+                break 'connection Outcome::Ended { registered: live };
             }
         }
     };
@@ -137,13 +160,12 @@ pub async fn run(
 
 struct Driver<'a> {
     sessions: &'a Sessions,
+    /// Where the ends of our sessions arrive; each live one is watched.
+    ended: &'a EndSubscription,
     by_session: HashMap<String, Local>,
     /// Our session id → the service's.
     by_local: HashMap<String, String>,
-    reports: (
-        mpsc::UnboundedSender<Report>,
-        mpsc::UnboundedReceiver<Report>,
-    ),
+    reports: mpsc::Sender<Report>,
 }
 
 fn end(session: &str) -> IncomingMessage {
@@ -160,43 +182,16 @@ impl Driver<'_> {
                 peer_id,
                 session_id,
                 offer,
-            } => {
-                info!(session = %session_id, viewer = %peer_id, with_offer = offer.is_some(), "signaling: viewer joins");
-                self.by_session.insert(
-                    session_id.clone(),
-                    Local::Negotiating {
-                        candidates: Vec::new(),
-                        ended: false,
-                    },
-                );
-                let sessions = self.sessions.clone();
-                let reports = self.reports.0.clone();
-                tokio::spawn(async move {
-                    let result = match offer {
-                        Some(offer) => sessions
-                            .offer(offer)
-                            .await
-                            .map(|(id, sdp)| (id, SdpMessage::Answer { sdp })),
-                        None => sessions
-                            .offer_to_viewer()
-                            .await
-                            .map(|(id, sdp)| (id, SdpMessage::Offer { sdp })),
-                    };
-                    let _ = reports.send(Report::Negotiated {
-                        session: session_id,
-                        result,
-                    });
-                });
-                Vec::new()
-            }
+            } => self.on_start(peer_id, session_id, offer),
             OutgoingMessage::Peer(p::PeerMessage {
                 session_id,
                 peer_message,
             }) => self.on_peer_message(session_id, peer_message),
             OutgoingMessage::EndSession(p::EndSessionMessage { session_id }) => {
                 match self.by_session.remove(&session_id) {
-                    Some(Local::Live(local)) => {
+                    Some(Local::Live { local, .. }) => {
                         self.by_local.remove(&local);
+                        self.ended.forget(&local);
                         self.sessions.delete(&local);
                     }
                     Some(Local::Negotiating { candidates, .. }) => {
@@ -224,23 +219,82 @@ impl Driver<'_> {
         }
     }
 
+    /// The service starts a session: negotiate it in a task of its own, which reports back.
+    fn on_start(
+        &mut self,
+        viewer: String,
+        session_id: String,
+        offer: Option<String>,
+    ) -> Vec<IncomingMessage> {
+        if self.by_session.contains_key(&session_id) {
+            warn!(session = %session_id, "signaling: the service started a session twice; ignored");
+            return Vec::new();
+        }
+        if self.by_session.len() >= MAX_SESSIONS {
+            warn!(session = %session_id, viewer = %viewer, "signaling: {MAX_SESSIONS} sessions already; refusing another");
+            return vec![end(&session_id)];
+        }
+        info!(session = %session_id, viewer = %viewer, with_offer = offer.is_some(), "signaling: viewer joins");
+        self.by_session.insert(
+            session_id.clone(),
+            Local::Negotiating {
+                candidates: Vec::new(),
+                ended: false,
+            },
+        );
+        let sessions = self.sessions.clone();
+        let reports = self.reports.clone();
+        tokio::spawn(async move {
+            let result = match offer {
+                Some(offer) => sessions
+                    .offer(offer)
+                    .await
+                    .map(|(id, sdp)| (id, SdpMessage::Answer { sdp })),
+                None => sessions
+                    .offer_to_viewer()
+                    .await
+                    .map(|(id, sdp)| (id, SdpMessage::Offer { sdp })),
+            };
+            let report = Report::Negotiated {
+                session: session_id,
+                result,
+            };
+            if let Err(mpsc::error::SendError(Report::Negotiated {
+                result: Ok((local, _)),
+                ..
+            })) = reports.send(report).await
+            {
+                // The connection is gone: nobody will hand this session to a viewer.
+                sessions.delete(&local);
+            }
+        });
+        Vec::new()
+    }
+
     fn on_peer_message(
         &mut self,
         session: String,
         message: PeerMessageInner,
     ) -> Vec<IncomingMessage> {
         match (self.by_session.get_mut(&session), message) {
-            (Some(Local::Live(local)), PeerMessageInner::Sdp(SdpMessage::Answer { sdp })) => {
+            (
+                Some(Local::Live {
+                    local,
+                    awaiting_answer: awaiting @ true,
+                }),
+                PeerMessageInner::Sdp(SdpMessage::Answer { sdp }),
+            ) => {
+                *awaiting = false;
                 let (sessions, local) = (self.sessions.clone(), local.clone());
-                let reports = self.reports.0.clone();
+                let reports = self.reports.clone();
                 tokio::spawn(async move {
                     if let Err(error) = sessions.answer(&local, sdp).await {
-                        let _ = reports.send(Report::AnswerRefused { session, error });
+                        let _ = reports.send(Report::AnswerRefused { session, error }).await;
                     }
                 });
             }
             (
-                Some(Local::Live(local)),
+                Some(Local::Live { local, .. }),
                 PeerMessageInner::Ice {
                     candidate,
                     sdp_m_line_index,
@@ -254,7 +308,13 @@ impl Driver<'_> {
                     candidate,
                     sdp_m_line_index,
                 },
-            ) => candidates.push((candidate, sdp_m_line_index)),
+            ) => {
+                if candidates.len() < MAX_PENDING_CANDIDATES {
+                    candidates.push((candidate, sdp_m_line_index));
+                } else {
+                    debug!(%session, "signaling: {MAX_PENDING_CANDIDATES} candidates wait already; dropped one");
+                }
+            }
             (Some(_), PeerMessageInner::Sdp(sdp)) => {
                 warn!(%session, ?sdp, "signaling: unexpected SDP; ending the session");
                 self.forget(&session);
@@ -279,7 +339,16 @@ impl Driver<'_> {
                         add_candidate(self.sessions, &local, candidate, index);
                     }
                     self.by_local.insert(local.clone(), session.clone());
-                    self.by_session.insert(session.clone(), Local::Live(local));
+                    // Reported here when it ends, even if that was a moment ago.
+                    self.sessions.watch_end(self.ended, &local);
+                    let awaiting_answer = matches!(sdp, SdpMessage::Offer { .. });
+                    self.by_session.insert(
+                        session.clone(),
+                        Local::Live {
+                            local,
+                            awaiting_answer,
+                        },
+                    );
                     vec![IncomingMessage::Peer(p::PeerMessage {
                         session_id: session,
                         peer_message: PeerMessageInner::Sdp(sdp),
@@ -325,8 +394,9 @@ impl Driver<'_> {
     }
 
     fn forget(&mut self, session: &str) {
-        if let Some(Local::Live(local)) = self.by_session.remove(session) {
+        if let Some(Local::Live { local, .. }) = self.by_session.remove(session) {
             self.by_local.remove(&local);
+            self.ended.forget(&local);
             self.sessions.delete(&local);
         }
     }
@@ -338,7 +408,13 @@ fn add_candidate(sessions: &Sessions, local: &str, candidate: String, index: u32
         return;
     }
     let index = u16::try_from(index).unwrap_or(u16::MAX);
-    if !sessions.add_candidate(local, candidate, index) {
-        debug!(session = %local, "signaling: candidate for a session that has ended");
+    match sessions.add_candidate(local, candidate, index) {
+        Ok(()) => {}
+        Err(Undelivered::NoSession) => {
+            debug!(session = %local, "signaling: candidate for a session that has ended")
+        }
+        Err(Undelivered::Full) => {
+            debug!(session = %local, "signaling: the session's queue is full; dropped a candidate")
+        }
     }
 }

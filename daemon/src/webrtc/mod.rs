@@ -6,11 +6,22 @@
 //! - [`keyframe_requests`]: lets PLI/FIR reach the encoder.
 //!
 //! - [`negotiate`]: SDP offer/answer, with the viewer or with us offering.
+//! - [`ended`]: session-end notices for the front ends that must pass them on.
 //!
 //! [`Sessions`] is the registry the HTTP (WHEP) and signaling front ends talk to: an offer in,
 //! an answer and a session id out (or our offer out, the viewer's answer in); the viewer's
 //! ICE candidates; delete by id; count; close all on shutdown.
+//!
+//! **What a viewer can queue.** Each session task takes its orders from outside through
+//! two channels: a one-slot [`watch`] for "end now" (delete, shutdown: the newest wins, it
+//! cannot fill), and a queue of [`CONTROL_QUEUE`] for the answer and trickled ICE
+//! candidates. A candidate that finds the queue full is dropped (a viewer sends a handful;
+//! one that floods them loses some, and nobody else notices), an answer waits up to
+//! [`ANSWER_WAIT`] for room; and a session takes at most [`MAX_REMOTE_CANDIDATES`] remote
+//! candidates in all. Connection state changes from webrtc-rs come through a one-slot
+//! watch too (see [`peer`]): the session acts on the newest state.
 
+pub mod ended;
 pub mod forward;
 pub mod keyframe_requests;
 pub mod nat;
@@ -24,13 +35,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use onair_config::WebRtc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use webrtc::peer_connection::RTCIceCandidateInit;
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 use crate::media::MediaHandle;
+use ended::{EndNotices, EndSubscription};
 use forward::Outgoing;
 use peer::{PeerError, PeerFactory};
 use session::{Action, CloseReason, Event, Session};
@@ -39,6 +51,17 @@ use session::{Action, CloseReason, Event, Session};
 pub const MAX_SESSIONS: usize = 100;
 /// How long the answer waits for local ICE candidates; host candidates take milliseconds.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Orders (the answer, trickled candidates) a session may have waiting. Policy: a candidate
+/// that finds the queue full is dropped; an answer waits for room (see [`ANSWER_WAIT`]).
+pub const CONTROL_QUEUE: usize = 32;
+/// How long the viewer's answer may wait for room in a full control queue before it is
+/// refused.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(5);
+/// Remote ICE candidates one session takes; more are ignored. Browsers send a few per
+/// network interface; each one taken costs connectivity checks.
+pub const MAX_REMOTE_CANDIDATES: usize = 50;
+/// How long shutdown waits for sessions to close their peer connections.
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
 
 /// Why an offer was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -99,13 +122,11 @@ struct Inner {
     /// Every session task and negotiation, so shutdown can wait for them.
     tasks: TaskTracker,
     /// Ids of sessions that ended, for front ends that must tell someone (signaling).
-    ended: broadcast::Sender<String>,
+    ended: EndNotices,
 }
 
-/// What a session task is told from outside.
+/// What a session task is told from outside, in order (bounded: [`CONTROL_QUEUE`]).
 enum Control {
-    /// A state machine event (delete, shutdown).
-    Event(Event),
     /// The viewer's answer to our offer, with where to report whether it was taken.
     Answer(String, oneshot::Sender<Result<(), OfferError>>),
     /// One of the viewer's ICE candidates (trickled).
@@ -118,10 +139,30 @@ enum Media {
     AwaitingAnswer(Vec<negotiate::Added>),
 }
 
+/// How to reach one session's task.
+#[derive(Clone)]
+struct Handle {
+    /// The answer and candidates.
+    control: mpsc::Sender<Control>,
+    /// "End now" ([`Event::Delete`] or [`Event::Shutdown`]): one slot, never full.
+    end: Arc<watch::Sender<Option<Event>>>,
+}
+
+/// Why an order did not reach a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Undelivered {
+    /// No such session (any more).
+    #[error("no such session")]
+    NoSession,
+    /// Its queue is full ([`CONTROL_QUEUE`]): the order was dropped.
+    #[error("the session's queue is full")]
+    Full,
+}
+
 #[derive(Default)]
 struct Live {
-    /// Control channel of every live session, by id.
-    sessions: HashMap<String, mpsc::UnboundedSender<Control>>,
+    /// How to reach every live session, by id.
+    sessions: HashMap<String, Handle>,
     /// Set by shutdown: no session may be added any more.
     closing: bool,
 }
@@ -138,7 +179,7 @@ impl Sessions {
                 permits: Arc::new(Semaphore::new(MAX_SESSIONS)),
                 viewers: AtomicUsize::new(0),
                 tasks: TaskTracker::new(),
-                ended: broadcast::channel(64).0,
+                ended: EndNotices::default(),
             }),
         }
     }
@@ -198,41 +239,71 @@ impl Sessions {
     /// The viewer's answer to the offer of session `id`.
     pub async fn answer(&self, id: &str, answer: String) -> Result<(), OfferError> {
         let (reply, replied) = oneshot::channel();
-        if !self.control(id, Control::Answer(answer, reply)) {
-            return Err(OfferError::NoSession);
+        let control = self.handle(id).ok_or(OfferError::NoSession)?.control;
+        match tokio::time::timeout(ANSWER_WAIT, control.send(Control::Answer(answer, reply))).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(OfferError::NoSession),
+            Err(_) => {
+                return Err(OfferError::Internal(format!(
+                    "the session's queue stayed full for {ANSWER_WAIT:?}"
+                )));
+            }
         }
         replied.await.unwrap_or(Err(OfferError::NoSession))
     }
 
-    /// One of the viewer's ICE candidates for session `id`. `false` if there is no such
-    /// session.
-    pub fn add_candidate(&self, id: &str, candidate: String, sdp_mline_index: u16) -> bool {
+    /// One of the viewer's ICE candidates for session `id`; dropped when the session has
+    /// [`CONTROL_QUEUE`] orders waiting.
+    pub fn add_candidate(
+        &self,
+        id: &str,
+        candidate: String,
+        sdp_mline_index: u16,
+    ) -> Result<(), Undelivered> {
         let candidate = RTCIceCandidateInit {
             candidate,
             sdp_mline_index: Some(sdp_mline_index),
             ..Default::default()
         };
-        self.control(id, Control::Candidate(candidate))
+        let handle = self.handle(id).ok_or(Undelivered::NoSession)?;
+        handle
+            .control
+            .try_send(Control::Candidate(candidate))
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => Undelivered::Full,
+                mpsc::error::TrySendError::Closed(_) => Undelivered::NoSession,
+            })
     }
 
-    /// Ids of sessions as they end, whatever ended them.
-    pub fn ended(&self) -> broadcast::Receiver<String> {
+    /// A subscription to session ends: each session it [watches](Self::watch_end) is
+    /// reported once when it ends, whatever ended it (see [`ended`]).
+    pub fn ended(&self) -> EndSubscription {
         self.inner.ended.subscribe()
+    }
+
+    /// Has `subscription` report session `id` when it ends (at once if it has already).
+    pub fn watch_end(&self, subscription: &EndSubscription, id: &str) {
+        subscription.watch(id, || self.contains(id));
     }
 
     /// Ends a session (WHEP DELETE). `false` if there is no such session.
     pub fn delete(&self, id: &str) -> bool {
-        self.control(id, Control::Event(Event::Delete))
+        self.end(id, Event::Delete)
     }
 
-    fn control(&self, id: &str, message: Control) -> bool {
-        let control = self
-            .inner
+    /// Tells session `id` to end; never waits, never fills (one slot, the newest wins).
+    fn end(&self, id: &str, why: Event) -> bool {
+        self.handle(id)
+            .is_some_and(|handle| handle.end.send(Some(why)).is_ok())
+    }
+
+    fn handle(&self, id: &str) -> Option<Handle> {
+        self.inner
             .live
             .lock()
             .ok()
-            .and_then(|live| live.sessions.get(id).cloned());
-        control.is_some_and(|tx| tx.send(message).is_ok())
+            .and_then(|live| live.sessions.get(id).cloned())
     }
 
     /// Whether a session with this id is live.
@@ -243,17 +314,25 @@ impl Sessions {
             .is_ok_and(|live| live.sessions.contains_key(id))
     }
 
-    /// Closes every session, refuses new ones, and waits until all have released their
-    /// resources.
+    /// Closes every session, refuses new ones, and waits (at most `SHUTDOWN_WAIT`) until
+    /// all have released their resources.
     pub async fn shutdown(&self) {
         if let Ok(mut live) = self.inner.live.lock() {
             live.closing = true;
-            for tx in live.sessions.values() {
-                let _ = tx.send(Control::Event(Event::Shutdown));
+            for handle in live.sessions.values() {
+                let _ = handle.end.send(Some(Event::Shutdown));
             }
         }
         self.inner.tasks.close();
-        self.inner.tasks.wait().await;
+        if tokio::time::timeout(SHUTDOWN_WAIT, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                "{} session task(s) still closing {SHUTDOWN_WAIT:?} after shutdown; not waiting for them",
+                self.inner.tasks.len()
+            );
+        }
     }
 }
 
@@ -329,13 +408,23 @@ fn register(
     if live.closing {
         return Err(peer);
     }
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
-    live.sessions.insert(id.to_owned(), control_tx);
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (end_tx, end_rx) = watch::channel(None);
+    let handle = Handle {
+        control: control_tx,
+        end: Arc::new(end_tx),
+    };
+    live.sessions.insert(id.to_owned(), handle);
+    let orders = Orders {
+        control: control_rx,
+        end: end_rx,
+        candidates_taken: 0,
+    };
     let task = run_session(
         inner.clone(),
         id.to_owned(),
         peer,
-        control_rx,
+        orders,
         media,
         profile,
         permit,
@@ -344,12 +433,23 @@ fn register(
     Ok(())
 }
 
+/// The outside's orders to one session task (see [`Handle`] for the sending side).
+struct Orders {
+    control: mpsc::Receiver<Control>,
+    end: watch::Receiver<Option<Event>>,
+    /// Remote candidates taken so far (at most [`MAX_REMOTE_CANDIDATES`]).
+    candidates_taken: usize,
+}
+
+/// How long closing a peer connection may take before the session is released anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// Drives one session from negotiation to teardown. Holds the session's permit until the end.
 async fn run_session(
     inner: Arc<Inner>,
     id: String,
     peer: peer::NewPeer,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    mut orders: Orders,
     mut media: Media,
     profile: String,
     _permit: OwnedSemaphorePermit,
@@ -365,9 +465,12 @@ async fn run_session(
     let reason = loop {
         let deadline = session.deadline();
         let event = tokio::select! {
-            Some(event) = events.recv() => event,
-            message = control.recv() => match message {
-                Some(Control::Event(event)) => event,
+            Ok(()) = events.changed() => match *events.borrow_and_update() {
+                Some(event) => event,
+                None => continue,
+            },
+            Ok(()) = orders.end.changed() => orders.end.borrow_and_update().unwrap_or(Event::Shutdown),
+            order = orders.control.recv() => match order {
                 Some(Control::Answer(answer, reply)) => {
                     let taken = take_answer(&pc, &mut media, &answer, &profile).await;
                     let failed = taken.is_err();
@@ -381,9 +484,7 @@ async fn run_session(
                     continue;
                 }
                 Some(Control::Candidate(candidate)) => {
-                    if let Err(err) = pc.add_ice_candidate(candidate).await {
-                        debug!(session = %id, "viewer's ICE candidate refused: {err}");
-                    }
+                    add_remote_candidate(&id, &pc, &mut orders.candidates_taken, candidate).await;
                     continue;
                 }
                 None => Event::Shutdown,
@@ -405,8 +506,12 @@ async fn run_session(
         }
     };
     media_tasks.abort_all();
-    if let Err(err) = pc.close().await {
-        debug!(session = %id, "closing peer connection: {err}");
+    match tokio::time::timeout(CLOSE_WAIT, pc.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => debug!(session = %id, "closing peer connection: {err}"),
+        Err(_) => {
+            warn!(session = %id, "closing the peer connection took over {CLOSE_WAIT:?}; releasing the session anyway")
+        }
     }
     if let Ok(mut live) = inner.live.lock() {
         live.sessions.remove(&id);
@@ -414,8 +519,29 @@ async fn run_session(
     if session.media_started() {
         inner.viewers.fetch_sub(1, Ordering::Relaxed);
     }
-    let _ = inner.ended.send(id.clone());
+    inner.ended.publish(&id);
     info!(session = %id, ?reason, viewers = inner.viewers.load(Ordering::Relaxed), "viewer gone");
+}
+
+/// Adds one of the viewer's candidates, unless it has sent [`MAX_REMOTE_CANDIDATES`]
+/// already.
+async fn add_remote_candidate(
+    id: &str,
+    pc: &Arc<dyn PeerConnection>,
+    taken: &mut usize,
+    candidate: RTCIceCandidateInit,
+) {
+    if *taken >= MAX_REMOTE_CANDIDATES {
+        if *taken == MAX_REMOTE_CANDIDATES {
+            warn!(session = %id, "the viewer sent over {MAX_REMOTE_CANDIDATES} ICE candidates; ignoring the rest");
+            *taken += 1;
+        }
+        return;
+    }
+    *taken += 1;
+    if let Err(err) = pc.add_ice_candidate(candidate).await {
+        debug!(session = %id, "viewer's ICE candidate refused: {err}");
+    }
 }
 
 /// Applies the viewer's answer to our offer.

@@ -9,7 +9,7 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYP
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, watch};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, Registry,
@@ -119,9 +119,11 @@ impl PortPool {
     }
 }
 
-/// Turns webrtc-rs callbacks into session events.
+/// Turns webrtc-rs callbacks into session events. The newest connection state is all a
+/// session needs, so they go through a one-slot watch: it never fills, whatever webrtc-rs
+/// reports (a flapping connection overwrites its older states).
 struct PeerEvents {
-    events: mpsc::UnboundedSender<Event>,
+    events: watch::Sender<Option<Event>>,
     gathered: Arc<Notify>,
 }
 
@@ -141,7 +143,7 @@ impl PeerConnectionEventHandler for PeerEvents {
             RTCPeerConnectionState::Closed => Event::Closed,
             _ => return,
         };
-        let _ = self.events.send(event);
+        self.events.send_replace(Some(event));
     }
 }
 
@@ -159,8 +161,8 @@ pub struct PeerFactory {
 pub struct NewPeer {
     /// The connection.
     pub pc: Arc<dyn PeerConnection>,
-    /// Connection state changes.
-    pub events: mpsc::UnboundedReceiver<Event>,
+    /// The newest connection state change (`None` before the first).
+    pub events: watch::Receiver<Option<Event>>,
     /// Fires once ICE gathering is complete.
     pub gathered: Arc<Notify>,
     /// Keeps the UDP port reserved for the life of the connection.
@@ -245,7 +247,7 @@ impl PeerFactory {
             settings = settings.with_include_loopback_candidate(true);
         }
 
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (events_tx, events) = watch::channel(None);
         let gathered = Arc::new(Notify::new());
         let handler = Arc::new(PeerEvents {
             events: events_tx,

@@ -140,6 +140,9 @@ fn consumer_joins_a_channel_and_messages_are_relayed() {
     ));
 }
 
+/// The start of the refusal a producer gets for a channel that is live elsewhere.
+const ALREADY_LIVE: &str = "channel \"porch\" is already live";
+
 #[test]
 fn a_second_producer_for_a_live_channel_is_refused() {
     let mut hub = hub();
@@ -147,7 +150,10 @@ fn a_second_producer_for_a_live_channel_is_refused() {
     join(&mut hub, "intruder", None);
     hub.handle("cam", producer("porch"));
     let fx = hub.handle("intruder", producer("porch"));
-    assert_eq!(errors(&fx), ["channel \"porch\" is already live"]);
+    assert!(
+        matches!(&errors(&fx)[..], [e] if e.starts_with(ALREADY_LIVE)),
+        "{fx:?}"
+    );
     assert!(fx.close.is_empty() && fx.events.is_empty());
     assert_eq!(hub.producer_of("porch"), Some("cam"));
     // Another name is fine.
@@ -155,27 +161,41 @@ fn a_second_producer_for_a_live_channel_is_refused() {
 }
 
 #[test]
-fn a_reconnecting_device_replaces_its_stale_entry() {
+fn copying_a_live_producers_meta_does_not_take_its_channel() {
     let mut hub = hub();
-    let meta = json!({"channel": "porch", "name": "Porch", "device": "d-1"});
-    join(&mut hub, "old", None);
+    join(&mut hub, "cam", None);
     join(&mut hub, "viewer", None);
-    hub.handle("old", status(&[p::PeerRole::Producer], meta.clone()));
-    let session = session_of(&hub.handle("viewer", start("old", None)));
-    join(&mut hub, "new", None);
-    let fx = hub.handle("new", status(&[p::PeerRole::Producer], meta));
-    // The stale connection is told and closed, its viewer's session ends, the channel
-    // now belongs to the new connection.
-    assert_eq!(fx.close, ["old"]);
-    assert!(fx.messages.contains(&(
-        "viewer".to_owned(),
-        OutgoingMessage::EndSession(p::EndSessionMessage {
-            session_id: session
-        })
-    )));
-    assert_eq!(hub.producer_of("porch"), Some("new"));
-    assert!(hub.disconnect("old").messages.is_empty());
-    assert_eq!(hub.producer_of("porch"), Some("new"));
+    join(&mut hub, "intruder", None);
+    let meta = json!({"channel": "porch", "name": "Porch", "device": "d-1"});
+    hub.handle("cam", status(&[p::PeerRole::Producer], meta));
+    let session = session_of(&hub.handle("viewer", start("cam", None)));
+    // The intruder lists the producers and registers with the camera's meta, device id and
+    // all.
+    let fx = hub.handle("intruder", IncomingMessage::List);
+    let OutgoingMessage::List { producers } = &fx.messages[0].1 else {
+        panic!("{fx:?}");
+    };
+    let copied = producers[0].meta.clone().unwrap();
+    assert_eq!(copied["device"], "d-1");
+    let fx = hub.handle("intruder", status(&[p::PeerRole::Producer], copied.clone()));
+    assert!(
+        matches!(&errors(&fx)[..], [e] if e.starts_with(ALREADY_LIVE)),
+        "{fx:?}"
+    );
+    assert!(fx.close.is_empty() && fx.events.is_empty(), "{fx:?}");
+    // The camera keeps its channel and its viewer.
+    assert_eq!(hub.producer_of("porch"), Some("cam"));
+    assert_eq!(hub.session_channel(&session), Some("porch"));
+    assert_eq!(hub.channels()[0].viewers, 1);
+
+    // Once the camera's connection is gone (it disconnected, or the transport dropped it
+    // for silence), the channel is free for whoever registers it next: its camera after a
+    // reboot, without a device token.
+    hub.disconnect("cam");
+    join(&mut hub, "rebooted", None);
+    let fx = hub.handle("rebooted", status(&[p::PeerRole::Producer], copied));
+    assert!(errors(&fx).is_empty(), "{fx:?}");
+    assert_eq!(hub.producer_of("porch"), Some("rebooted"));
 }
 
 #[test]
@@ -193,14 +213,31 @@ fn device_tokens_decide_who_publishes() {
     assert_eq!(errors(&hub.handle("nobody", producer("porch"))), [refused]);
     assert_eq!(errors(&hub.handle("wrong", producer("porch"))), [refused]);
     assert!(errors(&hub.handle("cam", producer("porch"))).is_empty());
-    // With the token, a second connection is the same camera reconnecting.
+    join(&mut hub, "viewer", None);
+    let session = session_of(&hub.handle("viewer", start("cam", None)));
+    // With the token, a second connection is the camera reconnecting (its old connection
+    // went stale): it replaces the stale entry at once. The stale connection is told and
+    // closed, its viewer's session ends, the channel belongs to the new connection.
     join(&mut hub, "cam2", Some("porch-token-0123456"));
     let fx = hub.handle("cam2", producer("porch"));
-    assert!(
-        errors(&fx).iter().all(|e| e.contains("taken over")),
-        "{fx:?}"
+    assert_eq!(
+        errors(&fx),
+        ["channel \"porch\" was taken over by a new connection of its camera"]
+    );
+    assert_eq!(
+        fx.messages[0].0, "cam",
+        "the error goes to the stale connection"
     );
     assert_eq!(fx.close, ["cam"]);
+    assert!(fx.messages.contains(&(
+        "viewer".to_owned(),
+        OutgoingMessage::EndSession(p::EndSessionMessage {
+            session_id: session
+        })
+    )));
+    assert_eq!(hub.producer_of("porch"), Some("cam2"));
+    // When the transport then reports the stale connection gone, nothing more happens.
+    assert_eq!(hub.disconnect("cam"), Effects::default());
     assert_eq!(hub.producer_of("porch"), Some("cam2"));
     // A channel nobody has a token for cannot be published at all.
     assert_eq!(errors(&hub.handle("nobody", producer("garden"))).len(), 1);
