@@ -256,7 +256,27 @@ pub fn sdp_offer<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<&'a str, (St
             "bad offer: not an SDP session description (must start with v=0)\n".into(),
         ));
     }
-    Ok(offer)
+    // Parsed here too, so that the gateway refuses what no camera could use with a 400
+    // naming the problem, instead of a 502 once the camera has given up on it.
+    match SessionDescription::unmarshal(&mut std::io::Cursor::new(offer)) {
+        Err(err) => {
+            // The parser names the line it choked on, or nothing when the text ended early.
+            let why = err.to_string();
+            let why = match why.trim_end().ends_with(':') {
+                true => "it ends before the lines an offer needs (s=, t=, m=)".to_owned(),
+                false => why,
+            };
+            Err((
+                StatusCode::BAD_REQUEST,
+                format!("bad offer: not valid SDP: {why}\n"),
+            ))
+        }
+        Ok(sdp) if sdp.media_descriptions.is_empty() => Err((
+            StatusCode::BAD_REQUEST,
+            "bad offer: no media section (m=)\n".into(),
+        )),
+        Ok(_) => Ok(offer),
+    }
 }
 
 /// `POST /whep/{channel}`.
@@ -323,6 +343,32 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refusal(offer: &str) -> (StatusCode, String) {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/sdp"),
+        );
+        sdp_offer(&headers, offer.as_bytes()).expect_err(offer)
+    }
+
+    #[test]
+    fn offers_that_are_not_sdp_with_media_are_refused_with_the_reason() {
+        for (offer, says) in [
+            ("hello", "must start with v=0"),
+            ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n", "ends before"),
+            ("v=0\r\nthis is not sdp\r\n", "not valid SDP"),
+            (
+                "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n",
+                "no media section",
+            ),
+        ] {
+            let (status, why) = refusal(offer);
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{offer:?}");
+            assert!(why.contains(says), "{offer:?}: {why}");
+        }
+    }
 
     #[test]
     fn trickled_candidates_are_written_into_their_media_section() {

@@ -90,18 +90,33 @@ impl Consumer {
         Ok(())
     }
 
+    /// Sends a binary frame (tests of what the protocol does not allow).
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.ws.send(Message::Binary(bytes.into())).await?;
+        Ok(())
+    }
+
     /// The next protocol message (10 s at most).
     pub async fn recv(&mut self) -> anyhow::Result<OutgoingMessage> {
+        self.recv_or_closed()
+            .await?
+            .context("the service closed the connection")
+    }
+
+    /// The next protocol message, or `None` once the service has closed the connection (a
+    /// close frame, or the TCP connection ended). Fails after 10 s of silence.
+    pub async fn recv_or_closed(&mut self) -> anyhow::Result<Option<OutgoingMessage>> {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let frame = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
-                .context("no message from the service within 10 s")?
-                .context("the service closed the connection")??;
+                .context("no message from the service within 10 s")?;
             match frame {
-                Message::Text(text) => return Ok(serde_json::from_str(text.as_str())?),
-                Message::Close(_) => bail!("the service closed the connection"),
-                _ => {}
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(Some(serde_json::from_str(text.as_str())?));
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(None),
+                Some(Ok(_)) => {}
             }
         }
     }

@@ -18,9 +18,13 @@ pub fn built(name: &str, env_var: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env_var) {
         return path.into();
     }
-    // target/<profile>/deps/e2e-xxxx → target/<profile>/<name>
+    // A test: target/<profile>/deps/e2e-xxxx → target/<profile>/<name>; a binary of this
+    // crate (onair-bench): target/<profile>/onair-bench → target/<profile>/<name>.
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let mut dir = exe.parent().expect("target dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir");
+    }
     dir.join(name)
 }
 

@@ -347,34 +347,139 @@ pub async fn watch(whep_url: &str, how: Watch) -> anyhow::Result<Report> {
 /// fails; the caller judges the report. For a channel, the report's `delete_status` is 200
 /// once `endSession` was sent.
 pub async fn watch_via(via: Via, how: Watch) -> anyhow::Result<Report> {
-    let Watch {
-        frames,
-        within,
-        decode,
-        pli_at_frame,
-    } = how;
-    let shared = Arc::new(Mutex::new(Shared::default()));
-    let progress = Arc::new(Notify::new());
-    let gathered = Arc::new(Notify::new());
-    let handler = Handler {
-        decode,
-        pli_at_frame,
-        shared: shared.clone(),
-        gathered: gathered.clone(),
-        progress: progress.clone(),
-    };
-    let pc = recvonly_peer(true, handler).await?;
-    if let Ok(mut s) = shared.lock() {
-        s.started = Some(Instant::now());
+    let viewer = Viewer::join(via, how).await?;
+    viewer.wait_for(how.frames, how.within).await;
+    viewer.leave().await
+}
+
+/// A viewer that has joined: it receives (and decodes) in the background until it leaves.
+/// Tests that must see pictures keep arriving while something else happens read
+/// [`Viewer::frames`] as they go.
+pub struct Viewer {
+    pc: Box<dyn PeerConnection>,
+    shared: Arc<Mutex<Shared>>,
+    progress: Arc<Notify>,
+    leave: Leave,
+}
+
+impl Viewer {
+    /// Joins as `via` says, receiving as `how` says (`decode`, `pli_at_frame`; `frames` and
+    /// `within` are for [`Viewer::wait_for`]). Returns once the answer is applied.
+    pub async fn join(via: Via, how: Watch) -> anyhow::Result<Viewer> {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let progress = Arc::new(Notify::new());
+        let gathered = Arc::new(Notify::new());
+        let handler = Handler {
+            decode: how.decode,
+            pli_at_frame: how.pli_at_frame,
+            shared: shared.clone(),
+            gathered: gathered.clone(),
+            progress: progress.clone(),
+        };
+        let pc: Box<dyn PeerConnection> = Box::new(
+            recvonly_peer(true, &[RtpCodecKind::Video, RtpCodecKind::Audio], handler).await?,
+        );
+        if let Ok(mut s) = shared.lock() {
+            s.started = Some(Instant::now());
+        }
+        match negotiate(via, pc.as_ref(), &gathered).await {
+            Ok(leave) => Ok(Viewer {
+                pc,
+                shared,
+                progress,
+                leave,
+            }),
+            Err(err) => {
+                let _ = pc.close().await;
+                Err(err)
+            }
+        }
     }
-    let leave = match via {
+
+    /// Pictures received so far (decoded ones, when decoding).
+    pub fn frames(&self) -> usize {
+        self.shared.lock().map_or(0, |s| s.report.frames_decoded)
+    }
+
+    /// Whether the daemon ended the connection (closed, failed or dropped).
+    pub fn ended(&self) -> bool {
+        self.shared.lock().map_or(true, |s| s.ended)
+    }
+
+    /// What the viewer has seen so far.
+    pub fn report(&self) -> Report {
+        report_of(&self.shared)
+    }
+
+    /// Waits until `frames` pictures have arrived in all, the connection ended, or `within`
+    /// passed, whichever comes first; returns what was seen by then.
+    pub async fn wait_for(&self, frames: usize, within: Duration) -> Report {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before the check, so progress made in between is not missed.
+            let notified = self.progress.notified();
+            if self.frames() >= frames || self.ended() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        self.report()
+    }
+
+    /// Leaves (WHEP DELETE, or `endSession` for a channel), closes the connection and
+    /// returns the final report.
+    pub async fn leave(self) -> anyhow::Result<Report> {
+        let Viewer {
+            pc, shared, leave, ..
+        } = self;
+        let delete_status = match leave {
+            Leave::Whep(resource, token) => {
+                tokio::task::spawn_blocking(move || {
+                    let mut delete = agent().delete(&resource);
+                    if let Some(token) = token {
+                        delete = delete.header("Authorization", format!("Bearer {token}"));
+                    }
+                    delete.call().map(|r| r.status().as_u16())
+                })
+                .await?
+                // No answer at all (the daemon is gone) reads as 0.
+                .unwrap_or(0)
+            }
+            Leave::Channel(session) => match session.leave().await {
+                Ok(()) => 200,
+                Err(_) => 0,
+            },
+        };
+        let _ = pc.close().await;
+        let mut report = report_of(&shared);
+        report.delete_status = delete_status;
+        Ok(report)
+    }
+}
+
+fn report_of(shared: &Mutex<Shared>) -> Report {
+    let Ok(s) = shared.lock() else {
+        return Report::default();
+    };
+    let mut report = s.report.clone();
+    if s.audio_samples > 0 {
+        report.audio_rms = (s.audio_sum_squares / s.audio_samples as f64).sqrt();
+    }
+    report
+}
+
+/// Negotiates `pc` as `via` says; returns how to leave.
+async fn negotiate(via: Via, pc: &dyn PeerConnection, gathered: &Notify) -> anyhow::Result<Leave> {
+    Ok(match via {
         Via::Whep(url) => {
-            let offer = local_offer(&pc, &gathered).await?;
-            Leave::Whep(whep_post(&url, None, offer, &pc).await?, None)
+            let offer = local_offer(pc, gathered).await?;
+            Leave::Whep(whep_post(&url, None, offer, pc).await?, None)
         }
         Via::WhepBearer { url, token } => {
-            let offer = local_offer(&pc, &gathered).await?;
-            let resource = whep_post(&url, Some(&token), offer, &pc).await?;
+            let offer = local_offer(pc, gathered).await?;
+            let resource = whep_post(&url, Some(&token), offer, pc).await?;
             Leave::Whep(resource, Some(token))
         }
         Via::Channel {
@@ -385,53 +490,10 @@ pub async fn watch_via(via: Via, how: Watch) -> anyhow::Result<Report> {
         } => {
             let consumer = Consumer::connect(&ws_url, token.as_deref()).await?;
             Leave::Channel(Box::new(
-                consumer.join(&channel, we_offer, &pc, &gathered).await?,
+                consumer.join(&channel, we_offer, pc, gathered).await?,
             ))
         }
-    };
-
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let done = shared
-            .lock()
-            .map(|s| s.report.frames_decoded >= frames || s.ended)
-            .unwrap_or(true);
-        if done
-            || tokio::time::timeout_at(deadline, progress.notified())
-                .await
-                .is_err()
-        {
-            break;
-        }
-    }
-
-    let delete_status = match leave {
-        Leave::Whep(resource, token) => {
-            tokio::task::spawn_blocking(move || {
-                let mut delete = agent().delete(&resource);
-                if let Some(token) = token {
-                    delete = delete.header("Authorization", format!("Bearer {token}"));
-                }
-                delete.call().map(|r| r.status().as_u16())
-            })
-            .await?
-            // No answer at all (the daemon is gone) reads as 0.
-            .unwrap_or(0)
-        }
-        Leave::Channel(session) => match session.leave().await {
-            Ok(()) => 200,
-            Err(_) => 0,
-        },
-    };
-    let _ = pc.close().await;
-    let mut s = shared
-        .lock()
-        .map_err(|_| anyhow::anyhow!("viewer state poisoned"))?;
-    s.report.delete_status = delete_status;
-    if s.audio_samples > 0 {
-        s.report.audio_rms = (s.audio_sum_squares / s.audio_samples as f64).sqrt();
-    }
-    Ok(s.report.clone())
+    })
 }
 
 /// How to leave once done watching.
@@ -448,7 +510,7 @@ async fn whep_post(
     whep_url: &str,
     bearer: Option<&str>,
     offer: String,
-    pc: &impl PeerConnection,
+    pc: &dyn PeerConnection,
 ) -> anyhow::Result<String> {
     let url = whep_url.to_owned();
     let authorization = bearer.map(|token| format!("Bearer {token}"));
@@ -473,7 +535,6 @@ async fn whep_post(
         })
         .await??;
     if status != 201 {
-        let _ = pc.close().await;
         bail!("WHEP POST answered {status}: {answer}");
     }
     let location = location.context("201 without Location")?;
@@ -502,6 +563,16 @@ fn resolve(base: &str, location: &str) -> String {
 
 /// A complete, valid offer (video + audio, all candidates) that offers VP8 and no H.264.
 pub async fn offer_without_h264() -> anyhow::Result<String> {
+    offer_of(false, &[RtpCodecKind::Video, RtpCodecKind::Audio]).await
+}
+
+/// A complete, valid offer that receives audio (Opus) only: no video section at all.
+pub async fn audio_only_offer() -> anyhow::Result<String> {
+    offer_of(true, &[RtpCodecKind::Audio]).await
+}
+
+/// The offer of a peer that receives `kinds`, with H.264 (else VP8) for video.
+async fn offer_of(h264: bool, kinds: &[RtpCodecKind]) -> anyhow::Result<String> {
     let handler = Handler {
         decode: false,
         pli_at_frame: None,
@@ -510,15 +581,19 @@ pub async fn offer_without_h264() -> anyhow::Result<String> {
         progress: Arc::default(),
     };
     let gathered = handler.gathered.clone();
-    let pc = recvonly_peer(false, handler).await?;
-    let offer = local_offer(&pc, &gathered).await?;
+    let pc = recvonly_peer(h264, kinds, handler).await?;
+    let offer = local_offer(&pc, &gathered).await;
     pc.close().await?;
-    Ok(offer)
+    offer
 }
 
-/// A loopback-only peer connection that receives video and audio. `h264: false` takes VP8
-/// instead.
-async fn recvonly_peer(h264: bool, handler: Handler) -> anyhow::Result<impl PeerConnection> {
+/// A loopback-only peer connection that receives `kinds` (video and audio for a viewer).
+/// `h264: false` takes VP8 instead.
+async fn recvonly_peer(
+    h264: bool,
+    kinds: &[RtpCodecKind],
+    handler: Handler,
+) -> anyhow::Result<impl PeerConnection> {
     let mut engine = media_engine(h264)?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
     let pc = PeerConnectionBuilder::new()
@@ -533,7 +608,7 @@ async fn recvonly_peer(h264: bool, handler: Handler) -> anyhow::Result<impl Peer
         .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
         .build()
         .await?;
-    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+    for &kind in kinds {
         let init = RTCRtpTransceiverInit {
             direction: RTCRtpTransceiverDirection::Recvonly,
             ..Default::default()
@@ -544,7 +619,7 @@ async fn recvonly_peer(h264: bool, handler: Handler) -> anyhow::Result<impl Peer
 }
 
 /// `pc`'s offer with all its candidates.
-async fn local_offer(pc: &impl PeerConnection, gathered: &Notify) -> anyhow::Result<String> {
+async fn local_offer(pc: &dyn PeerConnection, gathered: &Notify) -> anyhow::Result<String> {
     pc.set_local_description(pc.create_offer(None).await?)
         .await?;
     let _ = tokio::time::timeout(Duration::from_secs(2), gathered.notified()).await;

@@ -5,11 +5,17 @@
 //! - daemon CPU seconds over 10 s with 1 and with 10 viewers (from /proc/PID/stat);
 //! - daemon RSS idle and with 10 viewers (from /proc/PID/status);
 //! - time from WHEP POST to the first decoded frame (median of 5 joins).
+//!
+//! `./dev bench churn [--minutes 10]` is the soak: a viewer joins every second, decodes,
+//! and leaves (one in three without DELETE); it prints what the daemon holds (RSS,
+//! descriptors, sockets, threads, sessions) as it goes and once everyone has left.
 
 use std::time::{Duration, Instant};
 
+use clap::{Parser, Subcommand};
 use onair_hal::synthetic::TestPattern;
 use onair_hal::{VideoFrame, VideoSource};
+use onair_tests::churn::{self, Plan};
 use onair_tests::daemon::Daemon;
 use onair_tests::viewer::{Watch, watch};
 use onaird::media::h264::{H264Encoder, H264Settings};
@@ -110,8 +116,108 @@ async fn cpu_with_viewers(daemon: &Daemon, viewers: usize, window: Duration) -> 
     (cpu, rss)
 }
 
+#[derive(Parser)]
+#[command(about = "onair's performance figures (docs/PERFORMANCE.md)")]
+struct Args {
+    /// Without one: encode time, CPU and RSS with 1 and 10 viewers, time to first frame.
+    #[command(subcommand)]
+    mode: Option<Mode>,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Viewers join every second and leave; what the daemon holds before, during and after.
+    Churn {
+        /// How long viewers keep coming.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Every n-th viewer vanishes without DELETE (0: none).
+        #[arg(long, default_value_t = 3)]
+        vanish_every: usize,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    match Args::parse().mode {
+        None => figures().await,
+        Some(Mode::Churn {
+            minutes,
+            vanish_every,
+        }) => churn(Duration::from_secs(minutes * 60), vanish_every).await,
+    }
+}
+
+/// Pictures each churning viewer decodes before it leaves (a second of video).
+const CHURN_FRAMES: usize = 30;
+/// How long the daemon may take to give everything back after the last viewer: vanished
+/// viewers' sessions must time out first.
+const CHURN_SETTLE: Duration = Duration::from_secs(120);
+
+async fn churn(duration: Duration, vanish_every: usize) -> anyhow::Result<()> {
+    let daemon = Daemon::start("")?;
+    let (pid, url) = (daemon.pid(), daemon.base_url.clone());
+    println!(
+        "churn: onaird (default config: 1280x720 at 30 fps, loopback); a viewer joins every \
+         second for {} min, decodes {CHURN_FRAMES} pictures and leaves{}",
+        duration.as_secs() / 60,
+        match vanish_every {
+            0 => String::new(),
+            n => format!(" (every {n}th without DELETE)"),
+        }
+    );
+    // A first viewer, so that what the first session sets up for good is in the baseline.
+    churn::one_viewer(format!("{url}/whep"), CHURN_FRAMES, false)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let start = churn::idle(pid, &url, Duration::from_secs(10)).await?;
+    println!("start (after one viewer): {start}");
+    let plan = Plan {
+        duration,
+        join_every: Duration::from_secs(1),
+        vanish_every,
+        frames: CHURN_FRAMES,
+        sample_every: Duration::from_secs(60),
+    };
+    let mut peak_rss = start.rss_kb;
+    let outcome = churn::run(pid, &url, plan, |at, held| {
+        peak_rss = peak_rss.max(held.rss_kb);
+        println!("  {:>2} min: {held}", at.as_secs() / 60);
+    })
+    .await?;
+    println!(
+        "viewers: {} joined, {} vanished, {} failed; peak {} sessions",
+        outcome.joined,
+        outcome.vanished,
+        outcome.failures.len(),
+        outcome.peak_sessions()
+    );
+    for failure in &outcome.failures {
+        println!("  failed: {failure}");
+    }
+    let (end, took) = churn::settle(pid, &url, &start, CHURN_SETTLE).await?;
+    println!(
+        "end ({:.0} s after the last viewer left): {end}",
+        took.as_secs_f64()
+    );
+    let drift = (end.rss_kb as f64 - start.rss_kb as f64) * 100.0 / start.rss_kb as f64;
+    println!(
+        "RSS drift start → end: {drift:+.1} % (target ≤ 5 %); peak during churn {:.1} MB",
+        peak_rss as f64 / 1024.0
+    );
+    println!(
+        "back to the start (no session, fds/sockets/threads ≤ start): {}",
+        if end.back_to(&start) { "yes" } else { "NO" }
+    );
+    println!(
+        "sessions ended, by reason: {:?}",
+        churn::ended_by_reason(&daemon.log)
+    );
+    daemon.stop()?;
+    Ok(())
+}
+
+async fn figures() -> anyhow::Result<()> {
     println!(
         "onair benchmarks ({} cores)",
         std::thread::available_parallelism()

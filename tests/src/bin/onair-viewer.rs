@@ -1,23 +1,44 @@
 //! A command-line WHEP viewer: joins, decodes, prints what it saw as one line of JSON.
 //!
-//! `onair-viewer http://127.0.0.1:8080/whep [FRAMES] [SECONDS]`
+//! `onair-viewer http://127.0.0.1:8080/whep [FRAMES] [SECONDS] [--vanish]`
 //!
-//! The end-to-end tests run it as a separate process so that they can kill it the way a
-//! viewer's machine dies: without a DELETE.
+//! The end-to-end tests run it as a separate process so that they can make it leave the way
+//! a viewer's machine dies: without a DELETE. Killed, or with `--vanish`, which prints the
+//! report once FRAMES pictures are decoded and exits at once: no DELETE, no DTLS close,
+//! nothing more on the wire.
 
 use std::time::Duration;
 
-use onair_tests::viewer::{Watch, watch};
+use clap::Parser;
+use onair_tests::viewer::{Via, Viewer, Watch};
+
+#[derive(Parser)]
+#[command(about = "A WHEP viewer that decodes and prints what it saw as JSON")]
+struct Args {
+    /// The WHEP endpoint, e.g. http://127.0.0.1:8080/whep
+    url: String,
+    /// Leave after this many decoded pictures.
+    #[arg(default_value_t = 60)]
+    frames: usize,
+    /// Leave after this many seconds whatever happened.
+    #[arg(default_value_t = 10)]
+    seconds: u64,
+    /// Exit without leaving: no DELETE, no close (the daemon must time the session out).
+    #[arg(long)]
+    vanish: bool,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let url = args
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: onair-viewer WHEP_URL [FRAMES] [SECONDS]"))?;
-    let frames = args.next().map(|a| a.parse()).transpose()?.unwrap_or(60);
-    let seconds = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10);
-    let report = watch(&url, Watch::decoding(frames, Duration::from_secs(seconds))).await?;
+    let args = Args::parse();
+    let how = Watch::decoding(args.frames, Duration::from_secs(args.seconds));
+    let viewer = Viewer::join(Via::Whep(args.url), how).await?;
+    let report = if args.vanish {
+        viewer.wait_for(how.frames, how.within).await
+    } else {
+        viewer.wait_for(how.frames, how.within).await;
+        viewer.leave().await?
+    };
     let last = report.last.as_ref();
     println!(
         "{}",
@@ -33,5 +54,11 @@ async fn main() -> anyhow::Result<()> {
             "delete_status": report.delete_status,
         })
     );
+    if args.vanish {
+        // Straight out: destructors would close the peer connection politely.
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        std::process::exit(0);
+    }
     Ok(())
 }
