@@ -127,7 +127,10 @@ async fn whole_body(State(limits): State<Limits>, request: Request, next: Next) 
         }
         Ok(Err(err)) if err.is::<LengthLimitError>() => refused(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {} bytes", limits.max_body),
+            format!(
+                "request body larger than the limit of {} bytes",
+                limits.max_body
+            ),
         ),
         Ok(Err(err)) => refused(
             StatusCode::BAD_REQUEST,

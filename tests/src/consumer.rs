@@ -7,7 +7,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use gst_plugin_webrtc_signalling_protocol as p;
 use p::{IncomingMessage, OutgoingMessage, PeerMessageInner, SdpMessage};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -22,11 +22,12 @@ pub struct Consumer {
     pub peer_id: String,
 }
 
-/// A session with a channel's producer; [`ChannelSession::leave`] ends it.
+/// A session with a channel's producer; [`ChannelSession::leave`] ends it. Meanwhile a task
+/// keeps reading the connection, as a browser does, so the service's pings are answered.
 pub struct ChannelSession {
-    consumer: Consumer,
     /// The service's session id.
     pub session_id: String,
+    leave: oneshot::Sender<oneshot::Sender<anyhow::Result<()>>>,
 }
 
 impl Consumer {
@@ -215,22 +216,43 @@ impl Consumer {
                 _ => {}
             }
         }
-        Ok(ChannelSession {
-            consumer: self,
-            session_id: session_id.context("no sessionStarted")?,
-        })
+        let session_id = session_id.context("no sessionStarted")?;
+        let (leave, asked) = oneshot::channel();
+        tokio::spawn(self.hold(session_id.clone(), asked));
+        Ok(ChannelSession { session_id, leave })
+    }
+
+    /// Reads (and so answers pings) until asked to leave, then ends the session and closes.
+    async fn hold(
+        mut self,
+        session_id: String,
+        mut asked: oneshot::Receiver<oneshot::Sender<anyhow::Result<()>>>,
+    ) {
+        let reply = loop {
+            tokio::select! {
+                frame = self.ws.next() => if !matches!(frame, Some(Ok(_))) {
+                    break (&mut asked).await.ok();
+                },
+                reply = &mut asked => break reply.ok(),
+            }
+        };
+        let end = IncomingMessage::EndSession(p::EndSessionMessage { session_id });
+        let sent = self.send(&end).await;
+        let _ = self.ws.close(None).await;
+        if let Some(reply) = reply {
+            let _ = reply.send(sent);
+        }
     }
 }
 
 impl ChannelSession {
     /// Ends the session (`endSession`) and closes the connection.
-    pub async fn leave(mut self) -> anyhow::Result<()> {
-        let end = IncomingMessage::EndSession(p::EndSessionMessage {
-            session_id: self.session_id.clone(),
-        });
-        self.consumer.send(&end).await?;
-        let _ = self.consumer.ws.close(None).await;
-        Ok(())
+    pub async fn leave(self) -> anyhow::Result<()> {
+        let (reply, replied) = oneshot::channel();
+        self.leave
+            .send(reply)
+            .map_err(|_| anyhow::anyhow!("the connection task is gone"))?;
+        replied.await?
     }
 }
 

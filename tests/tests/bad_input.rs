@@ -41,6 +41,9 @@ enum Probe {
     },
     /// One frame on a fresh `/ws` connection, after its welcome.
     Ws(Frame),
+    /// This many connections that send half a request, or nothing, and then stall; seen as
+    /// `Closed` once the server has closed every one of them (60 s at most).
+    Stalled(usize),
 }
 
 /// An HTTP request body.
@@ -397,6 +400,12 @@ impl Target {
             Probe::Ws(frame) => send_ws(&self.ws_url, frame)
                 .await
                 .unwrap_or_else(|e| Seen::Other(format!("{e:#}"))),
+            Probe::Stalled(count) => {
+                let (url, count) = (self.base_url.clone(), *count);
+                tokio::task::spawn_blocking(move || stall(&url, count))
+                    .await
+                    .unwrap_or_else(|e| Seen::Other(format!("stall task: {e}")))
+            }
         }
     }
 
@@ -460,6 +469,46 @@ fn exchange(
         .with_context(|| format!("not an HTTP response: {text:.80}"))?;
     let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
     Ok(Seen::Status(status, body.to_owned()))
+}
+
+/// Opens `count` connections to `base_url` (every other one sends half a request head) and
+/// waits until the server has closed them all.
+fn stall(base_url: &str, count: usize) -> Seen {
+    use std::io::{Read as _, Write as _};
+    let host = base_url.trim_start_matches("http://");
+    let opened = std::time::Instant::now();
+    let mut streams = Vec::new();
+    for i in 0..count {
+        match std::net::TcpStream::connect(host) {
+            Ok(mut stream) => {
+                if i % 2 == 1 {
+                    let _ = stream.write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n");
+                }
+                streams.push(stream);
+            }
+            Err(e) => return Seen::Other(format!("connection {i}: {e}")),
+        }
+    }
+    for stream in &mut streams {
+        let left = Duration::from_secs(60).saturating_sub(opened.elapsed());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Seen::Other("still open 60 s after they opened".into());
+        }
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(_) => return Seen::Other("still open 60 s after they opened".into()),
+            }
+        }
+    }
+    eprintln!(
+        "     {count} stalled connections closed by the server {:.1} s after they opened",
+        opened.elapsed().as_secs_f64()
+    );
+    Seen::Closed
 }
 
 async fn send_ws(ws_url: &str, frame: &Frame) -> anyhow::Result<Seen> {
@@ -556,6 +605,11 @@ async fn onaird_refuses_bad_input_while_its_viewers_keep_decoding() {
             Expect::Status(404, "no such session"),
         ),
         not_live(),
+        Case {
+            name: "600 stalled connections",
+            probe: Probe::Stalled(600),
+            expect: Expect::Closed,
+        },
     ]);
     cases.extend(websocket_cases());
     let failures = target.run(&cases).await;
@@ -630,4 +684,114 @@ async fn onair_signal_refuses_bad_input_while_its_viewers_keep_decoding() {
     let (code, channels) = get(&format!("{base}/api/channels")).unwrap();
     assert_eq!(code, 200);
     assert!(channels.contains("porch"), "{channels}");
+}
+
+const VIEWER_TOKEN: &str = "viewer-token-0123456789";
+
+/// A request with a token (`Authorization` header or query) that must be refused.
+fn unauthorized(
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+) -> Case {
+    Case {
+        name,
+        probe: Probe::Http {
+            method,
+            path,
+            headers,
+            body: Body::Vp8Offer,
+        },
+        expect: Expect::Status(401, "a valid token is needed"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_onaird_refuses_missing_and_wrong_tokens_while_its_viewers_keep_decoding() {
+    let daemon = Daemon::start(&format!(
+        "{SMALL}[access]\nviewer_token = \"{VIEWER_TOKEN}\"\n"
+    ))
+    .unwrap();
+    let base = daemon.base_url.clone();
+    let ws = format!("{}/ws", base.replacen("http://", "ws://", 1));
+    let target = Target::new(
+        base.clone(),
+        vec![
+            (
+                "WHEP viewer with a Bearer token",
+                Via::WhepBearer {
+                    url: format!("{base}/whep"),
+                    token: VIEWER_TOKEN.into(),
+                },
+            ),
+            (
+                "channel viewer with ?token=",
+                Via::Channel {
+                    ws_url: ws,
+                    channel: "onair".into(),
+                    token: Some(VIEWER_TOKEN.into()),
+                    we_offer: true,
+                },
+            ),
+        ],
+    )
+    .await;
+    const WRONG: &[(&str, &str)] = &[
+        ("content-type", "application/sdp"),
+        ("authorization", "Bearer viewer-token-0123456788"),
+    ];
+    const NOT_BEARER: &[(&str, &str)] = &[
+        ("content-type", "application/sdp"),
+        ("authorization", "Basic dmlld2VyOnRva2Vu"),
+    ];
+    let cases = [
+        unauthorized("POST /whep without a token", "POST", "/whep", SDP),
+        unauthorized(
+            "POST /whep with a wrong Bearer token",
+            "POST",
+            "/whep",
+            WRONG,
+        ),
+        unauthorized("POST /whep with Basic auth", "POST", "/whep", NOT_BEARER),
+        unauthorized(
+            "POST /whep with a wrong ?token=",
+            "POST",
+            "/whep?token=viewer-token-0123456788",
+            SDP,
+        ),
+        unauthorized(
+            "POST /whep with an empty ?token=",
+            "POST",
+            "/whep?token=",
+            SDP,
+        ),
+        unauthorized(
+            "POST to the gateway without a token",
+            "POST",
+            "/whep/onair",
+            SDP,
+        ),
+        unauthorized("GET / without a token", "GET", "/", &[]),
+        unauthorized("GET /api/status without a token", "GET", "/api/status", &[]),
+        unauthorized(
+            "GET /api/channels without a token",
+            "GET",
+            "/api/channels",
+            &[],
+        ),
+        unauthorized("GET /c/onair without a token", "GET", "/c/onair", &[]),
+        unauthorized("GET /ws without a token", "GET", "/ws", &[]),
+        unauthorized(
+            "DELETE /whep/{id} without a token",
+            "DELETE",
+            "/whep/0123456789abcdef",
+            &[],
+        ),
+    ];
+    let failures = target.run(&cases).await;
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    // Health stays open for monitoring.
+    assert_eq!(get(&format!("{base}/healthz")).unwrap().0, 200);
+    target.finish().await;
 }
