@@ -9,6 +9,7 @@
 //! N {"type":"list"}             peer N (modulo the peers) sends this text
 //! close N                       peer N hangs up
 //! mute N                        peer N stops reading (its queue fills up)
+//! repeat K                      the step before, K more times (at most 300)
 //! ```
 //!
 //! In messages and tokens `$pN` becomes peer N's id, `$sN` the N-th session id seen,
@@ -38,8 +39,9 @@ const DEVICE_KEY: &str = "fuzz-device-key-0123456789";
 const VIEWER_TOKEN: &str = "fuzz-viewer-token-0123456789";
 const MAX_SESSIONS: usize = 3;
 const MAX_MESSAGE_BYTES: usize = 4096;
-/// Steps per input, so one input stays quick.
-const MAX_STEPS: usize = 2000;
+/// Lines per input, and repeats of one step, so one input stays quick.
+const MAX_STEPS: usize = 400;
+const MAX_REPEAT: usize = 300;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(script) = std::str::from_utf8(data) else {
@@ -48,9 +50,19 @@ fuzz_target!(|data: &[u8]| {
     let mut lines = script.lines().take(MAX_STEPS).peekable();
     let tokens = lines.next_if(|l| l.trim() == "policy tokens").is_some();
     let mut run = Run::new(tokens);
+    let mut last = "";
     for line in lines {
-        run.step(line);
-        run.check();
+        let times = match line.strip_prefix("repeat ") {
+            Some(k) => k.trim().parse::<usize>().map_or(0, |k| k.min(MAX_REPEAT)),
+            None => {
+                last = line;
+                1
+            }
+        };
+        for _ in 0..times {
+            run.step(last);
+            run.check();
+        }
     }
     run.finish();
 });
