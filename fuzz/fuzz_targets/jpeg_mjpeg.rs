@@ -15,7 +15,11 @@ const MAX_PIXELS: usize = 1 << 20;
 
 fuzz_target!(|data: &[u8]| {
     let (width, height) = match stated_size(data) {
-        Some((w, h)) if w % 2 == 0 && h % 2 == 0 && w * h > 0 && w * h <= MAX_PIXELS => (w, h),
+        Some((w, h))
+            if w.is_multiple_of(2) && h.is_multiple_of(2) && w * h > 0 && w * h <= MAX_PIXELS =>
+        {
+            (w, h)
+        }
         _ => (16, 16),
     };
     let mut decoder = MjpegDecoder::new(width as u32, height as u32);

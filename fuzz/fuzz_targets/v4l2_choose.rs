@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
     );
     if listed_size {
         assert!(
-            width > 0 && height > 0 && width % 2 == 0 && height % 2 == 0,
+            width > 0 && height > 0 && width.is_multiple_of(2) && height.is_multiple_of(2),
             "{mode:?}"
         );
     }
@@ -138,7 +138,7 @@ fn request(text: &str) -> Option<VideoFormatRequest> {
     let (size, fps) = text.split_once('@')?;
     let (width, height) = size.split_once('x')?;
     let (width, height, fps) = (width.parse().ok()?, height.parse().ok()?, fps.parse().ok()?);
-    let even = |v: u32| (16..=4096).contains(&v) && v % 2 == 0;
+    let even = |v: u32| (16..=4096).contains(&v) && v.is_multiple_of(2);
     (even(width) && even(height) && (1..=60).contains(&fps)).then_some(VideoFormatRequest {
         width,
         height,
@@ -250,7 +250,7 @@ fn request_size(
 
 fn takes(size: FrameSizes, w: u32, h: u32) -> bool {
     let on_grid = |v: u32, min: u32, max: u32, step: u32| {
-        (min..=max).contains(&v) && (v - min) % step.max(1) == 0
+        (min..=max).contains(&v) && (v - min).is_multiple_of(step.max(1))
     };
     match size {
         FrameSizes::Discrete { width, height } => (width, height) == (w, h),
