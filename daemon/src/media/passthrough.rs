@@ -130,15 +130,16 @@ impl Passthrough {
     /// Takes one access unit from the camera; `None` while it cannot be decoded by itself
     /// or from what was sent before (no IDR yet, or no SPS/PPS known).
     pub fn access_unit(&mut self, annex_b: &[u8]) -> Option<AccessUnit<'_>> {
+        // Parameter sets count as brought only before the IDR: a decoder needs them first.
         let (mut has_sps, mut has_pps, mut keyframe) = (false, false, false);
         for nal in nal_units(annex_b) {
             match nal_type(nal) {
                 NAL_SPS => {
-                    has_sps = true;
+                    has_sps |= !keyframe;
                     nal.clone_into(&mut self.sps);
                 }
                 NAL_PPS => {
-                    has_pps = true;
+                    has_pps |= !keyframe;
                     nal.clone_into(&mut self.pps);
                 }
                 NAL_IDR => keyframe = true,
@@ -239,6 +240,18 @@ mod tests {
         // Only the missing one is added.
         let unit = pt.access_unit(&annex_b(&[PPS, IDR])).unwrap();
         assert_eq!(types(unit.annex_b), [7, 8, 5]);
+    }
+
+    #[test]
+    fn parameter_sets_after_the_idr_are_also_put_before_it() {
+        // Found by the fuzz target h264_annexb: a unit whose PPS comes after its IDR went out
+        // as it was, and a viewer starting there could not decode the IDR.
+        let mut pt = Passthrough::new();
+        let unit = pt.access_unit(&annex_b(&[SPS, IDR, PPS])).unwrap();
+        assert!(unit.keyframe);
+        assert_eq!(types(unit.annex_b), [8, 7, 5, 8]);
+        let unit = pt.access_unit(&annex_b(&[IDR, SPS, PPS])).unwrap();
+        assert_eq!(types(unit.annex_b), [7, 8, 5, 7, 8]);
     }
 
     #[test]

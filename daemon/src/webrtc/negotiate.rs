@@ -147,9 +147,8 @@ async fn gathered_description(
         .map_err(|e| OfferError::Internal(format!("our own SDP: {e}")))
 }
 
-/// The payload type each added track got in the negotiated SDP (our answer or the viewer's):
-/// the first of its codec in a media section of its kind that is neither disabled nor
-/// `towards_us_only` (`recvonly` in ours, `sendonly` in the viewer's).
+/// The payload type each added track got in the negotiated SDP (our answer or the viewer's);
+/// see [`payload_type`].
 fn agreed(
     sdp: &SessionDescription,
     towards_us_only: &str,
@@ -162,18 +161,7 @@ fn agreed(
             RtpCodecKind::Audio => ("audio", "opus"),
             _ => ("video", "H264"),
         };
-        let payload_type = sdp
-            .media_descriptions
-            .iter()
-            .filter(|m| m.media_name.media == media && m.media_name.port.value != 0)
-            .filter(|m| !m.has_attribute(towards_us_only) && !m.has_attribute("inactive"))
-            .find_map(|m| {
-                m.codecs()
-                    .into_values()
-                    .find(|c| c.name.eq_ignore_ascii_case(codec))
-                    .map(|c| c.payload_type)
-            });
-        match payload_type {
+        match payload_type(sdp, media, codec, towards_us_only) {
             Some(payload_type) => outgoing.push(Outgoing {
                 kind,
                 track,
@@ -187,6 +175,34 @@ fn agreed(
         }
     }
     Ok(outgoing)
+}
+
+/// The payload type `codec` (`"H264"`, `"opus"`; any case) has in `sdp`: the first one in the
+/// `m=` line's order, in the first `media` section (`"video"`, `"audio"`) that is neither
+/// disabled (port 0), `inactive` nor `towards_us_only` (`recvonly` in our answer, `sendonly`
+/// in the viewer's) and has that codec. Pure, for the fuzz target `sdp_offer` too.
+pub fn payload_type(
+    sdp: &SessionDescription,
+    media: &str,
+    codec: &str,
+    towards_us_only: &str,
+) -> Option<u8> {
+    sdp.media_descriptions
+        .iter()
+        .filter(|m| m.media_name.media == media && m.media_name.port.value != 0)
+        .filter(|m| !m.has_attribute(towards_us_only) && !m.has_attribute("inactive"))
+        .find_map(|m| {
+            let codecs = m.codecs();
+            m.media_name
+                .formats
+                .iter()
+                .filter_map(|format| format.parse::<u8>().ok())
+                .find(|pt| {
+                    codecs
+                        .get(pt)
+                        .is_some_and(|c| c.name.eq_ignore_ascii_case(codec))
+                })
+        })
 }
 
 fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec) -> (Arc<TrackLocalStaticRTP>, u32) {
@@ -210,4 +226,44 @@ fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec) -> (Arc<TrackLocalStaticR
         }],
     );
     (Arc::new(TrackLocalStaticRTP::new(track)), ssrc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(sdp: &str) -> SessionDescription {
+        SessionDescription::unmarshal(&mut std::io::Cursor::new(sdp)).unwrap()
+    }
+
+    const HEAD: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n";
+
+    #[test]
+    fn the_first_h264_payload_type_of_the_m_line_is_taken_every_time() {
+        // Chromium offers several H.264 payload types; the m= line's order is the preference.
+        let sdp = parse(&format!(
+            "{HEAD}m=video 9 UDP/TLS/RTP/SAVPF 96 102 106 108 127\r\n\
+             a=rtpmap:96 VP8/90000\r\na=rtpmap:127 H264/90000\r\n\
+             a=rtpmap:108 H264/90000\r\na=rtpmap:106 h264/90000\r\n\
+             a=rtpmap:102 H264/90000\r\na=rtpmap:99 H264/90000\r\n"
+        ));
+        // codecs() is a HashMap: asking often enough would have shown any of them.
+        for _ in 0..50 {
+            assert_eq!(payload_type(&sdp, "video", "H264", "recvonly"), Some(102));
+        }
+    }
+
+    #[test]
+    fn payload_types_the_m_line_does_not_list_or_closed_sections_are_not_taken() {
+        let sdp = parse(&format!(
+            "{HEAD}m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 H264/90000\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 97\r\na=recvonly\r\na=rtpmap:97 H264/90000\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 98\r\na=rtpmap:99 H264/90000\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
+        ));
+        assert_eq!(payload_type(&sdp, "video", "H264", "recvonly"), None);
+        assert_eq!(payload_type(&sdp, "video", "H264", "sendonly"), Some(97));
+        assert_eq!(payload_type(&sdp, "audio", "opus", "recvonly"), Some(111));
+        assert_eq!(payload_type(&sdp, "audio", "H264", "recvonly"), None);
+    }
 }

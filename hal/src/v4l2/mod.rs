@@ -53,6 +53,15 @@ use pack::RawLayout;
 
 use crate::{HalError, VideoFormat, VideoFormatRequest, VideoFrame, VideoSource};
 
+/// The pure parts of this backend, for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::choose::{
+        FormatOffer, FrameIntervals, FrameSizes, Interval, Mode, choose, describe_choice,
+    };
+    pub use super::mjpeg::MjpegDecoder;
+}
+
 /// Buffers mapped for streaming: one being copied, the others being filled, and slack for a
 /// reader that is a little late.
 const BUFFERS: u32 = 4;
