@@ -287,14 +287,16 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Who asks is checked before what they sent: a stranger learns nothing from the reply.
+    let token = token(&headers, &query);
+    if !gateway.service.may_watch(token.as_deref()) {
+        return unauthorized();
+    }
     let offer = match sdp_offer(&headers, &body) {
         Ok(offer) => offer,
         Err((status, why)) => return plain(status, why),
     };
-    match gateway
-        .create(&channel, token(&headers, &query), offer.to_owned())
-        .await
-    {
+    match gateway.create(&channel, token, offer.to_owned()).await {
         Ok((session, answer)) => {
             let mut response = (StatusCode::CREATED, answer).into_response();
             let h = response.headers_mut();
@@ -308,13 +310,7 @@ pub async fn create(
             response
         }
         Err(err @ GatewayError::NotLive(_)) => plain(StatusCode::NOT_FOUND, format!("{err}\n")),
-        Err(err @ GatewayError::Unauthorized) => {
-            let mut response = plain(StatusCode::UNAUTHORIZED, format!("{err}\n"));
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
+        Err(GatewayError::Unauthorized) => unauthorized(),
         Err(err @ GatewayError::Refused(_)) => {
             let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n"));
             response
@@ -338,6 +334,18 @@ pub async fn delete(
     } else {
         plain(StatusCode::NOT_FOUND, "no such session\n")
     }
+}
+
+/// `401` with `WWW-Authenticate: Bearer`.
+fn unauthorized() -> Response {
+    let mut response = plain(
+        StatusCode::UNAUTHORIZED,
+        format!("{}\n", GatewayError::Unauthorized),
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 #[cfg(test)]

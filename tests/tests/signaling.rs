@@ -621,7 +621,8 @@ fn viewer_tokens_guard_the_channel_list_and_the_gateway() {
         SignalServer::start("[auth]\nviewer_tokens = [\"viewer-token-0123456\"]\n").unwrap();
     let _camera = camera(&signal, "porch", None);
     let url = format!("{}/api/channels", signal.base_url);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // A hang check: on a loaded machine the camera's start can take seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let listed = loop {
         let (code, body) = get(&format!("{url}?token=viewer-token-0123456")).unwrap();
         if (code == 200 && body.contains("porch")) || Instant::now() > deadline {
