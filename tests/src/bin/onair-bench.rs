@@ -7,8 +7,9 @@
 //! - time from WHEP POST to the first decoded frame (median of 5 joins).
 //!
 //! `./dev bench churn [--minutes 10]` is the soak: a viewer joins every second, decodes,
-//! and leaves (one in three without DELETE); it prints what the daemon holds (RSS,
-//! descriptors, sockets, threads, sessions) as it goes and once everyone has left.
+//! and leaves (one in three without DELETE), first for a minute to warm up, then for the
+//! minutes asked; it prints what the daemon holds (RSS, descriptors, sockets, threads,
+//! sessions) as it goes and once everyone has left.
 
 use std::time::{Duration, Instant};
 
@@ -159,55 +160,46 @@ async fn churn(duration: Duration, vanish_every: usize) -> anyhow::Result<()> {
     let (pid, url) = (daemon.pid(), daemon.base_url.clone());
     println!(
         "churn: onaird (default config: 1280x720 at 30 fps, loopback); a viewer joins every \
-         second for {} min, decodes {CHURN_FRAMES} pictures and leaves{}",
-        duration.as_secs() / 60,
+         second, decodes {CHURN_FRAMES} pictures and leaves{}: {WARM_UP:?} to warm up, then \
+         {} min",
         match vanish_every {
             0 => String::new(),
-            n => format!(" (every {n}th without DELETE)"),
-        }
+            n => format!(" (one in {n} without DELETE)"),
+        },
+        duration.as_secs() / 60,
     );
-    // A first viewer, so that what the first session sets up for good is in the baseline.
     churn::one_viewer(format!("{url}/whep"), CHURN_FRAMES, false)
         .await
         .map_err(anyhow::Error::msg)?;
-    let start = churn::idle(pid, &url, Duration::from_secs(10)).await?;
-    println!("start (after one viewer): {start}");
+    let cold = churn::idle(pid, &url, Duration::from_secs(10)).await?;
+    println!("cold start (after one viewer): {cold}");
     let plan = Plan {
-        duration,
+        duration: WARM_UP,
         join_every: Duration::from_secs(1),
         vanish_every,
         frames: CHURN_FRAMES,
         sample_every: Duration::from_secs(60),
     };
-    let mut peak_rss = start.rss_kb;
-    let outcome = churn::run(pid, &url, plan, |at, held| {
-        peak_rss = peak_rss.max(held.rss_kb);
-        println!("  {:>2} min: {held}", at.as_secs() / 60);
-    })
-    .await?;
+    let (warm, warm_up) = churn_phase(pid, &url, plan, &cold).await?;
+    println!("start (after the warm-up): {warm}");
+    let (end, outcome) = churn_phase(pid, &url, Plan { duration, ..plan }, &warm).await?;
+    println!("end: {end}");
+    let failed = warm_up.failures.len() + outcome.failures.len();
     println!(
-        "viewers: {} joined, {} vanished, {} failed; peak {} sessions",
-        outcome.joined,
-        outcome.vanished,
-        outcome.failures.len(),
-        outcome.peak_sessions()
+        "viewers: {} joined, {} vanished, {failed} failed",
+        warm_up.joined + outcome.joined,
+        warm_up.vanished + outcome.vanished,
     );
-    for failure in &outcome.failures {
-        println!("  failed: {failure}");
-    }
-    let (end, took) = churn::settle(pid, &url, &start, CHURN_SETTLE).await?;
+    let drift =
+        |from: &churn::Held| (end.rss_kb as f64 - from.rss_kb as f64) * 100.0 / from.rss_kb as f64;
     println!(
-        "end ({:.0} s after the last viewer left): {end}",
-        took.as_secs_f64()
-    );
-    let drift = (end.rss_kb as f64 - start.rss_kb as f64) * 100.0 / start.rss_kb as f64;
-    println!(
-        "RSS drift start → end: {drift:+.1} % (target ≤ 5 %); peak during churn {:.1} MB",
-        peak_rss as f64 / 1024.0
+        "RSS drift start → end: {:+.1} % (target ≤ 5 %); from the cold start: {:+.1} %",
+        drift(&warm),
+        drift(&cold)
     );
     println!(
         "back to the start (no session, fds/sockets/threads ≤ start): {}",
-        if end.back_to(&start) { "yes" } else { "NO" }
+        if end.back_to(&warm) { "yes" } else { "NO" }
     );
     println!(
         "sessions ended, by reason: {:?}",
@@ -215,6 +207,36 @@ async fn churn(duration: Duration, vanish_every: usize) -> anyhow::Result<()> {
     );
     daemon.stop()?;
     Ok(())
+}
+
+/// The first minute of churn, before the baseline: the allocator keeps the high-water mark
+/// of the busiest moment (freed memory is not given back to the system), so drift is growth
+/// beyond that.
+const WARM_UP: Duration = Duration::from_secs(60);
+
+/// Runs `plan`, printing samples as they come, and waits until the daemon is back to
+/// `baseline`; returns what it holds then and what happened.
+async fn churn_phase(
+    pid: u32,
+    url: &str,
+    plan: Plan,
+    baseline: &churn::Held,
+) -> anyhow::Result<(churn::Held, churn::Outcome)> {
+    let outcome = churn::run(pid, url, plan, |at, held| {
+        println!("  {:>2} min: {held}", at.as_secs() / 60);
+    })
+    .await?;
+    for failure in &outcome.failures {
+        println!("  failed: {failure}");
+    }
+    let (held, took) = churn::settle(pid, url, baseline, CHURN_SETTLE).await?;
+    println!(
+        "  {} viewers, peak {} sessions; {:.0} s after the last one left: {held}",
+        outcome.joined,
+        outcome.peak_sessions(),
+        took.as_secs_f64()
+    );
+    Ok((held, outcome))
 }
 
 async fn figures() -> anyhow::Result<()> {
