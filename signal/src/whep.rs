@@ -287,14 +287,17 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Who asks comes before what they sent: without a valid token, nothing is said about
+    // the offer.
+    let token = token(&headers, &query);
+    if !gateway.service.may_watch(token.as_deref()) {
+        return refusal(GatewayError::Unauthorized);
+    }
     let offer = match sdp_offer(&headers, &body) {
         Ok(offer) => offer,
         Err((status, why)) => return plain(status, why),
     };
-    match gateway
-        .create(&channel, token(&headers, &query), offer.to_owned())
-        .await
-    {
+    match gateway.create(&channel, token, offer.to_owned()).await {
         Ok((session, answer)) => {
             let mut response = (StatusCode::CREATED, answer).into_response();
             let h = response.headers_mut();
@@ -307,22 +310,29 @@ pub async fn create(
             }
             response
         }
-        Err(err @ GatewayError::NotLive(_)) => plain(StatusCode::NOT_FOUND, format!("{err}\n")),
-        Err(err @ GatewayError::Unauthorized) => {
+        Err(err) => refusal(err),
+    }
+}
+
+/// The response that tells a WHEP player why its offer led to no session.
+fn refusal(err: GatewayError) -> Response {
+    match err {
+        GatewayError::NotLive(_) => plain(StatusCode::NOT_FOUND, format!("{err}\n")),
+        GatewayError::Unauthorized => {
             let mut response = plain(StatusCode::UNAUTHORIZED, format!("{err}\n"));
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
-        Err(err @ GatewayError::Refused(_)) => {
+        GatewayError::Refused(_) => {
             let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n"));
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             response
         }
-        Err(err @ (GatewayError::Ended | GatewayError::Timeout)) => {
+        GatewayError::Ended | GatewayError::Timeout => {
             plain(StatusCode::BAD_GATEWAY, format!("{err}\n"))
         }
     }
