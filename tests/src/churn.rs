@@ -313,12 +313,20 @@ pub async fn settle(
 }
 
 /// How many sessions the daemon's log says ended for each reason (`viewer gone … reason=X`),
-/// from the lines that have arrived on `log` so far.
+/// reading `log` until `expected` sessions are accounted for or `within` has passed (a
+/// session leaves the registry a moment before its line is logged).
 pub fn ended_by_reason(
     log: &std::sync::mpsc::Receiver<String>,
+    expected: usize,
+    within: Duration,
 ) -> std::collections::BTreeMap<String, usize> {
+    let deadline = Instant::now() + within;
     let mut reasons = std::collections::BTreeMap::new();
-    for line in log.try_iter() {
+    while reasons.values().sum::<usize>() < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = log.recv_timeout(left) else {
+            break;
+        };
         if !line.contains("viewer gone") {
             continue;
         }

@@ -3,7 +3,10 @@
 //! names the problem, or an `error` message / a close on the WebSocket), and every viewer
 //! already watching must keep decoding pictures across every case, not just survive.
 //!
-//! The cases are rows of a table ([`Case`]): to try something new, add a row.
+//! The cases are rows of a table ([`Case`]): to try something new, add a row. A token row is
+//! a `Probe::Http` with an `authorization` header (or `?token=` in its path) expecting
+//! `Expect::Status(401, …)`; something that is not one request (hundreds of stalled
+//! connections) is a new `Probe` variant with its arm in `Target::probe`.
 
 use std::time::Duration;
 

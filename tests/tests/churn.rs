@@ -70,7 +70,8 @@ async fn a_minute_of_viewers_joining_and_leaving_leaks_nothing() {
         "not back after {SETTLE:?}:\nbefore: {baseline}\nafter:  {end}"
     );
     // Every session ended, each the way its viewer left: by DELETE, or timed out.
-    let reasons = ended_by_reason(&daemon.log);
+    // + 1: the warm-up viewer.
+    let reasons = ended_by_reason(&daemon.log, outcome.joined + 1, Duration::from_secs(5));
     eprintln!("sessions ended: {reasons:?}");
     let deleted = reasons.get("Deleted").copied().unwrap_or(0);
     let timed_out: usize = ["Lost", "Failed", "PeerClosed"]
@@ -84,9 +85,12 @@ async fn a_minute_of_viewers_joining_and_leaving_leaks_nothing() {
         "{reasons:?}"
     );
     assert_eq!(timed_out, outcome.vanished, "{reasons:?}");
-    // A hang/leak check, not a figure: 60 viewers' worth of state kept would be far more.
+    // A runaway check, not a figure (small leaks are the soak benchmark's to show, as RSS
+    // drift). RSS rises once by the allocator's high-water mark of the busiest moment (~1 MB
+    // per concurrent session, docs/PERFORMANCE.md) and then stays; twice the baseline leaves
+    // room for a loaded machine's larger crowd of sessions.
     assert!(
-        end.rss_kb < baseline.rss_kb * 3 / 2,
+        end.rss_kb < baseline.rss_kb * 2,
         "RSS grew from {} to {} KiB",
         baseline.rss_kb,
         end.rss_kb

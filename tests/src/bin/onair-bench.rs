@@ -203,7 +203,11 @@ async fn churn(duration: Duration, vanish_every: usize) -> anyhow::Result<()> {
     );
     println!(
         "sessions ended, by reason: {:?}",
-        churn::ended_by_reason(&daemon.log)
+        churn::ended_by_reason(
+            &daemon.log,
+            warm_up.joined + outcome.joined + 1,
+            Duration::from_secs(5)
+        )
     );
     daemon.stop()?;
     Ok(())
