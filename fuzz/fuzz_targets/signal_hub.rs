@@ -103,8 +103,8 @@ impl Run {
         } else {
             Policy::open()
         };
-        let (tx, events) = mpsc::unbounded_channel();
-        let service = Service::new(policy, MAX_SESSIONS, MAX_MESSAGE_BYTES, Some(tx));
+        let (webhooks, events) = onair_signal::webhooks::observed();
+        let service = Service::new(policy, MAX_SESSIONS, MAX_MESSAGE_BYTES, Some(webhooks));
         let mut observer = service.connect(Some(VIEWER_TOKEN.to_owned()));
         assert!(matches!(
             poll(&mut observer),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use onair_config::signal::{Webhook, WebhookEvent};
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, warn};
 
 use crate::hub::Event;
@@ -49,6 +49,8 @@ pub fn kind(event: &Event) -> WebhookEvent {
 #[derive(Clone)]
 pub struct Webhooks {
     hooks: Arc<Vec<(Webhook, Arc<Queue>)>>,
+    /// Also handed every event (see [`observed`]).
+    observer: Option<mpsc::UnboundedSender<Event>>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -75,13 +77,29 @@ pub fn start(hooks: &[Webhook]) -> Option<Webhooks> {
         .collect();
     Some(Webhooks {
         hooks: Arc::new(hooks),
+        observer: None,
     })
+}
+
+/// Webhooks without URLs that hand every event to the receiver instead, for the fuzz target
+/// and tests that check the events add up. Unbounded: the reader drains it after every step.
+#[doc(hidden)]
+pub fn observed() -> (Webhooks, mpsc::UnboundedReceiver<Event>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let webhooks = Webhooks {
+        hooks: Arc::default(),
+        observer: Some(tx),
+    };
+    (webhooks, rx)
 }
 
 impl Webhooks {
     /// Queues `event` for every URL that wants it. Never waits: a full queue drops its
     /// oldest event.
     pub fn publish(&self, event: &Event) {
+        if let Some(observer) = &self.observer {
+            let _ = observer.send(event.clone());
+        }
         let Ok(body) = serde_json::to_string(&Delivery {
             event,
             at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
