@@ -222,16 +222,16 @@ const round = (v) => (v === null ? null : Math.round(v * 10) / 10);
 function summarise({ frames, rejected, callbacks, presented, stats }) {
   const warm = frames.filter((f) => f.warm);
   const pick = (key) => warm.map((f) => f[key]).filter((v) => v !== null);
-  let gaps = 0, missing = 0, backwards = 0;
+  let gaps = 0, missing = 0, largest = 0, backwards = 0;
   for (let i = 1; i < frames.length; i++) {
     const step = frames[i].sequence - frames[i - 1].sequence;
-    if (step > 1) { gaps++; missing += step - 1; }
+    if (step > 1) { gaps++; missing += step - 1; largest = Math.max(largest, step - 1); }
     if (step <= 0) backwards++;
   }
   const figure = (key) => ({ p50: round(quantile(pick(key), 0.5)), p95: round(quantile(pick(key), 0.95)) });
   return {
     read: frames.length, measured: warm.length, rejected, callbacks, presented,
-    sequence: { first: frames[0]?.sequence ?? null, last: frames.at(-1)?.sequence ?? null, gaps, missing, backwards },
+    sequence: { first: frames[0]?.sequence ?? null, last: frames.at(-1)?.sequence ?? null, gaps, missing, largest, backwards },
     display: figure('display'), presentation: figure('presentation'), receive: figure('receive'),
     max: round(Math.max(...pick('display'))), stats,
   };
