@@ -165,11 +165,12 @@ function pageCode() {
   async function glass({ seconds, warmup, ...target }) {
     const ctx = document.createElement('canvas').getContext('2d', { willReadFrequently: true });
     const frames = [], rejected = { sync: 0, crc: 0 };
-    let firstPresented = null, lastPresented = null, callbacks = 0, warm = null;
+    let firstPresented = null, lastPresented = null, firstAt = null, lastAt = null, callbacks = 0, warm = null;
     const viewer = await join(target, (now, md, video) => {
       callbacks++;
       firstPresented ??= md.presentedFrames;
-      lastPresented = md.presentedFrames;
+      firstAt ??= now;
+      [lastPresented, lastAt] = [md.presentedFrames, now];
       const wall = (t) => performance.timeOrigin + t;
       warm ??= now + warmup * 1000;
       const stamp = readStamp(video, ctx, target.source);
@@ -183,7 +184,8 @@ function pageCode() {
     const stats = await viewer.stop();
     // Frames the compositor presented while callbacks ran (rVFC may skip some when busy).
     const presented = lastPresented === null ? 0 : lastPresented - firstPresented + 1;
-    return { frames, rejected, callbacks, presented, stats };
+    const fps = lastAt > firstAt ? ((lastPresented - firstPresented) * 1000) / (lastAt - firstAt) : null;
+    return { frames, rejected, callbacks, presented, fps, stats };
   }
 
   /** `joins` joins one after another, `gapMs` apart: POST → first presented frame of each. */
@@ -219,7 +221,7 @@ export function quantile(values, q) {
 const round = (v) => (v === null ? null : Math.round(v * 10) / 10);
 
 /** Figures from the per-frame records of one glass-to-glass run. */
-function summarise({ frames, rejected, callbacks, presented, stats }) {
+function summarise({ frames, rejected, callbacks, presented, fps, stats }) {
   const warm = frames.filter((f) => f.warm);
   const pick = (key) => warm.map((f) => f[key]).filter((v) => v !== null);
   let gaps = 0, missing = 0, largest = 0, backwards = 0;
@@ -230,7 +232,7 @@ function summarise({ frames, rejected, callbacks, presented, stats }) {
   }
   const figure = (key) => ({ p50: round(quantile(pick(key), 0.5)), p95: round(quantile(pick(key), 0.95)) });
   return {
-    read: frames.length, measured: warm.length, rejected, callbacks, presented,
+    read: frames.length, measured: warm.length, rejected, callbacks, presented, fps: round(fps),
     sequence: { first: frames[0]?.sequence ?? null, last: frames.at(-1)?.sequence ?? null, gaps, missing, largest, backwards },
     display: figure('display'), presentation: figure('presentation'), receive: figure('receive'),
     max: round(Math.max(...pick('display'))), stats,

@@ -310,7 +310,7 @@ fn describe(kind: Kind, case: Case, measured: &Value) -> String {
         .map_or(0, |v| v.iter().filter(|r| r["errors"] != json!([])).count());
     format!(
         "  {} {}x{}: Chromium read {} stamps ({} measured after the warm-up; rejected {} sync, \
-         {} CRC), {} rVFC callbacks for {} frames presented, sequence gaps {} ({} missing, at most {} in a row), \
+         {} CRC), {} rVFC callbacks for {} frames presented ({} fps), sequence gaps {} ({} missing, at most {} in a row), \
          {} {}; Chromium joins {} ms; aiortc viewer {} joins, {failed} failed a check",
         kind.name(),
         case.width,
@@ -321,6 +321,7 @@ fn describe(kind: Kind, case: Case, measured: &Value) -> String {
         glass["rejected"]["crc"],
         glass["callbacks"],
         glass["presented"],
+        glass["fps"],
         glass["sequence"]["gaps"],
         glass["sequence"]["missing"],
         glass["sequence"]["largest"],
