@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: start `onaird` as a process, join it as a WHEP viewer
 //! (webrtc-rs), and decode what arrives (openh264, Opus) to check what a person would see.
 
+pub mod bench;
 pub mod churn;
 pub mod consumer;
 pub mod daemon;

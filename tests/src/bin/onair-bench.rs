@@ -4,7 +4,12 @@
 //! - encode time per frame (the daemon's own encoder setup) at 1280x720 and 640x480;
 //! - daemon CPU seconds over 10 s with 1 and with 10 viewers (from /proc/PID/stat);
 //! - daemon RSS idle and with 10 viewers (from /proc/PID/status);
-//! - time from WHEP POST to the first decoded frame (median of 5 joins).
+//! - time from WHEP POST to the first decoded frame (median of 5 joins);
+//! - then the `latency` section below.
+//!
+//! `./dev bench latency [--seconds 20] [--joins 10]`: onaird beside an aiortc caster serving
+//! the same stamped pattern: Chromium glass-to-glass p50/p95 and time to first frame (Chromium
+//! and the aiortc viewer) at 640x480 and 1280x720 (tests/src/bench/latency.rs).
 //!
 //! `./dev bench churn [--minutes 10]` is the soak: a viewer joins every second, decodes,
 //! and leaves (one in three without DELETE), first for a minute to warm up, then for the
@@ -16,6 +21,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use onair_hal::synthetic::TestPattern;
 use onair_hal::{VideoFrame, VideoSource};
+use onair_tests::bench::latency;
 use onair_tests::churn::{self, Plan};
 use onair_tests::daemon::Daemon;
 use onair_tests::viewer::{Watch, watch};
@@ -120,7 +126,8 @@ async fn cpu_with_viewers(daemon: &Daemon, viewers: usize, window: Duration) -> 
 #[derive(Parser)]
 #[command(about = "onair's performance figures (docs/PERFORMANCE.md)")]
 struct Args {
-    /// Without one: encode time, CPU and RSS with 1 and 10 viewers, time to first frame.
+    /// Without one: encode time, CPU and RSS with 1 and 10 viewers, time to first frame,
+    /// then `latency`.
     #[command(subcommand)]
     mode: Option<Mode>,
 }
@@ -136,12 +143,31 @@ enum Mode {
         #[arg(long, default_value_t = 3)]
         vanish_every: usize,
     },
+    /// Chromium glass-to-glass and time to first frame, onaird beside an aiortc caster.
+    Latency {
+        /// Seconds of glass-to-glass per server and size (after a 2 s warm-up).
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+        /// Joins per viewer kind (Chromium, aiortc) for time to first frame.
+        #[arg(long, default_value_t = 10)]
+        joins: u32,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().mode {
-        None => figures().await,
+        None => {
+            figures().await?;
+            latency::run(latency::Settings {
+                seconds: 20,
+                joins: 10,
+            })
+            .map(drop)
+        }
+        Some(Mode::Latency { seconds, joins }) => {
+            latency::run(latency::Settings { seconds, joins }).map(drop)
+        }
         Some(Mode::Churn {
             minutes,
             vanish_every,

@@ -1,0 +1,3 @@
+//! The side-by-side benchmark's sections (`onair-bench`, docs/PERFORMANCE.md).
+
+pub mod latency;
