@@ -4,6 +4,7 @@
 pub mod churn;
 pub mod consumer;
 pub mod daemon;
+pub mod metrics;
 pub mod picture;
 pub mod signal;
 pub mod viewer;
