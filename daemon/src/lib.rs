@@ -103,6 +103,7 @@ pub async fn run(
             started,
             signaling: signaling_name,
             registered: registration.registered_flag(),
+            signaling_connected: registration.connected_flag(),
         },
         local,
         tokens,

@@ -93,11 +93,14 @@ async function playPage(t, pageUrl, expectSize, sessionsOf) {
   if (ice.stripped.length) console.log(`warning: removed non-loopback candidates:\n  ${ice.stripped.join('\n  ')}`);
   assert.equal(stats.state, 'live', `viewer state${details(stats)}`);
 
-  // 2. Picture size.
+  // 2. The page's onStat reports real figures from getStats() (once a second).
+  const stat = await figures(page, details);
+
+  // 3. Picture size.
   const size = `${stats.video.frameWidth}x${stats.video.frameHeight}`;
   if (expectSize) assert.equal(size, expectSize.trim().toLowerCase(), 'frame size');
 
-  // 3. Colour bars.
+  // 4. Colour bars.
   const bars = await page.evaluate(sampleBars);
   assert.ok(!bars.error, bars.error);
   const wrong = BARS.flatMap(([name, want], i) => {
@@ -109,7 +112,7 @@ async function playPage(t, pageUrl, expectSize, sessionsOf) {
     ' (green ≈ 161 and magenta ≈ (205,30,189) mean BT.601 pixels that Chrome decoded as BT.709, which it' +
     ' assumes when the H.264 VUI carries no colour description: signal matrix_coefficients 6 or 5 there)');
 
-  // 4. pagehide ends the session (endSession on the signalling WebSocket): the camera's
+  // 5. pagehide ends the session (endSession on the signalling WebSocket): the camera's
   // session count goes back to what it was. (Fired by hand: Playwright does not report what a
   // document being unloaded sends.)
   assert.ok(stats.session, `viewer has no session${details(stats)}`);
@@ -123,8 +126,29 @@ async function playPage(t, pageUrl, expectSize, sessionsOf) {
 
   console.log(`viewer OK (${pageUrl}): ${size} ${stats.video.codec}, ${stats.video.framesDecoded} frames decoded ` +
     `${elapsed.toFixed(1)} s after opening, audio ${stats.audio.codec} ${stats.audio.packetsReceived} packets; ` +
-    `session ended on pagehide; bars ${BARS.map(([n], i) => `${n}(${bars.colours[i]})`).join(' ')}` +
+    `stat ${JSON.stringify(stat)}; session ended on pagehide; bars ${BARS.map(([n], i) => `${n}(${bars.colours[i]})`).join(' ')}` +
     (SCREENSHOT ? `; screenshot ${SCREENSHOT}` : ''));
+}
+
+// Waits (10 s at most) for onStat figures with pictures and bits flowing (the rate needs two
+// reports) and for the page to show them, and checks they are numbers: fps > 0, kbps > 0,
+// size, RTT, loss. The stat.
+async function figures(page, details) {
+  const shown = / fps · \d+ kb\/s · rtt \d+ ms · loss /;
+  let stat, line;
+  for (const deadline = Date.now() + WITHIN_MS; Date.now() < deadline; await page.waitForTimeout(200)) {
+    ({ stat, line } = await page.evaluate(() => ({
+      stat: window.onair?.stat ?? null, line: document.getElementById('info').textContent,
+    })));
+    if (stat?.fps > 0 && stat?.kbps > 0 && shown.test(line)) break;
+  }
+  const why = `onStat: ${JSON.stringify(stat)}${details(stat)}`;
+  assert.ok(stat?.fps > 0 && stat?.kbps > 0, `no fps or kb/s: ${why}`);
+  assert.ok(stat.width > 0 && stat.height > 0 && stat.framesDecoded > 0, why);
+  assert.equal(typeof stat.rttMs, 'number', `rtt: ${why}`);
+  assert.ok(stat.lossPercent >= 0 && stat.lossPercent <= 100, `loss: ${why}`);
+  assert.match(line, shown, 'the page shows the figures');
+  return stat;
 }
 
 const json = async (url) => (await fetch(url)).json();

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod churn;
 pub mod consumer;
 pub mod daemon;
+pub mod metrics;
 pub mod picture;
 pub mod signal;
 pub mod viewer;

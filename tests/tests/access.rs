@@ -41,7 +41,14 @@ fn decoded(report: &Report) {
 async fn a_viewer_token_guards_everything_but_health() {
     let daemon = protected();
     let base = daemon.base_url.clone();
-    for path in ["/", "/api/status", "/api/channels", "/c/onair", "/ws"] {
+    for path in [
+        "/",
+        "/api/status",
+        "/metrics",
+        "/api/channels",
+        "/c/onair",
+        "/ws",
+    ] {
         let (status, head, body) = request("GET", &format!("{base}{path}"), &[], "");
         assert_eq!(status, 401, "GET {path}: {body}");
         assert!(

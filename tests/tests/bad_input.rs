@@ -777,6 +777,7 @@ async fn a_protected_onaird_refuses_missing_and_wrong_tokens_while_its_viewers_k
         ),
         unauthorized("GET / without a token", "GET", "/", &[]),
         unauthorized("GET /api/status without a token", "GET", "/api/status", &[]),
+        unauthorized("GET /metrics without a token", "GET", "/metrics", &[]),
         unauthorized(
             "GET /api/channels without a token",
             "GET",

@@ -6,6 +6,7 @@
 //! | `POST /whep`, `DELETE`/`PATCH /whep/{id}`, `OPTIONS` | WHEP (see [`whep`]) |
 //! | `GET /healthz` | 200 while frames flow, 503 otherwise |
 //! | `GET /api/status` | JSON: channel, viewers, fps, bitrate, uptime, signaling |
+//! | `GET /metrics` | Prometheus text format: viewers, sessions, frames, key frames, traffic ([`metrics`]) |
 //!
 //! With `[access]` tokens, all but `/healthz` and `/onair.js` need one ([`access`]).
 //!
@@ -13,6 +14,7 @@
 //! `/c/{channel}`, `/onair.js` and the WHEP gateway.
 
 pub mod access;
+pub mod metrics;
 pub mod status;
 pub mod whep;
 
@@ -46,6 +48,8 @@ pub struct AppState {
     pub signaling: String,
     /// Whether the channel is registered there now.
     pub registered: Arc<AtomicBool>,
+    /// Whether the daemon is connected to that service now (registered or not).
+    pub signaling_connected: Arc<AtomicBool>,
 }
 
 /// All routes: the direct ones, the built-in signalling service's (`service`), and its WHEP
@@ -77,6 +81,7 @@ pub fn router(
         )
         .route("/healthz", get(status::healthz))
         .route("/api/status", get(status::status))
+        .route("/metrics", get(metrics::metrics))
         .with_state(state)
         .merge(onair_signal::server::router(service, MAX_WEBSOCKETS))
         .layer(middleware::from_fn_with_state(tokens, access::viewers_only))

@@ -5,7 +5,8 @@
 //! growing backoff (0.5 s → 5 s), while `/healthz` reports the stall. When the device is
 //! back, frames flow again by themselves.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use onair_hal::HalError;
@@ -18,6 +19,26 @@ const REOPEN_AFTER_FAILURES: u32 = 10;
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How often a supervised device was opened again, for `/metrics`: attempts that fail
+/// while the camera is away, and the one that brings it back.
+#[derive(Debug, Default)]
+pub struct ReopenCounts {
+    attempts: AtomicU64,
+    successes: AtomicU64,
+}
+
+impl ReopenCounts {
+    /// Attempts to open the device again (after a failure, or while it never opened).
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Attempts that opened it.
+    pub fn successes(&self) -> u64 {
+        self.successes.load(Ordering::Relaxed)
+    }
+}
+
 /// Opens a source of type `S` (`dyn VideoSource`, `dyn AudioSource`), and again after it
 /// failed.
 pub struct Supervised<S: ?Sized> {
@@ -28,6 +49,8 @@ pub struct Supervised<S: ?Sized> {
     /// Consecutive failed opens or reads: drives the backoff and the reopen decision.
     failures: u32,
     log: LogThrottle,
+    /// Counted for `/metrics`; nobody reads them unless [`Self::counting`] shares them.
+    reopens: Arc<ReopenCounts>,
 }
 
 impl<S: ?Sized> Supervised<S> {
@@ -43,15 +66,24 @@ impl<S: ?Sized> Supervised<S> {
             current: first,
             failures: 0,
             log: LogThrottle::new(20),
+            reopens: Arc::default(),
         }
+    }
+
+    /// Counts reopen attempts and successes in `reopens`.
+    pub fn counting(mut self, reopens: Arc<ReopenCounts>) -> Self {
+        self.reopens = reopens;
+        self
     }
 
     /// The open source; opens it if needed. `None` (after a backoff sleep) when it cannot be
     /// opened right now; the caller loops.
     pub fn get(&mut self, stop: &AtomicBool) -> Option<&mut S> {
         if self.current.is_none() {
+            self.reopens.attempts.fetch_add(1, Ordering::Relaxed);
             match (self.open)() {
                 Ok(source) => {
+                    self.reopens.successes.fetch_add(1, Ordering::Relaxed);
                     info!("{}: open again", self.name);
                     self.current = Some(source);
                     self.failures = 0;
@@ -165,18 +197,22 @@ mod tests {
     fn a_device_that_cannot_be_opened_yields_nothing_until_it_can() {
         let attempts = Arc::new(AtomicU32::new(0));
         let counter = attempts.clone();
-        let mut input: Supervised<u32> = Supervised::new("mic".into(), None, move || match counter
-            .fetch_add(1, Ordering::Relaxed)
-        {
-            0 | 1 => Err(HalError::Open {
-                device: "hw:1,0".into(),
-                reason: "No such file".into(),
-            }),
-            n => Ok(Box::new(n)),
+        let input: Supervised<u32> = Supervised::new("mic".into(), None, move || {
+            match counter.fetch_add(1, Ordering::Relaxed) {
+                0 | 1 => Err(HalError::Open {
+                    device: "hw:1,0".into(),
+                    reason: "No such file".into(),
+                }),
+                n => Ok(Box::new(n)),
+            }
         });
+        let reopens = Arc::new(ReopenCounts::default());
+        let mut input = input.counting(reopens.clone());
         let stop = AtomicBool::new(true);
         assert!(input.get(&stop).is_none());
         assert!(input.get(&stop).is_none());
         assert_eq!(input.get(&stop).copied(), Some(2));
+        assert_eq!(input.get(&stop).copied(), Some(2), "kept: no attempt");
+        assert_eq!((reopens.attempts(), reopens.successes()), (3, 1));
     }
 }

@@ -1,4 +1,4 @@
-//! What the pipeline has done, for `/api/status`, `/healthz` and logs.
+//! What the pipeline has done, for `/api/status`, `/healthz`, `/metrics` and logs.
 //!
 //! The encoder thread records every frame; readers take a snapshot. Rates are measured over
 //! windows of about a second so a reader sees a steady figure without keeping history.
@@ -7,13 +7,21 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
 use super::KeyframeReason;
+use super::input::ReopenCounts;
 
 /// Counters and rates of the encoded media.
 #[derive(Debug)]
 pub struct MediaStats {
     /// Origin of `last_frame_us`.
     started: Instant,
+    /// Pictures read from the camera (or test pattern).
+    frames_captured: AtomicU64,
+    /// Pictures read but never published: short, in a format that cannot be encoded,
+    /// skipped by the encoder's rate control, or failed.
+    frames_dropped: AtomicU64,
     video_frames: AtomicU64,
     video_keyframes: AtomicU64,
     /// IDRs by [`KeyframeReason::index`].
@@ -26,6 +34,11 @@ pub struct MediaStats {
     /// moves while the thread is alive, camera or not.
     heartbeat: AtomicU64,
     window: Mutex<RateWindow>,
+    /// Seconds openh264 took per picture, with cutting it into RTP payloads (not capture or
+    /// pixel conversion), for `/metrics`. A passthrough camera's pictures are not encoded.
+    encode_seconds: Histogram,
+    /// Attempts to open the camera again after it failed, and those that worked.
+    pub video_reopens: std::sync::Arc<ReopenCounts>,
 }
 
 #[derive(Debug)]
@@ -41,6 +54,12 @@ struct RateWindow {
 /// A consistent read of [`MediaStats`].
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct StatsSnapshot {
+    /// Pictures read from the source since start.
+    #[serde(skip)]
+    pub frames_captured: u64,
+    /// Pictures read but not published (see [`MediaStats`]).
+    #[serde(skip)]
+    pub frames_dropped: u64,
     /// Pictures encoded since start.
     pub video_frames: u64,
     /// IDRs among them.
@@ -62,6 +81,8 @@ impl MediaStats {
         let now = Instant::now();
         MediaStats {
             started: now,
+            frames_captured: AtomicU64::new(0),
+            frames_dropped: AtomicU64::new(0),
             video_frames: AtomicU64::new(0),
             video_keyframes: AtomicU64::new(0),
             keyframes_by_reason: Default::default(),
@@ -76,7 +97,30 @@ impl MediaStats {
                 fps: 0.0,
                 kbps: 0.0,
             }),
+            // 0.5 ms to 256 ms: a small picture on a desktop to a large one on a Pi Zero.
+            encode_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 10)),
+            video_reopens: Default::default(),
         }
+    }
+
+    /// A picture was read from the source.
+    pub fn record_captured(&self) {
+        self.frames_captured.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A picture that was read will not be published.
+    pub fn record_dropped(&self) {
+        self.frames_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The encoder took `took` for one picture.
+    pub fn record_encode_time(&self, took: Duration) {
+        self.encode_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Seconds per encoded picture (shared: observing and encoding need no copy).
+    pub fn encode_seconds(&self) -> &Histogram {
+        &self.encode_seconds
     }
 
     /// The video thread went round its loop once.
@@ -137,6 +181,8 @@ impl MediaStats {
             _ => (0.0, 0.0),
         };
         StatsSnapshot {
+            frames_captured: self.frames_captured.load(Ordering::Relaxed),
+            frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
             video_frames: self.video_frames.load(Ordering::Relaxed),
             video_keyframes: self.video_keyframes.load(Ordering::Relaxed),
             keyframes_by_reason: std::array::from_fn(|i| {

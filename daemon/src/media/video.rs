@@ -198,7 +198,8 @@ impl VideoThread {
         }
         let config = video.clone();
         Ok(VideoThread {
-            input: Supervised::new(name, first, move || open_source(&setting, wanted, &config)),
+            input: Supervised::new(name, first, move || open_source(&setting, wanted, &config))
+                .counting(stats.video_reopens.clone()),
             format,
             bitrate_kbps: video.bitrate_kbps,
             encoder,
@@ -243,6 +244,7 @@ impl VideoThread {
             };
             let unit = self.encode_picture(&mut work, format);
             let Some((payloads, keyframe, encoded_len)) = work.log_failure(unit) else {
+                self.stats.record_dropped();
                 continue;
             };
             self.stats
@@ -268,7 +270,9 @@ impl VideoThread {
             }
         };
         self.input.succeeded();
+        self.stats.record_captured();
         if format != self.format && !self.adopt(format, &mut work.policy) {
+            self.stats.record_dropped();
             return None;
         }
         let expected_len = format.pixel.frame_len(format.width, format.height);
@@ -281,6 +285,7 @@ impl VideoThread {
                     "video capture: short frame dropped"
                 );
             }
+            self.stats.record_dropped();
             return None;
         }
         Some(format)
@@ -361,7 +366,9 @@ impl VideoThread {
                 };
                 let force = policy.decide(frame.captured);
                 let pts = self.clock.since_origin(frame.captured);
+                let started = Instant::now();
                 let unit = encode(&mut self.encoder, payloader, i420, force, pts);
+                self.stats.record_encode_time(started.elapsed());
                 policy.encoded(force, &unit, frame.captured);
                 unit
             }

@@ -77,19 +77,25 @@ pub fn built_in(identity: &Identity, max_message_bytes: usize) -> (onair_signal:
 pub struct Signaling {
     task: JoinHandle<()>,
     registered: Arc<AtomicBool>,
+    /// Connected to the service (registered or not), for `/metrics`.
+    connected: Arc<AtomicBool>,
 }
 
 impl Signaling {
     /// Keeps `identity`'s channel registered with `target`, serving viewers from `sessions`.
     pub fn start(target: Target, identity: Identity, sessions: Sessions) -> Self {
         let registered = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(keep_registered(
-            target,
-            identity,
-            sessions,
-            registered.clone(),
-        ));
-        Signaling { task, registered }
+        let connected = Arc::new(AtomicBool::new(false));
+        let flags = Flags {
+            registered: registered.clone(),
+            connected: connected.clone(),
+        };
+        let task = tokio::spawn(keep_registered(target, identity, sessions, flags));
+        Signaling {
+            task,
+            registered,
+            connected,
+        }
     }
 
     /// Whether the channel is registered right now.
@@ -101,6 +107,11 @@ impl Signaling {
     pub fn registered_flag(&self) -> Arc<AtomicBool> {
         self.registered.clone()
     }
+
+    /// Set while connected to the service, registered or not.
+    pub fn connected_flag(&self) -> Arc<AtomicBool> {
+        self.connected.clone()
+    }
 }
 
 impl Drop for Signaling {
@@ -109,21 +120,30 @@ impl Drop for Signaling {
     }
 }
 
-async fn keep_registered(
-    target: Target,
-    identity: Identity,
-    sessions: Sessions,
+/// What [`keep_registered`] reports on.
+struct Flags {
     registered: Arc<AtomicBool>,
-) {
+    connected: Arc<AtomicBool>,
+}
+
+async fn keep_registered(target: Target, identity: Identity, sessions: Sessions, flags: Flags) {
     let mut backoff = Backoff::default();
     loop {
         match connect(&target).await {
             Ok(mut link) => {
                 info!(channel = %identity.channel, "signaling: connected to {target}");
                 let service = target.to_string();
-                match producer::run(link.as_mut(), &service, &identity, &sessions, &registered)
-                    .await
-                {
+                flags.connected.store(true, Ordering::Relaxed);
+                let outcome = producer::run(
+                    link.as_mut(),
+                    &service,
+                    &identity,
+                    &sessions,
+                    &flags.registered,
+                )
+                .await;
+                flags.connected.store(false, Ordering::Relaxed);
+                match outcome {
                     producer::Outcome::Ended { registered: true } => {
                         backoff.reset();
                         warn!("signaling: lost {target}; reconnecting");

@@ -7,6 +7,7 @@
 //!
 //! - [`negotiate`]: SDP offer/answer, with the viewer or with us offering.
 //! - [`ended`]: session-end notices for the front ends that must pass them on.
+//! - [`figures`]: the sessions' states and traffic, for `/metrics`.
 //!
 //! [`Sessions`] is the registry the HTTP (WHEP) and signaling front ends talk to: an offer in,
 //! an answer and a session id out (or our offer out, the viewer's answer in); the viewer's
@@ -23,6 +24,7 @@
 
 pub mod catch_up;
 pub mod ended;
+pub mod figures;
 pub mod forward;
 pub mod keyframe_requests;
 pub mod nat;
@@ -44,6 +46,7 @@ use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 use crate::media::MediaHandle;
 use ended::{EndNotices, EndSubscription};
+use figures::{Phase, Traffic, Watched};
 use forward::Outgoing;
 use peer::{PeerError, PeerFactory};
 use session::{Action, CloseReason, Event, Session};
@@ -147,6 +150,8 @@ struct Handle {
     control: mpsc::Sender<Control>,
     /// "End now" ([`Event::Delete`] or [`Event::Shutdown`]): one slot, never full.
     end: Arc<watch::Sender<Option<Event>>>,
+    /// Its state and traffic, for `/metrics`.
+    watched: Arc<Watched>,
 }
 
 /// Why an order did not reach a session.
@@ -166,6 +171,9 @@ struct Live {
     sessions: HashMap<String, Handle>,
     /// Set by shutdown: no session may be added any more.
     closing: bool,
+    /// What the sessions that ended had sent, so `/metrics` counters never go down
+    /// (see [`figures`]).
+    ended: Traffic,
 }
 
 impl Sessions {
@@ -411,15 +419,18 @@ fn register(
     }
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let (end_tx, end_rx) = watch::channel(None);
+    let watched = Arc::new(Watched::new(peer.pc.clone(), peer.rtcp.clone()));
     let handle = Handle {
         control: control_tx,
         end: Arc::new(end_tx),
+        watched: watched.clone(),
     };
     live.sessions.insert(id.to_owned(), handle);
     let orders = Orders {
         control: control_rx,
         end: end_rx,
         candidates_taken: 0,
+        watched,
     };
     let task = run_session(
         inner.clone(),
@@ -440,10 +451,14 @@ struct Orders {
     end: watch::Receiver<Option<Event>>,
     /// Remote candidates taken so far (at most [`MAX_REMOTE_CANDIDATES`]).
     candidates_taken: usize,
+    /// Where the session reports its state, and leaves its final figures, for `/metrics`.
+    watched: Arc<Watched>,
 }
 
 /// How long closing a peer connection may take before the session is released anyway.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long an ending session waits for its final stats (what it sent, for `/metrics`).
+const FINAL_STATS_WAIT: Duration = Duration::from_millis(100);
 
 /// Drives one session from negotiation to teardown. Holds the session's permit until the end.
 async fn run_session(
@@ -492,7 +507,9 @@ async fn run_session(
             },
             () = sleep_until(deadline) => Event::Tick,
         };
-        match session.handle(event, Instant::now()) {
+        let action = session.handle(event, Instant::now());
+        orders.watched.set_state(session.state());
+        match action {
             Action::None => {}
             Action::StartMedia => {
                 let Media::Agreed(outgoing) = &media else {
@@ -507,6 +524,13 @@ async fn run_session(
         }
     };
     media_tasks.abort_all();
+    orders.watched.set_phase(Phase::Closing);
+    // At shutdown nobody scrapes again: no need to hold it up.
+    let last_report = match reason {
+        CloseReason::Shutdown => None,
+        _ => orders.watched.report(FINAL_STATS_WAIT).await,
+    };
+    let sent = orders.watched.retire(last_report.as_ref());
     match tokio::time::timeout(CLOSE_WAIT, pc.close()).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => debug!(session = %id, "closing peer connection: {err}"),
@@ -516,6 +540,7 @@ async fn run_session(
     }
     if let Ok(mut live) = inner.live.lock() {
         live.sessions.remove(&id);
+        live.ended = live.ended.plus(sent);
     }
     if session.media_started() {
         inner.viewers.fetch_sub(1, Ordering::Relaxed);

@@ -17,6 +17,7 @@ use webrtc::peer_connection::{
     SettingEngineBuilder, register_default_interceptors,
 };
 
+use super::figures::RtcpSeen;
 use super::keyframe_requests::{self, KeyframeRequests};
 use super::session::Event;
 
@@ -168,6 +169,8 @@ pub struct NewPeer {
     pub gathered: Arc<Notify>,
     /// Keeps the UDP port reserved for the life of the connection.
     pub port: PortLease,
+    /// The viewer's RTCP, counted for `/metrics`.
+    pub rtcp: Arc<RtcpSeen>,
 }
 
 /// Why a peer connection could not be built.
@@ -240,8 +243,11 @@ impl PeerFactory {
                 RtpCodecKind::Audio,
             )?;
         }
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
-            .with(keyframe_requests::SLOT.into(), KeyframeRequests::default());
+        let rtcp = Arc::new(RtcpSeen::default());
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
+            keyframe_requests::SLOT.into(),
+            KeyframeRequests::counting(rtcp.clone()),
+        );
 
         // Answer as the DTLS server (`a=setup:passive`). As the client, onaird sent its
         // ClientHello the moment ICE connected, often before a WHEP viewer had even read the
@@ -284,6 +290,7 @@ impl PeerFactory {
             events,
             gathered,
             port,
+            rtcp,
         })
     }
 }

@@ -10,7 +10,7 @@
 //       onJoin({ channel }) {},     // media flows
 //       onClose({ reason }) {},     // the session ended (the viewer rejoins when the channel is back)
 //       onError(error) {},          // something failed (a message for people)
-//       onStat(stat) {},            // once a second: { framesDecoded, fps, kbps, width, height }
+//       onStat(stat) {},            // once a second, from pc.getStats(): see readStat below
 //     },
 //   });
 //   viewer.join('porch');
@@ -22,6 +22,52 @@
 // camera reconnects (or the service restarts) the viewer joins again by itself.
 
 const BACKOFF_MAX_S = 30;
+
+// What one getStats() report says about the video, given the counters `prev` read from the
+// one before (null at first): rates are over the time between the two. Returns
+// { counters, stat }, or null before video arrives. The stat:
+//   framesDecoded, fps, kbps (video received), width, height,
+//   rttMs        round trip of the ICE candidate pair in use (else from remote-outbound-rtp),
+//                null while not measured,
+//   lossPercent  video packets lost of all sent so far (packetsLost / (received + lost)),
+//   jitterBufferMs  mean time a frame waited in the jitter buffer since the last report,
+//                   null without frames in between.
+export function readStat(report, prev) {
+  const video = [...report.values()].find((s) => s.type === 'inbound-rtp' && s.kind === 'video');
+  if (!video) return null;
+  const counters = {
+    at: video.timestamp, bytes: video.bytesReceived ?? 0, frames: video.framesDecoded ?? 0,
+    waited: video.jitterBufferDelay ?? 0, emitted: video.jitterBufferEmittedCount ?? 0,
+  };
+  const delta = (key) => counters[key] - (prev?.[key] ?? 0);
+  const secs = prev ? delta('at') / 1000 : 0;
+  const rate = (key) => (secs > 0 ? delta(key) / secs : 0);
+  const received = video.packetsReceived ?? 0, lost = Math.max(0, video.packetsLost ?? 0);
+  const rtt = roundTrip(report);
+  const stat = {
+    framesDecoded: counters.frames,
+    fps: video.framesPerSecond ?? rate('frames'),
+    kbps: Math.round((rate('bytes') * 8) / 1000),
+    width: video.frameWidth ?? 0, height: video.frameHeight ?? 0,
+    rttMs: rtt == null ? null : rtt * 1000,
+    lossPercent: received + lost > 0 ? (100 * lost) / (received + lost) : 0,
+    jitterBufferMs: delta('emitted') > 0 ? (1000 * delta('waited')) / delta('emitted') : null,
+  };
+  return { counters, stat };
+}
+
+// Seconds: the selected candidate pair's current round trip (STUN consent checks), else the
+// one remote-outbound-rtp derives from the sender's reports; null if neither has one.
+function roundTrip(report) {
+  const all = [...report.values()];
+  const transport = all.find((s) => s.type === 'transport' && s.selectedCandidatePairId);
+  const pair = transport
+    ? report.get(transport.selectedCandidatePairId)
+    : all.find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
+  if (typeof pair?.currentRoundTripTime === 'number') return pair.currentRoundTripTime;
+  const remote = all.find((s) => s.type === 'remote-outbound-rtp' && typeof s.roundTripTime === 'number');
+  return remote?.roundTripTime ?? null;
+}
 
 export class OnAirViewer {
   constructor({ url = location.origin, token = null, video = null, listener = {} } = {}) {
@@ -194,19 +240,14 @@ export class OnAirViewer {
 
   #startStats() {
     clearInterval(this.statTimer);
-    let last = null;
+    let counters = null;
     this.statTimer = setInterval(async () => {
-      if (!this.pc) return;
-      const report = await this.pc.getStats();
-      for (const s of report.values()) {
-        if (s.type !== 'inbound-rtp' || s.kind !== 'video') continue;
-        const kbps = last ? ((s.bytesReceived - last.bytes) * 8) / (s.timestamp - last.at) : 0;
-        last = { bytes: s.bytesReceived, at: s.timestamp };
-        this.#call('onStat', {
-          framesDecoded: s.framesDecoded ?? 0, fps: s.framesPerSecond ?? 0, kbps: Math.round(kbps),
-          width: s.frameWidth, height: s.frameHeight,
-        });
-      }
+      const pc = this.pc;
+      if (!pc) return;
+      const read = readStat(await pc.getStats(), counters);
+      if (!read || pc !== this.pc) return;
+      counters = read.counters;
+      this.#call('onStat', read.stat);
     }, 1000);
   }
 }

@@ -1,0 +1,505 @@
+//! What `/metrics` reads of the live sessions: their states, what webrtc-rs counted for
+//! each viewer (bytes and packets sent, retransmissions, the ICE round trip), and what the
+//! viewer's RTCP said (NACKs, receiver reports).
+//!
+//! webrtc-rs 0.21 keeps stats of the RTCP it receives only in code it never calls (its
+//! `nackCount`, and the loss and round trip of `remote-inbound-rtp`, stay 0), so the
+//! last interceptor of the chain, which sees every RTCP packet anyway
+//! (`webrtc::keyframe_requests`), counts them in an [`RtcpSeen`].
+//!
+//! The figures are read when someone asks (a scrape), never on the media path: each live
+//! session's stats are asked of webrtc-rs at once, each with [`STATS_WAIT`], so a scrape
+//! takes at most about that long however many viewers there are. A session that does not
+//! answer in time counts with the figures it last gave.
+//!
+//! **Counters stay monotonic across leaving viewers.** A session that ends adds its final
+//! figures to a running total of ended sessions, in the same step that removes it from the
+//! registry, so a scrape sees each session either live or ended, never both or neither. A
+//! session's figures only ever grow ([`Traffic::max`]), and once it has ended a late reading
+//! no longer changes them, so what the total takes over is at least what scrapes showed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::statistics::stats::rtp_stream::received::remote_inbound::RTCRemoteInboundRtpStreamStats;
+use webrtc::peer_connection::{PeerConnection, RTCStatsReport, RTCStatsReportEntry, StatsSelector};
+
+use super::Sessions;
+use super::session::State;
+
+/// How long a scrape waits for one session's stats (all are asked at once).
+pub const STATS_WAIT: Duration = Duration::from_millis(250);
+
+/// Where a live session is, as `/metrics` counts them (`onair_sessions{state=…}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The answer went out; ICE and DTLS are not done yet.
+    Negotiating,
+    /// Media flows.
+    Connected,
+    /// Connectivity lost, maybe for a moment.
+    Disconnected,
+    /// Ended; its peer connection is being closed.
+    Closing,
+}
+
+impl Phase {
+    /// Every phase, in the order of [`SessionFigures::by_phase`].
+    pub const ALL: [Phase; 4] = [
+        Phase::Negotiating,
+        Phase::Connected,
+        Phase::Disconnected,
+        Phase::Closing,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Negotiating => "negotiating",
+            Phase::Connected => "connected",
+            Phase::Disconnected => "disconnected",
+            Phase::Closing => "closing",
+        }
+    }
+
+    fn of(state: State) -> Phase {
+        match state {
+            State::Negotiating { .. } => Phase::Negotiating,
+            State::Connected => Phase::Connected,
+            State::Disconnected { .. } => Phase::Disconnected,
+            State::Closed(_) => Phase::Closing,
+        }
+    }
+
+    fn from_index(index: u8) -> Phase {
+        Phase::ALL
+            .get(usize::from(index))
+            .copied()
+            .unwrap_or(Phase::Closing)
+    }
+}
+
+/// Counters of what was sent to viewers, summed over their outgoing streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// RTP payload bytes sent (headers and retransmissions not included, as in WebRTC's
+    /// `bytesSent`).
+    pub bytes_sent: u64,
+    /// RTP packets sent.
+    pub packets_sent: u64,
+    /// NACKs received from viewers.
+    pub nacks_received: u64,
+    /// Packets sent again (RTX) after a NACK.
+    pub retransmitted_packets: u64,
+    /// Packets the viewers reported lost in their RTCP receiver reports.
+    pub packets_lost: u64,
+}
+
+impl Traffic {
+    /// Field by field, the larger: counters of one session never go down.
+    pub fn max(self, other: Traffic) -> Traffic {
+        Traffic {
+            bytes_sent: self.bytes_sent.max(other.bytes_sent),
+            packets_sent: self.packets_sent.max(other.packets_sent),
+            nacks_received: self.nacks_received.max(other.nacks_received),
+            retransmitted_packets: self.retransmitted_packets.max(other.retransmitted_packets),
+            packets_lost: self.packets_lost.max(other.packets_lost),
+        }
+    }
+
+    /// Field by field, the sum (saturating).
+    pub fn plus(self, other: Traffic) -> Traffic {
+        Traffic {
+            bytes_sent: self.bytes_sent.saturating_add(other.bytes_sent),
+            packets_sent: self.packets_sent.saturating_add(other.packets_sent),
+            nacks_received: self.nacks_received.saturating_add(other.nacks_received),
+            retransmitted_packets: self
+                .retransmitted_packets
+                .saturating_add(other.retransmitted_packets),
+            packets_lost: self.packets_lost.saturating_add(other.packets_lost),
+        }
+    }
+
+    /// What a session's stats `report` (if one came) and `rtcp` count.
+    fn of(report: Option<&RTCStatsReport>, rtcp: &RtcpSeen) -> Traffic {
+        let sent = report
+            .into_iter()
+            .flat_map(RTCStatsReport::outbound_rtp_streams)
+            .map(|s| Traffic {
+                bytes_sent: s.sent_rtp_stream_stats.bytes_sent,
+                packets_sent: s.sent_rtp_stream_stats.packets_sent,
+                retransmitted_packets: s.retransmitted_packets_sent,
+                ..Traffic::default()
+            })
+            .fold(Traffic::default(), Traffic::plus);
+        Traffic {
+            nacks_received: rtcp.nacks(),
+            packets_lost: rtcp.lost(),
+            ..sent
+        }
+    }
+}
+
+/// The RTCP one viewer sent us, as far as `/metrics` needs it. Filled by the interceptor
+/// (from webrtc-rs's thread), read by scrapes.
+#[derive(Debug, Default)]
+pub struct RtcpSeen {
+    /// Generic NACK packets (each may ask for several packets), as WebRTC's `nackCount`.
+    nacks: AtomicU64,
+    /// The newest receiver report block per SSRC of ours.
+    reports: Mutex<HashMap<u32, Reception>>,
+}
+
+/// One receiver report block: how one of our streams arrives at the viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reception {
+    /// Packets lost since the stream began (cumulative, 24 bits signed on the wire).
+    total_lost: u32,
+    /// Fraction lost since the previous report, in 256ths.
+    fraction_lost: u8,
+}
+
+impl RtcpSeen {
+    /// Takes note of one RTCP packet from the viewer.
+    pub fn record(&self, packet: &dyn rtc::rtcp::Packet) {
+        let any = packet.as_any();
+        if any.is::<TransportLayerNack>() {
+            self.nacks.fetch_add(1, Ordering::Relaxed);
+        }
+        // A viewer that also sends media puts its report blocks in a sender report.
+        let blocks = match (
+            any.downcast_ref::<ReceiverReport>(),
+            any.downcast_ref::<SenderReport>(),
+        ) {
+            (Some(rr), _) => &rr.reports,
+            (None, Some(sr)) => &sr.reports,
+            (None, None) => return,
+        };
+        if let Ok(mut reports) = self.reports.lock() {
+            for block in blocks {
+                let reception = Reception {
+                    total_lost: block.total_lost,
+                    fraction_lost: block.fraction_lost,
+                };
+                reports.insert(block.ssrc, reception);
+            }
+        }
+    }
+
+    /// NACK packets received.
+    pub fn nacks(&self) -> u64 {
+        self.nacks.load(Ordering::Relaxed)
+    }
+
+    /// Packets lost, as the newest reports say, over our streams.
+    pub fn lost(&self) -> u64 {
+        self.reports.lock().map_or(0, |reports| {
+            reports.values().map(|r| u64::from(r.total_lost)).sum()
+        })
+    }
+
+    /// The largest fraction lost (0 to 1) in the newest reports; `None` before the first.
+    pub fn fraction_lost(&self) -> Option<f64> {
+        let reports = self.reports.lock().ok()?;
+        reports
+            .values()
+            .map(|r| f64::from(r.fraction_lost) / 256.0)
+            .reduce(f64::max)
+    }
+}
+
+/// The viewer's receiver reports on our streams.
+fn remote_inbound(
+    report: &RTCStatsReport,
+) -> impl Iterator<Item = &RTCRemoteInboundRtpStreamStats> {
+    report.iter().filter_map(|entry| match entry {
+        RTCStatsReportEntry::RemoteInboundRtp(stats) => Some(stats),
+        _ => None,
+    })
+}
+
+/// One viewer's link now.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Link {
+    /// Round-trip time in seconds, if measured.
+    rtt_seconds: Option<f64>,
+    /// Fraction of packets lost in the last receiver report (0 to 1), if one came.
+    fraction_lost: Option<f64>,
+}
+
+impl Link {
+    fn of(report: Option<&RTCStatsReport>, rtcp: &RtcpSeen) -> Link {
+        // The receiver reports' round trip as webrtc-rs reports it (0.21: always 0), else
+        // the ICE connectivity checks' on the pair in use.
+        let rtcp_rtt = report
+            .into_iter()
+            .flat_map(remote_inbound)
+            .map(|s| s.round_trip_time)
+            .reduce(f64::max);
+        let rtt_seconds = rtcp_rtt
+            .filter(|rtt| *rtt > 0.0)
+            .or_else(|| report.and_then(ice_rtt));
+        Link {
+            rtt_seconds,
+            fraction_lost: rtcp.fraction_lost(),
+        }
+    }
+}
+
+/// The newest STUN round trip of the nominated candidate pair.
+fn ice_rtt(report: &RTCStatsReport) -> Option<f64> {
+    report
+        .candidate_pairs()
+        .filter(|pair| pair.nominated && pair.current_round_trip_time > 0.0)
+        .map(|pair| pair.current_round_trip_time)
+        .reduce(f64::max)
+}
+
+/// What a scrape may read of one live session; shared by the session task (which sets its
+/// phase and retires it) and the registry.
+pub struct Watched {
+    pc: Arc<dyn PeerConnection>,
+    rtcp: Arc<RtcpSeen>,
+    /// [`Phase`] as its index in [`Phase::ALL`].
+    phase: AtomicU8,
+    latest: Mutex<Latest>,
+}
+
+#[derive(Default)]
+struct Latest {
+    /// The largest figures read so far.
+    traffic: Traffic,
+    /// The session ended: `traffic` is final and counted among the ended sessions.
+    retired: bool,
+}
+
+/// One session as a scrape saw it.
+struct Reading {
+    phase: Phase,
+    traffic: Traffic,
+    link: Link,
+}
+
+impl Watched {
+    /// A new session's (negotiating): its connection, and where its interceptor counts
+    /// the viewer's RTCP.
+    pub fn new(pc: Arc<dyn PeerConnection>, rtcp: Arc<RtcpSeen>) -> Self {
+        Watched {
+            pc,
+            rtcp,
+            phase: AtomicU8::new(0),
+            latest: Mutex::default(),
+        }
+    }
+
+    /// The session's state machine moved to `state`.
+    pub fn set_state(&self, state: State) {
+        self.set_phase(Phase::of(state));
+    }
+
+    /// The session is in `phase`.
+    pub fn set_phase(&self, phase: Phase) {
+        let index = Phase::ALL.iter().position(|p| *p == phase).unwrap_or(0);
+        self.phase.store(index as u8, Ordering::Relaxed);
+    }
+
+    /// Asks webrtc-rs for the connection's stats, waiting at most `wait`.
+    pub async fn report(&self, wait: Duration) -> Option<RTCStatsReport> {
+        let asked = self.pc.get_stats(Instant::now(), StatsSelector::None);
+        tokio::time::timeout(wait, asked).await.ok()
+    }
+
+    /// The session ended: its final figures (the larger of `last_report`'s and any read
+    /// before), which from now on no reading changes.
+    pub fn retire(&self, last_report: Option<&RTCStatsReport>) -> Traffic {
+        self.update(Traffic::of(last_report, &self.rtcp), true)
+    }
+
+    async fn read(&self, wait: Duration) -> Reading {
+        let report = self.report(wait).await;
+        let traffic = self.update(Traffic::of(report.as_ref(), &self.rtcp), false);
+        Reading {
+            phase: Phase::from_index(self.phase.load(Ordering::Relaxed)),
+            traffic,
+            link: Link::of(report.as_ref(), &self.rtcp),
+        }
+    }
+
+    fn update(&self, fresh: Traffic, retire: bool) -> Traffic {
+        match self.latest.lock() {
+            Ok(mut latest) => latest.take(fresh, retire),
+            Err(_) => fresh,
+        }
+    }
+}
+
+impl Latest {
+    /// Takes in `fresh` figures unless retired (and retires if `retire`); the figures to
+    /// report.
+    fn take(&mut self, fresh: Traffic, retire: bool) -> Traffic {
+        if !self.retired {
+            self.traffic = self.traffic.max(fresh);
+            self.retired = retire;
+        }
+        self.traffic
+    }
+}
+
+/// The sessions as `/metrics` reports them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionFigures {
+    /// Live sessions in each [`Phase`] (in [`Phase::ALL`] order).
+    pub by_phase: [usize; Phase::ALL.len()],
+    /// What was sent to every viewer since the start, those gone included.
+    pub traffic: Traffic,
+    /// Each viewer's round-trip time in seconds, where measured.
+    pub rtt_seconds: Vec<f64>,
+    /// Each viewer's fraction lost (0 to 1) from its last receiver report, where one came.
+    pub fraction_lost: Vec<f64>,
+}
+
+impl SessionFigures {
+    fn add(mut self, reading: Reading) -> Self {
+        if let Some(count) = Phase::ALL
+            .iter()
+            .position(|p| *p == reading.phase)
+            .and_then(|i| self.by_phase.get_mut(i))
+        {
+            *count += 1;
+        }
+        self.traffic = self.traffic.plus(reading.traffic);
+        self.rtt_seconds.extend(reading.link.rtt_seconds);
+        self.fraction_lost.extend(reading.link.fraction_lost);
+        self
+    }
+}
+
+impl Sessions {
+    /// The live sessions' states and the traffic of all sessions so far; takes at most about
+    /// [`STATS_WAIT`].
+    pub async fn figures(&self) -> SessionFigures {
+        let (ended, watched): (Traffic, Vec<Arc<Watched>>) = match self.inner.live.lock() {
+            Ok(live) => (
+                live.ended,
+                live.sessions.values().map(|h| h.watched.clone()).collect(),
+            ),
+            Err(_) => (Traffic::default(), Vec::new()),
+        };
+        let readings = join_all(watched.iter().map(|w| w.read(STATS_WAIT))).await;
+        let start = SessionFigures {
+            traffic: ended,
+            ..SessionFigures::default()
+        };
+        readings.into_iter().fold(start, SessionFigures::add)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn traffic(n: u64) -> Traffic {
+        Traffic {
+            bytes_sent: 1000 * n,
+            packets_sent: n,
+            nacks_received: n / 10,
+            retransmitted_packets: n / 20,
+            packets_lost: n / 100,
+        }
+    }
+
+    #[test]
+    fn traffic_adds_and_keeps_the_larger() {
+        assert_eq!(traffic(100).plus(traffic(200)), traffic(300));
+        let mixed = Traffic {
+            packets_lost: 9,
+            ..traffic(100)
+        };
+        assert_eq!(
+            mixed.max(traffic(200)),
+            Traffic {
+                packets_lost: 9,
+                ..traffic(200)
+            }
+        );
+    }
+
+    #[test]
+    fn a_retired_session_keeps_its_final_figures() {
+        let mut latest = Latest::default();
+        assert_eq!(latest.take(traffic(100), false), traffic(100));
+        // A reading that timed out (zeros), or an older one, never lowers the figures.
+        assert_eq!(latest.take(Traffic::default(), false), traffic(100));
+        assert_eq!(latest.take(traffic(50), false), traffic(100));
+        assert_eq!(latest.take(traffic(150), true), traffic(150));
+        // After the end: the total of ended sessions holds these; a late scrape's
+        // reading must not raise them above it.
+        assert_eq!(latest.take(traffic(400), false), traffic(150));
+    }
+
+    #[test]
+    fn rtcp_from_the_viewer_is_counted() {
+        use rtc::rtcp::reception_report::ReceptionReport;
+        let seen = RtcpSeen::default();
+        assert_eq!(
+            (seen.nacks(), seen.lost(), seen.fraction_lost()),
+            (0, 0, None)
+        );
+        let block = |ssrc, total_lost, fraction_lost| ReceptionReport {
+            ssrc,
+            total_lost,
+            fraction_lost,
+            ..ReceptionReport::default()
+        };
+        let rr = |reports| ReceiverReport {
+            reports,
+            ..ReceiverReport::default()
+        };
+        seen.record(&rr(vec![block(1, 10, 64), block(2, 3, 0)]));
+        seen.record(&TransportLayerNack::default());
+        seen.record(&TransportLayerNack::default());
+        // A newer report of stream 1 replaces the older one.
+        seen.record(&rr(vec![block(1, 12, 32)]));
+        assert_eq!(seen.nacks(), 2);
+        assert_eq!(seen.lost(), 15);
+        assert_eq!(seen.fraction_lost(), Some(0.125));
+    }
+
+    #[test]
+    fn phases_round_trip_through_their_index() {
+        for (i, phase) in Phase::ALL.into_iter().enumerate() {
+            assert_eq!(Phase::from_index(i as u8), phase);
+        }
+        assert_eq!(Phase::from_index(200), Phase::Closing);
+        assert_eq!(Phase::of(State::Connected), Phase::Connected);
+    }
+
+    #[test]
+    fn readings_fold_into_figures() {
+        let reading = |phase, n, rtt| Reading {
+            phase,
+            traffic: traffic(n),
+            link: Link {
+                rtt_seconds: rtt,
+                fraction_lost: rtt.map(|_| 0.0),
+            },
+        };
+        let figures = [
+            reading(Phase::Connected, 100, Some(0.01)),
+            reading(Phase::Connected, 200, None),
+            reading(Phase::Negotiating, 0, None),
+        ]
+        .into_iter()
+        .fold(SessionFigures::default(), SessionFigures::add);
+        assert_eq!(figures.by_phase, [1, 2, 0, 0]);
+        assert_eq!(figures.traffic, traffic(300));
+        assert_eq!(figures.rtt_seconds, [0.01]);
+        assert_eq!(figures.fraction_lost, [0.0]);
+    }
+}
