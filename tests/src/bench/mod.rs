@@ -1,0 +1,3 @@
+//! The side-by-side benchmark's parts (`onair-bench`, docs/PERFORMANCE.md).
+
+pub mod fanout;
