@@ -39,8 +39,11 @@ use crate::picture::{Picture, read_picture};
 pub struct Report {
     /// Pictures decoded.
     pub frames_decoded: usize,
-    /// Access units the decoder rejected.
+    /// Access units the decoder rejected once it had decoded a picture.
     pub decode_errors: usize,
+    /// Access units before the first decoded picture that could not start one (no IDR, or
+    /// rejected by the decoder); the viewer asked for an IDR with a PLI, as browsers do.
+    pub start_skipped: usize,
     /// Access units that held an IDR.
     pub keyframes: usize,
     /// Bytes of video RTP payload received (what the sender's bitrate delivered).
@@ -163,6 +166,7 @@ async fn decode_video(
     };
     let mut depacketizer = H264Packet::default();
     let mut access_unit = BytesMut::new();
+    let mut last_pli: Option<Instant> = None;
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else {
             continue;
@@ -178,8 +182,9 @@ async fn decode_video(
             continue;
         }
         let au = access_unit.split().freeze();
+        let has_idr = nal_types(&au).contains(&5);
         let pictures = if let Ok(mut s) = shared.lock() {
-            if nal_types(&au).contains(&5) {
+            if has_idr {
                 s.report.keyframes += 1;
                 let at = s.report.frames_decoded;
                 s.report.keyframe_at.push(at);
@@ -189,17 +194,18 @@ async fn decode_video(
             0
         };
         if pli_at_frame == Some(pictures) {
-            let pli = PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc,
-            };
-            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+            send_pli(&*track, media_ssrc).await;
         }
+        let started = pictures > 0;
         if !decode {
             if let Ok(mut s) = shared.lock() {
                 s.report.frames_decoded += 1;
             }
             progress.notify_one();
+            continue;
+        }
+        if !started && !has_idr {
+            start_skipped(&shared, &*track, media_ssrc, &mut last_pli).await;
             continue;
         }
         let picture = match decoder.decode(&au) {
@@ -212,6 +218,10 @@ async fn decode_video(
                 ))
             }
             Ok(None) => None,
+            Err(_) if !started => {
+                start_skipped(&shared, &*track, media_ssrc, &mut last_pli).await;
+                None
+            }
             Err(_) => {
                 if let Ok(mut s) = shared.lock() {
                     s.report.decode_errors += 1;
@@ -230,6 +240,34 @@ async fn decode_video(
         }
     }
 }
+
+async fn send_pli(track: &dyn TrackRemote, media_ssrc: u32) {
+    let pli = PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc,
+    };
+    let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+}
+
+/// An access unit before the first picture that cannot start one (its IDR was lost): like a
+/// browser, the viewer asks for an IDR, at most every [`START_PLI_EVERY`].
+async fn start_skipped(
+    shared: &Mutex<Shared>,
+    track: &dyn TrackRemote,
+    media_ssrc: u32,
+    last_pli: &mut Option<Instant>,
+) {
+    if let Ok(mut s) = shared.lock() {
+        s.report.start_skipped += 1;
+    }
+    if last_pli.is_none_or(|at| at.elapsed() >= START_PLI_EVERY) {
+        *last_pli = Some(Instant::now());
+        send_pli(track, media_ssrc).await;
+    }
+}
+
+/// How often a viewer still waiting for its first picture repeats its PLI.
+const START_PLI_EVERY: Duration = Duration::from_millis(250);
 
 async fn decode_audio(track: Arc<dyn TrackRemote>, shared: Arc<Mutex<Shared>>) {
     let Ok(mut decoder) = opus::Decoder::new(48_000, opus::Channels::Stereo) else {

@@ -2,7 +2,7 @@
 """Independent WHEP (draft-ietf-wish-whep) test client for onaird, built on aiortc + PyAV.
 
     whep_client.py URL [--frames 60] [--within 5] [--expect-size 1280x720] [--expect-audio]
-                       [--viewers N] [--json]
+                       [--viewers N] [--joins N [--join-gap 1]] [--json]
 
 URL is the daemon (http://127.0.0.1:18080, meaning /whep) or the WHEP endpoint itself. Each
 viewer POSTs a recvonly video+audio offer carrying all its candidates, checks for 201 Created +
@@ -10,6 +10,9 @@ Location + an application/sdp answer, decodes video until --frames frames (or fa
 --within seconds from the POST), checks the size, counts decoded Opus frames, samples the 75%
 colour bars (top 2/3 of the picture, 8 equal bars, sampled at y = height/3, ±24 per channel),
 then DELETEs the session and expects 200 or 204. Exits 0 when every viewer passed, 1 otherwise.
+With --joins N the viewers join N times, one round after the other (--join-gap seconds
+apart), and the median time from POST to the first decoded frame is reported (the benchmark's
+time to first frame, docs/PERFORMANCE.md).
 """
 import argparse
 import array
@@ -20,6 +23,7 @@ import json
 import logging
 import math
 import re
+import statistics
 import sys
 import time
 from urllib.parse import urljoin, urlsplit
@@ -285,6 +289,15 @@ def summary(r):
     return "\n".join(lines)
 
 
+def first_frame_ms(results):
+    """Median, min and max of POST -> first decoded frame over the viewers that got one."""
+    times = sorted(r["first_frame_s"] * 1000 for r in results if "first_frame_s" in r)
+    if not times:
+        return None
+    return {"median": round(statistics.median(times), 1), "min": round(times[0], 1),
+            "max": round(times[-1], 1), "n": len(times)}
+
+
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("url", help="daemon base URL (then /whep is used) or the WHEP endpoint URL")
@@ -296,6 +309,9 @@ async def main():
     ap.add_argument("--assume-matrix", choices=["bt709", "bt601"], default="bt709",
                     help="colour matrix for video without a VUI colour description (default bt709, as Chrome)")
     ap.add_argument("--token", help="viewer token, sent as Authorization: Bearer (RFC 9725) on POST and DELETE")
+    ap.add_argument("--joins", type=int, default=1,
+                    help="rounds of --viewers viewers, one after the other; reports the median time to first frame")
+    ap.add_argument("--join-gap", type=float, default=1.0, help="seconds between rounds (default 1)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead")
     ap.add_argument("-v", "--verbose", action="store_true", help="aiortc/aioice debug logs on stderr")
     args = ap.parse_args()
@@ -305,13 +321,23 @@ async def main():
         logging.basicConfig(level=logging.DEBUG)
     whep_url = args.url if urlsplit(args.url).path not in ("", "/") else urljoin(args.url, "/whep")
 
-    results = await asyncio.gather(*(viewer(i + 1, whep_url, args) for i in range(args.viewers)))
+    results = []
+    for join in range(args.joins):
+        if join:
+            await asyncio.sleep(args.join_gap)
+        results += await asyncio.gather(*(viewer(join * args.viewers + i + 1, whep_url, args)
+                                          for i in range(args.viewers)))
     failed = [r for r in results if r["errors"]]
+    first = first_frame_ms(results)
     if args.json:
-        print(json.dumps({"url": whep_url, "ok": not failed, "viewers": results}, indent=2, default=list))
+        print(json.dumps({"url": whep_url, "ok": not failed, "first_frame_ms": first, "viewers": results},
+                         indent=2, default=list))
     else:
         for r in results:
             print(summary(r))
+        if first and args.joins > 1:
+            print(f"POST -> first decoded frame: median {first['median']} ms "
+                  f"(min {first['min']}, max {first['max']}, n={first['n']})")
         print(f"{'FAIL' if failed else 'OK'}: {len(results) - len(failed)}/{len(results)} viewer(s) passed ({whep_url})")
     return 1 if failed else 0
 

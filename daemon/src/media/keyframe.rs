@@ -1,14 +1,101 @@
-//! When the encoder must produce an IDR.
+//! When the encoder must produce an IDR, and why.
 //!
 //! A viewer can only start decoding at an IDR, and a viewer that lost packets asks for one
-//! with PLI/FIR. Many viewers joining at once, or one with a lossy link, must not turn the
+//! with PLI/FIR. Many viewers asking at once, or one with a lossy link, must not turn the
 //! stream into a run of IDRs (each is several times the size of a P frame), so requests are
 //! coalesced: at most one forced IDR per [`KeyframePolicy::min_gap`]. A request that arrives
-//! inside the gap is kept and served when the gap ends, never dropped.
+//! inside the gap is kept and served when the gap ends, never dropped. A joining viewer
+//! normally asks for nothing: it starts from the newest IDR, kept with the pictures since it
+//! (see `media::gop`).
 //!
-//! Pure logic with time as an input; the encoder thread is the only caller.
+//! Every request has a [`KeyframeReason`]; requests reach the encoder thread through a
+//! [`KeyframeMailbox`] (lock-free, one bit per reason, so it can never fill), and the
+//! [`KeyframePolicy`] (pure logic with time as an input) says for each picture whether it
+//! must be an IDR and for which reason.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+
+/// Why an IDR was produced or asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyframeReason {
+    /// The stream (re)started: the first picture, a new camera format, privacy over a
+    /// passthrough camera.
+    Start,
+    /// Nobody asked for one within the key frame interval.
+    Periodic,
+    /// A viewer joined and there was no recent IDR to start it from.
+    Join,
+    /// A viewer's decoder lost pictures (RTCP PLI).
+    Pli,
+    /// A viewer asked for a full intra refresh (RTCP FIR).
+    Fir,
+    /// A viewer fell so far behind that pictures it had not sent were overwritten.
+    Lag,
+    /// The encoder decided on its own (e.g. a scene change).
+    Encoder,
+}
+
+impl KeyframeReason {
+    /// Every reason, in the order of their bits in the mailbox.
+    pub const ALL: [KeyframeReason; 7] = [
+        KeyframeReason::Start,
+        KeyframeReason::Periodic,
+        KeyframeReason::Join,
+        KeyframeReason::Pli,
+        KeyframeReason::Fir,
+        KeyframeReason::Lag,
+        KeyframeReason::Encoder,
+    ];
+
+    /// The name used in logs, `/api/status` and `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyframeReason::Start => "start",
+            KeyframeReason::Periodic => "periodic",
+            KeyframeReason::Join => "join",
+            KeyframeReason::Pli => "pli",
+            KeyframeReason::Fir => "fir",
+            KeyframeReason::Lag => "lag",
+            KeyframeReason::Encoder => "encoder",
+        }
+    }
+
+    /// Position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    fn bit(self) -> u8 {
+        1 << self.index()
+    }
+}
+
+/// Key frame requests on their way to the encoder thread: one bit per reason, so any number
+/// of askers can post from any thread without blocking and nothing is queued twice.
+#[derive(Debug, Default)]
+pub struct KeyframeMailbox(AtomicU8);
+
+impl KeyframeMailbox {
+    /// A mailbox holding `reason` already (the first picture is an IDR anyway).
+    pub fn with(reason: KeyframeReason) -> Self {
+        KeyframeMailbox(AtomicU8::new(reason.bit()))
+    }
+
+    /// Posts a request.
+    pub fn post(&self, reason: KeyframeReason) {
+        self.0.fetch_or(reason.bit(), Ordering::Relaxed);
+    }
+
+    /// Takes every request posted since the last call; the first reason (in
+    /// [`KeyframeReason::ALL`] order) stands for them all.
+    pub fn take(&self) -> Option<KeyframeReason> {
+        let bits = self.0.swap(0, Ordering::Relaxed);
+        KeyframeReason::ALL
+            .into_iter()
+            .find(|r| bits & r.bit() != 0)
+    }
+}
 
 /// Coalesces keyframe requests and schedules periodic IDRs.
 #[derive(Debug, Clone)]
@@ -20,10 +107,11 @@ pub struct KeyframePolicy {
     periodic: Duration,
     /// When the last IDR went out; `None` before the first frame.
     last_idr: Option<Instant>,
-    /// A request arrived that has not been served yet.
-    pending: bool,
-    /// The last forced IDR never went out (rate control skipped the frame): force the next.
-    retry: bool,
+    /// The first request that has not been served yet.
+    pending: Option<KeyframeReason>,
+    /// The last forced IDR never went out (rate control skipped the frame): force the next,
+    /// for the same reason.
+    retry: Option<KeyframeReason>,
 }
 
 impl KeyframePolicy {
@@ -33,45 +121,49 @@ impl KeyframePolicy {
             min_gap,
             periodic,
             last_idr: None,
-            pending: false,
-            retry: false,
+            pending: None,
+            retry: None,
         }
     }
 
-    /// Someone (a joining viewer, a PLI or FIR) wants an IDR.
-    pub fn request(&mut self) {
-        self.pending = true;
+    /// Someone (a PLI or FIR, a viewer that fell behind) wants an IDR.
+    pub fn request(&mut self, reason: KeyframeReason) {
+        self.pending.get_or_insert(reason);
     }
 
-    /// Called once per frame before encoding it: whether this frame must be an IDR.
-    /// Answering `true` counts as having sent one at `now`.
-    pub fn decide(&mut self, now: Instant) -> bool {
-        let due = self.retry
-            || match self.last_idr {
-                None => true,
-                Some(last) => {
-                    let since = now.saturating_duration_since(last);
-                    since >= self.periodic || (self.pending && since >= self.min_gap)
+    /// Called once per frame before encoding it: whether this frame must be an IDR, and
+    /// why. Answering `Some` counts as having sent one at `now`.
+    pub fn decide(&mut self, now: Instant) -> Option<KeyframeReason> {
+        let reason = match (self.retry, self.last_idr) {
+            (Some(reason), _) => Some(reason),
+            (None, None) => Some(KeyframeReason::Start),
+            (None, Some(last)) => {
+                let since = now.saturating_duration_since(last);
+                match self.pending {
+                    Some(reason) if since >= self.min_gap => Some(reason),
+                    _ if since >= self.periodic => Some(KeyframeReason::Periodic),
+                    _ => None,
                 }
-            };
-        if due {
+            }
+        };
+        if reason.is_some() {
             self.sent_idr(now);
         }
-        due
+        reason
     }
 
     /// The encoder produced an IDR on its own (e.g. scene change): it serves pending requests
     /// and restarts the periodic timer.
     pub fn sent_idr(&mut self, now: Instant) {
         self.last_idr = Some(now);
-        self.pending = false;
-        self.retry = false;
+        self.pending = None;
+        self.retry = None;
     }
 
     /// The frame [`decide`](Self::decide) made an IDR produced no output: the next frame
     /// must be one, whatever the gap.
-    pub fn idr_not_sent(&mut self) {
-        self.retry = true;
+    pub fn idr_not_sent(&mut self, reason: KeyframeReason) {
+        self.retry = Some(reason);
     }
 }
 
@@ -89,7 +181,7 @@ mod tests {
     #[test]
     fn first_frame_is_an_idr() {
         let mut policy = KeyframePolicy::new(GAP, PERIOD);
-        assert!(policy.decide(Instant::now()));
+        assert_eq!(policy.decide(Instant::now()), Some(KeyframeReason::Start));
     }
 
     #[test]
@@ -97,7 +189,7 @@ mod tests {
         let start = Instant::now();
         let mut policy = KeyframePolicy::new(GAP, PERIOD);
         let idrs: Vec<_> = frames(start, 181, 33)
-            .filter(|&t| policy.decide(t))
+            .filter(|&t| policy.decide(t).is_some())
             .map(|t| t.duration_since(start).as_millis())
             .collect();
         // 6 s at 30 fps: the first frame, then one every ~2 s.
@@ -109,49 +201,71 @@ mod tests {
     fn many_requests_inside_the_gap_make_one_idr() {
         let start = Instant::now();
         let mut policy = KeyframePolicy::new(GAP, PERIOD);
-        assert!(policy.decide(start));
-        let mut forced = 0;
+        assert!(policy.decide(start).is_some());
+        let mut forced = Vec::new();
         for t in frames(start + Duration::from_millis(33), 20, 33) {
             // Ten viewers join on every frame for ~two thirds of a second: the requests
             // inside the gap wait, and one IDR at 500 ms serves them all.
             for _ in 0..10 {
-                policy.request();
+                policy.request(KeyframeReason::Pli);
             }
-            forced += u32::from(policy.decide(t));
+            forced.extend(policy.decide(t));
         }
-        assert_eq!(forced, 1);
+        assert_eq!(forced, [KeyframeReason::Pli]);
     }
 
     #[test]
     fn request_inside_the_gap_is_served_when_it_ends() {
         let start = Instant::now();
         let mut policy = KeyframePolicy::new(GAP, PERIOD);
-        assert!(policy.decide(start));
-        policy.request();
-        assert!(!policy.decide(start + Duration::from_millis(100)));
-        assert!(!policy.decide(start + Duration::from_millis(400)));
-        assert!(policy.decide(start + Duration::from_millis(500)));
+        assert!(policy.decide(start).is_some());
+        policy.request(KeyframeReason::Fir);
+        policy.request(KeyframeReason::Lag);
+        assert_eq!(policy.decide(start + Duration::from_millis(100)), None);
+        assert_eq!(policy.decide(start + Duration::from_millis(400)), None);
+        // The first request names the IDR that serves both.
+        assert_eq!(
+            policy.decide(start + Duration::from_millis(500)),
+            Some(KeyframeReason::Fir)
+        );
         // Served: no further IDR until the next request or period.
-        assert!(!policy.decide(start + Duration::from_millis(1100)));
+        assert_eq!(policy.decide(start + Duration::from_millis(1100)), None);
     }
 
     #[test]
     fn a_skipped_forced_idr_is_forced_again_on_the_next_frame() {
         let start = Instant::now();
         let mut policy = KeyframePolicy::new(GAP, PERIOD);
-        assert!(policy.decide(start));
-        policy.idr_not_sent();
-        assert!(policy.decide(start + Duration::from_millis(33)));
-        assert!(!policy.decide(start + Duration::from_millis(66)));
+        assert!(policy.decide(start).is_some());
+        policy.idr_not_sent(KeyframeReason::Pli);
+        assert_eq!(
+            policy.decide(start + Duration::from_millis(33)),
+            Some(KeyframeReason::Pli)
+        );
+        assert_eq!(policy.decide(start + Duration::from_millis(66)), None);
     }
 
     #[test]
     fn encoder_chosen_idr_restarts_the_period() {
         let start = Instant::now();
         let mut policy = KeyframePolicy::new(GAP, PERIOD);
-        assert!(policy.decide(start));
+        assert!(policy.decide(start).is_some());
         policy.sent_idr(start + Duration::from_millis(1500));
-        assert!(!policy.decide(start + Duration::from_millis(2100)));
-        assert!(policy.decide(start + Duration::from_millis(3500)));
+        assert_eq!(policy.decide(start + Duration::from_millis(2100)), None);
+        assert_eq!(
+            policy.decide(start + Duration::from_millis(3500)),
+            Some(KeyframeReason::Periodic)
+        );
+    }
+
+    #[test]
+    fn the_mailbox_hands_over_every_reason_once() {
+        let mailbox = KeyframeMailbox::default();
+        assert_eq!(mailbox.take(), None);
+        mailbox.post(KeyframeReason::Lag);
+        mailbox.post(KeyframeReason::Pli);
+        mailbox.post(KeyframeReason::Pli);
+        assert_eq!(mailbox.take(), Some(KeyframeReason::Pli));
+        assert_eq!(mailbox.take(), None);
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod audio;
 pub mod convert;
+pub mod gop;
 pub mod h264;
 pub mod h264_camera;
 pub mod input;
@@ -29,7 +30,11 @@ use onair_config::{Config, VideoEncoder};
 use tokio::sync::broadcast;
 use tracing::warn;
 
+pub use gop::{Joined, VideoFeed};
+pub use keyframe::KeyframeReason;
 pub use stats::MediaStats;
+
+use keyframe::KeyframeMailbox;
 
 /// How many encoded units a viewer may be behind before it starts losing them. About two
 /// seconds of video at 30 fps: enough to ride out a scheduling hiccup, small enough that a
@@ -80,9 +85,11 @@ pub struct VideoDescription {
 /// A cheap, cloneable view of the running pipeline for sessions and HTTP handlers.
 #[derive(Clone)]
 pub struct MediaHandle {
-    video: broadcast::Sender<Arc<VideoUnit>>,
+    video: Arc<VideoFeed>,
     audio: Option<broadcast::Sender<Arc<AudioUnit>>>,
-    keyframe_wanted: Arc<AtomicBool>,
+    keyframes: Arc<KeyframeMailbox>,
+    /// The clock both media are stamped with.
+    clock: RtpClock,
     /// While set, the video thread encodes black pictures and the audio thread silence
     /// (the privacy button); viewers stay connected.
     privacy: Arc<AtomicBool>,
@@ -93,7 +100,18 @@ pub struct MediaHandle {
 }
 
 impl MediaHandle {
-    /// A new subscription to the encoded video; starts with the next unit encoded.
+    /// A new viewer of the encoded video: the newest IDR and the pictures since it, then
+    /// the live pictures (see [`gop`]).
+    pub fn join_video(&self) -> Joined {
+        self.video.join()
+    }
+
+    /// The clock the media's RTP timestamps come from.
+    pub fn rtp_clock(&self) -> RtpClock {
+        self.clock
+    }
+
+    /// The live encoded video only, from the next picture encoded.
     pub fn subscribe_video(&self) -> broadcast::Receiver<Arc<VideoUnit>> {
         self.video.subscribe()
     }
@@ -116,10 +134,12 @@ impl MediaHandle {
         self.audio.is_some()
     }
 
-    /// Asks the encoder for an IDR. Cheap and safe to call from anywhere, as often as wanted:
-    /// the encoder coalesces requests (see [`keyframe::KeyframePolicy`]).
-    pub fn request_keyframe(&self) {
-        self.keyframe_wanted.store(true, Ordering::Relaxed);
+    /// `asker` (a session id) asks the encoder for an IDR for `reason`. Cheap and safe to
+    /// call from anywhere, as often as wanted: the encoder coalesces requests (see
+    /// [`keyframe::KeyframePolicy`]).
+    pub fn request_keyframe(&self, reason: KeyframeReason, asker: &str) {
+        tracing::debug!(asker, reason = reason.as_str(), "key frame requested");
+        self.keyframes.post(reason);
     }
 
     /// Whether privacy is on: black pictures and silence go out instead of what the camera
@@ -148,25 +168,26 @@ impl Pipeline {
         let clock = RtpClock::new();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MediaStats::new());
-        let keyframe_wanted = Arc::new(AtomicBool::new(true));
+        let keyframes = Arc::new(KeyframeMailbox::default());
         let privacy = Arc::new(AtomicBool::new(false));
 
         // Open everything before starting anything, so a failure leaves no thread behind.
         let video =
-            video::VideoThread::open(&config.video, clock, stats.clone(), keyframe_wanted.clone())?
+            video::VideoThread::open(&config.video, clock, stats.clone(), keyframes.clone())?
                 .with_privacy(privacy.clone());
         let audio = match config.audio.enabled {
             true => audio::AudioThread::open(&config.audio, clock, stats.clone())?
                 .map(|audio| audio.with_privacy(privacy.clone())),
             false => None,
         };
-        let (video_tx, _) = broadcast::channel(VIDEO_QUEUE);
+        let video_feed = Arc::new(VideoFeed::new(VIDEO_QUEUE));
         let audio_tx = audio.as_ref().map(|_| broadcast::channel(AUDIO_QUEUE).0);
         let mut pipeline = Pipeline {
             handle: MediaHandle {
-                video: video_tx.clone(),
+                video: video_feed.clone(),
                 audio: audio_tx.clone(),
-                keyframe_wanted,
+                keyframes,
+                clock,
                 privacy,
                 stats,
                 video_description: video.description(),
@@ -175,7 +196,9 @@ impl Pipeline {
             threads: Vec::new(),
         };
         // Dropping `pipeline` on an error below stops what was already started.
-        pipeline.threads.push(video.spawn(video_tx, stop.clone())?);
+        pipeline
+            .threads
+            .push(video.spawn(video_feed, stop.clone())?);
         if let (Some(audio), Some(tx)) = (audio, audio_tx) {
             pipeline.threads.push(audio.spawn(tx, stop)?);
         }

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::KeyframeReason;
+
 /// Counters and rates of the encoded media.
 #[derive(Debug)]
 pub struct MediaStats {
@@ -14,6 +16,8 @@ pub struct MediaStats {
     started: Instant,
     video_frames: AtomicU64,
     video_keyframes: AtomicU64,
+    /// IDRs by [`KeyframeReason::index`].
+    keyframes_by_reason: [AtomicU64; KeyframeReason::ALL.len()],
     video_bytes: AtomicU64,
     audio_frames: AtomicU64,
     /// Microseconds after `started` of the last encoded picture, 0 before the first.
@@ -41,6 +45,9 @@ pub struct StatsSnapshot {
     pub video_frames: u64,
     /// IDRs among them.
     pub video_keyframes: u64,
+    /// IDRs by [`KeyframeReason::index`].
+    #[serde(skip)]
+    pub keyframes_by_reason: [u64; KeyframeReason::ALL.len()],
     /// Opus frames encoded since start.
     pub audio_frames: u64,
     /// Encoded pictures per second over the last second.
@@ -57,6 +64,7 @@ impl MediaStats {
             started: now,
             video_frames: AtomicU64::new(0),
             video_keyframes: AtomicU64::new(0),
+            keyframes_by_reason: Default::default(),
             video_bytes: AtomicU64::new(0),
             audio_frames: AtomicU64::new(0),
             last_frame_us: AtomicU64::new(0),
@@ -81,12 +89,13 @@ impl MediaStats {
         self.heartbeat.load(Ordering::Relaxed)
     }
 
-    /// One picture of `bytes` was encoded at `now`.
-    pub fn record_video(&self, now: Instant, bytes: usize, keyframe: bool) {
+    /// One picture of `bytes` was encoded at `now`; an IDR if `keyframe` says why.
+    pub fn record_video(&self, now: Instant, bytes: usize, keyframe: Option<KeyframeReason>) {
         self.video_frames.fetch_add(1, Ordering::Relaxed);
         self.video_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        if keyframe {
+        if let Some(reason) = keyframe {
             self.video_keyframes.fetch_add(1, Ordering::Relaxed);
+            self.keyframes_by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);
         }
         let us = now.saturating_duration_since(self.started).as_micros() as u64;
         self.last_frame_us.store(us.max(1), Ordering::Relaxed);
@@ -130,6 +139,9 @@ impl MediaStats {
         StatsSnapshot {
             video_frames: self.video_frames.load(Ordering::Relaxed),
             video_keyframes: self.video_keyframes.load(Ordering::Relaxed),
+            keyframes_by_reason: std::array::from_fn(|i| {
+                self.keyframes_by_reason[i].load(Ordering::Relaxed)
+            }),
             audio_frames: self.audio_frames.load(Ordering::Relaxed),
             fps: (fps * 10.0).round() / 10.0,
             bitrate_kbps: kbps.round(),
@@ -152,11 +164,16 @@ mod tests {
         let stats = MediaStats::new();
         let t0 = Instant::now();
         for i in 0..=30u64 {
-            stats.record_video(t0 + Duration::from_millis(i * 1000 / 30), 1000, i == 0);
+            stats.record_video(
+                t0 + Duration::from_millis(i * 1000 / 30),
+                1000,
+                (i == 0).then_some(KeyframeReason::Start),
+            );
         }
         let snap = stats.snapshot(t0 + Duration::from_millis(1000));
         assert_eq!(snap.video_frames, 31);
         assert_eq!(snap.video_keyframes, 1);
+        assert_eq!(snap.keyframes_by_reason[KeyframeReason::Start.index()], 1);
         assert!((snap.fps - 31.0).abs() < 1.5, "{snap:?}");
         assert!((snap.bitrate_kbps - 248.0).abs() < 12.0, "{snap:?}");
     }
@@ -166,7 +183,7 @@ mod tests {
         let stats = MediaStats::new();
         let t0 = Instant::now();
         assert!(stats.since_last_frame(t0).is_none());
-        stats.record_video(t0, 10, true);
+        stats.record_video(t0, 10, Some(KeyframeReason::Start));
         let later = t0 + Duration::from_secs(5);
         assert!(stats.since_last_frame(later).unwrap() >= Duration::from_secs(4));
         assert_eq!(stats.snapshot(later).fps, 0.0);

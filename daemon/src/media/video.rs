@@ -13,13 +13,13 @@ use onair_hal::v4l2::{self, V4l2Camera};
 use onair_hal::{HalError, PixelFormat, VideoFormat, VideoFormatRequest, VideoFrame, VideoSource};
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
-use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
+use super::gop::VideoFeed;
 use super::h264::{H264Encoder, H264Settings, profile_level_id};
 use super::h264_camera::H264TestCamera;
 use super::input::Supervised;
-use super::keyframe::KeyframePolicy;
+use super::keyframe::{KeyframeMailbox, KeyframePolicy, KeyframeReason};
 use super::passthrough::{self, Passthrough};
 use super::{LogThrottle, MediaStats, RtpClock, VideoDescription, VideoUnit, convert, running};
 
@@ -47,7 +47,7 @@ pub struct VideoThread {
     keyframe_interval: Duration,
     clock: RtpClock,
     stats: Arc<MediaStats>,
-    keyframe_wanted: Arc<AtomicBool>,
+    keyframes: Arc<KeyframeMailbox>,
     /// While set, pictures are replaced by black before encoding (see [`black_i420`]).
     privacy: Arc<AtomicBool>,
 }
@@ -142,7 +142,7 @@ impl VideoThread {
         video: &Video,
         clock: RtpClock,
         stats: Arc<MediaStats>,
-        keyframe_wanted: Arc<AtomicBool>,
+        keyframes: Arc<KeyframeMailbox>,
     ) -> anyhow::Result<Self> {
         let setting = resolve(&video.source);
         let passthrough = video.encoder == VideoEncoder::Passthrough;
@@ -207,7 +207,7 @@ impl VideoThread {
             keyframe_interval: Duration::from_millis(u64::from(video.keyframe_interval_ms)),
             clock,
             stats,
-            keyframe_wanted,
+            keyframes,
             privacy: Arc::default(),
         })
     }
@@ -226,146 +226,202 @@ impl VideoThread {
     /// Runs capture → convert → encode → packetize on a thread of its own until `stop`.
     pub fn spawn(
         self,
-        tx: broadcast::Sender<Arc<VideoUnit>>,
+        feed: Arc<VideoFeed>,
         stop: Arc<AtomicBool>,
     ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("onair-video".into())
-            .spawn(move || self.run(&tx, &stop))
+            .spawn(move || self.run(&feed, &stop))
     }
 
-    fn run(mut self, tx: &broadcast::Sender<Arc<VideoUnit>>, stop: &AtomicBool) {
-        let mut frame = VideoFrame::new();
-        let mut converted = Vec::new();
-        let mut black = Vec::new();
-        let mut policy = KeyframePolicy::new(KEYFRAME_MIN_GAP, self.keyframe_interval);
-        let mut payloader = H264Payloader::default();
-        let mut was_private = false;
-        // Logged on the first occurrence and then every 30th (about once a second).
-        let mut bad_frames = LogThrottle::new(30);
-        let mut encode_failures = LogThrottle::new(30);
-
+    fn run(mut self, feed: &VideoFeed, stop: &AtomicBool) {
+        let mut work = Work::new(self.keyframe_interval);
         while running(stop) {
             self.stats.beat();
-            let Some(source) = self.input.get(stop) else {
+            let Some(format) = self.capture(&mut work, stop) else {
                 continue;
             };
-            let read = source.read_frame(&mut frame).map(|()| source.format());
-            let format = match read {
-                Ok(format) => format,
-                Err(err) => {
-                    self.input.failed(err, stop);
-                    continue;
-                }
-            };
-            self.input.succeeded();
-            if format != self.format {
-                // A camera that came back differently: encode (or pass on) what it
-                // delivers now.
-                match encoder_for(format, self.bitrate_kbps) {
-                    Ok(encoder) => {
-                        warn!(
-                            ?format,
-                            "video format changed; new encoder (viewers get an IDR)"
-                        );
-                        self.encoder = encoder;
-                        self.format = format;
-                        self.passthrough =
-                            (format.pixel == PixelFormat::H264).then(Passthrough::new);
-                        set_description(&self.description, describe(format, self.bitrate_kbps));
-                        policy.idr_not_sent();
-                    }
-                    Err(err) => {
-                        error!(?format, "cannot encode the new video format: {err}");
-                        continue;
-                    }
-                }
-            }
-            let expected_len = format.pixel.frame_len(format.width, format.height);
-            if frame.data.len() < expected_len.unwrap_or(1) {
-                if let Some(count) = bad_frames.hit() {
-                    warn!(
-                        count,
-                        got = frame.data.len(),
-                        expected = expected_len,
-                        "video capture: short frame dropped"
-                    );
-                }
-                continue;
-            }
-
-            let private = self.privacy.load(Ordering::Relaxed);
-            let keyframe_wanted = self.keyframe_wanted.swap(false, Ordering::Relaxed);
-            let unit = match self.passthrough.as_mut() {
-                Some(passthrough) if !private => {
-                    // Nobody can make the camera send a key frame: requests are dropped.
-                    if was_private {
-                        passthrough.restart();
-                    }
-                    let unit = pass_on(passthrough, &mut payloader, &frame.data);
-                    if let Ok(Some((_, true, _))) = &unit
-                        && let Some(sps) = passthrough.sps()
-                    {
-                        update_profile(&self.description, sps);
-                    }
-                    unit
-                }
-                _ => {
-                    let i420 = if private {
-                        black_i420(format.width, format.height, &mut black)
-                    } else {
-                        let i420 = convert::to_i420(
-                            format.pixel,
-                            format.width,
-                            format.height,
-                            &frame.data,
-                            &mut converted,
-                        );
-                        // H.264 always goes the passthrough way above.
-                        let Some(i420) = i420 else { continue };
-                        i420
-                    };
-                    // Black pictures in place of a camera's H.264 start a new stream.
-                    if keyframe_wanted || (private && !was_private && self.passthrough.is_some()) {
-                        policy.request();
-                    }
-                    let force = policy.decide(frame.captured);
-                    let pts = self.clock.since_origin(frame.captured);
-                    let unit = encode(&mut self.encoder, &mut payloader, i420, force, pts);
-                    match &unit {
-                        // A forced IDR that did not come out (rate control skipped the
-                        // frame, or an error) must come with the next frame: someone is
-                        // waiting for it.
-                        Ok(Some((_, keyframe, _))) if force && !keyframe => policy.idr_not_sent(),
-                        Ok(None) | Err(_) if force => policy.idr_not_sent(),
-                        Ok(Some((_, true, _))) if !force => policy.sent_idr(frame.captured),
-                        _ => {}
-                    }
-                    unit
-                }
-            };
-            was_private = private;
-            let unit = match unit {
-                Ok(unit) => unit,
-                Err(err) => {
-                    if let Some(count) = encode_failures.hit() {
-                        error!(count, "{err}");
-                    }
-                    None
-                }
-            };
-            let Some((payloads, keyframe, encoded_len)) = unit else {
+            let unit = self.encode_picture(&mut work, format);
+            let Some((payloads, keyframe, encoded_len)) = work.log_failure(unit) else {
                 continue;
             };
-            encode_failures.reset();
             self.stats
                 .record_video(Instant::now(), encoded_len, keyframe);
-            // An error only means nobody is watching right now.
-            let _ = tx.send(Arc::new(VideoUnit {
+            feed.publish(VideoUnit {
                 payloads,
-                keyframe,
-                rtp_timestamp: self.clock.video(frame.captured),
-            }));
+                keyframe: keyframe.is_some(),
+                rtp_timestamp: self.clock.video(work.frame.captured),
+            });
+        }
+    }
+
+    /// Reads the next picture into `work.frame`; its format, or `None` when there is
+    /// nothing to encode this turn (no camera, a failed read, a short frame).
+    fn capture(&mut self, work: &mut Work, stop: &AtomicBool) -> Option<VideoFormat> {
+        let source = self.input.get(stop)?;
+        let read = source.read_frame(&mut work.frame).map(|()| source.format());
+        let format = match read {
+            Ok(format) => format,
+            Err(err) => {
+                self.input.failed(err, stop);
+                return None;
+            }
+        };
+        self.input.succeeded();
+        if format != self.format && !self.adopt(format, &mut work.policy) {
+            return None;
+        }
+        let expected_len = format.pixel.frame_len(format.width, format.height);
+        if work.frame.data.len() < expected_len.unwrap_or(1) {
+            if let Some(count) = work.bad_frames.hit() {
+                warn!(
+                    count,
+                    got = work.frame.data.len(),
+                    expected = expected_len,
+                    "video capture: short frame dropped"
+                );
+            }
+            return None;
+        }
+        Some(format)
+    }
+
+    /// A camera that came back differently: encode (or pass on) what it delivers now.
+    /// Whether that is possible.
+    fn adopt(&mut self, format: VideoFormat, policy: &mut KeyframePolicy) -> bool {
+        match encoder_for(format, self.bitrate_kbps) {
+            Ok(encoder) => {
+                warn!(
+                    ?format,
+                    "video format changed; new encoder (viewers get an IDR)"
+                );
+                self.encoder = encoder;
+                self.format = format;
+                self.passthrough = (format.pixel == PixelFormat::H264).then(Passthrough::new);
+                set_description(&self.description, describe(format, self.bitrate_kbps));
+                policy.idr_not_sent(KeyframeReason::Start);
+                true
+            }
+            Err(err) => {
+                error!(?format, "cannot encode the new video format: {err}");
+                false
+            }
+        }
+    }
+
+    /// The picture in `work.frame` as RTP payloads: passed on from a passthrough camera, or
+    /// encoded (black while private).
+    fn encode_picture(&mut self, work: &mut Work, format: VideoFormat) -> Encoded {
+        let private = self.privacy.load(Ordering::Relaxed);
+        let was_private = std::mem::replace(&mut work.was_private, private);
+        let requested = self.keyframes.take();
+        match self.passthrough.as_mut() {
+            Some(passthrough) if !private => {
+                // Nobody can make the camera send a key frame: requests are dropped.
+                if was_private {
+                    passthrough.restart();
+                }
+                let unit = pass_on(passthrough, &mut work.payloader, &work.frame.data);
+                if let Ok(Some((_, Some(_), _))) = &unit
+                    && let Some(sps) = passthrough.sps()
+                {
+                    update_profile(&self.description, sps);
+                }
+                unit
+            }
+            _ => {
+                // Black pictures in place of a camera's H.264 start a new stream.
+                if private && !was_private && self.passthrough.is_some() {
+                    work.policy.request(KeyframeReason::Start);
+                }
+                if let Some(reason) = requested {
+                    work.policy.request(reason);
+                }
+                let Work {
+                    frame,
+                    converted,
+                    black,
+                    policy,
+                    payloader,
+                    ..
+                } = work;
+                let i420 = match private {
+                    true => Some(black_i420(format.width, format.height, black)),
+                    // H.264 always goes the passthrough way.
+                    false => convert::to_i420(
+                        format.pixel,
+                        format.width,
+                        format.height,
+                        &frame.data,
+                        converted,
+                    ),
+                };
+                let Some(i420) = i420 else {
+                    return Ok(None);
+                };
+                let force = policy.decide(frame.captured);
+                let pts = self.clock.since_origin(frame.captured);
+                let unit = encode(&mut self.encoder, payloader, i420, force, pts);
+                policy.encoded(force, &unit, frame.captured);
+                unit
+            }
+        }
+    }
+}
+
+/// What the video loop keeps from one picture to the next.
+struct Work {
+    frame: VideoFrame,
+    converted: Vec<u8>,
+    black: Vec<u8>,
+    policy: KeyframePolicy,
+    payloader: H264Payloader,
+    was_private: bool,
+    /// Logged on the first occurrence and then every 30th (about once a second).
+    bad_frames: LogThrottle,
+    encode_failures: LogThrottle,
+}
+
+impl Work {
+    fn new(keyframe_interval: Duration) -> Self {
+        Work {
+            frame: VideoFrame::new(),
+            converted: Vec::new(),
+            black: Vec::new(),
+            policy: KeyframePolicy::new(KEYFRAME_MIN_GAP, keyframe_interval),
+            payloader: H264Payloader::default(),
+            was_private: false,
+            bad_frames: LogThrottle::new(30),
+            encode_failures: LogThrottle::new(30),
+        }
+    }
+
+    /// The encoded picture, if any; a failure is logged (throttled) and skipped.
+    fn log_failure(&mut self, unit: Encoded) -> Packetized {
+        match unit {
+            Ok(unit) => {
+                self.encode_failures.reset();
+                unit
+            }
+            Err(err) => {
+                if let Some(count) = self.encode_failures.hit() {
+                    error!(count, "{err}");
+                }
+                None
+            }
+        }
+    }
+}
+
+impl KeyframePolicy {
+    /// Tells the policy what came of a picture: a forced IDR that did not come out (rate
+    /// control skipped the frame, or an error) must come with the next frame, since someone
+    /// is waiting for it; an IDR the encoder chose itself restarts the period.
+    fn encoded(&mut self, forced: Option<KeyframeReason>, unit: &Encoded, at: Instant) {
+        match (forced, unit) {
+            (Some(reason), Ok(Some((_, None, _))) | Ok(None) | Err(_)) => self.idr_not_sent(reason),
+            (None, Ok(Some((_, Some(_), _)))) => self.sent_idr(at),
+            _ => {}
         }
     }
 }
@@ -418,23 +474,31 @@ pub fn black_i420(width: u32, height: u32, buf: &mut Vec<u8>) -> &[u8] {
     buf
 }
 
-/// RTP payloads of one access unit, whether it is an IDR, and its size in bytes; `None`
-/// when there is nothing to send for this picture.
-type Packetized = Option<(Vec<Bytes>, bool, usize)>;
+/// RTP payloads of one access unit, why it is an IDR if it is one, and its size in bytes;
+/// `None` when there is nothing to send for this picture.
+type Packetized = Option<(Vec<Bytes>, Option<KeyframeReason>, usize)>;
+
+/// A picture's outcome: packetized, or why the encoder or packetizer failed.
+type Encoded = Result<Packetized, String>;
 
 /// Encodes one picture and cuts it into RTP payloads; `None` when the encoder skipped it.
 fn encode(
     encoder: &mut H264Encoder,
     payloader: &mut H264Payloader,
     i420: &[u8],
-    force_idr: bool,
+    force_idr: Option<KeyframeReason>,
     pts: Duration,
-) -> Result<Packetized, String> {
+) -> Encoded {
     let picture = encoder
-        .encode(i420, force_idr, pts)
+        .encode(i420, force_idr.is_some(), pts)
         .map_err(|e| format!("H.264 encoder: {e}"))?;
     match picture {
-        Some(picture) => packetize(payloader, picture.annex_b, picture.keyframe),
+        Some(picture) => {
+            let reason = picture
+                .keyframe
+                .then(|| force_idr.unwrap_or(KeyframeReason::Encoder));
+            packetize(payloader, picture.annex_b, reason)
+        }
         None => Ok(None),
     }
 }
@@ -445,9 +509,14 @@ fn pass_on(
     passthrough: &mut Passthrough,
     payloader: &mut H264Payloader,
     annex_b: &[u8],
-) -> Result<Packetized, String> {
+) -> Encoded {
     match passthrough.access_unit(annex_b) {
-        Some(unit) => packetize(payloader, unit.annex_b, unit.keyframe),
+        // The camera's encoder chose its key frames.
+        Some(unit) => packetize(
+            payloader,
+            unit.annex_b,
+            unit.keyframe.then_some(KeyframeReason::Encoder),
+        ),
         None => Ok(None),
     }
 }
@@ -455,8 +524,8 @@ fn pass_on(
 fn packetize(
     payloader: &mut H264Payloader,
     annex_b: &[u8],
-    keyframe: bool,
-) -> Result<Packetized, String> {
+    keyframe: Option<KeyframeReason>,
+) -> Encoded {
     let annex_b = Bytes::copy_from_slice(annex_b);
     let payloads = payloader
         .payload(RTP_PAYLOAD_MTU, &annex_b)
@@ -496,10 +565,15 @@ mod tests {
         let mut payloader = H264Payloader::default();
         let mut buf = Vec::new();
         let black = black_i420(64, 48, &mut buf);
-        let (payloads, keyframe, _) =
-            encode(&mut encoder, &mut payloader, black, true, Duration::ZERO)
-                .unwrap()
-                .expect("a forced IDR comes out");
-        assert!(keyframe && !payloads.is_empty());
+        let (payloads, keyframe, _) = encode(
+            &mut encoder,
+            &mut payloader,
+            black,
+            Some(KeyframeReason::Start),
+            Duration::ZERO,
+        )
+        .unwrap()
+        .expect("a forced IDR comes out");
+        assert!(keyframe == Some(KeyframeReason::Start) && !payloads.is_empty());
     }
 }

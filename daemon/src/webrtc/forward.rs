@@ -2,23 +2,33 @@
 //!
 //! Payloads are cut once by the encoder thread; per viewer only the 12-byte RTP header is
 //! written (its own SSRC and sequence numbers, the negotiated payload type) around the
-//! shared payload bytes. A viewer that joins mid-stream, or falls so far behind that the
-//! broadcast ring overwrote frames it had not sent, skips to the next IDR: sending P frames
-//! whose references it never got would only show corruption. After falling behind it
-//! rejoins at the live end of the ring, not at the oldest unit still in it, so it does not
-//! replay seconds of old pictures.
+//! shared payload bytes.
+//!
+//! A joining viewer starts from the newest IDR and the pictures since it (the GOP kept by
+//! `media::gop`), replayed fast until it is live (`webrtc::catch_up`), so its first picture
+//! is on screen as soon as SRTP is up and nobody else's stream gets an IDR for it. Only when
+//! no GOP is at hand does the viewer ask the encoder for an IDR (reason `join`).
+//!
+//! A viewer that falls so far behind that the broadcast ring overwrote pictures it had not
+//! sent skips to the next IDR (and asks for one, reason `lag`): sending P frames whose
+//! references it never got would only show corruption. It rejoins at the live end of the
+//! ring, not at the oldest unit still in it, so it does not replay seconds of old pictures.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtp::{Header, Packet};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinSet;
 use tracing::debug;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
-use crate::media::{AudioUnit, MediaHandle, VideoUnit};
+use super::catch_up::CatchUp;
+use crate::media::{AudioUnit, Joined, KeyframeReason, MediaHandle, VideoUnit};
 
 /// One of a viewer's outgoing tracks, negotiated and ready to feed.
 pub struct Outgoing {
@@ -32,9 +42,10 @@ pub struct Outgoing {
     pub payload_type: u8,
 }
 
-/// Starts feeding a connected viewer's tracks. The tasks end when aborted (the session
-/// closes) or when their track is gone.
-pub fn start(media: &MediaHandle, outgoing: &[Outgoing], tasks: &mut JoinSet<()>) {
+/// Starts feeding a connected viewer's tracks; `session` names the viewer in key frame
+/// requests. The tasks end when aborted (the session closes) or when their track is gone.
+pub fn start(media: &MediaHandle, outgoing: &[Outgoing], session: &str, tasks: &mut JoinSet<()>) {
+    let session: Arc<str> = session.into();
     for out in outgoing {
         let track: Arc<dyn TrackLocal> = out.track.clone();
         match out.kind {
@@ -46,9 +57,13 @@ pub fn start(media: &MediaHandle, outgoing: &[Outgoing], tasks: &mut JoinSet<()>
             }
             _ => {
                 let stamper = RtpStamper::new(out.ssrc, out.payload_type, true);
-                let units = media.subscribe_video();
-                tasks.spawn(video(track.clone(), stamper, units, media.clone()));
-                tasks.spawn(keyframe_requests(track, media.clone()));
+                let joined = media.join_video();
+                let viewer = Viewer {
+                    media: media.clone(),
+                    session: session.clone(),
+                };
+                tasks.spawn(video(track.clone(), stamper, joined, viewer.clone()));
+                tasks.spawn(keyframe_requests(track, viewer));
             }
         }
     }
@@ -60,6 +75,8 @@ pub struct RtpStamper {
     ssrc: u32,
     payload_type: u8,
     next_sequence: u16,
+    /// Timestamp of the last picture sent: the next must be later.
+    last_timestamp: Option<u32>,
     /// Video only: nothing is sent until an IDR arrives.
     waiting_for_keyframe: bool,
 }
@@ -71,6 +88,7 @@ impl RtpStamper {
             ssrc,
             payload_type,
             next_sequence: rand::random(),
+            last_timestamp: None,
             waiting_for_keyframe: wait_for_keyframe,
         }
     }
@@ -83,8 +101,26 @@ impl RtpStamper {
     /// The RTP packets of one picture, none while waiting for an IDR. The marker bit ends
     /// the picture.
     pub fn video<'a>(&'a mut self, unit: &'a VideoUnit) -> impl Iterator<Item = Packet> + 'a {
+        self.video_at(unit, unit.rtp_timestamp)
+    }
+
+    /// The RTP packets of one picture sent with `timestamp` instead of its own (a picture
+    /// caught up with, see `webrtc::catch_up`). Timestamps stay increasing: a picture
+    /// stamped before the last one sent goes one tick after it.
+    pub fn video_at<'a>(
+        &'a mut self,
+        unit: &'a VideoUnit,
+        timestamp: u32,
+    ) -> impl Iterator<Item = Packet> + 'a {
         if unit.keyframe {
             self.waiting_for_keyframe = false;
+        }
+        let timestamp = match self.last_timestamp {
+            Some(last) if timestamp.wrapping_sub(last) as i32 <= 0 => last.wrapping_add(1),
+            _ => timestamp,
+        };
+        if !self.waiting_for_keyframe {
+            self.last_timestamp = Some(timestamp);
         }
         let payloads = match self.waiting_for_keyframe {
             true => &unit.payloads[..0],
@@ -94,7 +130,7 @@ impl RtpStamper {
         payloads
             .iter()
             .enumerate()
-            .map(move |(i, payload)| self.packet(i == last, unit.rtp_timestamp, payload.clone()))
+            .map(move |(i, payload)| self.packet(i == last, timestamp, payload.clone()))
     }
 
     /// The RTP packet of one Opus frame.
@@ -120,17 +156,63 @@ impl RtpStamper {
     }
 }
 
-/// Sends the shared video to one viewer until the track is gone or the source stops.
-/// Asks for an IDR at the start and whenever it had to skip.
+/// Who a viewer's key frame requests come from.
+#[derive(Clone)]
+struct Viewer {
+    media: MediaHandle,
+    session: Arc<str>,
+}
+
+impl Viewer {
+    fn request_keyframe(&self, reason: KeyframeReason) {
+        self.media.request_keyframe(reason, &self.session);
+    }
+}
+
+/// Sends the shared video to one viewer until the track is gone or the source stops:
+/// first the GOP it joined with (or, without one, an IDR asked for), then live pictures.
 async fn video(
     track: Arc<dyn TrackLocal>,
     mut stamper: RtpStamper,
-    mut units: Receiver<Arc<VideoUnit>>,
-    media: MediaHandle,
+    joined: Joined,
+    viewer: Viewer,
 ) {
-    media.request_keyframe();
+    let Joined { gop, mut live } = joined;
+    if gop.is_empty() {
+        viewer.request_keyframe(KeyframeReason::Join);
+    } else {
+        debug!(session = %viewer.session, pictures = gop.len(), "catching up from the kept GOP");
+    }
+    let mut catch_up = CatchUp::new(gop, viewer.media.rtp_clock());
+    while !catch_up.is_live() {
+        // What was published meanwhile goes behind the queue (before the queue can run dry:
+        // once it has, pictures come from `live` below).
+        loop {
+            match live.try_recv() {
+                Ok(unit) => catch_up.push(unit),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(_)) => {
+                    // Only if sending stalls for seconds: go live from the next IDR.
+                    catch_up = CatchUp::new(Vec::new(), viewer.media.rtp_clock());
+                    fell_behind(&viewer, &mut stamper, &mut live);
+                    break;
+                }
+                Err(TryRecvError::Closed) => return,
+            }
+        }
+        if let Some(next) = catch_up.next(Instant::now()) {
+            for packet in stamper.video_at(&next.unit, next.timestamp) {
+                if track.write_rtp(packet).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if let Some(due) = catch_up.due() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
     loop {
-        match units.recv().await {
+        match live.recv().await {
             Ok(unit) => {
                 for packet in stamper.video(&unit) {
                     if track.write_rtp(packet).await.is_err() {
@@ -138,15 +220,19 @@ async fn video(
                     }
                 }
             }
-            Err(RecvError::Lagged(skipped)) => {
-                debug!(skipped, "viewer fell behind; skipping to the next IDR");
-                units = units.resubscribe();
-                stamper.lost_units();
-                media.request_keyframe();
-            }
+            Err(RecvError::Lagged(_)) => fell_behind(&viewer, &mut stamper, &mut live),
             Err(RecvError::Closed) => return,
         }
     }
+}
+
+/// The ring overwrote pictures this viewer had not sent: skip to the next IDR, from the
+/// live end.
+fn fell_behind(viewer: &Viewer, stamper: &mut RtpStamper, live: &mut Receiver<Arc<VideoUnit>>) {
+    debug!(session = %viewer.session, "viewer fell behind; skipping to the next IDR");
+    *live = live.resubscribe();
+    stamper.lost_units();
+    viewer.request_keyframe(KeyframeReason::Lag);
 }
 
 /// Sends the shared audio to one viewer until the track is gone or the source stops.
@@ -169,13 +255,17 @@ async fn audio(
     }
 }
 
-/// PLI/FIR from this viewer → an IDR for everyone (coalesced by the encoder).
-async fn keyframe_requests(track: Arc<dyn TrackLocal>, media: MediaHandle) {
+/// PLI/FIR from this viewer → an IDR for everyone (coalesced by the encoder). Only PLI and
+/// FIR reach here (see `webrtc::keyframe_requests`).
+async fn keyframe_requests(track: Arc<dyn TrackLocal>, viewer: Viewer) {
     while let Some(event) = track.poll().await {
         // Other (future) events are not ours to act on; keep listening.
-        if let TrackLocalEvent::OnRtcpPacket(_) = event {
-            debug!("keyframe requested by viewer");
-            media.request_keyframe();
+        if let TrackLocalEvent::OnRtcpPacket(packets) = event {
+            let fir = packets.iter().any(|p| p.as_any().is::<FullIntraRequest>());
+            viewer.request_keyframe(match fir {
+                true => KeyframeReason::Fir,
+                false => KeyframeReason::Pli,
+            });
         }
     }
 }
@@ -242,5 +332,31 @@ mod tests {
         let pb: Vec<_> = b.video(&u).collect();
         assert_eq!(pa[0].payload.as_ptr(), pb[0].payload.as_ptr());
         assert_eq!(pa[0].payload.as_ptr(), u.payloads[0].as_ptr());
+    }
+
+    #[test]
+    fn timestamps_keep_increasing_after_pictures_sent_with_later_ones() {
+        let mut s = RtpStamper::new(7, 102, true);
+        let caught_up: Vec<_> = s.video_at(&unit(true, 3000, 2), 9000).collect();
+        assert!(caught_up.iter().all(|p| p.header.timestamp == 9000));
+        // A live picture captured before the last caught-up one was sent.
+        let early: Vec<_> = s.video(&unit(false, 8000, 2)).collect();
+        assert!(early.iter().all(|p| p.header.timestamp == 9001));
+        let live: Vec<_> = s.video(&unit(false, 12000, 1)).collect();
+        assert_eq!(live[0].header.timestamp, 12000);
+        assert_eq!(
+            live[0].header.sequence_number,
+            early[1].header.sequence_number.wrapping_add(1)
+        );
+    }
+
+    #[test]
+    fn increasing_timestamps_wrap_like_rtp_timestamps() {
+        let mut s = RtpStamper::new(7, 102, true);
+        let _ = s.video_at(&unit(true, 0, 1), u32::MAX).count();
+        let next: Vec<_> = s.video(&unit(false, u32::MAX - 5, 1)).collect();
+        assert_eq!(next[0].header.timestamp, 0);
+        let later: Vec<_> = s.video(&unit(false, 3000, 1)).collect();
+        assert_eq!(later[0].header.timestamp, 3000);
     }
 }

@@ -21,6 +21,7 @@
 //! candidates in all. Connection state changes from webrtc-rs come through a one-slot
 //! watch too (see [`peer`]): the session acts on the newest state.
 
+pub mod catch_up;
 pub mod ended;
 pub mod forward;
 pub mod keyframe_requests;
@@ -498,7 +499,7 @@ async fn run_session(
                     warn!(session = %id, "connected before the answer was applied");
                     continue;
                 };
-                forward::start(&inner.media, outgoing, &mut media_tasks);
+                forward::start(&inner.media, outgoing, &id, &mut media_tasks);
                 let viewers = inner.viewers.fetch_add(1, Ordering::Relaxed) + 1;
                 info!(session = %id, viewers, "viewer connected");
             }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use onair_config::WebRtc;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
@@ -242,7 +243,13 @@ impl PeerFactory {
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
             .with(keyframe_requests::SLOT.into(), KeyframeRequests::default());
 
-        let mut settings = SettingEngineBuilder::new();
+        // Answer as the DTLS server (`a=setup:passive`). As the client, onaird sent its
+        // ClientHello the moment ICE connected, often before a WHEP viewer had even read the
+        // HTTP answer; the viewer dropped it and the handshake waited for the 200 ms
+        // retransmission timer (docs/PERFORMANCE.md, "Where the time to first frame goes").
+        // As the server, the viewer's ClientHello starts the handshake when it is ready.
+        let mut settings =
+            SettingEngineBuilder::new().with_answering_dtls_role(RTCDtlsRole::Server);
         if self.bind_ips.iter().any(IpAddr::is_loopback) {
             settings = settings.with_include_loopback_candidate(true);
         }

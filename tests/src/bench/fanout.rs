@@ -364,7 +364,7 @@ fn point_json(p: &Point, points: &[Point]) -> Value {
     })
 }
 
-/// Writes `target/bench/fanout-YYYYMMDD-HHMMSS.json`; returns its path.
+/// Writes `target/bench/fanout-YYYYMMDD-HHMMSSZ.json`; returns its path.
 fn write_json(settings: &Settings, onair: &[Point], janus: &[Point]) -> anyhow::Result<PathBuf> {
     let s = settings.stream;
     let ratios: Vec<Value> = onair
@@ -393,25 +393,8 @@ fn write_json(settings: &Settings, onair: &[Point], janus: &[Point]) -> anyhow::
         "ratio_onair_over_janus": ratios,
         "onaird_cpu_20_over_1": ratio(cpu_at(onair, 20), cpu_at(onair, 1)),
     });
-    let dir = bench_dir()?;
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("fanout-{}.json", timestamp()?));
+    let path = super::output_path("fanout")?;
+    std::fs::create_dir_all(path.parent().context("no parent")?)?;
     std::fs::write(&path, serde_json::to_string_pretty(&figures)?)?;
     Ok(path)
-}
-
-/// `target/bench`, next to the profile directory this binary was built in.
-fn bench_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let target = exe
-        .parent()
-        .and_then(|profile| profile.parent())
-        .context("no target directory above the benchmark binary")?;
-    Ok(target.join("bench"))
-}
-
-/// The local time as YYYYMMDD-HHMMSS (from `date`, to need no time crate for one name).
-fn timestamp() -> anyhow::Result<String> {
-    let out = Command::new("date").arg("+%Y%m%d-%H%M%S").output()?;
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }

@@ -4,8 +4,15 @@
 //! - encode time per frame (the daemon's own encoder setup) at 1280x720 and 640x480;
 //! - daemon CPU and RSS idle (from /proc/PID/stat and /proc/PID/status);
 //! - time from WHEP POST to the first decoded frame (median of 5 joins);
-//! - fan-out: onaird's CPU and RSS with 0, 1, 10, 20 and 50 viewers beside Janus's
-//!   (tests/src/bench/fanout.rs; alone: `./dev bench fanout`).
+//! - then the `latency` and `fanout` sections below.
+//!
+//! `./dev bench latency [--seconds 20] [--joins 10]`: onaird beside an aiortc caster serving
+//! the same stamped pattern: Chromium glass-to-glass p50/p95 and time to first frame (Chromium
+//! and the aiortc viewer) at 640x480 and 1280x720 (tests/src/bench/latency.rs).
+//!
+//! `./dev bench fanout [--window 10] [--viewers 0,1,10,20,50]`: onaird's CPU and RSS by
+//! viewer count beside Janus's streaming plugin forwarding the same stream
+//! (tests/src/bench/fanout.rs).
 //!
 //! `./dev bench churn [--minutes 10]` is the soak: a viewer joins every second, decodes,
 //! and leaves (one in three without DELETE), first for a minute to warm up, then for the
@@ -17,7 +24,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use onair_hal::synthetic::TestPattern;
 use onair_hal::{VideoFrame, VideoSource};
-use onair_tests::bench::fanout;
+use onair_tests::bench::{fanout, latency};
 use onair_tests::churn::{self, Plan};
 use onair_tests::daemon::Daemon;
 use onair_tests::viewer::{Watch, watch};
@@ -80,13 +87,23 @@ fn rss_mb(pid: u32) -> f64 {
 #[derive(Parser)]
 #[command(about = "onair's performance figures (docs/PERFORMANCE.md)")]
 struct Args {
-    /// Without one: encode time, idle CPU and RSS, time to first frame, and the fan-out.
+    /// Without one: encode time, idle CPU and RSS, time to first frame, then `latency` and
+    /// `fanout`.
     #[command(subcommand)]
     mode: Option<Mode>,
 }
 
 #[derive(Subcommand)]
 enum Mode {
+    /// Viewers join every second and leave; what the daemon holds before, during and after.
+    Churn {
+        /// How long viewers keep coming.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Every n-th viewer vanishes without DELETE (0: none).
+        #[arg(long, default_value_t = 3)]
+        vanish_every: usize,
+    },
     /// onaird's CPU and RSS with 0, 1, 10, 20 and 50 viewers, beside Janus's streaming
     /// plugin forwarding the same stream (640x480 at 30 fps, 1000 kb/s).
     Fanout {
@@ -97,26 +114,36 @@ enum Mode {
         #[arg(long, value_delimiter = ',', default_value = "0,1,10,20,50")]
         viewers: Vec<usize>,
     },
-    /// Viewers join every second and leave; what the daemon holds before, during and after.
-    Churn {
-        /// How long viewers keep coming.
+    /// Chromium glass-to-glass and time to first frame, onaird beside an aiortc caster.
+    Latency {
+        /// Seconds of glass-to-glass per server and size (after a 2 s warm-up).
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+        /// Joins per viewer kind (Chromium, aiortc) for time to first frame.
         #[arg(long, default_value_t = 10)]
-        minutes: u64,
-        /// Every n-th viewer vanishes without DELETE (0: none).
-        #[arg(long, default_value_t = 3)]
-        vanish_every: usize,
+        joins: u32,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().mode {
-        None => figures().await,
+        None => {
+            figures().await?;
+            latency::run(latency::Settings {
+                seconds: 20,
+                joins: 10,
+            })?;
+            fanout::run(&fanout::Settings::default())
+        }
         Some(Mode::Fanout { window, viewers }) => fanout::run(&fanout::Settings {
             counts: viewers,
             window: Duration::from_secs(window),
             ..fanout::Settings::default()
         }),
+        Some(Mode::Latency { seconds, joins }) => {
+            latency::run(latency::Settings { seconds, joins }).map(drop)
+        }
         Some(Mode::Churn {
             minutes,
             vanish_every,
@@ -263,5 +290,5 @@ async fn figures() -> anyhow::Result<()> {
         ttff.len()
     );
     daemon.stop()?;
-    fanout::run(&fanout::Settings::default())
+    Ok(())
 }

@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         serde_json::json!({
             "frames_decoded": report.frames_decoded,
             "decode_errors": report.decode_errors,
+            "start_skipped": report.start_skipped,
             "width": last.map(|p| p.width),
             "height": last.map(|p| p.height),
             "bars": last.map(|p| p.bars),
