@@ -566,9 +566,7 @@ async fn negotiate(via: Via, pc: &dyn PeerConnection, gathered: &Notify) -> anyh
         }
         Via::Janus {
             api, mountpoint, ..
-        } => {
-            Leave::Janus(crate::janus::watch(&api, mountpoint, pc, gathered).await?)
-        }
+        } => Leave::Janus(crate::janus::watch(&api, mountpoint, pc, gathered).await?),
     })
 }
 

@@ -298,9 +298,8 @@ fn cpu_at(points: &[Point], viewers: usize) -> Option<f64> {
 }
 
 fn print_table(settings: &Settings, onair: &[Point], janus: &[Point]) {
-    let cell = |x: Option<f64>, digits: usize| {
-        x.map_or("—".to_owned(), |x| format!("{x:.digits$}"))
-    };
+    let cell =
+        |x: Option<f64>, digits: usize| x.map_or("—".to_owned(), |x| format!("{x:.digits$}"));
     println!(
         "\nfan-out (CPU in % of one core over {} s; onaird includes its encoder, Janus does not: \
          its feed is another process)",
@@ -308,8 +307,15 @@ fn print_table(settings: &Settings, onair: &[Point], janus: &[Point]) {
     );
     println!(
         "{:>7} | {:>10} {:>10} {:>8} | {:>9} {:>10} {:>8} | {:>9} {:>11} | pictures/viewer (onaird; Janus)",
-        "viewers", "onaird CPU", "+/viewer", "RSS MB", "Janus CPU", "+/viewer", "RSS MB",
-        "CPU ratio", "+/v ratio"
+        "viewers",
+        "onaird CPU",
+        "+/viewer",
+        "RSS MB",
+        "Janus CPU",
+        "+/viewer",
+        "RSS MB",
+        "CPU ratio",
+        "+/v ratio"
     );
     for (o, j) in onair.iter().zip(janus) {
         let (po, pj) = (per_viewer(onair, o), per_viewer(janus, j));
@@ -342,7 +348,11 @@ fn print_table(settings: &Settings, onair: &[Point], janus: &[Point]) {
         println!(
             "onaird CPU with 20 viewers / with 1: {:.2} (target ≤ 2: {})",
             twenty / one,
-            if twenty <= 2.0 * one { "met" } else { "not met" }
+            if twenty <= 2.0 * one {
+                "met"
+            } else {
+                "not met"
+            }
         );
     }
 }

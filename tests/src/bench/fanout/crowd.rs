@@ -127,7 +127,11 @@ impl Crowd {
         }
         let mut statuses = Vec::new();
         while let Some(left) = leaving.join_next().await {
-            statuses.push(left.ok().and_then(|r| r.ok()).map_or(0, |r| r.delete_status));
+            statuses.push(
+                left.ok()
+                    .and_then(|r| r.ok())
+                    .map_or(0, |r| r.delete_status),
+            );
         }
         let viewers: Vec<Value> = in_window
             .iter()

@@ -222,15 +222,6 @@ impl JanusPeer {
 
     /// Fails (with the logs) if Janus or its feed has stopped.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
-        let logs = |dir: &Path| {
-            ["janus.log", "ffmpeg.log"]
-                .map(|name| {
-                    let text = fs::read_to_string(dir.join(name)).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                    format!("--- {name}:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
-                })
-                .join("\n")
-        };
         for (guard, what) in [
             (&mut self.janus, "janus"),
             (&mut self.pattern, "onair-pattern"),
@@ -238,10 +229,22 @@ impl JanusPeer {
         ] {
             guard
                 .check_running(what)
-                .with_context(|| logs(&self.dir.0))?;
+                .with_context(|| log_tails(&self.dir.0))?;
         }
         Ok(())
     }
+}
+
+/// The last lines of Janus's and ffmpeg's logs, to say why one stopped.
+fn log_tails(dir: &Path) -> String {
+    let mut text = String::new();
+    for name in ["janus.log", "ffmpeg.log"] {
+        let log = fs::read_to_string(dir.join(name)).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(15)..];
+        text += &format!("--- {name}:\n{}\n", tail.join("\n"));
+    }
+    text
 }
 
 /// Starts Janus with the configs in `dir`, logging to `dir/janus.log`, and waits (20 s at
@@ -297,7 +300,8 @@ fn start_feed(namespace: &Namespace, dir: &Path, s: Stream) -> anyhow::Result<(G
         .args(["-f", "rawvideo", "-pix_fmt", "yuv420p"])
         .args(["-video_size", &format!("{}x{}", s.width, s.height)])
         .args(["-framerate", &s.fps.to_string(), "-i", "-", "-an"])
-        .args(["-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast"])
+        .args(["-c:v", "libx264", "-profile:v", "baseline"])
+        .args(["-preset", "ultrafast"])
         .args(["-tune", "zerolatency", "-b:v", &kbps, "-maxrate", &kbps])
         .args(["-bufsize", &kbps, "-g", &keyint, "-keyint_min", &keyint])
         .args(["-sc_threshold", "0", "-payload_type", "96", "-f", "rtp"])

@@ -55,7 +55,9 @@ fn ticks_per_second() -> f64 {
 }
 
 fn wall(from: Instant, to: Instant) -> f64 {
-    to.duration_since(from).max(Duration::from_millis(1)).as_secs_f64()
+    to.duration_since(from)
+        .max(Duration::from_millis(1))
+        .as_secs_f64()
 }
 
 /// `pid`'s resident memory (VmRSS) in MB.
