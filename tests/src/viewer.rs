@@ -46,6 +46,8 @@ pub struct Report {
     pub start_skipped: usize,
     /// Access units that held an IDR.
     pub keyframes: usize,
+    /// Bytes of video RTP payload received (what the sender's bitrate delivered).
+    pub video_bytes: u64,
     /// Index (in pictures received) of every IDR.
     pub keyframe_at: Vec<usize>,
     /// The first decoded picture, read.
@@ -169,6 +171,9 @@ async fn decode_video(
         let TrackRemoteEvent::OnRtpPacket(packet) = event else {
             continue;
         };
+        if let Ok(mut s) = shared.lock() {
+            s.report.video_bytes += packet.payload.len() as u64;
+        }
         match depacketizer.depacketize(&packet.payload) {
             Ok(nals) => access_unit.extend_from_slice(&nals),
             Err(_) => continue,
@@ -373,6 +378,27 @@ pub enum Via {
         /// producer's offer (like `gstwebrtc-api`).
         we_offer: bool,
     },
+    /// A mountpoint of Janus's streaming plugin through Janus's HTTP API (Janus offers);
+    /// leaves by destroying the session.
+    Janus {
+        /// e.g. `http://127.0.0.1:8088/janus`
+        api: String,
+        /// The mountpoint's id.
+        mountpoint: u64,
+        /// The local address to receive on (Janus pairs no loopback candidate, so the
+        /// benchmark gives it and its viewers a private address of their own).
+        bind: std::net::IpAddr,
+    },
+}
+
+impl Via {
+    /// Where the viewer's peer connection binds: loopback, unless `via` says otherwise.
+    fn bind(&self) -> String {
+        match self {
+            Via::Janus { bind, .. } => std::net::SocketAddr::new(*bind, 0).to_string(),
+            _ => "127.0.0.1:0".to_owned(),
+        }
+    }
 }
 
 /// Joins `whep_url` (e.g. `http://127.0.0.1:8080/whep`), watches as `how` says, then leaves
@@ -383,7 +409,7 @@ pub async fn watch(whep_url: &str, how: Watch) -> anyhow::Result<Report> {
 
 /// Joins as `via` says, watches as `how` says, then leaves. Fails only if negotiation
 /// fails; the caller judges the report. For a channel, the report's `delete_status` is 200
-/// once `endSession` was sent.
+/// once `endSession` was sent; for Janus, it is the status of the session's `destroy`.
 pub async fn watch_via(via: Via, how: Watch) -> anyhow::Result<Report> {
     let viewer = Viewer::join(via, how).await?;
     viewer.wait_for(how.frames, how.within).await;
@@ -415,7 +441,13 @@ impl Viewer {
             progress: progress.clone(),
         };
         let pc: Box<dyn PeerConnection> = Box::new(
-            recvonly_peer(true, &[RtpCodecKind::Video, RtpCodecKind::Audio], handler).await?,
+            recvonly_peer(
+                true,
+                &[RtpCodecKind::Video, RtpCodecKind::Audio],
+                &via.bind(),
+                handler,
+            )
+            .await?,
         );
         if let Ok(mut s) = shared.lock() {
             s.started = Some(Instant::now());
@@ -466,7 +498,7 @@ impl Viewer {
         self.report()
     }
 
-    /// Leaves (WHEP DELETE, or `endSession` for a channel), closes the connection and
+    /// Leaves (WHEP DELETE, `endSession` for a channel, `destroy` for Janus), closes the connection and
     /// returns the final report.
     pub async fn leave(self) -> anyhow::Result<Report> {
         let Viewer {
@@ -489,6 +521,7 @@ impl Viewer {
                 Ok(()) => 200,
                 Err(_) => 0,
             },
+            Leave::Janus(session) => session.leave().await,
         };
         let _ = pc.close().await;
         let mut report = report_of(&shared);
@@ -531,6 +564,9 @@ async fn negotiate(via: Via, pc: &dyn PeerConnection, gathered: &Notify) -> anyh
                 consumer.join(&channel, we_offer, pc, gathered).await?,
             ))
         }
+        Via::Janus {
+            api, mountpoint, ..
+        } => Leave::Janus(crate::janus::watch(&api, mountpoint, pc, gathered).await?),
     })
 }
 
@@ -540,6 +576,8 @@ enum Leave {
     Whep(String, Option<String>),
     /// Send `endSession`.
     Channel(Box<ChannelSession>),
+    /// Destroy the Janus session.
+    Janus(crate::janus::JanusSession),
 }
 
 /// POSTs `offer` to `whep_url` (with `bearer` as the token), applies the answer to `pc`
@@ -619,17 +657,18 @@ async fn offer_of(h264: bool, kinds: &[RtpCodecKind]) -> anyhow::Result<String> 
         progress: Arc::default(),
     };
     let gathered = handler.gathered.clone();
-    let pc = recvonly_peer(h264, kinds, handler).await?;
+    let pc = recvonly_peer(h264, kinds, "127.0.0.1:0", handler).await?;
     let offer = local_offer(&pc, &gathered).await;
     pc.close().await?;
     offer
 }
 
-/// A loopback-only peer connection that receives `kinds` (video and audio for a viewer).
-/// `h264: false` takes VP8 instead.
+/// A peer connection on `udp_addr` (loopback for all but Janus) that receives `kinds` (video
+/// and audio for a viewer). `h264: false` takes VP8 instead.
 async fn recvonly_peer(
     h264: bool,
     kinds: &[RtpCodecKind],
+    udp_addr: &str,
     handler: Handler,
 ) -> anyhow::Result<impl PeerConnection> {
     let mut engine = media_engine(h264)?;
@@ -643,7 +682,7 @@ async fn recvonly_peer(
                 .build(),
         )
         .with_handler(Arc::new(handler))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .with_udp_addrs(vec![udp_addr.to_owned()])
         .build()
         .await?;
     for &kind in kinds {

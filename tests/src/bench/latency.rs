@@ -332,19 +332,6 @@ fn describe(kind: Kind, case: Case, measured: &Value) -> String {
     )
 }
 
-/// Where the JSON goes: `$CARGO_TARGET_DIR/bench`, else the workspace's `target/bench`.
-fn output_path() -> anyhow::Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tests_dir().join("../target"));
-    let now = time::OffsetDateTime::now_utc()
-        .format(time::macros::format_description!(
-            "[year][month][day]-[hour][minute][second]"
-        ))
-        .context("formatting the date")?;
-    Ok(target.join("bench").join(format!("latency-{now}Z.json")))
-}
-
 fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
     std::fs::create_dir_all(path.parent().context("no parent")?)?;
     std::fs::write(path, serde_json::to_string_pretty(value)?)?;
@@ -372,7 +359,7 @@ pub fn run(settings: Settings) -> anyhow::Result<PathBuf> {
         }));
     }
     print_table(&table);
-    let path = output_path()?;
+    let path = super::output_path("latency")?;
     write_json(
         &path,
         &json!({

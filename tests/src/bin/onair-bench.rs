@@ -2,14 +2,17 @@
 //!
 //! `./dev bench` builds release binaries and runs this. It measures:
 //! - encode time per frame (the daemon's own encoder setup) at 1280x720 and 640x480;
-//! - daemon CPU seconds over 10 s with 1 and with 10 viewers (from /proc/PID/stat);
-//! - daemon RSS idle and with 10 viewers (from /proc/PID/status);
+//! - daemon CPU and RSS idle (from /proc/PID/stat and /proc/PID/status);
 //! - time from WHEP POST to the first decoded frame (median of 5 joins);
-//! - then the `latency` section below.
+//! - then the `latency` and `fanout` sections below.
 //!
 //! `./dev bench latency [--seconds 20] [--joins 10]`: onaird beside an aiortc caster serving
 //! the same stamped pattern: Chromium glass-to-glass p50/p95 and time to first frame (Chromium
 //! and the aiortc viewer) at 640x480 and 1280x720 (tests/src/bench/latency.rs).
+//!
+//! `./dev bench fanout [--window 10] [--viewers 0,1,10,20,50]`: onaird's CPU and RSS by
+//! viewer count beside Janus's streaming plugin forwarding the same stream
+//! (tests/src/bench/fanout.rs).
 //!
 //! `./dev bench churn [--minutes 10]` is the soak: a viewer joins every second, decodes,
 //! and leaves (one in three without DELETE), first for a minute to warm up, then for the
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use onair_hal::synthetic::TestPattern;
 use onair_hal::{VideoFrame, VideoSource};
-use onair_tests::bench::latency;
+use onair_tests::bench::{fanout, latency};
 use onair_tests::churn::{self, Plan};
 use onair_tests::daemon::Daemon;
 use onair_tests::viewer::{Watch, watch};
@@ -81,53 +84,11 @@ fn rss_mb(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// CPU seconds the daemon spends over `window` while `viewers` non-decoding viewers watch.
-async fn cpu_with_viewers(daemon: &Daemon, viewers: usize, window: Duration) -> (f64, f64) {
-    let url = format!("{}/whep", daemon.base_url);
-    let hold = Watch {
-        frames: usize::MAX,
-        within: window + Duration::from_secs(4),
-        decode: false,
-        pli_at_frame: None,
-    };
-    let tasks: Vec<_> = (0..viewers)
-        .map(|_| {
-            tokio::spawn({
-                let url = url.clone();
-                async move { watch(&url, hold).await }
-            })
-        })
-        .collect();
-    // Let every viewer connect and reach steady state.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = cpu_seconds(daemon.pid());
-    tokio::time::sleep(window).await;
-    let cpu = cpu_seconds(daemon.pid()) - before;
-    let rss = rss_mb(daemon.pid());
-    let mut received = Vec::new();
-    for task in tasks {
-        received.push(
-            task.await
-                .expect("viewer task")
-                .expect("viewer")
-                .frames_decoded,
-        );
-    }
-    // Proof that every viewer got the whole stream, not just a connection.
-    println!(
-        "  {viewers} viewer(s) received {}..{} pictures each in {:.0} s",
-        received.iter().min().unwrap_or(&0),
-        received.iter().max().unwrap_or(&0),
-        hold.within.as_secs_f64()
-    );
-    (cpu, rss)
-}
-
 #[derive(Parser)]
 #[command(about = "onair's performance figures (docs/PERFORMANCE.md)")]
 struct Args {
-    /// Without one: encode time, CPU and RSS with 1 and 10 viewers, time to first frame,
-    /// then `latency`.
+    /// Without one: encode time, idle CPU and RSS, time to first frame, then `latency` and
+    /// `fanout`.
     #[command(subcommand)]
     mode: Option<Mode>,
 }
@@ -142,6 +103,16 @@ enum Mode {
         /// Every n-th viewer vanishes without DELETE (0: none).
         #[arg(long, default_value_t = 3)]
         vanish_every: usize,
+    },
+    /// onaird's CPU and RSS with 0, 1, 10, 20 and 50 viewers, beside Janus's streaming
+    /// plugin forwarding the same stream (640x480 at 30 fps, 1000 kb/s).
+    Fanout {
+        /// The measuring window, in seconds.
+        #[arg(long, default_value_t = 10)]
+        window: u64,
+        /// Viewer counts, comma-separated (0 is the server alone).
+        #[arg(long, value_delimiter = ',', default_value = "0,1,10,20,50")]
+        viewers: Vec<usize>,
     },
     /// Chromium glass-to-glass and time to first frame, onaird beside an aiortc caster.
     Latency {
@@ -162,9 +133,14 @@ async fn main() -> anyhow::Result<()> {
             latency::run(latency::Settings {
                 seconds: 20,
                 joins: 10,
-            })
-            .map(drop)
+            })?;
+            fanout::run(&fanout::Settings::default())
         }
+        Some(Mode::Fanout { window, viewers }) => fanout::run(&fanout::Settings {
+            counts: viewers,
+            window: Duration::from_secs(window),
+            ..fanout::Settings::default()
+        }),
         Some(Mode::Latency { seconds, joins }) => {
             latency::run(latency::Settings { seconds, joins }).map(drop)
         }
@@ -292,13 +268,6 @@ async fn figures() -> anyhow::Result<()> {
         cpu_seconds(daemon.pid()) - idle_before,
         rss_mb(daemon.pid())
     );
-
-    let window = Duration::from_secs(10);
-    let (cpu1, rss1) = cpu_with_viewers(&daemon, 1, window).await;
-    println!("daemon with  1 viewer : {cpu1:.2} CPU s over 10 s, RSS {rss1:.1} MB");
-    let (cpu10, rss10) = cpu_with_viewers(&daemon, 10, window).await;
-    println!("daemon with 10 viewers: {cpu10:.2} CPU s over 10 s, RSS {rss10:.1} MB");
-    println!("CPU ratio 10 viewers / 1 viewer: {:.2}", cpu10 / cpu1);
 
     let mut ttff = Vec::new();
     for _ in 0..5 {
