@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use onair_hal::synthetic::TestPattern;
 use onair_hal::{VideoFrame, VideoSource};
+use onair_tests::bench::fanout::procfs::{CpuMark, rss_mb};
 use onair_tests::bench::{fanout, latency};
 use onair_tests::churn::{self, Plan};
 use onair_tests::daemon::Daemon;
@@ -58,30 +59,6 @@ fn encode_ms_per_frame(width: u32, height: u32, bitrate_kbps: u32) -> f64 {
     // The source is not read through `read_frame` here so that pacing does not count.
     let _ = pattern.format();
     total.as_secs_f64() * 1000.0 / f64::from(frames)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|x| x.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 #[derive(Parser)]
@@ -261,12 +238,13 @@ async fn figures() -> anyhow::Result<()> {
 
     let daemon = Daemon::start("")?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle_before = cpu_seconds(daemon.pid());
+    let idle_before = CpuMark::read(daemon.pid())?;
     tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle = CpuMark::read(daemon.pid())?.percent_since(&idle_before);
     println!(
-        "daemon idle (720p30, 0 viewers): {:.2} CPU s over 10 s, RSS {:.1} MB",
-        cpu_seconds(daemon.pid()) - idle_before,
-        rss_mb(daemon.pid())
+        "daemon idle (720p30, 0 viewers): {:.2} CPU s over 10 s ({idle:.1} % of a core), RSS {:.1} MB",
+        idle / 10.0,
+        rss_mb(daemon.pid())?
     );
 
     let mut ttff = Vec::new();
