@@ -29,6 +29,7 @@ pub mod forward;
 pub mod keyframe_requests;
 pub mod nat;
 pub mod negotiate;
+pub mod nomination;
 pub mod peer;
 pub mod session;
 

@@ -19,6 +19,7 @@ use webrtc::peer_connection::{
 
 use super::figures::RtcpSeen;
 use super::keyframe_requests::{self, KeyframeRequests};
+use super::nomination;
 use super::session::Event;
 
 /// Payload types we prefer; an answer follows the offer's numbering anyway.
@@ -282,6 +283,7 @@ impl PeerFactory {
             .with_setting_engine(settings.build())
             .with_interceptor_registry(registry)
             .with_handler(handler)
+            .with_runtime(nomination::runtime())
             .with_udp_addrs(udp_addrs)
             .build()
             .await?;

@@ -1,0 +1,358 @@
+//! A viewer's first nominating ICE check, answered at once instead of 50 ms later.
+//!
+//! Chromium, as the controlling agent, puts USE-CANDIDATE on its very first connectivity
+//! check. RFC 8445 §7.3.1 says the controlled agent answers every valid check, and §7.3.1.5
+//! that a nomination on a pair whose own check has not succeeded yet takes effect once the
+//! triggered check it causes succeeds. webrtc-rs's controlled agent (rtc-ice 0.21.1) sends the
+//! triggered check but neither answers the request nor remembers the nomination. Chromium
+//! then hears nothing for its first check and repeats it ~50 ms later, and a browser's first
+//! picture is 50 ms late (docs/PERFORMANCE.md, "Where the time to first frame goes").
+//!
+//! The fix sits in the socket webrtc-rs reads from: [`Nominations`] keeps the newest
+//! USE-CANDIDATE request from each address, and when the agent's own check to that address
+//! is answered (its pair has succeeded), hands the agent the kept request once more, right
+//! after the answer. The agent now finds a succeeded pair, selects it and answers the request
+//! (same transaction: the browser takes it as the answer to its check). Nothing is forged:
+//! the request is the browser's own, with its integrity intact. [`NominatingRuntime`] is
+//! webrtc-rs's tokio runtime with every UDP socket wrapped so.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use rtc::stun::attributes::ATTR_USE_CANDIDATE;
+use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message};
+use webrtc::runtime::{
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
+    TokioRuntime, Transmit,
+};
+
+/// How long a kept nomination waits for the agent's own check to succeed. Chromium repeats
+/// an unanswered check every ~50 ms, so a newer copy replaces an old one long before this.
+const KEEP_FOR: Duration = Duration::from_secs(2);
+/// At most this many addresses' nominations are kept (a viewer nominates from one or two).
+const MAX_KEPT: usize = 4;
+
+/// The STUN messages that matter here.
+#[derive(Debug, PartialEq, Eq)]
+enum Stun {
+    /// A Binding request with USE-CANDIDATE: the peer nominates the pair it came on.
+    Nomination,
+    /// A Binding success response: one of our checks was answered.
+    Answer,
+    /// Anything else (media, DTLS, other STUN).
+    Other,
+}
+
+fn classify(datagram: &[u8]) -> Stun {
+    // RFC 7983: STUN starts with 0..=3; and a header is 20 bytes.
+    if datagram.len() < 20 || datagram[0] > 3 {
+        return Stun::Other;
+    }
+    let mut message = Message::new();
+    if message.unmarshal_binary(datagram).is_err() {
+        return Stun::Other;
+    }
+    if message.typ == BINDING_REQUEST && message.contains(ATTR_USE_CANDIDATE) {
+        Stun::Nomination
+    } else if message.typ == BINDING_SUCCESS {
+        Stun::Answer
+    } else {
+        Stun::Other
+    }
+}
+
+/// One kept nomination.
+struct Kept {
+    from: SocketAddr,
+    at: Instant,
+    datagram: Vec<u8>,
+}
+
+/// The pure part: which datagram to hand the agent again, and when. Time is an input.
+#[derive(Default)]
+pub struct Nominations {
+    kept: VecDeque<Kept>,
+}
+
+impl Nominations {
+    /// Looks at `datagram` from `from`, which the agent reads next. Returns a datagram to
+    /// give the agent right after it: the nomination kept from `from`, when `datagram` is
+    /// the answer to the agent's own check there.
+    pub fn inspect(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
+        self.kept
+            .retain(|k| now.saturating_duration_since(k.at) < KEEP_FOR);
+        match classify(datagram) {
+            Stun::Nomination => {
+                self.kept.retain(|k| k.from != from);
+                if self.kept.len() == MAX_KEPT {
+                    self.kept.pop_front();
+                }
+                self.kept.push_back(Kept {
+                    from,
+                    at: now,
+                    datagram: datagram.to_vec(),
+                });
+                None
+            }
+            Stun::Answer => {
+                let index = self.kept.iter().position(|k| k.from == from)?;
+                self.kept.remove(index).map(|k| k.datagram)
+            }
+            Stun::Other => None,
+        }
+    }
+}
+
+/// A UDP socket that gives the agent kept nominations again (see the module docs).
+struct NominatingSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    state: Mutex<SocketState>,
+}
+
+#[derive(Default)]
+struct SocketState {
+    nominations: Nominations,
+    /// A datagram to return from the next `poll_recv`, before reading the socket.
+    replay: Option<(SocketAddr, Vec<u8>, RecvMeta)>,
+}
+
+impl fmt::Debug for NominatingSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NominatingSocket")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl NominatingSocket {
+    /// Copies a replayed datagram into the caller's first buffer.
+    fn deliver(
+        (from, datagram, mut meta): (SocketAddr, Vec<u8>, RecvMeta),
+        bufs: &mut [IoSliceMut<'_>],
+        metas: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let (Some(buf), Some(slot)) = (bufs.first_mut(), metas.first_mut()) else {
+            return Poll::Ready(Ok(0));
+        };
+        let len = datagram.len().min(buf.len());
+        buf[..len].copy_from_slice(&datagram[..len]);
+        meta.addr = from;
+        meta.len = len;
+        meta.stride = len.max(1);
+        *slot = meta;
+        tracing::debug!(peer = %from, "ICE: the peer's nomination given again once our check to it succeeded");
+        Poll::Ready(Ok(1))
+    }
+}
+
+impl AsyncUdpSocket for NominatingSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        self.inner.poll_send(cx, transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(replay) = state.replay.take() {
+            return Self::deliver(replay, bufs, meta);
+        }
+        let n = match self.inner.poll_recv(cx, bufs, meta) {
+            Poll::Ready(Ok(n)) => n,
+            other => return other,
+        };
+        let now = Instant::now();
+        for (buf, m) in bufs.iter().zip(meta.iter()).take(n) {
+            // STUN is never GRO-coalesced with anything (every datagram differs in size or
+            // flow), but walk the strides anyway.
+            let stride = m.stride.max(1);
+            for datagram in buf[..m.len].chunks(stride) {
+                if let Some(again) = state.nominations.inspect(now, m.addr, datagram) {
+                    state.replay = Some((m.addr, again, *m));
+                    // The driver reads again at once after a datagram; wake it in case not.
+                    cx.waker().wake_by_ref();
+                }
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.inner.max_gso_segments()
+    }
+
+    fn max_gro_segments(&self) -> usize {
+        self.inner.max_gro_segments()
+    }
+}
+
+/// webrtc-rs's tokio runtime, with every UDP socket a [`NominatingSocket`].
+#[derive(Debug)]
+pub struct NominatingRuntime(TokioRuntime);
+
+/// The runtime every peer connection is built with.
+pub fn runtime() -> Arc<dyn Runtime> {
+    Arc::new(NominatingRuntime(TokioRuntime))
+}
+
+impl Runtime for NominatingRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        self.0.spawn(future)
+    }
+
+    fn spawn_reactor(
+        &self,
+        reactor_pool_size: usize,
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Box<dyn JoinHandle> {
+        self.0.spawn_reactor(reactor_pool_size, future)
+    }
+
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        Ok(Arc::new(NominatingSocket {
+            inner: self.0.wrap_udp_socket(socket)?,
+            state: Mutex::default(),
+        }))
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        self.0.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
+        self.0.connect_tcp(remote_addr)
+    }
+
+    fn resolve_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        self.0.resolve_host(host)
+    }
+
+    fn now(&self) -> Instant {
+        self.0.now()
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.0.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
+        self.0.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        self.0.block_on(future)
+    }
+
+    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.0.yield_now()
+    }
+
+    fn name(&self) -> &'static str {
+        "tokio (onair: ICE nominations kept)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn message(typ: rtc::stun::message::MessageType, use_candidate: bool) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_type(typ);
+        m.new_transaction_id().unwrap();
+        if use_candidate {
+            m.add(ATTR_USE_CANDIDATE, &[]);
+        }
+        m.write_header();
+        m.raw.clone()
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_nomination_is_given_again_after_our_check_to_that_address_succeeds() {
+        let mut n = Nominations::default();
+        let t = Instant::now();
+        let nomination = message(BINDING_REQUEST, true);
+        assert_eq!(n.inspect(t, addr(1), &nomination), None);
+        // An answer from somewhere else, a plain check, media: nothing.
+        assert_eq!(
+            n.inspect(t, addr(2), &message(BINDING_SUCCESS, false)),
+            None
+        );
+        assert_eq!(
+            n.inspect(t, addr(1), &message(BINDING_REQUEST, false)),
+            None
+        );
+        assert_eq!(n.inspect(t, addr(1), &[0x80, 0x60, 0, 1]), None);
+        // Our check to addr(1) answered: the nomination, once.
+        let answer = message(BINDING_SUCCESS, false);
+        assert_eq!(n.inspect(t, addr(1), &answer), Some(nomination));
+        assert_eq!(n.inspect(t, addr(1), &answer), None);
+    }
+
+    #[test]
+    fn the_newest_nomination_wins_and_old_ones_expire() {
+        let mut n = Nominations::default();
+        let t = Instant::now();
+        let first = message(BINDING_REQUEST, true);
+        let second = message(BINDING_REQUEST, true);
+        n.inspect(t, addr(1), &first);
+        n.inspect(t, addr(1), &second);
+        let answer = message(BINDING_SUCCESS, false);
+        assert_eq!(n.inspect(t, addr(1), &answer), Some(second));
+
+        n.inspect(t, addr(1), &first);
+        assert_eq!(n.inspect(t + KEEP_FOR, addr(1), &answer), None);
+    }
+
+    #[test]
+    fn at_most_a_few_addresses_are_kept() {
+        let mut n = Nominations::default();
+        let t = Instant::now();
+        for port in 0..10 {
+            n.inspect(t, addr(port), &message(BINDING_REQUEST, true));
+        }
+        assert_eq!(n.kept.len(), MAX_KEPT);
+        let answer = message(BINDING_SUCCESS, false);
+        assert_eq!(n.inspect(t, addr(0), &answer), None);
+        assert!(n.inspect(t, addr(9), &answer).is_some());
+    }
+
+    #[test]
+    fn what_is_not_stun_is_left_alone() {
+        let mut n = Nominations::default();
+        let t = Instant::now();
+        assert_eq!(classify(&[]), Stun::Other);
+        assert_eq!(classify(&[0u8; 19]), Stun::Other);
+        assert_eq!(classify(&[22; 40]), Stun::Other); // DTLS
+        let mut bad = message(BINDING_REQUEST, true);
+        bad.truncate(bad.len() - 2);
+        assert_eq!(classify(&bad), Stun::Other);
+        assert_eq!(n.inspect(t, addr(1), &bad), None);
+    }
+}
