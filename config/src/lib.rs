@@ -326,15 +326,18 @@ impl Default for Http {
 }
 
 /// `[webrtc]`: how media connections are established.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebRtc {
     /// STUN/TURN servers offered to ICE (`[[webrtc.ice_servers]]` tables). Default none: only
     /// host candidates, enough on a LAN.
     pub ice_servers: Vec<IceServer>,
-    /// UDP ports to use for media, written `[min, max]` (inclusive); useful behind a firewall.
-    /// Default `None`: ephemeral ports chosen by the system.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The one UDP port every viewer's media goes through (ICE, DTLS, SRTP, RTCP), on every
+    /// address of `bind_ips`. Default [`DEFAULT_WEBRTC_PORT`]; 0 = any free port.
+    pub port: u16,
+    /// Gone: every viewer now shares `port`. Still read, so that a config that has it gets
+    /// an error naming the replacement rather than "unknown field".
+    #[serde(skip_serializing)]
     pub udp_port_range: Option<PortRange>,
     /// Public addresses (1:1 NAT) announced in ICE candidates in place of the host's own.
     /// Default none.
@@ -397,6 +400,22 @@ impl Gpio {
         ]
         .into_iter()
         .filter_map(|(key, pin)| pin.map(|pin| (key, pin)))
+    }
+}
+
+/// `webrtc.port`'s default: next to MediaMTX's 8189 and far from go2rtc's 8555, so that
+/// onair runs beside either.
+pub const DEFAULT_WEBRTC_PORT: u16 = 8190;
+
+impl Default for WebRtc {
+    fn default() -> Self {
+        WebRtc {
+            ice_servers: Vec::new(),
+            port: DEFAULT_WEBRTC_PORT,
+            udp_port_range: None,
+            nat_ips: Vec::new(),
+            bind_ips: Vec::new(),
+        }
     }
 }
 

@@ -61,6 +61,7 @@ fn empty_text_gives_defaults() {
     );
     assert_eq!(defaults.webrtc, WebRtc::default());
     assert!(defaults.webrtc.ice_servers.is_empty());
+    assert_eq!(defaults.webrtc.port, 8190);
     assert_eq!(defaults.webrtc.udp_port_range, None);
     assert!(defaults.webrtc.nat_ips.is_empty() && defaults.webrtc.bind_ips.is_empty());
     assert_eq!(defaults.gpio, Gpio::default());
@@ -95,7 +96,7 @@ tls_cert = "/etc/onair/cert.pem"
 tls_key = "/etc/onair/key.pem"
 
 [webrtc]
-udp_port_range = [50000, 50100]
+port = 50000
 nat_ips = ["203.0.113.7", "2001:db8::7"]
 bind_ips = ["127.0.0.1"]
 
@@ -166,10 +167,8 @@ fn full_config() -> Config {
                     credential: Some("secret".into()),
                 },
             ],
-            udp_port_range: Some(PortRange {
-                min: 50000,
-                max: 50100,
-            }),
+            port: 50000,
+            udp_port_range: None,
             nat_ips: vec![
                 "203.0.113.7".parse().unwrap(),
                 "2001:db8::7".parse().unwrap(),
@@ -334,20 +333,12 @@ const RULES: &[(&str, &str)] = &[
         "onair.toml:3:18: access.operator_token: must differ from viewer_token (viewers would be operators)",
     ),
     (
-        "[webrtc]\nudp_port_range = [0, 100]",
-        "onair.toml:2:18: webrtc.udp_port_range: lowest port must be at least 1, got [0, 100]",
+        "[webrtc]\nudp_port_range = [50000, 50100]",
+        "onair.toml:2:18: webrtc.udp_port_range: is gone: every viewer now shares one UDP port, webrtc.port (default 8190); replace udp_port_range = [50000, 50100] with e.g. port = 50000",
     ),
     (
-        "[webrtc]\nudp_port_range = [200, 100]",
-        "onair.toml:2:18: webrtc.udp_port_range: lowest port must not exceed highest port, got [200, 100]",
-    ),
-    (
-        "[webrtc]\nudp_port_range = [1, 65536]",
-        "onair.toml:2:22: webrtc.udp_port_range[1]: invalid value: integer `65536`, expected u16",
-    ),
-    (
-        "[webrtc]\nudp_port_range = [5000]",
-        "onair.toml:2:18: webrtc.udp_port_range: expected two ports [min, max], got 1 value",
+        "[webrtc]\nport = 65536",
+        "onair.toml:2:8: webrtc.port: invalid value: integer `65536`, expected u16",
     ),
     (
         "[webrtc]\nnat_ips = [\"1.2.3.4\", \"example.com\"]",
@@ -425,7 +416,7 @@ fn validation_boundaries_are_accepted() {
         [audio]
         bitrate_kbps = 510
         [webrtc]
-        udp_port_range = [1, 1]
+        port = 1
         [gpio]
         on_air_led = 0
         status_led = 27
@@ -438,10 +429,7 @@ fn validation_boundaries_are_accepted() {
     assert!(config.gpio.enabled());
     assert_eq!(config.device.channel.len(), 64);
     assert_eq!(config.video.source, VideoSourceSetting::Auto);
-    assert_eq!(
-        config.webrtc.udp_port_range,
-        Some(PortRange { min: 1, max: 1 })
-    );
+    assert_eq!(config.webrtc.port, 1);
 
     let long_channel = format!("[device]\nchannel = \"{}\"", "a".repeat(65));
     assert_eq!(
@@ -554,7 +542,7 @@ secret = 1
         "onair.toml:10:7: video.fps: must be between 1 and 60, got 0",
         "onair.toml:12:1: video.typo: unknown key (expected one of: source, encoder, width, height, fps, bitrate_kbps, keyframe_interval_ms)",
         "onair.toml:15:16: audio.bitrate_kbps: must be between 6 and 510, got 1000",
-        "onair.toml:18:18: webrtc.udp_port_range: lowest port must not exceed highest port, got [2000, 1000]",
+        "onair.toml:18:18: webrtc.udp_port_range: is gone: every viewer now shares one UDP port, webrtc.port (default 8190); replace udp_port_range = [2000, 1000] with e.g. port = 2000",
         "onair.toml:19:23: webrtc.nat_ips[1]: invalid IP address syntax",
         "onair.toml:22:32: webrtc.ice_servers[0].urls[1]: must start with \"stun:\", \"turn:\" or \"turns:\", got \"ftp://bad\"",
         "onair.toml:23:1: webrtc.ice_servers[0].secret: unknown key (expected one of: urls, username, credential)",
@@ -658,7 +646,7 @@ fn validate_reports_without_position() {
         [
             "video.source: expected \"test\", \"auto\" or a device path starting with \"/dev/\", got \"video0\"",
             "video.width: must be even, got 641",
-            "webrtc.udp_port_range: lowest port must be at least 1, got [0, 10]",
+            "webrtc.udp_port_range: is gone: every viewer now shares one UDP port, webrtc.port (default 8190); replace udp_port_range = [0, 10] with e.g. port = 0",
         ]
     );
     assert!(
@@ -861,7 +849,7 @@ fn garbage_never_panics() {
         "webrtc",
         "ice_servers",
         "urls",
-        "udp_port_range",
+        "port",
         "nat_ips",
         "device",
         "channel",

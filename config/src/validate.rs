@@ -86,24 +86,17 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
         }
     }
     if let Some(range) = config.webrtc.udp_port_range {
-        let path = webrtc.key("udp_port_range");
-        if range.min == 0 {
-            v.push(
-                path,
-                format!(
-                    "lowest port must be at least 1, got [{}, {}]",
-                    range.min, range.max
-                ),
-            );
-        } else if range.min > range.max {
-            v.push(
-                path,
-                format!(
-                    "lowest port must not exceed highest port, got [{}, {}]",
-                    range.min, range.max
-                ),
-            );
-        }
+        v.push(
+            webrtc.key("udp_port_range"),
+            format!(
+                "is gone: every viewer now shares one UDP port, webrtc.port (default {}); \
+                 replace udp_port_range = [{}, {}] with e.g. port = {}",
+                crate::DEFAULT_WEBRTC_PORT,
+                range.min,
+                range.max,
+                range.min
+            ),
+        );
     }
 
     let signaling = root.key("signaling");

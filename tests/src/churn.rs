@@ -24,7 +24,7 @@ pub struct Held {
     pub rss_kb: u64,
     /// Open file descriptors.
     pub fds: usize,
-    /// UDP sockets among them (webrtc-rs binds one or more per peer connection).
+    /// UDP sockets among them (the one `webrtc.port`, per address family or bind address).
     pub udp_sockets: usize,
     /// TCP sockets among them (listener, HTTP and WebSocket connections).
     pub tcp_sockets: usize,

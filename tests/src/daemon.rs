@@ -140,6 +140,7 @@ listen = "127.0.0.1:0"
 
 [webrtc]
 bind_ips = ["127.0.0.1"]
+port = 0
 "#;
 
 impl Daemon {

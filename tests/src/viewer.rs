@@ -642,6 +642,11 @@ pub async fn offer_without_h264() -> anyhow::Result<String> {
     offer_of(false, &[RtpCodecKind::Video, RtpCodecKind::Audio]).await
 }
 
+/// A complete, valid offer as a viewer sends it: H.264 video and Opus audio, receive only.
+pub async fn plain_offer() -> anyhow::Result<String> {
+    offer_of(true, &[RtpCodecKind::Video, RtpCodecKind::Audio]).await
+}
+
 /// A complete, valid offer that receives audio (Opus) only: no video section at all.
 pub async fn audio_only_offer() -> anyhow::Result<String> {
     offer_of(true, &[RtpCodecKind::Audio]).await

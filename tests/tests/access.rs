@@ -155,7 +155,7 @@ fn other_origins_are_granted_only_when_a_token_guards_the_stream_or_they_are_lis
     assert!(!head.contains("access-control-allow-origin"), "{head}");
     drop(open);
 
-    let listed = Daemon::start(&format!("{SMALL}\n[http]\nlisten = \"127.0.0.1:0\"\ncors_origins = [\"https://home.example\"]\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\n")).unwrap();
+    let listed = Daemon::start(&format!("{SMALL}\n[http]\nlisten = \"127.0.0.1:0\"\ncors_origins = [\"https://home.example\"]\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n")).unwrap();
     assert_eq!(
         preflight(&listed.base_url, "https://home.example"),
         "https://home.example"
@@ -174,7 +174,7 @@ fn the_token_file_is_made_on_first_start_and_print_url_shows_it() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("access.toml");
     let config_text = format!(
-        "{SMALL}[http]\nlisten = \"127.0.0.1:18089\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\n[access]\ntoken_file = \"{}\"\n",
+        "{SMALL}[http]\nlisten = \"127.0.0.1:18089\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n[access]\ntoken_file = \"{}\"\n",
         file.display()
     );
     let config = dir.join("onair.toml");
@@ -245,7 +245,7 @@ fn https_with_a_certificate() {
     std::fs::write(
         &config,
         format!(
-            "{SMALL}[http]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\n[access]\nviewer_token = \"{VIEWER}\"\n",
+            "{SMALL}[http]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n[access]\nviewer_token = \"{VIEWER}\"\n",
             cert.display(),
             key.display()
         ),

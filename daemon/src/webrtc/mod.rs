@@ -3,6 +3,8 @@
 //! - [`session`]: when a session starts media and when it ends (pure state machine).
 //! - [`forward`]: shared encoded units → one viewer's RTP packets.
 //! - [`peer`]: building a webrtc-rs peer connection for a viewer.
+//! - [`port`]: every connection's UDP through the one `webrtc.port`; [`runtime`] puts each
+//!   connection on it, and [`nomination`] answers a browser's first ICE check at once.
 //! - [`keyframe_requests`]: lets PLI/FIR reach the encoder.
 //!
 //! - [`negotiate`]: SDP offer/answer, with the viewer or with us offering.
@@ -31,6 +33,8 @@ pub mod nat;
 pub mod negotiate;
 pub mod nomination;
 pub mod peer;
+pub mod port;
+pub mod runtime;
 pub mod session;
 
 use std::collections::HashMap;
@@ -90,9 +94,6 @@ pub enum OfferError {
     /// An answer or candidate for a session that does not exist (any more).
     #[error("no such session")]
     NoSession,
-    /// Every port of `webrtc.udp_port_range` is in use.
-    #[error("every UDP port of webrtc.udp_port_range is in use; try again later")]
-    NoPort,
     /// The daemon is shutting down.
     #[error("shutting down")]
     ShuttingDown,
@@ -104,7 +105,6 @@ pub enum OfferError {
 impl From<PeerError> for OfferError {
     fn from(err: PeerError) -> Self {
         match err {
-            PeerError::NoPort => OfferError::NoPort,
             PeerError::WebRtc(err) => OfferError::Internal(err.to_string()),
         }
     }
@@ -179,9 +179,14 @@ struct Live {
 
 impl Sessions {
     /// An empty registry serving `media` with the `[webrtc]` settings.
-    pub fn new(media: MediaHandle, webrtc: &WebRtc) -> Self {
-        let factory = PeerFactory::new(webrtc, media.has_audio());
-        Sessions {
+    /// The registry, with `webrtc.port` bound (or the error binding it).
+    pub fn new(media: MediaHandle, webrtc: &WebRtc) -> std::io::Result<Self> {
+        let factory = PeerFactory::new(webrtc, media.has_audio())?;
+        tracing::info!(
+            "webrtc: every viewer's media on UDP port {} (webrtc.port)",
+            factory.port()
+        );
+        Ok(Sessions {
             inner: Arc::new(Inner {
                 media,
                 factory,
@@ -191,7 +196,7 @@ impl Sessions {
                 tasks: TaskTracker::new(),
                 ended: EndNotices::default(),
             }),
-        }
+        })
     }
 
     /// Viewers currently receiving media.
@@ -471,12 +476,7 @@ async fn run_session(
     profile: String,
     _permit: OwnedSemaphorePermit,
 ) {
-    let peer::NewPeer {
-        pc,
-        mut events,
-        port: _port,
-        ..
-    } = peer;
+    let peer::NewPeer { pc, mut events, .. } = peer;
     let mut session = Session::new(Instant::now());
     let mut media_tasks = tokio::task::JoinSet::new();
     let reason = loop {

@@ -1,22 +1,26 @@
-//! `webrtc.nat_ips`: announce the address viewers reach us at, not the one we bind.
+//! Our host candidates as viewers must see them: on `webrtc.port`, at `webrtc.nat_ips`.
 //!
-//! A device behind a 1:1 NAT or a port forward (a home router, QEMU's user network) binds
-//! its private address, but viewers must send to the public one. webrtc-rs 0.21 keeps
-//! `SettingEngine::with_nat_1to1_ips` but its socket layer never applies it, so the answer
-//! is rewritten here: every host candidate is announced at each NAT address of its family,
-//! with its port unchanged (the forward keeps ports). Connectivity checks then arrive through
-//! the NAT at the bound socket, and ICE learns the viewer's address from them.
+//! - **Port**: webrtc-rs announces the port of the socket it bound for the connection, which
+//!   onaird closes at once: its traffic goes through the one port ([`super::port`]). So every
+//!   UDP host candidate is announced on the port's number.
+//! - **NAT**: a device behind a 1:1 NAT or a port forward (a home router, QEMU's user
+//!   network) binds its private address, but viewers must send to the public one. webrtc-rs
+//!   0.21 keeps `SettingEngine::with_nat_1to1_ips` but its socket layer never applies it, so
+//!   every host candidate is announced at each NAT address of its family instead (the
+//!   forward keeps the port). Connectivity checks then arrive through the NAT at the port,
+//!   and ICE learns the viewer's address from them.
 
 use std::net::IpAddr;
 
 use rtc::ice::candidate::candidate_host::CandidateHostConfig;
 use rtc::ice::candidate::{CandidateConfig, CandidateType, unmarshal_candidate};
+use rtc::ice::network_type::NetworkType;
 use rtc::sdp::description::common::Attribute;
 use rtc::sdp::description::session::SessionDescription;
 
-/// The candidates to announce instead of a host candidate: one per NAT address of the
-/// candidate's family; the candidate itself if it is not a host candidate or no address fits.
-fn announced(candidate: &str, nat_ips: &[IpAddr]) -> Vec<String> {
+/// The candidates to announce instead of `candidate`: a host candidate on `port`, once per
+/// NAT address of its family (or at its own address when none fits); anything else as it is.
+fn announced(candidate: &str, nat_ips: &[IpAddr], port: u16) -> Vec<String> {
     let Ok(parsed) = unmarshal_candidate(candidate) else {
         return vec![candidate.to_owned()];
     };
@@ -26,26 +30,23 @@ fn announced(candidate: &str, nat_ips: &[IpAddr]) -> Vec<String> {
     if parsed.candidate_type() != CandidateType::Host {
         return vec![candidate.to_owned()];
     }
-    let rewritten: Vec<String> = nat_ips
+    let udp = matches!(parsed.network_type(), NetworkType::Udp4 | NetworkType::Udp6);
+    let port = if udp { port } else { parsed.port() };
+    let nat: Vec<IpAddr> = nat_ips
         .iter()
+        .copied()
         .filter(|ip| ip.is_ipv4() == bound.is_ipv4())
-        .enumerate()
-        .filter_map(|(i, ip)| {
-            let config = CandidateHostConfig {
-                base_config: CandidateConfig {
-                    network: parsed.network_type().network_short(),
-                    address: ip.to_string(),
-                    port: parsed.port(),
-                    component: parsed.component(),
-                    priority: parsed.priority().saturating_sub(i as u32),
-                    foundation: format!("{}{}", parsed.foundation(), i),
-                    ..Default::default()
-                },
-                tcp_type: parsed.tcp_type(),
-            };
-            config.new_candidate_host().ok().map(|c| c.marshal())
-        })
         .collect();
+    let rewritten: Vec<String> = if nat.is_empty() {
+        host(&parsed, bound, port, 0, String::new())
+            .into_iter()
+            .collect()
+    } else {
+        nat.iter()
+            .enumerate()
+            .filter_map(|(i, ip)| host(&parsed, *ip, port, i as u32, i.to_string()))
+            .collect()
+    };
     if rewritten.is_empty() {
         vec![candidate.to_owned()]
     } else {
@@ -53,17 +54,38 @@ fn announced(candidate: &str, nat_ips: &[IpAddr]) -> Vec<String> {
     }
 }
 
-/// Rewrites the host candidates of an SDP (our answer) for `nat_ips`.
-pub fn announce(sdp: &mut SessionDescription, nat_ips: &[IpAddr]) {
-    if nat_ips.is_empty() {
-        return;
-    }
+/// `parsed` (a host candidate) at `ip` and `port`; its priority lowered by `rank`, its
+/// foundation extended by `suffix`.
+fn host(
+    parsed: &rtc::ice::candidate::Candidate,
+    ip: IpAddr,
+    port: u16,
+    rank: u32,
+    suffix: String,
+) -> Option<String> {
+    let config = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: parsed.network_type().network_short(),
+            address: ip.to_string(),
+            port,
+            component: parsed.component(),
+            priority: parsed.priority().saturating_sub(rank),
+            foundation: format!("{}{suffix}", parsed.foundation()),
+            ..Default::default()
+        },
+        tcp_type: parsed.tcp_type(),
+    };
+    config.new_candidate_host().ok().map(|c| c.marshal())
+}
+
+/// Rewrites the host candidates of an SDP (our answer or offer) for `port` and `nat_ips`.
+pub fn announce(sdp: &mut SessionDescription, nat_ips: &[IpAddr], port: u16) {
     for media in &mut sdp.media_descriptions {
         let mut attributes = Vec::with_capacity(media.attributes.len());
         for attribute in media.attributes.drain(..) {
             match (&*attribute.key, &attribute.value) {
                 ("candidate", Some(value)) => {
-                    attributes.extend(announced(value, nat_ips).into_iter().map(|value| {
+                    attributes.extend(announced(value, nat_ips, port).into_iter().map(|value| {
                         Attribute {
                             key: "candidate".into(),
                             value: Some(value),
@@ -90,7 +112,7 @@ mod tests {
 
     fn candidates(nat_ips: &[IpAddr]) -> Vec<String> {
         let mut sdp = SessionDescription::unmarshal(&mut std::io::Cursor::new(ANSWER)).unwrap();
-        announce(&mut sdp, nat_ips);
+        announce(&mut sdp, nat_ips, 8190);
         let text = sdp.marshal();
         text.lines()
             .filter(|l| l.starts_with("a=candidate:"))
@@ -102,33 +124,28 @@ mod tests {
     fn host_candidates_are_announced_at_the_nat_address_of_their_family() {
         let got = candidates(&["127.0.0.1".parse().unwrap()]);
         assert_eq!(got.len(), 3, "{got:?}");
-        assert!(got[0].contains(" 127.0.0.1 50000 typ host"), "{got:?}");
+        assert!(got[0].contains(" 127.0.0.1 8190 typ host"), "{got:?}");
         assert!(
             got[1].contains("198.51.100.9 61000 typ srflx"),
             "srflx untouched: {got:?}"
         );
         assert!(
-            got[2].contains(" fd00::15 50000 typ host"),
+            got[2].contains(" fd00::15 8190 typ host"),
             "no IPv6 NAT address: kept: {got:?}"
         );
         assert!(!got.iter().any(|c| c.contains("10.0.2.15 50000 typ host")));
     }
 
     #[test]
-    fn every_nat_address_gets_a_candidate_and_no_nat_changes_nothing() {
+    fn every_nat_address_gets_a_candidate_and_without_nat_only_the_port_changes() {
         let two = candidates(&[
             "203.0.113.7".parse().unwrap(),
             "203.0.113.8".parse().unwrap(),
         ]);
-        assert!(
-            two.iter()
-                .any(|c| c.contains(" 203.0.113.7 50000 typ host"))
-        );
-        assert!(
-            two.iter()
-                .any(|c| c.contains(" 203.0.113.8 50000 typ host"))
-        );
+        assert!(two.iter().any(|c| c.contains(" 203.0.113.7 8190 typ host")));
+        assert!(two.iter().any(|c| c.contains(" 203.0.113.8 8190 typ host")));
         let none = candidates(&[]);
-        assert!(none[0].contains(" 10.0.2.15 50000 typ host"));
+        assert!(none[0].contains(" 10.0.2.15 8190 typ host"), "{none:?}");
+        assert!(none[1].contains("198.51.100.9 61000 typ srflx"), "{none:?}");
     }
 }

@@ -73,7 +73,7 @@ pub async fn answer(
     let mut sdp = gathered_description(pc, gathered).await?;
     // What the answer agreed to send is what we send: its payload types, per medium.
     let outgoing = agreed(&sdp, "recvonly", added, profile_level_id)?;
-    nat::announce(&mut sdp, factory.nat_ips());
+    nat::announce(&mut sdp, factory.nat_ips(), factory.port());
     Ok((sdp.marshal(), outgoing))
 }
 
@@ -105,7 +105,7 @@ pub async fn offer(
         .await
         .map_err(|e| OfferError::Internal(e.to_string()))?;
     let mut sdp = gathered_description(pc, gathered).await?;
-    nat::announce(&mut sdp, factory.nat_ips());
+    nat::announce(&mut sdp, factory.nat_ips(), factory.port());
     Ok((sdp.marshal(), added))
 }
 

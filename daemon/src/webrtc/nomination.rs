@@ -13,25 +13,20 @@
 //! is answered (its pair has succeeded), hands the agent the kept request once more, right
 //! after the answer. The agent now finds a succeeded pair, selects it and answers the request
 //! (same transaction: the browser takes it as the answer to its check). Nothing is forged:
-//! the request is the browser's own, with its integrity intact. [`NominatingRuntime`] is
-//! webrtc-rs's tokio runtime with every UDP socket wrapped so.
+//! the request is the browser's own, with its integrity intact. Every UDP socket of a peer
+//! connection is wrapped so ([`super::runtime`]).
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use rtc::stun::attributes::ATTR_USE_CANDIDATE;
 use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message};
-use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
-    TokioRuntime, Transmit,
-};
+use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
 
 /// How long a kept nomination waits for the agent's own check to succeed. Chromium repeats
 /// an unanswered check every ~50 ms, so a newer copy replaces an old one long before this.
@@ -200,79 +195,12 @@ impl AsyncUdpSocket for NominatingSocket {
     }
 }
 
-/// webrtc-rs's tokio runtime, with every UDP socket a [`NominatingSocket`].
-#[derive(Debug)]
-pub struct NominatingRuntime(TokioRuntime);
-
-/// The runtime every peer connection is built with.
-pub fn runtime() -> Arc<dyn Runtime> {
-    Arc::new(NominatingRuntime(TokioRuntime))
-}
-
-impl Runtime for NominatingRuntime {
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        self.0.spawn(future)
-    }
-
-    fn spawn_reactor(
-        &self,
-        reactor_pool_size: usize,
-        future: Pin<Box<dyn Future<Output = ()> + Send>>,
-    ) -> Box<dyn JoinHandle> {
-        self.0.spawn_reactor(reactor_pool_size, future)
-    }
-
-    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
-        Ok(Arc::new(NominatingSocket {
-            inner: self.0.wrap_udp_socket(socket)?,
-            state: Mutex::default(),
-        }))
-    }
-
-    fn wrap_tcp_listener(
-        &self,
-        listener: std::net::TcpListener,
-    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        self.0.wrap_tcp_listener(listener)
-    }
-
-    fn connect_tcp<'a>(
-        &'a self,
-        remote_addr: SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
-        self.0.connect_tcp(remote_addr)
-    }
-
-    fn resolve_host<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
-        self.0.resolve_host(host)
-    }
-
-    fn now(&self) -> Instant {
-        self.0.now()
-    }
-
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        self.0.sleep(duration)
-    }
-
-    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
-        self.0.interval(period)
-    }
-
-    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-        self.0.block_on(future)
-    }
-
-    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        self.0.yield_now()
-    }
-
-    fn name(&self) -> &'static str {
-        "tokio (onair: ICE nominations kept)"
-    }
+/// `socket`, giving its agent kept nominations again.
+pub fn nominating(socket: Arc<dyn AsyncUdpSocket>) -> Arc<dyn AsyncUdpSocket> {
+    Arc::new(NominatingSocket {
+        inner: socket,
+        state: Mutex::default(),
+    })
 }
 
 #[cfg(test)]

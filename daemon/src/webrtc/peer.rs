@@ -1,10 +1,10 @@
 //! Building one viewer's peer connection: codecs, interceptors, addresses, ports.
 
-use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use onair_config::WebRtc;
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -19,7 +19,8 @@ use webrtc::peer_connection::{
 
 use super::figures::RtcpSeen;
 use super::keyframe_requests::{self, KeyframeRequests};
-use super::nomination;
+use super::port::Port;
+use super::runtime;
 use super::session::Event;
 
 /// Payload types we prefer; an answer follows the offer's numbering anyway.
@@ -64,62 +65,15 @@ pub fn opus_codec() -> RTCRtpCodec {
     }
 }
 
-/// Hands out UDP ports from `webrtc.udp_port_range`, one per peer connection, so a
-/// firewall or a port forward can be set up for a known range.
-#[derive(Debug)]
-pub struct PortPool {
-    range: Option<(u16, u16)>,
-    used: Mutex<BTreeSet<u16>>,
-}
-
-/// A port taken from the pool; returned when dropped. Port 0 means "any".
-#[derive(Debug)]
-pub struct PortLease {
-    pool: Option<Arc<PortPool>>,
-    /// The port to bind.
-    pub port: u16,
-}
-
-impl Drop for PortLease {
-    fn drop(&mut self) {
-        if let Some(pool) = &self.pool
-            && let Ok(mut used) = pool.used.lock()
-        {
-            used.remove(&self.port);
-        }
-    }
-}
-
-impl PortPool {
-    /// A pool over `range`, or ephemeral ports when there is none.
-    pub fn new(range: Option<(u16, u16)>) -> Arc<Self> {
-        Arc::new(PortPool {
-            range,
-            used: Mutex::new(BTreeSet::new()),
-        })
-    }
-
-    /// A port free on every address in `ips`, or `None` when the range is exhausted.
-    pub fn acquire(self: &Arc<Self>, ips: &[IpAddr]) -> Option<PortLease> {
-        let Some((min, max)) = self.range else {
-            return Some(PortLease {
-                pool: None,
-                port: 0,
-            });
-        };
-        let mut used = self.used.lock().ok()?;
-        let port = (min..=max).find(|port| {
-            !used.contains(port)
-                && ips
-                    .iter()
-                    .all(|ip| UdpSocket::bind(SocketAddr::new(*ip, *port)).is_ok())
-        })?;
-        used.insert(port);
-        Some(PortLease {
-            pool: Some(self.clone()),
-            port,
-        })
-    }
+/// A fresh ICE username fragment and password (RFC 8445 §5.3: at least 24 and 128 bits of
+/// randomness; these have 96 and 192).
+fn ice_credentials() -> (String, String) {
+    use rand::distr::{Alphanumeric, SampleString};
+    let mut rng = rand::rng();
+    (
+        Alphanumeric.sample_string(&mut rng, 16),
+        Alphanumeric.sample_string(&mut rng, 32),
+    )
 }
 
 /// Turns webrtc-rs callbacks into session events. The newest connection state is all a
@@ -156,7 +110,8 @@ pub struct PeerFactory {
     /// `webrtc.nat_ips`, applied to answers by [`super::nat`].
     nat_ips: Vec<IpAddr>,
     bind_ips: Vec<IpAddr>,
-    ports: Arc<PortPool>,
+    /// `webrtc.port`: every connection's UDP goes through it.
+    port: Arc<Port>,
     audio_codec: Option<RTCRtpCodec>,
 }
 
@@ -168,8 +123,6 @@ pub struct NewPeer {
     pub events: watch::Receiver<Option<Event>>,
     /// Fires once ICE gathering is complete.
     pub gathered: Arc<Notify>,
-    /// Keeps the UDP port reserved for the life of the connection.
-    pub port: PortLease,
     /// The viewer's RTCP, counted for `/metrics`.
     pub rtcp: Arc<RtcpSeen>,
 }
@@ -177,23 +130,21 @@ pub struct NewPeer {
 /// Why a peer connection could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    /// Every port of `webrtc.udp_port_range` is taken.
-    #[error("no free UDP port left in webrtc.udp_port_range")]
-    NoPort,
     /// webrtc-rs refused.
     #[error(transparent)]
     WebRtc(#[from] webrtc::error::Error),
 }
 
 impl PeerFactory {
-    /// Reads the `[webrtc]` settings.
-    pub fn new(config: &WebRtc, audio: bool) -> Self {
+    /// Reads the `[webrtc]` settings and binds `webrtc.port`.
+    pub fn new(config: &WebRtc, audio: bool) -> std::io::Result<Self> {
         let bind_ips = if config.bind_ips.is_empty() {
             vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
         } else {
             config.bind_ips.clone()
         };
-        PeerFactory {
+        let port = Arc::new(Port::bind(&bind_ips, config.port)?);
+        Ok(PeerFactory {
             ice_servers: config
                 .ice_servers
                 .iter()
@@ -205,9 +156,14 @@ impl PeerFactory {
                 .collect(),
             nat_ips: config.nat_ips.clone(),
             bind_ips,
-            ports: PortPool::new(config.udp_port_range.as_ref().map(|r| (r.min, r.max))),
+            port,
             audio_codec: audio.then(opus_codec),
-        }
+        })
+    }
+
+    /// The number of `webrtc.port` (the one chosen, if it was 0).
+    pub fn port(&self) -> u16 {
+        self.port.number()
     }
 
     /// Addresses to announce instead of the bound ones (`webrtc.nat_ips`).
@@ -222,11 +178,6 @@ impl PeerFactory {
 
     /// A peer connection that offers exactly our two codecs (the video one as it is now).
     pub async fn build(&self, video_codec: &RTCRtpCodec) -> Result<NewPeer, PeerError> {
-        let port = self
-            .ports
-            .acquire(&self.bind_ips)
-            .ok_or(PeerError::NoPort)?;
-
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(
             RTCRtpCodecParameters {
@@ -255,8 +206,15 @@ impl PeerFactory {
         // HTTP answer; the viewer dropped it and the handshake waited for the 200 ms
         // retransmission timer (docs/PERFORMANCE.md, "Where the time to first frame goes").
         // As the server, the viewer's ClientHello starts the handshake when it is ready.
-        let mut settings =
-            SettingEngineBuilder::new().with_answering_dtls_role(RTCDtlsRole::Server);
+        // Our own ICE credentials, so that the port knows which connection a check is for
+        // before webrtc-rs has written them into the answer.
+        let (ufrag, pwd) = ice_credentials();
+        let mut settings = SettingEngineBuilder::new()
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .with_ice_credentials(ufrag.clone(), pwd)
+            // No mDNS: it would take a multicast socket per connection; a browser's
+            // ".local" candidates are learnt as peer-reflexive from its checks instead.
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled);
         if self.bind_ips.iter().any(IpAddr::is_loopback) {
             settings = settings.with_include_loopback_candidate(true);
         }
@@ -270,7 +228,7 @@ impl PeerFactory {
         let udp_addrs: Vec<SocketAddr> = self
             .bind_ips
             .iter()
-            .map(|ip| SocketAddr::new(*ip, port.port))
+            .map(|ip| SocketAddr::new(*ip, 0))
             .collect();
 
         let pc = PeerConnectionBuilder::new()
@@ -283,7 +241,7 @@ impl PeerFactory {
             .with_setting_engine(settings.build())
             .with_interceptor_registry(registry)
             .with_handler(handler)
-            .with_runtime(nomination::runtime())
+            .with_runtime(runtime::for_peer(self.port.clone(), ufrag))
             .with_udp_addrs(udp_addrs)
             .build()
             .await?;
@@ -291,42 +249,7 @@ impl PeerFactory {
             pc: Arc::new(pc),
             events,
             gathered,
-            port,
             rtcp,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_pool_hands_out_distinct_ports_and_takes_them_back() {
-        let pool = PortPool::new(Some((40_000, 40_999)));
-        let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
-        let a = pool.acquire(&ips).unwrap();
-        let b = pool.acquire(&ips).unwrap();
-        assert_ne!(a.port, b.port);
-        let freed = a.port;
-        drop(a);
-        assert_eq!(pool.acquire(&ips).unwrap().port, freed);
-    }
-
-    #[test]
-    fn exhausted_range_is_refused() {
-        let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
-        let probe = PortPool::new(Some((41_000, 41_999)))
-            .acquire(&ips)
-            .unwrap()
-            .port;
-        let pool = PortPool::new(Some((probe, probe)));
-        let _only = pool.acquire(&ips).unwrap();
-        assert!(pool.acquire(&ips).is_none());
-    }
-
-    #[test]
-    fn no_range_means_ephemeral() {
-        assert_eq!(PortPool::new(None).acquire(&[]).unwrap().port, 0);
     }
 }

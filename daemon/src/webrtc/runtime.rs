@@ -1,0 +1,108 @@
+//! The webrtc-rs runtime each peer connection is built with: webrtc-rs's own tokio runtime,
+//! except for the UDP sockets it binds. Each becomes a view onto the one port
+//! ([`super::port`]), and hands its agent a browser's first nomination again
+//! ([`super::nomination`]).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use webrtc::runtime::{
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
+    TokioRuntime,
+};
+
+use super::nomination::nominating;
+use super::port::Port;
+
+/// One peer connection's runtime.
+#[derive(Debug)]
+pub struct PeerRuntime {
+    tokio: TokioRuntime,
+    port: Arc<Port>,
+    /// The connection's ICE username fragment (set with `with_ice_credentials`), by which
+    /// the port routes STUN to it.
+    ufrag: String,
+}
+
+/// The runtime for the connection whose ICE username fragment is `ufrag`.
+pub fn for_peer(port: Arc<Port>, ufrag: String) -> Arc<dyn Runtime> {
+    Arc::new(PeerRuntime {
+        tokio: TokioRuntime,
+        port,
+        ufrag,
+    })
+}
+
+impl Runtime for PeerRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        self.tokio.spawn(future)
+    }
+
+    fn spawn_reactor(
+        &self,
+        reactor_pool_size: usize,
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Box<dyn JoinHandle> {
+        self.tokio.spawn_reactor(reactor_pool_size, future)
+    }
+
+    /// The socket webrtc-rs bound is closed; the connection gets a view onto the port
+    /// instead. A socket the port does not serve (another address) stays as it is.
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let bound = socket.local_addr()?;
+        let inner: Arc<dyn AsyncUdpSocket> = match self.port.socket_for(bound, &self.ufrag) {
+            Some(view) => Arc::new(view),
+            None => self.tokio.wrap_udp_socket(socket)?,
+        };
+        Ok(nominating(inner))
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        self.tokio.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
+        self.tokio.connect_tcp(remote_addr)
+    }
+
+    fn resolve_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        self.tokio.resolve_host(host)
+    }
+
+    fn now(&self) -> Instant {
+        self.tokio.now()
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.tokio.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
+        self.tokio.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        self.tokio.block_on(future)
+    }
+
+    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.tokio.yield_now()
+    }
+
+    fn name(&self) -> &'static str {
+        "tokio (onair: one UDP port, ICE nominations kept)"
+    }
+}
