@@ -11,7 +11,7 @@
 //!    same each time, and one the section's `m=` line lists with that codec;
 //! 4. the gateway writing a trickling camera's candidates into its answer
 //!    (`whep::with_candidates`): those after the NUL, by m-line 0, 1, 2, 3, 0, …;
-//! 5. onaird announcing its host candidates at NAT addresses (`nat::announce`).
+//! 5. onaird announcing its host candidates on its port and at NAT addresses (`nat::announce`).
 #![no_main]
 
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -100,6 +100,7 @@ fuzz_target!(|data: &[u8]| {
     nat::announce(
         &mut sdp,
         &["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()],
+        8190,
     );
     let _ = sdp.marshal();
 });
