@@ -105,6 +105,7 @@ pub async fn run(
             signaling: signaling_name,
             registered: registration.registered_flag(),
             signaling_connected: registration.connected_flag(),
+            ice_links: onair_signal::ice_http::ice_server_links(&config.webrtc.ice_servers).into(),
         },
         local,
         tokens,

@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod http;
 pub mod hub;
+pub mod ice_http;
 pub mod process;
 pub mod server;
 pub mod service;

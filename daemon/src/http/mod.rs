@@ -50,6 +50,8 @@ pub struct AppState {
     pub registered: Arc<AtomicBool>,
     /// Whether the daemon is connected to that service now (registered or not).
     pub signaling_connected: Arc<AtomicBool>,
+    /// `Link` headers naming `webrtc.ice_servers`, for WHEP answers.
+    pub ice_links: Arc<[HeaderValue]>,
 }
 
 /// All routes: the direct ones, the built-in signalling service's (`service`), and its WHEP

@@ -1,0 +1,93 @@
+//! WHEP and ICE over HTTP: the answer names the configured ICE servers in `Link` headers and
+//! its ICE session in an `ETag`; a viewer that trickles PATCHes its candidates (RFC 9725 §4.3,
+//! RFC 8840 fragments) and gets `204`; what is not a trickle gets the status that says why.
+
+use onair_tests::daemon::{Daemon, agent};
+
+const CONFIG: &str = "[video]\nwidth = 320\nheight = 240\nfps = 15\n\
+    [http]\nlisten = \"127.0.0.1:0\"\n\
+    [webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n\
+    [[webrtc.ice_servers]]\nurls = [\"turn:127.0.0.1:9?transport=udp\"]\nusername = \"cam\"\ncredential = \"pass-word\"\n";
+
+const FRAGMENT: &str = "a=ice-ufrag:trkl\r\na=ice-pwd:trickle-password-0123456789\r\n\
+    m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\n\
+    a=candidate:1 1 udp 2122260223 127.0.0.1 40000 typ host\r\n\
+    a=end-of-candidates\r\n";
+
+struct Patch<'a> {
+    content_type: &'a str,
+    if_match: Option<&'a str>,
+    body: &'a str,
+}
+
+fn patch(url: &str, p: Patch<'_>) -> (u16, String) {
+    let mut request = agent().patch(url).header("content-type", p.content_type);
+    if let Some(tag) = p.if_match {
+        request = request.header("if-match", tag);
+    }
+    let mut response = request.send(p.body).unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.body_mut().read_to_string().unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_name_ice_servers_and_trickled_candidates_are_taken() {
+    let daemon = Daemon::start(CONFIG).unwrap();
+    let offer = onair_tests::viewer::plain_offer().await.unwrap();
+    let response = agent()
+        .post(&format!("{}/whep", daemon.base_url))
+        .header("content-type", "application/sdp")
+        .send(offer)
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let header = |name: &str| -> Vec<String> {
+        response
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        header("link"),
+        [
+            "<turn:127.0.0.1:9?transport=udp>; rel=\"ice-server\"; username=\"cam\"; credential=\"pass-word\"; credential-type=\"password\""
+        ]
+    );
+    let etag = header("etag").pop().expect("an ETag");
+    let location = header("location").pop().expect("a Location");
+    let session = format!("{}{location}", daemon.base_url);
+    let trickle = |if_match, body| Patch {
+        content_type: "application/trickle-ice-sdpfrag",
+        if_match,
+        body,
+    };
+
+    assert_eq!(patch(&session, trickle(Some(&etag), FRAGMENT)).0, 204);
+    assert_eq!(
+        patch(&session, trickle(None, FRAGMENT)).0,
+        204,
+        "If-Match is optional"
+    );
+    let (status, why) = patch(&session, trickle(Some("\"another\""), FRAGMENT));
+    assert_eq!(status, 412, "{why}");
+    let (status, why) = patch(&session, trickle(Some("*"), FRAGMENT));
+    assert_eq!((status, why.contains("ICE restarts")), (422, true), "{why}");
+    let (status, why) = patch(&session, trickle(Some(&etag), "no fragment at all"));
+    assert_eq!((status, why.contains("line 1")), (400, true), "{why}");
+    let sdp = Patch {
+        content_type: "application/sdp",
+        if_match: None,
+        body: FRAGMENT,
+    };
+    assert_eq!(patch(&session, sdp).0, 415);
+    let gone = format!("{}/whep/0123456789abcdef", daemon.base_url);
+    assert_eq!(patch(&gone, trickle(None, FRAGMENT)).0, 404);
+
+    let mut deleted = agent().delete(&session).call().unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
+    let _ = deleted.body_mut().read_to_string();
+}
