@@ -63,7 +63,7 @@ impl IceFragment {
             if line.is_empty() {
                 continue;
             }
-            if !line.as_bytes().get(1).is_some_and(|b| *b == b'=') {
+            if line.as_bytes().get(1).is_none_or(|b| *b != b'=') {
                 return Err(format!("line {n}: not an SDP line: {:?}", short(line)));
             }
             if line.starts_with("m=") {
