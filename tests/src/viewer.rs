@@ -12,6 +12,7 @@ use bytes::BytesMut;
 use onaird::media::h264::nal_types;
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
+use rtc::ice::network_type::NetworkType;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
@@ -26,8 +27,9 @@ use tokio::sync::Notify;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder, register_default_interceptors,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
 };
 
 use crate::consumer::{ChannelSession, Consumer};
@@ -416,6 +418,30 @@ pub async fn watch_via(via: Via, how: Watch) -> anyhow::Result<Report> {
     viewer.leave().await
 }
 
+/// Which of its network paths a viewer may use.
+#[derive(Debug, Clone, Default)]
+pub enum Network {
+    /// UDP host candidates on loopback (or `Via`'s address), as a viewer on the same network.
+    #[default]
+    Udp,
+    /// TCP only (RFC 6544 active candidates): a viewer on a network that blocks UDP.
+    Tcp,
+    /// Relay candidates only, through this TURN server: a viewer that can reach the camera
+    /// only through a relay.
+    Relay(Turn),
+}
+
+/// A TURN server and the long-term credentials to allocate on it.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// e.g. `turn:127.0.0.1:3478?transport=udp`
+    pub url: String,
+    /// The TURN username.
+    pub username: String,
+    /// The TURN password.
+    pub credential: String,
+}
+
 /// A viewer that has joined: it receives (and decodes) in the background until it leaves.
 /// Tests that must see pictures keep arriving while something else happens read
 /// [`Viewer::frames`] as they go.
@@ -430,6 +456,11 @@ impl Viewer {
     /// Joins as `via` says, receiving as `how` says (`decode`, `pli_at_frame`; `frames` and
     /// `within` are for [`Viewer::wait_for`]). Returns once the answer is applied.
     pub async fn join(via: Via, how: Watch) -> anyhow::Result<Viewer> {
+        Self::join_over(via, how, Network::Udp).await
+    }
+
+    /// [`Viewer::join`], with only the paths `network` allows.
+    pub async fn join_over(via: Via, how: Watch, network: Network) -> anyhow::Result<Viewer> {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let progress = Arc::new(Notify::new());
         let gathered = Arc::new(Notify::new());
@@ -445,6 +476,7 @@ impl Viewer {
                 true,
                 &[RtpCodecKind::Video, RtpCodecKind::Audio],
                 &via.bind(),
+                &network,
                 handler,
             )
             .await?,
@@ -662,32 +694,51 @@ async fn offer_of(h264: bool, kinds: &[RtpCodecKind]) -> anyhow::Result<String> 
         progress: Arc::default(),
     };
     let gathered = handler.gathered.clone();
-    let pc = recvonly_peer(h264, kinds, "127.0.0.1:0", handler).await?;
+    let pc = recvonly_peer(h264, kinds, "127.0.0.1:0", &Network::Udp, handler).await?;
     let offer = local_offer(&pc, &gathered).await;
     pc.close().await?;
     offer
 }
 
-/// A peer connection on `udp_addr` (loopback for all but Janus) that receives `kinds` (video
-/// and audio for a viewer). `h264: false` takes VP8 instead.
+/// A peer connection on `addr` (loopback for all but Janus), over the paths `network`
+/// allows, that receives `kinds` (video and audio for a viewer). `h264: false` takes VP8
+/// instead.
 async fn recvonly_peer(
     h264: bool,
     kinds: &[RtpCodecKind],
-    udp_addr: &str,
+    addr: &str,
+    network: &Network,
     handler: Handler,
 ) -> anyhow::Result<impl PeerConnection> {
     let mut engine = media_engine(h264)?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
+    let mut configuration = RTCConfigurationBuilder::new();
+    let (mut udp, mut tcp) = (vec![addr.to_owned()], vec![]);
+    match network {
+        Network::Udp => {}
+        Network::Tcp => {
+            settings = settings.with_network_types(vec![NetworkType::Tcp4, NetworkType::Tcp6]);
+            (udp, tcp) = (vec![], vec![addr.to_owned()]);
+        }
+        Network::Relay(turn) => {
+            configuration = configuration
+                .with_ice_servers(vec![RTCIceServer {
+                    urls: vec![turn.url.clone()],
+                    username: turn.username.clone(),
+                    credential: turn.credential.clone(),
+                }])
+                .with_ice_transport_policy(RTCIceTransportPolicy::Relay);
+        }
+    }
     let pc = PeerConnectionBuilder::new()
+        .with_configuration(configuration.build())
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
-        .with_setting_engine(
-            SettingEngineBuilder::new()
-                .with_include_loopback_candidate(true)
-                .build(),
-        )
+        .with_setting_engine(settings.build())
         .with_handler(Arc::new(handler))
-        .with_udp_addrs(vec![udp_addr.to_owned()])
+        .with_udp_addrs(udp)
+        .with_tcp_addrs(tcp)
         .build()
         .await?;
     for &kind in kinds {
