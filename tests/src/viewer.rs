@@ -27,9 +27,9 @@ use tokio::sync::Notify;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
-    register_default_interceptors,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer,
+    RTCIceTransportPolicy, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder, register_default_interceptors,
 };
 
 use crate::consumer::{ChannelSession, Consumer};
@@ -484,7 +484,13 @@ impl Viewer {
         if let Ok(mut s) = shared.lock() {
             s.started = Some(Instant::now());
         }
-        match negotiate(via, pc.as_ref(), &gathered).await {
+        let negotiated = match negotiate(via, pc.as_ref(), &gathered).await {
+            Ok(leave) if matches!(network, Network::Tcp) => {
+                dial_passive_candidates(pc.as_ref()).await.map(|()| leave)
+            }
+            negotiated => negotiated,
+        };
+        match negotiated {
             Ok(leave) => Ok(Viewer {
                 pc,
                 shared,
@@ -600,6 +606,29 @@ async fn negotiate(via: Via, pc: &dyn PeerConnection, gathered: &Notify) -> anyh
             api, mountpoint, ..
         } => Leave::Janus(crate::janus::watch(&api, mountpoint, pc, gathered).await?),
     })
+}
+
+/// Hands the answer's passive TCP candidates (each once: they repeat in every media
+/// section) to `pc` again, as trickled ones: webrtc-rs 0.21 dials a passive candidate only
+/// when it comes through `add_ice_candidate`, not in a remote description.
+async fn dial_passive_candidates(pc: &dyn PeerConnection) -> anyhow::Result<()> {
+    let answer = pc.remote_description().await.context("no answer")?;
+    let passive = answer
+        .sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("a="))
+        .filter(|c| c.starts_with("candidate:") && c.contains(" tcptype passive"))
+        .collect::<std::collections::BTreeSet<_>>();
+    for candidate in passive {
+        pc.add_ice_candidate(RTCIceCandidateInit {
+            candidate: candidate.to_owned(),
+            sdp_mid: Some("0".to_owned()),
+            sdp_mline_index: Some(0),
+            ..Default::default()
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// How to leave once done watching.

@@ -36,6 +36,7 @@ pub mod peer;
 pub mod port;
 pub mod runtime;
 pub mod session;
+pub mod tcp;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

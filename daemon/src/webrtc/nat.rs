@@ -1,8 +1,9 @@
 //! Our host candidates as viewers must see them: on `webrtc.port`, at `webrtc.nat_ips`.
 //!
-//! - **Port**: webrtc-rs announces the port of the socket it bound for the connection, which
-//!   onaird closes at once: its traffic goes through the one port ([`super::port`]). So every
-//!   UDP host candidate is announced on the port's number.
+//! - **Port**: webrtc-rs announces the port of the socket (and TCP listener) it bound for
+//!   the connection, which onaird closes at once: its traffic goes through the one port
+//!   ([`super::port`], [`super::tcp`]). So every host candidate, UDP and passive TCP, is
+//!   announced on the port's number. Active TCP candidates go: onaird never dials out.
 //! - **NAT**: a device behind a 1:1 NAT or a port forward (a home router, QEMU's user
 //!   network) binds its private address, but viewers must send to the public one. webrtc-rs
 //!   0.21 keeps `SettingEngine::with_nat_1to1_ips` but its socket layer never applies it, so
@@ -14,12 +15,13 @@ use std::net::IpAddr;
 
 use rtc::ice::candidate::candidate_host::CandidateHostConfig;
 use rtc::ice::candidate::{CandidateConfig, CandidateType, unmarshal_candidate};
-use rtc::ice::network_type::NetworkType;
+use rtc::ice::tcp_type::TcpType;
 use rtc::sdp::description::common::Attribute;
 use rtc::sdp::description::session::SessionDescription;
 
 /// The candidates to announce instead of `candidate`: a host candidate on `port`, once per
-/// NAT address of its family (or at its own address when none fits); anything else as it is.
+/// NAT address of its family (or at its own address when none fits); none for an active
+/// TCP one; anything else as it is.
 fn announced(candidate: &str, nat_ips: &[IpAddr], port: u16) -> Vec<String> {
     let Ok(parsed) = unmarshal_candidate(candidate) else {
         return vec![candidate.to_owned()];
@@ -30,8 +32,9 @@ fn announced(candidate: &str, nat_ips: &[IpAddr], port: u16) -> Vec<String> {
     if parsed.candidate_type() != CandidateType::Host {
         return vec![candidate.to_owned()];
     }
-    let udp = matches!(parsed.network_type(), NetworkType::Udp4 | NetworkType::Udp6);
-    let port = if udp { port } else { parsed.port() };
+    if parsed.tcp_type() == TcpType::Active {
+        return vec![];
+    }
     let nat: Vec<IpAddr> = nat_ips
         .iter()
         .copied()
@@ -108,6 +111,8 @@ mod tests {
         a=candidate:1 1 udp 2130706431 10.0.2.15 50000 typ host\r\n\
         a=candidate:2 1 udp 1694498815 198.51.100.9 61000 typ srflx raddr 10.0.2.15 rport 50000\r\n\
         a=candidate:3 1 udp 2130706430 fd00::15 50000 typ host\r\n\
+        a=candidate:4 1 tcp 2124414975 10.0.2.15 41000 typ host tcptype passive\r\n\
+        a=candidate:4 1 tcp 2128609279 10.0.2.15 9 typ host tcptype active\r\n\
         a=end-of-candidates\r\n";
 
     fn candidates(nat_ips: &[IpAddr]) -> Vec<String> {
@@ -123,7 +128,7 @@ mod tests {
     #[test]
     fn host_candidates_are_announced_at_the_nat_address_of_their_family() {
         let got = candidates(&["127.0.0.1".parse().unwrap()]);
-        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got.len(), 4, "{got:?}");
         assert!(got[0].contains(" 127.0.0.1 8190 typ host"), "{got:?}");
         assert!(
             got[1].contains("198.51.100.9 61000 typ srflx"),
@@ -134,6 +139,20 @@ mod tests {
             "no IPv6 NAT address: kept: {got:?}"
         );
         assert!(!got.iter().any(|c| c.contains("10.0.2.15 50000 typ host")));
+        assert!(
+            got[3].contains(" tcp ") && got[3].contains(" 127.0.0.1 8190 typ host tcptype passive"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn active_tcp_candidates_go_as_onaird_never_dials() {
+        let got = candidates(&[]);
+        assert!(!got.iter().any(|c| c.contains("tcptype active")), "{got:?}");
+        assert!(
+            got.iter()
+                .any(|c| c.contains(" 10.0.2.15 8190 typ host tcptype passive"))
+        );
     }
 
     #[test]

@@ -225,7 +225,8 @@ impl PeerFactory {
             events: events_tx,
             gathered: gathered.clone(),
         });
-        let udp_addrs: Vec<SocketAddr> = self
+        // Bound only to be closed: the runtime swaps them for views onto the port.
+        let addrs: Vec<SocketAddr> = self
             .bind_ips
             .iter()
             .map(|ip| SocketAddr::new(*ip, 0))
@@ -242,7 +243,8 @@ impl PeerFactory {
             .with_interceptor_registry(registry)
             .with_handler(handler)
             .with_runtime(runtime::for_peer(self.port.clone(), ufrag))
-            .with_udp_addrs(udp_addrs)
+            .with_udp_addrs(addrs.clone())
+            .with_tcp_addrs(addrs)
             .build()
             .await?;
         Ok(NewPeer {

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use super::tcp::{TcpPort, VirtualListener};
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::message::{CLASS_REQUEST, Message};
 use rtc::stun::textattrs::TextAttribute;
@@ -77,16 +78,16 @@ impl Inbox {
 }
 
 /// A datagram's STUN facts, as far as routing needs them.
-struct Stun {
-    request: bool,
+pub(super) struct Stun {
+    pub(super) request: bool,
     /// A request's USERNAME's first part: the ufrag of the connection it is addressed to
     /// (USERNAME is "receiver's ufrag:sender's ufrag").
-    ufrag: Option<String>,
+    pub(super) ufrag: Option<String>,
     transaction: [u8; 12],
 }
 
 /// `None` when the datagram is not STUN (DTLS, SRTP, RTCP).
-fn stun(datagram: &[u8]) -> Option<Stun> {
+pub(super) fn stun(datagram: &[u8]) -> Option<Stun> {
     // RFC 7983: STUN starts with 0..=3; the header is 20 bytes.
     if datagram.len() < 20 || datagram[0] > 3 {
         return None;
@@ -424,11 +425,12 @@ impl AsyncUdpSocket for VirtualSocket {
     }
 }
 
-/// The port: its real sockets (one per configured address) and the routes between them and
-/// the connections.
+/// The port: its real sockets (one per configured address), the routes between them and
+/// the connections, and the TCP listeners on the same number ([`super::tcp`]).
 pub struct Port {
     sockets: Vec<Arc<Shared>>,
     routes: Arc<Mutex<Routes>>,
+    tcp: TcpPort,
     number: u16,
 }
 
@@ -440,10 +442,25 @@ impl fmt::Debug for Port {
     }
 }
 
+/// Tries at picking a free port number (`port = 0`) free for both UDP and TCP.
+const PICKS: usize = 8;
+
 impl Port {
     /// Binds `port` on every address of `ips` (the wildcard of a family serves all its
-    /// addresses) and starts reading. Port 0: any free port, the same on every address.
+    /// addresses), for UDP and TCP, and starts reading. Port 0: any free port, the same
+    /// number on every address and for both.
     pub fn bind(ips: &[IpAddr], port: u16) -> io::Result<Port> {
+        let mut tries = if port == 0 { PICKS } else { 1 };
+        loop {
+            tries -= 1;
+            match Self::try_bind(ips, port) {
+                Err(err) if tries > 0 && err.kind() == io::ErrorKind::AddrInUse => continue,
+                bound => return bound,
+            }
+        }
+    }
+
+    fn try_bind(ips: &[IpAddr], port: u16) -> io::Result<Port> {
         let routes = Arc::new(Mutex::new(Routes::default()));
         let mut sockets = Vec::new();
         let mut number = port;
@@ -456,13 +473,18 @@ impl Port {
                     )
                 })?;
             number = shared.local_addr()?.port();
+            sockets.push(shared);
+        }
+        let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, number)).collect();
+        let tcp = TcpPort::listen(&addrs)?;
+        for shared in &sockets {
             tokio::spawn(shared.clone().demux());
             tokio::spawn(shared.clone().wake_senders());
-            sockets.push(shared);
         }
         Ok(Port {
             sockets,
             routes,
+            tcp,
             number,
         })
     }
@@ -493,6 +515,12 @@ impl Port {
             shared: shared.clone(),
             inbox,
         })
+    }
+
+    /// A listener in place of `bound` (a TCP listener webrtc-rs bound for the connection
+    /// `ufrag`), or `None` when the port does not listen on its address.
+    pub(super) fn listener_for(&self, bound: SocketAddr, ufrag: &str) -> Option<VirtualListener> {
+        self.tcp.listener_for(bound, ufrag)
     }
 }
 

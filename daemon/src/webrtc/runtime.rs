@@ -1,7 +1,8 @@
 //! The webrtc-rs runtime each peer connection is built with: webrtc-rs's own tokio runtime,
-//! except for the UDP sockets it binds. Each becomes a view onto the one port
+//! except for the sockets it binds. Each UDP socket becomes a view onto the one port
 //! ([`super::port`]), and hands its agent a browser's first nomination again
-//! ([`super::nomination`]).
+//! ([`super::nomination`]); each TCP listener, a queue of the streams the port's listener
+//! accepted for the connection ([`super::tcp`]). onaird never dials out over TCP.
 
 use std::future::Future;
 use std::io;
@@ -61,18 +62,31 @@ impl Runtime for PeerRuntime {
         Ok(nominating(inner))
     }
 
+    /// The listener webrtc-rs bound is closed; the connection gets the streams the port's
+    /// TCP listener accepts for it instead.
     fn wrap_tcp_listener(
         &self,
         listener: std::net::TcpListener,
     ) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        self.tokio.wrap_tcp_listener(listener)
+        let bound = listener.local_addr()?;
+        match self.port.listener_for(bound, &self.ufrag) {
+            Some(view) => Ok(Arc::new(view)),
+            None => self.tokio.wrap_tcp_listener(listener),
+        }
     }
 
+    /// Viewers dial the camera (our candidates are passive), never the other way: a camera
+    /// does not open connections to whatever a remote description names.
     fn connect_tcp<'a>(
         &'a self,
         remote_addr: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
-        self.tokio.connect_tcp(remote_addr)
+        Box::pin(async move {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("ICE-TCP: not dialling {remote_addr}: onaird only accepts"),
+            ))
+        })
     }
 
     fn resolve_host<'a>(
@@ -103,6 +117,6 @@ impl Runtime for PeerRuntime {
     }
 
     fn name(&self) -> &'static str {
-        "tokio (onair: one UDP port, ICE nominations kept)"
+        "tokio (onair: one port, ICE nominations kept)"
     }
 }
