@@ -1,6 +1,6 @@
 //! A command-line WHEP viewer: joins, decodes, prints what it saw as one line of JSON.
 //!
-//! `onair-viewer http://127.0.0.1:8080/whep [FRAMES] [SECONDS] [--vanish]`
+//! `onair-viewer http://127.0.0.1:8080/whep [FRAMES] [SECONDS] [--vanish] [--tcp]`
 //!
 //! The end-to-end tests run it as a separate process so that they can make it leave the way
 //! a viewer's machine dies: without a DELETE. Killed, or with `--vanish`, which prints the
@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use onair_tests::viewer::{Via, Viewer, Watch};
+use onair_tests::viewer::{Network, Via, Viewer, Watch};
 
 #[derive(Parser)]
 #[command(about = "A WHEP viewer that decodes and prints what it saw as JSON")]
@@ -26,13 +26,17 @@ struct Args {
     /// Exit without leaving: no DELETE, no close (the daemon must time the session out).
     #[arg(long)]
     vanish: bool,
+    /// Gather TCP candidates only (ICE-TCP), as a viewer on a network that blocks UDP.
+    #[arg(long)]
+    tcp: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let how = Watch::decoding(args.frames, Duration::from_secs(args.seconds));
-    let viewer = Viewer::join(Via::Whep(args.url), how).await?;
+    let network = if args.tcp { Network::Tcp } else { Network::Udp };
+    let viewer = Viewer::join_over(Via::Whep(args.url), how, network).await?;
     let report = if args.vanish {
         viewer.wait_for(how.frames, how.within).await
     } else {
