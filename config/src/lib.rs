@@ -333,7 +333,8 @@ pub struct WebRtc {
     /// host candidates, enough on a LAN.
     pub ice_servers: Vec<IceServer>,
     /// The one UDP port every viewer's media goes through (ICE, DTLS, SRTP, RTCP), on every
-    /// address of `bind_ips`. Default [`DEFAULT_WEBRTC_PORT`]; 0 = any free port.
+    /// address of `bind_ips`, and the TCP port of the same number for ICE-TCP. Default
+    /// [`DEFAULT_WEBRTC_PORT`]; 0 = any free port (free for both).
     pub port: u16,
     /// Gone: every viewer now shares `port`. Still read, so that a config that has it gets
     /// an error naming the replacement rather than "unknown field".

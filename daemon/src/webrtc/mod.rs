@@ -184,7 +184,7 @@ impl Sessions {
     pub fn new(media: MediaHandle, webrtc: &WebRtc) -> std::io::Result<Self> {
         let factory = PeerFactory::new(webrtc, media.has_audio())?;
         tracing::info!(
-            "webrtc: every viewer's media on UDP port {} (webrtc.port)",
+            "webrtc: every viewer's media on port {} (webrtc.port), UDP and ICE-TCP",
             factory.port()
         );
         Ok(Sessions {
