@@ -106,6 +106,7 @@ pub async fn run(
             registered: registration.registered_flag(),
             signaling_connected: registration.connected_flag(),
             ice_links: onair_signal::ice_http::ice_server_links(&config.webrtc.ice_servers).into(),
+            ice_servers: config.webrtc.ice_servers.clone().into(),
         },
         local,
         tokens,

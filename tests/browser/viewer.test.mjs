@@ -168,3 +168,26 @@ test("onair-signal's /c/{channel} plays a camera registered there", { timeout: 6
   await playPage(t, `${SIGNAL_URL}/c/${channel}`, EXPECT_SIZE,
     async () => (await json(`${SIGNAL_URL}/api/channels`)).find((c) => c.channel === channel)?.viewers);
 });
+
+test("the page gives the browser's peer connection the camera's ICE servers", { timeout: 60_000 }, async (t) => {
+  assert.ok(URL_, 'set ONAIR_URL to the daemon under test');
+  const query = TOKEN ? `?token=${encodeURIComponent(TOKEN)}` : '';
+  // What onaird answers: its webrtc.ice_servers, as RTCIceServer dictionaries.
+  const response = await fetch(`${URL_}/api/ice-servers${query}`);
+  assert.equal(response.status, 200, 'GET /api/ice-servers');
+  assert.ok(Array.isArray(await response.json()), '/api/ice-servers is a JSON array');
+  // onair.js takes what the service answers (here a STUN server in place of the test
+  // camera's none) into the RTCPeerConnection it makes.
+  const { context, close } = await launch();
+  t.after(close);
+  const page = context.pages()[0] ?? (await context.newPage());
+  const servers = [{ urls: ['stun:127.0.0.1:9'] }];
+  await page.route('**/api/ice-servers*', (route) => route.fulfill({ json: servers }));
+  await page.goto(`${URL_}/${query}`);
+  let config = null;
+  for (const deadline = Date.now() + WITHIN_MS; Date.now() < deadline && !config; await page.waitForTimeout(100)) {
+    config = await page.evaluate(() => window.onair?.pc?.getConfiguration().iceServers ?? null);
+  }
+  assert.deepEqual(config?.map((s) => s.urls).flat(), ['stun:127.0.0.1:9'], `the page's iceServers: ${JSON.stringify(config)}`);
+  await page.evaluate(() => window.onair.close());
+});

@@ -1,4 +1,5 @@
-//! WHEP and ICE over HTTP: the answer names the configured ICE servers in `Link` headers and
+//! WHEP and ICE over HTTP: the answer names the configured ICE servers in `Link` headers (and
+//! `/api/ice-servers` gives them to pages) and
 //! its ICE session in an `ETag`; a viewer that trickles PATCHes its candidates (RFC 9725 §4.3,
 //! RFC 8840 fragments) and gets `204`; what is not a trickle gets the status that says why.
 
@@ -56,6 +57,23 @@ async fn answers_name_ice_servers_and_trickled_candidates_are_taken() {
         [
             "<turn:127.0.0.1:9?transport=udp>; rel=\"ice-server\"; username=\"cam\"; credential=\"pass-word\"; credential-type=\"password\""
         ]
+    );
+    // Pages joining over signalling get the same servers from /api/ice-servers, in the
+    // shape of WebRTC's RTCIceServer.
+    let mut servers = agent()
+        .get(&format!("{}/api/ice-servers", daemon.base_url))
+        .call()
+        .unwrap();
+    assert_eq!(servers.status().as_u16(), 200);
+    let servers: serde_json::Value =
+        serde_json::from_str(&servers.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(
+        servers,
+        serde_json::json!([{
+            "urls": ["turn:127.0.0.1:9?transport=udp"],
+            "username": "cam",
+            "credential": "pass-word"
+        }])
     );
     let etag = header("etag").pop().expect("an ETag");
     let location = header("location").pop().expect("a Location");

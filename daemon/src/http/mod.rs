@@ -6,6 +6,7 @@
 //! | `POST /whep`, `DELETE`/`PATCH /whep/{id}`, `OPTIONS` | WHEP (see [`whep`]) |
 //! | `GET /healthz` | 200 while frames flow, 503 otherwise |
 //! | `GET /api/status` | JSON: channel, viewers, fps, bitrate, uptime, signaling |
+//! | `GET /api/ice-servers` | JSON: `webrtc.ice_servers` as `RTCIceServer`s, for the viewer page |
 //! | `GET /metrics` | Prometheus text format: viewers, sessions, frames, key frames, traffic ([`metrics`]) |
 //!
 //! With `[access]` tokens, all but `/healthz` and `/onair.js` need one ([`access`]).
@@ -26,6 +27,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Router, middleware};
+use onair_config::IceServer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::media::MediaHandle;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub signaling_connected: Arc<AtomicBool>,
     /// `Link` headers naming `webrtc.ice_servers`, for WHEP answers.
     pub ice_links: Arc<[HeaderValue]>,
+    /// `webrtc.ice_servers`, for pages joining over signalling (`/api/ice-servers`).
+    pub ice_servers: Arc<[IceServer]>,
 }
 
 /// All routes: the direct ones, the built-in signalling service's (`service`), and its WHEP
@@ -83,6 +87,7 @@ pub fn router(
         )
         .route("/healthz", get(status::healthz))
         .route("/api/status", get(status::status))
+        .route("/api/ice-servers", get(status::ice_servers))
         .route("/metrics", get(metrics::metrics))
         .with_state(state)
         .merge(onair_signal::server::router(service, MAX_WEBSOCKETS))

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use onair_config::VideoEncoder;
+use onair_config::{IceServer, VideoEncoder};
 use serde::Serialize;
 
 use super::AppState;
@@ -96,4 +96,11 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
             registered: state.registered.load(Ordering::Relaxed),
         },
     })
+}
+
+/// `GET /api/ice-servers`: the STUN and TURN servers of `webrtc.ice_servers`, in the shape of
+/// WebRTC's `RTCIceServer` (`urls`, `username`, `credential`). onair.js gives them to the
+/// browser's peer connection, as WHEP's `Link` headers do for WHEP players.
+pub async fn ice_servers(State(state): State<AppState>) -> Json<Vec<IceServer>> {
+    Json(state.ice_servers.to_vec())
 }

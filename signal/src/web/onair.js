@@ -4,6 +4,8 @@
 //   const viewer = new OnAirViewer({
 //     url: 'https://signal.example.com',   // onair-signal or an onaird (default: this page's origin)
 //     token: '…',                          // viewer token, if the service wants one
+//     iceServers: [{ urls: 'stun:…' }],    // default: the service's GET /api/ice-servers
+//                                          // (an onaird's webrtc.ice_servers), else none
 //     video: document.querySelector('video'),
 //     listener: {
 //       onInit() {},                // connected to the service
@@ -70,9 +72,10 @@ function roundTrip(report) {
 }
 
 export class OnAirViewer {
-  constructor({ url = location.origin, token = null, video = null, listener = {} } = {}) {
+  constructor({ url = location.origin, token = null, video = null, listener = {}, iceServers = null } = {}) {
     this.url = url.replace(/\/+$/, '');
     this.token = token;
+    this.iceServers = iceServers;
     this.video = video;
     this.listener = listener;
     /** 'idle' | 'connecting' | 'waiting' (for the channel) | 'joining' | 'live' | 'closed' */
@@ -186,10 +189,29 @@ export class OnAirViewer {
     }
   }
 
+  // The STUN/TURN servers to use: those given, else the service's (an onaird answers
+  // /api/ice-servers with its webrtc.ice_servers; other services have none to give).
+  async #iceServers() {
+    if (this.iceServers) return this.iceServers;
+    const url = new URL(`${this.url}/api/ice-servers`, location.href);
+    if (this.token) url.searchParams.set('token', this.token);
+    try {
+      const response = await fetch(url, { signal: AbortSignal.timeout(3000) });
+      const servers = response.ok ? await response.json() : [];
+      return Array.isArray(servers) ? servers : [];
+    } catch {
+      return [];
+    }
+  }
+
   async #start(producerId) {
-    if (this.pc) return;
+    if (this.pc || this.starting) return;
+    this.starting = true;
+    const iceServers = await this.#iceServers();
+    this.starting = false;
+    if (this.pc || this.closed) return;
     this.#setState('joining');
-    const pc = (this.pc = new RTCPeerConnection());
+    const pc = (this.pc = new RTCPeerConnection({ iceServers }));
     this.pending = [];
     const stream = new MediaStream();
     if (this.video) this.video.srcObject = stream;
