@@ -8,7 +8,7 @@
 //! It logs verbosely to stdout; [`Coturn::log`] has the lines so far.
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -57,7 +57,7 @@ impl Default for Relaying {
 /// The account [`Coturn::start`] makes.
 pub const VIEWER: &str = "viewer";
 
-/// A running coturn; killed when dropped.
+/// A running coturn; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Coturn {
     child: Child,
     /// e.g. `turn:127.0.0.1:PORT?transport=udp`
@@ -122,11 +122,6 @@ impl Coturn {
             username,
             credential,
         }
-    }
-
-    /// Whether `addr` is one of this server's relayed transport addresses.
-    pub fn is_relayed(&self, addr: SocketAddr) -> bool {
-        addr.ip() == self.relay_ip && self.relay_ports.contains(&addr.port())
     }
 
     /// What coturn logged so far.
