@@ -10,4 +10,5 @@ pub mod janus;
 pub mod metrics;
 pub mod picture;
 pub mod signal;
+pub mod turn;
 pub mod viewer;
