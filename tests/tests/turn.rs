@@ -1,16 +1,16 @@
 //! TURN (issue 12), with Debian's coturn on loopback:
 //! - a viewer that may only use relay candidates plays through it, while the camera needs
 //!   no TURN configuration of its own;
-//! - a camera with the TURN server in `[webrtc] ice_servers` offers a relay candidate of its
-//!   own (its TURN client works through the one UDP port), and a viewer that can reach the
-//!   camera only through that candidate plays.
+//! - a camera with the TURN server in `[webrtc] ice_servers` offers it to viewers and
+//!   allocates nothing itself (its one port would get one allocation, not one per viewer):
+//!   two relay-only viewers with those credentials play at once.
 //!
 //! Each test proves the relay carried the video from what coturn logs when the allocations
 //! close: the bytes it relayed cover all the video the viewer received.
 
 use std::time::Duration;
 
-use onair_tests::daemon::Daemon;
+use onair_tests::daemon::{Daemon, agent};
 use onair_tests::picture::bars_match;
 use onair_tests::turn::{Coturn, Relaying, Usage, VIEWER};
 use onair_tests::viewer::{Network, Report, Via, Viewer, Watch};
@@ -82,29 +82,56 @@ async fn a_relay_only_viewer_plays_through_coturn() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_that_reaches_the_camera_only_through_its_relay_candidate_plays() {
-    // Relayed addresses on 127.0.0.2, and no relaying to 127.0.0.1 where the camera's host
-    // candidates are: the viewer's relay can reach the camera's relay, nothing else.
+async fn two_relay_only_viewers_play_at_once_with_the_turn_server_the_camera_offers() {
     let coturn = Coturn::start_with(Relaying {
-        relay_ip: "127.0.0.2".parse().unwrap(),
-        denied_peers: vec!["127.0.0.1".parse().unwrap()],
+        relay_ip: "127.0.0.1".parse().unwrap(),
+        denied_peers: vec![],
         users: vec![VIEWER, CAMERA],
     })
     .unwrap();
-    let camera = coturn.turn(CAMERA);
+    let turn = coturn.turn(CAMERA);
     let daemon = Daemon::start(&format!(
         "{SMALL}[[webrtc.ice_servers]]\nurls = [\"{}\"]\nusername = \"{}\"\ncredential = \"{}\"\n",
-        camera.url, camera.username, camera.credential
+        turn.url, turn.username, turn.credential
     ))
     .unwrap();
-    let report = watch_through(&coturn, &daemon).await;
 
-    // The camera sent the video into its own allocation, the viewer got it from its own.
-    let (camera, viewer) = (usage(&coturn, CAMERA), usage(&coturn, VIEWER));
+    // The camera's answer names the server for the viewer and has no relay candidate.
+    let mut response = agent()
+        .post(&format!("{}/whep", daemon.base_url))
+        .header("content-type", "application/sdp")
+        .send(onair_tests::viewer::plain_offer().await.unwrap())
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let link = response
+        .headers()
+        .get("link")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(link.starts_with(&format!("<{}>", turn.url)), "Link: {link}");
+    let answer = response.body_mut().read_to_string().unwrap();
+    assert!(!answer.contains(" typ relay"), "{answer}");
+
+    // Two viewers with those credentials, relay candidates only, at once.
+    let how = Watch::decoding(FRAMES, Duration::from_secs(60));
+    let mut viewers = Vec::new();
+    for _ in 0..2 {
+        let via = Via::Whep(format!("{}/whep", daemon.base_url));
+        let relay = Network::Relay(turn.clone());
+        viewers.push(Viewer::join_over(via, how, relay).await.unwrap());
+    }
+    let mut video_bytes = 0;
+    for viewer in viewers {
+        viewer.wait_for(FRAMES, how.within).await;
+        let report = viewer.leave().await.unwrap();
+        check_pictures(&report);
+        video_bytes += report.video_bytes;
+    }
+    // Both viewers' video went through their allocations.
+    let relayed = usage(&coturn, CAMERA);
     assert!(
-        camera.from_client >= report.video_bytes && viewer.to_client >= report.video_bytes,
-        "the viewer got {} bytes of video; the camera's allocation carried {camera:?}, \
-         the viewer's {viewer:?}",
-        report.video_bytes
+        relayed.from_peers >= video_bytes && relayed.to_client >= video_bytes,
+        "the viewers got {video_bytes} bytes of video, coturn relayed {relayed:?}"
     );
 }

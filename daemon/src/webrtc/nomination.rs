@@ -133,17 +133,9 @@ impl NominatingSocket {
         bufs: &mut [IoSliceMut<'_>],
         metas: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let (Some(buf), Some(slot)) = (bufs.first_mut(), metas.first_mut()) else {
-            return Poll::Ready(Ok(0));
-        };
-        let len = datagram.len().min(buf.len());
-        buf[..len].copy_from_slice(&datagram[..len]);
         meta.addr = from;
-        meta.len = len;
-        meta.stride = len.max(1);
-        *slot = meta;
         tracing::debug!(peer = %from, "ICE: the peer's nomination given again once our check to it succeeded");
-        Poll::Ready(Ok(1))
+        super::port::deliver(&datagram, meta, bufs, metas)
     }
 }
 

@@ -76,6 +76,38 @@ fn ice_credentials() -> (String, String) {
     )
 }
 
+/// The STUN servers of `webrtc.ice_servers`, for our server-reflexive candidates. TURN
+/// servers are for viewers (WHEP `Link` headers, `/api/ice-servers`): a viewer's relay
+/// reaches the port like any viewer. onaird allocates nothing itself: every connection's
+/// allocation would come from the one port, and a TURN server keeps one allocation per
+/// client address (coturn answers the second with 437, and webrtc-rs 0.21.1 then waits for
+/// gathering until onaird's 2 s limit).
+fn stun_servers(servers: &[onair_config::IceServer]) -> Vec<RTCIceServer> {
+    let turn = servers
+        .iter()
+        .flat_map(|s| &s.urls)
+        .filter(|url| !url.starts_with("stun:") && !url.starts_with("stuns:"))
+        .count();
+    if turn > 0 {
+        tracing::info!(
+            "webrtc.ice_servers: {turn} TURN URL(s) offered to viewers; onaird relays through none itself"
+        );
+    }
+    servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s
+                .urls
+                .iter()
+                .filter(|url| url.starts_with("stun:") || url.starts_with("stuns:"))
+                .cloned()
+                .collect(),
+            ..Default::default()
+        })
+        .filter(|s| !s.urls.is_empty())
+        .collect()
+}
+
 /// Turns webrtc-rs callbacks into session events. The newest connection state is all a
 /// session needs, so they go through a one-slot watch: it never fills, whatever webrtc-rs
 /// reports (a flapping connection overwrites its older states).
@@ -145,15 +177,7 @@ impl PeerFactory {
         };
         let port = Arc::new(Port::bind(&bind_ips, config.port)?);
         Ok(PeerFactory {
-            ice_servers: config
-                .ice_servers
-                .iter()
-                .map(|s| RTCIceServer {
-                    urls: s.urls.clone(),
-                    username: s.username.clone().unwrap_or_default(),
-                    credential: s.credential.clone().unwrap_or_default(),
-                })
-                .collect(),
+            ice_servers: stun_servers(&config.ice_servers),
             nat_ips: config.nat_ips.clone(),
             bind_ips,
             port,

@@ -410,19 +410,30 @@ impl AsyncUdpSocket for VirtualSocket {
             state.waker = Some(cx.waker().clone());
             return Poll::Pending;
         };
-        let (Some(buf), Some(slot)) = (bufs.first_mut(), meta.first_mut()) else {
-            return Poll::Ready(Ok(0));
-        };
-        let len = datagram.len().min(buf.len());
-        buf[..len].copy_from_slice(&datagram[..len]);
         let mut m = RecvMeta::default();
         m.addr = from;
-        m.len = len;
-        m.stride = len.max(1);
         m.dst_ip = Some(self.inbox.key.ip());
-        *slot = m;
-        Poll::Ready(Ok(1))
+        deliver(&datagram, m, bufs, meta)
     }
+}
+
+/// Hands one datagram (from `meta.addr`) to a reader: copied into its first buffer, its
+/// length into `meta`.
+pub(super) fn deliver(
+    datagram: &[u8],
+    mut meta: RecvMeta,
+    bufs: &mut [IoSliceMut<'_>],
+    metas: &mut [RecvMeta],
+) -> Poll<io::Result<usize>> {
+    let (Some(buf), Some(slot)) = (bufs.first_mut(), metas.first_mut()) else {
+        return Poll::Ready(Ok(0));
+    };
+    let len = datagram.len().min(buf.len());
+    buf[..len].copy_from_slice(&datagram[..len]);
+    meta.len = len;
+    meta.stride = len.max(1);
+    *slot = meta;
+    Poll::Ready(Ok(1))
 }
 
 /// The port: its real sockets (one per configured address), the routes between them and
