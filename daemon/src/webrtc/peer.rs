@@ -279,3 +279,28 @@ impl PeerFactory {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use onair_config::IceServer;
+
+    #[test]
+    fn onaird_uses_the_stun_servers_and_leaves_turn_to_viewers() {
+        let servers = [
+            IceServer {
+                urls: vec!["stun:a:3478".into(), "turn:a:3478".into()],
+                username: Some("u".into()),
+                credential: Some("p".into()),
+            },
+            IceServer {
+                urls: vec!["turns:b:5349".into()],
+                username: Some("u".into()),
+                credential: Some("p".into()),
+            },
+        ];
+        let used = super::stun_servers(&servers);
+        assert_eq!(used.len(), 1);
+        assert_eq!(used[0].urls, ["stun:a:3478"]);
+        assert!(used[0].username.is_empty() && used[0].credential.is_empty());
+    }
+}
