@@ -382,12 +382,12 @@ async fn negotiate_and_start(
     let profile = inner.media.video_description().profile_level_id;
     let profile = profile.ok_or(OfferError::NotReady)?;
     let peer = inner.factory.build(&peer::h264_codec(&profile)).await?;
-    let (factory, pc, gathered) = (&inner.factory, &peer.pc, &peer.gathered);
+    let factory = &inner.factory;
     let negotiated = match offer {
-        Some(offer) => negotiate::answer(factory, &profile, pc, offer, gathered)
+        Some(offer) => negotiate::answer(factory, &profile, &peer, offer)
             .await
             .map(|(answer, outgoing)| (answer, Media::Agreed(outgoing))),
-        None => negotiate::offer(factory, &profile, pc, gathered)
+        None => negotiate::offer(factory, &profile, &peer)
             .await
             .map(|(offer, added)| (offer, Media::AwaitingAnswer(added))),
     };

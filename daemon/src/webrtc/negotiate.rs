@@ -19,7 +19,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 use super::forward::Outgoing;
-use super::peer::{self, PeerFactory};
+use super::peer::{self, NewPeer, PeerFactory};
 use super::{GATHER_TIMEOUT, OfferError, nat};
 
 /// One of our tracks on a viewer's connection, before the viewer has agreed on a payload type.
@@ -43,10 +43,10 @@ fn codecs(factory: &PeerFactory, profile_level_id: &str) -> Vec<(RtpCodecKind, R
 pub async fn answer(
     factory: &PeerFactory,
     profile_level_id: &str,
-    pc: &Arc<dyn PeerConnection>,
+    peer: &NewPeer,
     offer: RTCSessionDescription,
-    gathered: &Notify,
 ) -> Result<(String, Vec<Outgoing>), OfferError> {
+    let pc = &peer.pc;
     pc.set_remote_description(offer)
         .await
         .map_err(|e| OfferError::BadOffer(e.to_string()))?;
@@ -70,7 +70,8 @@ pub async fn answer(
     pc.set_local_description(answer)
         .await
         .map_err(|e| OfferError::Internal(e.to_string()))?;
-    let mut sdp = gathered_description(pc, gathered).await?;
+    answer_as_local(peer).await?;
+    let mut sdp = gathered_description(pc, &peer.gathered).await?;
     // What the answer agreed to send is what we send: its payload types, per medium.
     let outgoing = agreed(&sdp, "recvonly", added, profile_level_id)?;
     nat::announce(&mut sdp, factory.nat_ips(), factory.port());
@@ -82,9 +83,9 @@ pub async fn answer(
 pub async fn offer(
     factory: &PeerFactory,
     profile_level_id: &str,
-    pc: &Arc<dyn PeerConnection>,
-    gathered: &Notify,
+    peer: &NewPeer,
 ) -> Result<(String, Vec<Added>), OfferError> {
+    let pc = &peer.pc;
     let mut added = Vec::new();
     for (kind, codec) in codecs(factory, profile_level_id) {
         let (track, ssrc) = local_track(kind, codec);
@@ -104,7 +105,8 @@ pub async fn offer(
     pc.set_local_description(offer)
         .await
         .map_err(|e| OfferError::Internal(e.to_string()))?;
-    let mut sdp = gathered_description(pc, gathered).await?;
+    answer_as_local(peer).await?;
+    let mut sdp = gathered_description(pc, &peer.gathered).await?;
     nat::announce(&mut sdp, factory.nat_ips(), factory.port());
     Ok((sdp.marshal(), added))
 }
@@ -125,6 +127,29 @@ pub async fn accept(
         .await
         .map_err(|e| OfferError::BadOffer(format!("bad answer: {e}")))?;
     agreed(&sdp, "sendonly", added, profile_level_id)
+}
+
+/// Tells the port which ICE username fragment `peer`'s local description has: checks
+/// addressed to it reach the connection from now on.
+pub async fn answer_as_local(peer: &NewPeer) -> Result<(), OfferError> {
+    let local = peer.pc.local_description().await;
+    let ufrag = local
+        .as_ref()
+        .and_then(|d| ice_credentials(&d.sdp))
+        .map(|(ufrag, _)| ufrag)
+        .ok_or_else(|| OfferError::Internal("our local description has no ICE ufrag".into()))?;
+    peer.runtime.answer_as(&ufrag);
+    Ok(())
+}
+
+/// The first `a=ice-ufrag` and `a=ice-pwd` of an SDP.
+pub fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+    let value = |key: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim_end().strip_prefix(key))
+            .map(str::to_owned)
+    };
+    Some((value("a=ice-ufrag:")?, value("a=ice-pwd:")?))
 }
 
 /// Our local description once ICE gathering is complete (or [`GATHER_TIMEOUT`] passed).

@@ -20,7 +20,7 @@ use webrtc::peer_connection::{
 use super::figures::RtcpSeen;
 use super::keyframe_requests::{self, KeyframeRequests};
 use super::port::Port;
-use super::runtime;
+use super::runtime::{self, PeerRuntime};
 use super::session::Event;
 
 /// Payload types we prefer; an answer follows the offer's numbering anyway.
@@ -63,17 +63,6 @@ pub fn opus_codec() -> RTCRtpCodec {
         sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
         rtcp_feedback: vec![],
     }
-}
-
-/// A fresh ICE username fragment and password (RFC 8445 §5.3: at least 24 and 128 bits of
-/// randomness; these have 96 and 192).
-fn ice_credentials() -> (String, String) {
-    use rand::distr::{Alphanumeric, SampleString};
-    let mut rng = rand::rng();
-    (
-        Alphanumeric.sample_string(&mut rng, 16),
-        Alphanumeric.sample_string(&mut rng, 32),
-    )
 }
 
 /// The STUN servers of `webrtc.ice_servers`, for our server-reflexive candidates. TURN
@@ -157,6 +146,8 @@ pub struct NewPeer {
     pub gathered: Arc<Notify>,
     /// The viewer's RTCP, counted for `/metrics`.
     pub rtcp: Arc<RtcpSeen>,
+    /// Its runtime, to be told the ICE username fragment of each local description.
+    pub runtime: Arc<PeerRuntime>,
 }
 
 /// Why a peer connection could not be built.
@@ -230,12 +221,8 @@ impl PeerFactory {
         // HTTP answer; the viewer dropped it and the handshake waited for the 200 ms
         // retransmission timer (docs/PERFORMANCE.md, "Where the time to first frame goes").
         // As the server, the viewer's ClientHello starts the handshake when it is ready.
-        // Our own ICE credentials, so that the port knows which connection a check is for
-        // before webrtc-rs has written them into the answer.
-        let (ufrag, pwd) = ice_credentials();
         let mut settings = SettingEngineBuilder::new()
             .with_answering_dtls_role(RTCDtlsRole::Server)
-            .with_ice_credentials(ufrag.clone(), pwd)
             // No mDNS: it would take a multicast socket per connection; a browser's
             // ".local" candidates are learnt as peer-reflexive from its checks instead.
             .with_multicast_dns_mode(MulticastDnsMode::Disabled);
@@ -256,6 +243,7 @@ impl PeerFactory {
             .map(|ip| SocketAddr::new(*ip, 0))
             .collect();
 
+        let runtime = runtime::for_peer(self.port.clone());
         let pc = PeerConnectionBuilder::new()
             .with_configuration(
                 RTCConfigurationBuilder::new()
@@ -266,7 +254,7 @@ impl PeerFactory {
             .with_setting_engine(settings.build())
             .with_interceptor_registry(registry)
             .with_handler(handler)
-            .with_runtime(runtime::for_peer(self.port.clone(), ufrag))
+            .with_runtime(runtime.clone())
             .with_udp_addrs(addrs.clone())
             .with_tcp_addrs(addrs)
             .build()
@@ -276,6 +264,7 @@ impl PeerFactory {
             events,
             gathered,
             rtcp,
+            runtime,
         })
     }
 }

@@ -10,7 +10,7 @@
 //!   announces.
 //! - **In**: one task per real socket reads every datagram and hands it to one connection's
 //!   bounded [`Inbox`], as [`Routes`] says: a STUN request by the ICE username fragment it is
-//!   addressed to (ours, chosen per connection: [`PortRuntime::ufrag`]); a STUN response by
+//!   addressed to (ours, as the connection's local description has it: [`Routes::answer_as`]); a STUN response by
 //!   the transaction of the request it answers; anything else (DTLS, SRTP, RTCP) by the
 //!   address it came from, learnt from the STUN before it. Datagrams for nobody are dropped.
 //! - **Candidates**: webrtc-rs announces the address it bound, so the answer's host
@@ -48,8 +48,8 @@ const BATCH: usize = 16;
 pub struct Inbox {
     /// The address webrtc-rs bound for this socket (and tags what it reads with).
     key: SocketAddr,
-    /// The connection's ICE username fragment.
-    ufrag: String,
+    /// The connection's name (fixed; its ICE username fragment changes with ICE restarts).
+    conn: String,
     state: Mutex<InboxState>,
 }
 
@@ -66,7 +66,7 @@ impl Inbox {
         if state.datagrams.len() >= INBOX {
             state.dropped += 1;
             if state.dropped.is_power_of_two() {
-                debug!(ufrag = %self.ufrag, dropped = state.dropped, "UDP inbox full: datagram dropped");
+                debug!(conn = %self.conn, dropped = state.dropped, "UDP inbox full: datagram dropped");
             }
             return;
         }
@@ -109,7 +109,9 @@ pub(super) fn stun(datagram: &[u8]) -> Option<Stun> {
 /// Who gets which datagram. Pure apart from the weak references; time is an input.
 #[derive(Default)]
 pub struct Routes {
-    by_ufrag: HashMap<String, Vec<Weak<Inbox>>>,
+    /// Our current ICE username fragment of each connection → its name.
+    conn_of_ufrag: HashMap<String, String>,
+    by_conn: HashMap<String, Vec<Weak<Inbox>>>,
     /// (the local address it arrived at, the remote address) → connection.
     by_remote: HashMap<(IpAddr, SocketAddr), Weak<Inbox>>,
     /// Each connection's remotes, oldest first (to cap them).
@@ -119,26 +121,34 @@ pub struct Routes {
 
 impl Routes {
     fn register(&mut self, inbox: &Arc<Inbox>) {
-        self.by_ufrag
-            .entry(inbox.ufrag.clone())
+        self.by_conn
+            .entry(inbox.conn.clone())
             .or_default()
             .push(Arc::downgrade(inbox));
     }
 
-    /// Forgets everything that leads to the connection `ufrag`.
-    fn forget(&mut self, ufrag: &str) {
-        self.by_ufrag.remove(ufrag);
-        for key in self.remotes_of.remove(ufrag).unwrap_or_default() {
+    /// Connection `conn` answers to `ufrag` from now on (its local description has it), and
+    /// no longer to the one before (an ICE restart changes it).
+    pub fn answer_as(&mut self, conn: &str, ufrag: &str) {
+        self.conn_of_ufrag.retain(|_, c| c != conn);
+        self.conn_of_ufrag.insert(ufrag.to_owned(), conn.to_owned());
+    }
+
+    /// Forgets everything that leads to the connection `conn`.
+    fn forget(&mut self, conn: &str) {
+        self.conn_of_ufrag.retain(|_, c| c != conn);
+        self.by_conn.remove(conn);
+        for key in self.remotes_of.remove(conn).unwrap_or_default() {
             self.by_remote.remove(&key);
         }
         self.by_transaction
             .retain(|_, (inbox, _)| inbox.strong_count() > 0);
     }
 
-    /// The connection's inbox for datagrams arriving at `local` (same address, or the
-    /// same family when the address is not known).
+    /// The inbox of the connection answering to `ufrag`, for datagrams arriving at `local`
+    /// (same address, or the same family when the address is not known).
     fn inbox_of(&self, ufrag: &str, local: Option<IpAddr>) -> Option<Arc<Inbox>> {
-        let inboxes = self.by_ufrag.get(ufrag)?;
+        let inboxes = self.by_conn.get(self.conn_of_ufrag.get(ufrag)?)?;
         let alive = || inboxes.iter().filter_map(Weak::upgrade);
         alive().find(|i| Some(i.key.ip()) == local).or_else(|| {
             alive().find(|i| local.is_none_or(|ip| ip.is_ipv4() == i.key.ip().is_ipv4()))
@@ -151,12 +161,12 @@ impl Routes {
             if Arc::ptr_eq(&old, inbox) {
                 return;
             }
-            if let Some(list) = self.remotes_of.get_mut(&old.ufrag) {
+            if let Some(list) = self.remotes_of.get_mut(&old.conn) {
                 list.retain(|k| *k != key);
             }
         }
         self.by_remote.insert(key, Arc::downgrade(inbox));
-        let list = self.remotes_of.entry(inbox.ufrag.clone()).or_default();
+        let list = self.remotes_of.entry(inbox.conn.clone()).or_default();
         list.push_back(key);
         if list.len() > REMOTES_PER_INBOX
             && let Some(oldest) = list.pop_front()
@@ -339,7 +349,7 @@ impl fmt::Debug for VirtualSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VirtualSocket")
             .field("key", &self.inbox.key)
-            .field("ufrag", &self.inbox.ufrag)
+            .field("conn", &self.inbox.conn)
             .finish()
     }
 }
@@ -350,7 +360,7 @@ impl Drop for VirtualSocket {
             .routes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .forget(&self.inbox.ufrag);
+            .forget(&self.inbox.conn);
     }
 }
 
@@ -506,8 +516,8 @@ impl Port {
     }
 
     /// A virtual socket in place of `bound` (a socket webrtc-rs bound for the connection
-    /// `ufrag`), or `None` when no real socket of the port serves its address.
-    pub(super) fn socket_for(&self, bound: SocketAddr, ufrag: &str) -> Option<VirtualSocket> {
+    /// `conn`), or `None` when no real socket of the port serves its address.
+    pub(super) fn socket_for(&self, bound: SocketAddr, conn: &str) -> Option<VirtualSocket> {
         let shared = self.sockets.iter().find(|s| {
             s.local_addr().is_ok_and(|a| {
                 a.ip() == bound.ip() || (s.wildcard && a.is_ipv4() == bound.is_ipv4())
@@ -515,7 +525,7 @@ impl Port {
         })?;
         let inbox = Arc::new(Inbox {
             key: bound,
-            ufrag: ufrag.to_owned(),
+            conn: conn.to_owned(),
             state: Mutex::default(),
         });
         self.routes
@@ -529,9 +539,19 @@ impl Port {
     }
 
     /// A listener in place of `bound` (a TCP listener webrtc-rs bound for the connection
-    /// `ufrag`), or `None` when the port does not listen on its address.
-    pub(super) fn listener_for(&self, bound: SocketAddr, ufrag: &str) -> Option<VirtualListener> {
-        self.tcp.listener_for(bound, ufrag)
+    /// `conn`), or `None` when the port does not listen on its address.
+    pub(super) fn listener_for(&self, bound: SocketAddr, conn: &str) -> Option<VirtualListener> {
+        self.tcp.listener_for(bound, conn)
+    }
+
+    /// Checks addressed to `ufrag` go to connection `conn` from now on (see
+    /// [`Routes::answer_as`]), over UDP and TCP.
+    pub(super) fn answer_as(&self, conn: &str, ufrag: &str) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .answer_as(conn, ufrag);
+        self.tcp.answer_as(conn, ufrag);
     }
 }
 
@@ -541,10 +561,10 @@ mod tests {
     use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Setter};
     use rtc::stun::textattrs::Username;
 
-    fn inbox(ufrag: &str, key: &str) -> Arc<Inbox> {
+    fn inbox(conn: &str, key: &str) -> Arc<Inbox> {
         Arc::new(Inbox {
             key: key.parse().unwrap(),
-            ufrag: ufrag.to_owned(),
+            conn: conn.to_owned(),
             state: Mutex::default(),
         })
     }
@@ -591,6 +611,8 @@ mod tests {
         );
         routes.register(&a);
         routes.register(&b);
+        routes.answer_as("aaaa", "aaaa");
+        routes.answer_as("bbbb", "bbbb");
         let (va, vb) = (addr("127.0.0.1:5001"), addr("127.0.0.1:5002"));
         // Media before any check: nobody's.
         assert!(routes.route(t, LOCAL, va, SRTP).is_none());
@@ -617,6 +639,8 @@ mod tests {
         );
         routes.register(&a);
         routes.register(&b);
+        routes.answer_as("aaaa", "aaaa");
+        routes.answer_as("bbbb", "bbbb");
         // Both ask the same STUN server; each gets its own answer.
         let server = addr("127.0.0.1:3478");
         let (ra, rb) = (check("x"), check("y"));
@@ -638,6 +662,7 @@ mod tests {
         let t = Instant::now();
         let a = inbox("aaaa", "127.0.0.1:40001");
         routes.register(&a);
+        routes.answer_as("aaaa", "aaaa");
         for port in 0..20 {
             routes.route(
                 t,
@@ -657,7 +682,8 @@ mod tests {
             &a
         ));
         routes.forget("aaaa");
-        assert!(routes.by_remote.is_empty() && routes.by_ufrag.is_empty());
+        assert!(routes.by_remote.is_empty() && routes.by_conn.is_empty());
+        assert!(routes.conn_of_ufrag.is_empty());
         assert!(
             routes
                 .route(t, LOCAL, addr("127.0.0.1:6019"), SRTP)

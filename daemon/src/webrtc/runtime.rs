@@ -24,18 +24,26 @@ use super::port::Port;
 pub struct PeerRuntime {
     tokio: TokioRuntime,
     port: Arc<Port>,
-    /// The connection's ICE username fragment (set with `with_ice_credentials`), by which
-    /// the port routes STUN to it.
-    ufrag: String,
+    /// The connection's name on the port (random, fixed for its life).
+    conn: String,
 }
 
-/// The runtime for the connection whose ICE username fragment is `ufrag`.
-pub fn for_peer(port: Arc<Port>, ufrag: String) -> Arc<dyn Runtime> {
+/// The runtime for a new connection.
+pub fn for_peer(port: Arc<Port>) -> Arc<PeerRuntime> {
+    use rand::distr::{Alphanumeric, SampleString};
     Arc::new(PeerRuntime {
         tokio: TokioRuntime,
         port,
-        ufrag,
+        conn: Alphanumeric.sample_string(&mut rand::rng(), 16),
     })
+}
+
+impl PeerRuntime {
+    /// The connection's local description has ICE username fragment `ufrag`: checks
+    /// addressed to it (and no longer to the one before) reach the connection.
+    pub fn answer_as(&self, ufrag: &str) {
+        self.port.answer_as(&self.conn, ufrag);
+    }
 }
 
 impl Runtime for PeerRuntime {
@@ -55,7 +63,7 @@ impl Runtime for PeerRuntime {
     /// instead. A socket the port does not serve (another address) stays as it is.
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let bound = socket.local_addr()?;
-        let inner: Arc<dyn AsyncUdpSocket> = match self.port.socket_for(bound, &self.ufrag) {
+        let inner: Arc<dyn AsyncUdpSocket> = match self.port.socket_for(bound, &self.conn) {
             Some(view) => Arc::new(view),
             None => self.tokio.wrap_udp_socket(socket)?,
         };
@@ -69,7 +77,7 @@ impl Runtime for PeerRuntime {
         listener: std::net::TcpListener,
     ) -> io::Result<Arc<dyn AsyncTcpListener>> {
         let bound = listener.local_addr()?;
-        match self.port.listener_for(bound, &self.ufrag) {
+        match self.port.listener_for(bound, &self.conn) {
             Some(view) => Ok(Arc::new(view)),
             None => self.tokio.wrap_tcp_listener(listener),
         }

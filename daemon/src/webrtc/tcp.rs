@@ -45,20 +45,23 @@ struct Lobby {
     /// The address webrtc-rs bound (its passive candidate, and the local address of every
     /// stream it is given).
     key: SocketAddr,
-    ufrag: String,
+    /// The connection's name (see [`super::port::Routes::answer_as`]).
+    conn: String,
     tx: mpsc::Sender<Arrival>,
 }
 
-/// Connections by ICE username fragment.
+/// Connections by name, and by the ICE username fragment each answers to.
 #[derive(Default)]
 struct Lobbies {
-    by_ufrag: HashMap<String, Vec<Weak<Lobby>>>,
+    conn_of_ufrag: HashMap<String, String>,
+    by_conn: HashMap<String, Vec<Weak<Lobby>>>,
 }
 
 impl Lobbies {
-    /// The lobby of connection `ufrag` for a stream that arrived at `local`.
+    /// The lobby of the connection answering to `ufrag`, for a stream that arrived at
+    /// `local`.
     fn find(&self, ufrag: &str, local: IpAddr) -> Option<Arc<Lobby>> {
-        let lobbies = self.by_ufrag.get(ufrag)?;
+        let lobbies = self.by_conn.get(self.conn_of_ufrag.get(ufrag)?)?;
         let alive = || lobbies.iter().filter_map(Weak::upgrade);
         alive()
             .find(|l| l.key.ip() == local)
@@ -99,23 +102,32 @@ impl TcpPort {
         Ok(TcpPort { listeners, lobbies })
     }
 
-    /// A listener in place of `bound` (one webrtc-rs bound for the connection `ufrag`), or
+    /// Checks addressed to `ufrag` go to connection `conn` from now on.
+    pub(super) fn answer_as(&self, conn: &str, ufrag: &str) {
+        let mut lobbies = self.lobbies.lock().unwrap_or_else(|e| e.into_inner());
+        lobbies.conn_of_ufrag.retain(|_, c| c != conn);
+        lobbies
+            .conn_of_ufrag
+            .insert(ufrag.to_owned(), conn.to_owned());
+    }
+
+    /// A listener in place of `bound` (one webrtc-rs bound for the connection `conn`), or
     /// `None` when no real listener serves its address.
-    pub(super) fn listener_for(&self, bound: SocketAddr, ufrag: &str) -> Option<VirtualListener> {
+    pub(super) fn listener_for(&self, bound: SocketAddr, conn: &str) -> Option<VirtualListener> {
         self.listeners.iter().find(|a| {
             a.ip() == bound.ip() || (a.ip().is_unspecified() && a.is_ipv4() == bound.is_ipv4())
         })?;
         let (tx, rx) = mpsc::channel(LOBBY);
         let lobby = Arc::new(Lobby {
             key: bound,
-            ufrag: ufrag.to_owned(),
+            conn: conn.to_owned(),
             tx,
         });
         self.lobbies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .by_ufrag
-            .entry(ufrag.to_owned())
+            .by_conn
+            .entry(conn.to_owned())
             .or_default()
             .push(Arc::downgrade(&lobby));
         Some(VirtualListener {
@@ -235,7 +247,7 @@ impl fmt::Debug for VirtualListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VirtualListener")
             .field("key", &self.lobby.key)
-            .field("ufrag", &self.lobby.ufrag)
+            .field("conn", &self.lobby.conn)
             .finish()
     }
 }
@@ -243,10 +255,12 @@ impl fmt::Debug for VirtualListener {
 impl Drop for VirtualListener {
     fn drop(&mut self) {
         let mut lobbies = self.lobbies.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(list) = lobbies.by_ufrag.get_mut(&self.lobby.ufrag) {
+        let conn = &self.lobby.conn;
+        if let Some(list) = lobbies.by_conn.get_mut(conn) {
             list.retain(|l| l.strong_count() > 0 && !l.ptr_eq(&Arc::downgrade(&self.lobby)));
             if list.is_empty() {
-                lobbies.by_ufrag.remove(&self.lobby.ufrag);
+                lobbies.by_conn.remove(conn);
+                lobbies.conn_of_ufrag.retain(|_, c| c != conn);
             }
         }
     }
