@@ -536,6 +536,67 @@ impl Viewer {
         self.report()
     }
 
+    /// The WHEP session URL (`None` for other ways of joining).
+    pub fn session_url(&self) -> Option<String> {
+        match &self.leave {
+            Leave::Whep(resource, _) => Some(resource.clone()),
+            _ => None,
+        }
+    }
+
+    /// Restarts ICE as a viewer whose network changed does over WHEP (RFC 9725 §4.3.2): new
+    /// credentials in a PATCH with `If-Match: *`, the camera's new ones from the `200`, applied
+    /// as the answer. Returns the camera's fragment, its `ETag`, and the camera's ufrag before.
+    pub async fn restart_ice(&self) -> anyhow::Result<Restarted> {
+        let Leave::Whep(resource, token) = &self.leave else {
+            bail!("ICE restarts over PATCH are for WHEP sessions");
+        };
+        let before = self.pc.remote_description().await.context("no answer")?;
+        let old_ufrag = before
+            .sdp
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+            .unwrap_or_default()
+            .to_owned();
+        self.pc.restart_ice().await?;
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer).await?;
+        let ours = restart_fragment(self.pc.as_ref()).await?;
+        let (url, token) = (resource.clone(), token.clone());
+        let (status, etag, theirs) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut request = agent()
+                .patch(&url)
+                .header("Content-Type", "application/trickle-ice-sdpfrag")
+                .header("If-Match", "*");
+            if let Some(token) = token {
+                request = request.header("Authorization", format!("Bearer {token}"));
+            }
+            let mut response = request.send(ours.as_bytes())?;
+            let etag = response
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let status = response.status().as_u16();
+            Ok((status, etag, response.body_mut().read_to_string()?))
+        })
+        .await??;
+        ensure!(
+            status == 200,
+            "ICE restart PATCH answered {status}: {theirs}"
+        );
+        let answer = self.pc.remote_description().await.context("no answer")?;
+        let answer = restarted_answer(&answer.sdp, &theirs).context("no credentials in the 200")?;
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(answer)?)
+            .await?;
+        Ok(Restarted {
+            fragment: theirs,
+            old_ufrag,
+            etag: etag.unwrap_or_default(),
+        })
+    }
+
     /// Leaves (WHEP DELETE, `endSession` for a channel, `destroy` for Janus), closes the connection and
     /// returns the final report.
     pub async fn leave(self) -> anyhow::Result<Report> {
@@ -606,6 +667,85 @@ async fn negotiate(via: Via, pc: &dyn PeerConnection, gathered: &Notify) -> anyh
             api, mountpoint, ..
         } => Leave::Janus(crate::janus::watch(&api, mountpoint, pc, gathered).await?),
     })
+}
+
+/// What an ICE restart over WHEP got back.
+#[derive(Debug)]
+pub struct Restarted {
+    /// The camera's `200` body: its new credentials and its candidates.
+    pub fragment: String,
+    /// The camera's ICE username fragment before the restart.
+    pub old_ufrag: String,
+    /// The `ETag` of the restarted ICE session.
+    pub etag: String,
+}
+
+/// `pc`'s new local offer (after `restart_ice`) as a trickle fragment: its credentials, and
+/// its candidates under the first media section once gathered (2 s at most).
+async fn restart_fragment(pc: &dyn PeerConnection) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut sdp = String::new();
+    while Instant::now() < deadline {
+        sdp = pc.local_description().await.context("no offer")?.sdp;
+        if sdp.contains("a=end-of-candidates") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let value = |key: &str| sdp.lines().find_map(|l| l.trim_end().strip_prefix(key));
+    let (ufrag, pwd) = (value("a=ice-ufrag:"), value("a=ice-pwd:"));
+    let (Some(ufrag), Some(pwd)) = (ufrag, pwd) else {
+        bail!("restart offer without credentials:\n{sdp}");
+    };
+    let mut fragment = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+    fragment += "m=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n";
+    let candidates: std::collections::BTreeSet<&str> = sdp
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| l.starts_with("a=candidate:"))
+        .collect();
+    for candidate in candidates {
+        fragment += candidate;
+        fragment += "\r\n";
+    }
+    Ok(fragment + "a=end-of-candidates\r\n")
+}
+
+/// The answer `old` with the credentials and candidates of `fragment` (the camera's reply to
+/// an ICE restart) in every media section.
+fn restarted_answer(old: &str, fragment: &str) -> Option<String> {
+    let value = |key: &str| {
+        fragment
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix(key))
+    };
+    let (ufrag, pwd) = (value("a=ice-ufrag:")?, value("a=ice-pwd:")?);
+    let candidates: Vec<&str> = fragment
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| l.starts_with("a=candidate:"))
+        .collect();
+    let mut out = String::new();
+    for line in old.lines().map(str::trim_end) {
+        if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
+            continue;
+        }
+        if line.starts_with("a=ice-ufrag:") {
+            out += &format!("a=ice-ufrag:{ufrag}\r\n");
+            continue;
+        }
+        if line.starts_with("a=ice-pwd:") {
+            out += &format!("a=ice-pwd:{pwd}\r\n");
+            for candidate in &candidates {
+                out += candidate;
+                out += "\r\n";
+            }
+            continue;
+        }
+        out += line;
+        out += "\r\n";
+    }
+    Some(out)
 }
 
 /// Hands the answer's passive TCP candidates (each once: they repeat in every media

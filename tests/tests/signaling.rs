@@ -403,7 +403,8 @@ fn a_camera_with_its_device_token_replaces_its_stale_entry_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_messages_get_an_error_and_nothing_else_changes() {
-    let signal = SignalServer::start("[limits]\nmax_message_bytes = 2048\n").unwrap();
+    // Small, but with room for the camera's offer, UDP and ICE-TCP candidates included.
+    let signal = SignalServer::start("[limits]\nmax_message_bytes = 4096\n").unwrap();
     let _daemon = camera(&signal, "porch", None);
     assert!(wait_listed(&signal.base_url, "porch", Duration::from_secs(10)).is_some());
     let mut rude = Consumer::connect(&signal.ws_url(), None).await.unwrap();
@@ -411,7 +412,7 @@ async fn malformed_and_oversized_messages_get_an_error_and_nothing_else_changes(
         ("{\"type\": ", "malformed message"),
         ("{\"type\": \"teleport\"}", "unknown variant"),
         (
-            &format!("{{\"type\":\"list\",\"pad\":\"{}\"}}", "x".repeat(4096)),
+            &format!("{{\"type\":\"list\",\"pad\":\"{}\"}}", "x".repeat(8192)),
             "larger than the limit",
         ),
         (

@@ -3,7 +3,10 @@
 //! its ICE session in an `ETag`; a viewer that trickles PATCHes its candidates (RFC 9725 §4.3,
 //! RFC 8840 fragments) and gets `204`; what is not a trickle gets the status that says why.
 
+use std::time::Duration;
+
 use onair_tests::daemon::{Daemon, agent};
+use onair_tests::viewer::{Via, Viewer, Watch};
 
 const CONFIG: &str = "[video]\nwidth = 320\nheight = 240\nfps = 15\n\
     [http]\nlisten = \"127.0.0.1:0\"\n\
@@ -92,8 +95,9 @@ async fn answers_name_ice_servers_and_trickled_candidates_are_taken() {
     );
     let (status, why) = patch(&session, trickle(Some("\"another\""), FRAGMENT));
     assert_eq!(status, 412, "{why}");
-    let (status, why) = patch(&session, trickle(Some("*"), FRAGMENT));
-    assert_eq!((status, why.contains("ICE restarts")), (422, true), "{why}");
+    // An ICE restart without credentials says what it needs.
+    let (status, why) = patch(&session, trickle(Some("*"), "a=end-of-candidates\r\n"));
+    assert_eq!((status, why.contains("a=ice-ufrag")), (400, true), "{why}");
     let (status, why) = patch(&session, trickle(Some(&etag), "no fragment at all"));
     assert_eq!((status, why.contains("line 1")), (400, true), "{why}");
     let sdp = Patch {
@@ -108,4 +112,48 @@ async fn answers_name_ice_servers_and_trickled_candidates_are_taken() {
     let mut deleted = agent().delete(&session).call().unwrap();
     assert_eq!(deleted.status().as_u16(), 200);
     let _ = deleted.body_mut().read_to_string();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_restarts_ice_over_patch_and_keeps_watching() {
+    let daemon = Daemon::start(CONFIG).unwrap();
+    let whep = format!("{}/whep", daemon.base_url);
+    let how = Watch::decoding(usize::MAX, Duration::from_secs(60));
+    let viewer = Viewer::join(Via::Whep(whep), how).await.unwrap();
+    let before = viewer.wait_for(30, Duration::from_secs(30)).await;
+    assert!(before.frames_decoded >= 30, "{before:?}");
+
+    let restarted = viewer.restart_ice().await.unwrap();
+    // New credentials from the camera, and a new entity tag for the new ICE session.
+    let ufrag = restarted
+        .fragment
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .unwrap_or_default();
+    assert!(
+        !ufrag.is_empty() && ufrag != restarted.old_ufrag,
+        "{restarted:?}"
+    );
+    assert!(restarted.fragment.contains("a=candidate:"), "{restarted:?}");
+    assert!(restarted.etag.ends_with(".1\""), "{restarted:?}");
+
+    // The old ICE session is gone (its checks fail at once), so pictures that keep coming
+    // come over the new one.
+    let want = before.frames_decoded + 60;
+    let after = viewer.wait_for(want, Duration::from_secs(30)).await;
+    assert!(after.frames_decoded >= want, "after the restart: {after:?}");
+    assert!(!after.connection_ended, "{after:?}");
+
+    // A trickle for the old ICE session is refused; for the new one, taken.
+    let session = viewer.session_url().unwrap();
+    let old_tag = restarted.etag.replace(".1\"", ".0\"");
+    let trickle = |tag| Patch {
+        content_type: "application/trickle-ice-sdpfrag",
+        if_match: Some(tag),
+        body: "a=end-of-candidates\r\n",
+    };
+    assert_eq!(patch(&session, trickle(&old_tag)).0, 412);
+    assert_eq!(patch(&session, trickle(&restarted.etag)).0, 204);
+    let report = viewer.leave().await.unwrap();
+    assert_eq!(report.delete_status, 200, "{report:?}");
 }

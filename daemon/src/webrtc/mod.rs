@@ -39,7 +39,7 @@ pub mod session;
 pub mod tcp;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -137,6 +137,16 @@ enum Control {
     Answer(String, oneshot::Sender<Result<(), OfferError>>),
     /// One of the viewer's ICE candidates (trickled).
     Candidate(RTCIceCandidateInit),
+    /// The viewer restarts ICE with these credentials; the reply is our ICE fragment.
+    Restart(IceCredentials, oneshot::Sender<Result<String, OfferError>>),
+}
+
+/// A viewer's new ICE username fragment and password.
+pub struct IceCredentials {
+    /// `ice-ufrag`.
+    pub ufrag: String,
+    /// `ice-pwd`.
+    pub pwd: String,
 }
 
 /// What a session sends: known once the viewer has agreed (in its offer or its answer).
@@ -154,6 +164,8 @@ struct Handle {
     end: Arc<watch::Sender<Option<Event>>>,
     /// Its state and traffic, for `/metrics`.
     watched: Arc<Watched>,
+    /// ICE restarts so far: the ICE session's number, in its entity tag.
+    ice_generation: Arc<AtomicU32>,
 }
 
 /// Why an order did not reach a session.
@@ -292,6 +304,34 @@ impl Sessions {
             })
     }
 
+    /// The viewer of session `id` restarts ICE (a WHEP PATCH with new credentials). Returns
+    /// our new credentials and candidates as an SDP fragment.
+    pub async fn restart_ice(
+        &self,
+        id: &str,
+        credentials: IceCredentials,
+    ) -> Result<String, OfferError> {
+        let (reply, replied) = oneshot::channel();
+        let control = self.handle(id).ok_or(OfferError::NoSession)?.control;
+        let order = Control::Restart(credentials, reply);
+        match tokio::time::timeout(ANSWER_WAIT, control.send(order)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(OfferError::NoSession),
+            Err(_) => {
+                return Err(OfferError::Internal(format!(
+                    "the session's queue stayed full for {ANSWER_WAIT:?}"
+                )));
+            }
+        }
+        replied.await.unwrap_or(Err(OfferError::NoSession))
+    }
+
+    /// The entity tag of session `id`'s ICE session (WHEP's `ETag`): new after each restart.
+    pub fn ice_tag(&self, id: &str) -> Option<String> {
+        let generation = self.handle(id)?.ice_generation.load(Ordering::Relaxed);
+        Some(format!("\"{id}.{generation}\""))
+    }
+
     /// A subscription to session ends: each session it [watches](Self::watch_end) is
     /// reported once when it ends, whatever ended it (see [`ended`]).
     pub fn ended(&self) -> EndSubscription {
@@ -427,10 +467,12 @@ fn register(
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let (end_tx, end_rx) = watch::channel(None);
     let watched = Arc::new(Watched::new(peer.pc.clone(), peer.rtcp.clone()));
+    let ice_generation = Arc::new(AtomicU32::new(0));
     let handle = Handle {
         control: control_tx,
         end: Arc::new(end_tx),
         watched: watched.clone(),
+        ice_generation: ice_generation.clone(),
     };
     live.sessions.insert(id.to_owned(), handle);
     let orders = Orders {
@@ -438,6 +480,7 @@ fn register(
         end: end_rx,
         candidates_taken: 0,
         watched,
+        ice_generation,
     };
     let task = run_session(
         inner.clone(),
@@ -460,6 +503,8 @@ struct Orders {
     candidates_taken: usize,
     /// Where the session reports its state, and leaves its final figures, for `/metrics`.
     watched: Arc<Watched>,
+    /// Counts the session's ICE restarts (see [`Sessions::ice_tag`]).
+    ice_generation: Arc<AtomicU32>,
 }
 
 /// How long closing a peer connection may take before the session is released anyway.
@@ -477,7 +522,12 @@ async fn run_session(
     profile: String,
     _permit: OwnedSemaphorePermit,
 ) {
-    let peer::NewPeer { pc, mut events, .. } = peer;
+    let peer::NewPeer {
+        pc,
+        mut events,
+        runtime,
+        ..
+    } = peer;
     let mut session = Session::new(Instant::now());
     let mut media_tasks = tokio::task::JoinSet::new();
     let reason = loop {
@@ -503,6 +553,15 @@ async fn run_session(
                 }
                 Some(Control::Candidate(candidate)) => {
                     add_remote_candidate(&id, &pc, &mut orders.candidates_taken, candidate).await;
+                    continue;
+                }
+                Some(Control::Restart(credentials, reply)) => {
+                    let restarted = restart_ice(&inner.factory, &pc, &runtime, &mut orders, credentials).await;
+                    match &restarted {
+                        Ok(_) => info!(session = %id, "ICE restarted"),
+                        Err(err) => warn!(session = %id, "ICE restart failed: {err}"),
+                    }
+                    let _ = reply.send(restarted);
                     continue;
                 }
                 None => Event::Shutdown,
@@ -570,6 +629,20 @@ async fn add_remote_candidate(
     if let Err(err) = pc.add_ice_candidate(candidate).await {
         debug!(session = %id, "viewer's ICE candidate refused: {err}");
     }
+}
+
+/// Restarts ICE with the viewer's new credentials; its remote candidates count afresh.
+async fn restart_ice(
+    factory: &PeerFactory,
+    pc: &Arc<dyn PeerConnection>,
+    runtime: &runtime::PeerRuntime,
+    orders: &mut Orders,
+    IceCredentials { ufrag, pwd }: IceCredentials,
+) -> Result<String, OfferError> {
+    let fragment = negotiate::restart(factory, pc, runtime, (&ufrag, &pwd)).await?;
+    orders.ice_generation.fetch_add(1, Ordering::Relaxed);
+    orders.candidates_taken = 0;
+    Ok(fragment)
 }
 
 /// Applies the viewer's answer to our offer.

@@ -16,10 +16,11 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
+use webrtc::peer_connection::{PeerConnection, RTCSdpType, RTCSessionDescription};
 
 use super::forward::Outgoing;
 use super::peer::{self, NewPeer, PeerFactory};
+use super::runtime::PeerRuntime;
 use super::{GATHER_TIMEOUT, OfferError, nat};
 
 /// One of our tracks on a viewer's connection, before the viewer has agreed on a payload type.
@@ -70,7 +71,7 @@ pub async fn answer(
     pc.set_local_description(answer)
         .await
         .map_err(|e| OfferError::Internal(e.to_string()))?;
-    answer_as_local(peer).await?;
+    answer_as_local(pc, &peer.runtime).await?;
     let mut sdp = gathered_description(pc, &peer.gathered).await?;
     // What the answer agreed to send is what we send: its payload types, per medium.
     let outgoing = agreed(&sdp, "recvonly", added, profile_level_id)?;
@@ -105,7 +106,7 @@ pub async fn offer(
     pc.set_local_description(offer)
         .await
         .map_err(|e| OfferError::Internal(e.to_string()))?;
-    answer_as_local(peer).await?;
+    answer_as_local(pc, &peer.runtime).await?;
     let mut sdp = gathered_description(pc, &peer.gathered).await?;
     nat::announce(&mut sdp, factory.nat_ips(), factory.port());
     Ok((sdp.marshal(), added))
@@ -129,16 +130,19 @@ pub async fn accept(
     agreed(&sdp, "sendonly", added, profile_level_id)
 }
 
-/// Tells the port which ICE username fragment `peer`'s local description has: checks
+/// Tells the port which ICE username fragment `pc`'s local description has: checks
 /// addressed to it reach the connection from now on.
-pub async fn answer_as_local(peer: &NewPeer) -> Result<(), OfferError> {
-    let local = peer.pc.local_description().await;
+async fn answer_as_local(
+    pc: &Arc<dyn PeerConnection>,
+    runtime: &PeerRuntime,
+) -> Result<(), OfferError> {
+    let local = pc.local_description().await;
     let ufrag = local
         .as_ref()
         .and_then(|d| ice_credentials(&d.sdp))
         .map(|(ufrag, _)| ufrag)
         .ok_or_else(|| OfferError::Internal("our local description has no ICE ufrag".into()))?;
-    peer.runtime.answer_as(&ufrag);
+    runtime.answer_as(&ufrag);
     Ok(())
 }
 
@@ -150,6 +154,89 @@ pub fn ice_credentials(sdp: &str) -> Option<(String, String)> {
             .map(str::to_owned)
     };
     Some((value("a=ice-ufrag:")?, value("a=ice-pwd:")?))
+}
+
+/// The viewer restarts ICE with new credentials (a WHEP PATCH, RFC 9725 §4.3.2): its offer
+/// again with them (and without the old candidates; new ones come trickled), then our answer.
+/// Returns our new credentials and candidates as an SDP fragment
+/// (`application/trickle-ice-sdpfrag`).
+pub async fn restart(
+    factory: &PeerFactory,
+    pc: &Arc<dyn PeerConnection>,
+    runtime: &PeerRuntime,
+    (ufrag, pwd): (&str, &str),
+) -> Result<String, OfferError> {
+    let remote = pc
+        .remote_description()
+        .await
+        .filter(|d| d.sdp_type == RTCSdpType::Offer)
+        .ok_or_else(|| {
+            OfferError::BadOffer("only a session the viewer offered restarts over WHEP".into())
+        })?;
+    let offer = RTCSessionDescription::offer(with_credentials(&remote.sdp, ufrag, pwd))
+        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| OfferError::BadOffer(format!("ICE restart: {e}")))?;
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(|e| OfferError::Internal(format!("ICE restart: {e}")))?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| OfferError::Internal(format!("ICE restart: {e}")))?;
+    answer_as_local(pc, runtime).await?;
+    let local = pc
+        .local_description()
+        .await
+        .ok_or_else(|| OfferError::Internal("no local description".into()))?;
+    let mut sdp = local
+        .unmarshal()
+        .map_err(|e| OfferError::Internal(format!("our own SDP: {e}")))?;
+    nat::announce(&mut sdp, factory.nat_ips(), factory.port());
+    Ok(ice_fragment(&sdp.marshal()))
+}
+
+/// `sdp` with `ufrag` and `pwd` as its ICE credentials and without its candidates.
+fn with_credentials(sdp: &str, ufrag: &str, pwd: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
+            continue;
+        }
+        if line.starts_with("a=ice-ufrag:") {
+            out += &format!("a=ice-ufrag:{ufrag}\r\n");
+        } else if line.starts_with("a=ice-pwd:") {
+            out += &format!("a=ice-pwd:{pwd}\r\n");
+        } else {
+            out += line;
+            out += "\r\n";
+        }
+    }
+    out
+}
+
+/// The ICE part of `sdp` as a trickle fragment (RFC 8840): credentials, then the first media
+/// section's `m=` and `a=mid` lines with its candidates (bundled: they serve every section).
+fn ice_fragment(sdp: &str) -> String {
+    let (ufrag, pwd) = ice_credentials(sdp).unwrap_or_default();
+    let mut out = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+    let Some(at) = sdp.find("\nm=") else {
+        return out;
+    };
+    let section = &sdp[at + 1..];
+    let section = section.find("\nm=").map_or(section, |end| &section[..end]);
+    for line in section.lines().map(str::trim_end) {
+        if line.starts_with("m=")
+            || line.starts_with("a=mid:")
+            || line.starts_with("a=candidate:")
+            || line == "a=end-of-candidates"
+        {
+            out += line;
+            out += "\r\n";
+        }
+    }
+    out
 }
 
 /// Our local description once ICE gathering is complete (or [`GATHER_TIMEOUT`] passed).
