@@ -39,6 +39,9 @@ pub struct SignalConfig {
     pub limits: Limits,
     /// `[[webhooks]]`: URLs told about channels and viewers coming and going.
     pub webhooks: Vec<Webhook>,
+    /// `[[ice_servers]]`: STUN/TURN servers handed to viewer pages (`GET /api/ice-servers`),
+    /// as onaird's `webrtc.ice_servers`. Default none.
+    pub ice_servers: Vec<crate::IceServer>,
 }
 
 /// `[server]`.
@@ -229,6 +232,8 @@ fn check(config: &SignalConfig) -> Vec<(KeyPath, String)> {
         65_536,
     );
 
+    crate::validate::ice_servers(&mut v, root.key("ice_servers"), &config.ice_servers);
+
     for (i, hook) in config.webhooks.iter().enumerate() {
         let url = &hook.url;
         let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
@@ -339,6 +344,8 @@ max_message_bytes = 10
 [[webhooks]]
 url = "ftp://x"
 events = ["channel_gone"]
+[[ice_servers]]
+urls = ["turn:t"]
 "#,
         );
         assert_eq!(
@@ -352,6 +359,7 @@ events = ["channel_gone"]
                 "onair-signal.toml:15:21: limits.max_message_bytes: must be between 1024 and 1048576, got 10",
                 "onair-signal.toml:17:7: webhooks[0].url: must be an http:// or https:// URL, got \"ftp://x\"",
                 "onair-signal.toml:18:11: webhooks[0].events[0]: unknown variant `channel_gone`, expected one of `channel_up`, `channel_down`, `viewer_join`, `viewer_leave`",
+                "onair-signal.toml:19:1: ice_servers[0]: TURN servers need both username and credential",
             ]
         );
     }

@@ -56,35 +56,11 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
     v.in_range(audio.key("bitrate_kbps"), config.audio.bitrate_kbps, 6, 510);
 
     let webrtc = root.key("webrtc");
-    for (i, server) in config.webrtc.ice_servers.iter().enumerate() {
-        let server_path = webrtc.key("ice_servers").index(i);
-        let urls_path = server_path.key("urls");
-        if server.urls.is_empty() {
-            v.push(
-                urls_path.clone(),
-                "must list at least one URL (stun:, turn: or turns:)".to_owned(),
-            );
-        }
-        for (j, url) in server.urls.iter().enumerate() {
-            match ICE_URL_SCHEMES.iter().find(|s| url.starts_with(*s)) {
-                None => v.push(
-                    urls_path.index(j),
-                    format!("must start with \"stun:\", \"turn:\" or \"turns:\", got {url:?}"),
-                ),
-                Some(scheme) if url.len() == scheme.len() => {
-                    v.push(urls_path.index(j), format!("no host after {scheme:?}"))
-                }
-                Some(_) => {}
-            }
-        }
-        let is_turn = server.urls.iter().any(|u| u.starts_with("turn"));
-        if is_turn && (server.username.is_none() || server.credential.is_none()) {
-            v.push(
-                server_path,
-                "TURN servers need both username and credential".to_owned(),
-            );
-        }
-    }
+    ice_servers(
+        &mut v,
+        webrtc.key("ice_servers"),
+        &config.webrtc.ice_servers,
+    );
     if let Some(range) = config.webrtc.udp_port_range {
         v.push(
             webrtc.key("udp_port_range"),
@@ -156,6 +132,40 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
     }
 
     v.0
+}
+
+/// `[[…ice_servers]]` tables at `at`: each lists stun:/turn:/turns: URLs with a host, and
+/// TURN ones have a username and a credential.
+pub fn ice_servers(v: &mut Violations, at: KeyPath, servers: &[crate::IceServer]) {
+    for (i, server) in servers.iter().enumerate() {
+        let server_path = at.index(i);
+        let urls_path = server_path.key("urls");
+        if server.urls.is_empty() {
+            v.push(
+                urls_path.clone(),
+                "must list at least one URL (stun:, turn: or turns:)".to_owned(),
+            );
+        }
+        for (j, url) in server.urls.iter().enumerate() {
+            match ICE_URL_SCHEMES.iter().find(|s| url.starts_with(*s)) {
+                None => v.push(
+                    urls_path.index(j),
+                    format!("must start with \"stun:\", \"turn:\" or \"turns:\", got {url:?}"),
+                ),
+                Some(scheme) if url.len() == scheme.len() => {
+                    v.push(urls_path.index(j), format!("no host after {scheme:?}"))
+                }
+                Some(_) => {}
+            }
+        }
+        let is_turn = server.urls.iter().any(|u| u.starts_with("turn"));
+        if is_turn && (server.username.is_none() || server.credential.is_none()) {
+            v.push(
+                server_path,
+                "TURN servers need both username and credential".to_owned(),
+            );
+        }
+    }
 }
 
 /// A message if `url` is not a `ws://` or `wss://` URL with a host.

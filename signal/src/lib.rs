@@ -64,6 +64,10 @@ pub async fn run(
         })?;
     let addr = listener.local_addr()?;
     let app = server::router(service.clone(), config.limits.max_websockets as usize)
+        .merge(server::ice_servers_router(
+            service.clone(),
+            config.ice_servers.clone(),
+        ))
         .merge(server::whep_router(whep::Gateway::new(service)));
     let (tls, scheme) = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => (Some(tls::acceptor("server", cert, key)?), "s"),

@@ -16,6 +16,7 @@ use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::routing::{MethodRouter, delete, post};
 use gst_plugin_webrtc_signalling_protocol::OutgoingMessage;
+use onair_config::IceServer;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tower_http::cors::{Any, CorsLayer};
@@ -119,14 +120,38 @@ async fn channels(
     Query(query): Query<TokenQuery>,
 ) -> Response {
     if !service.may_watch(token(&headers, &query).as_deref()) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a valid viewer token is needed (Authorization: Bearer, or ?token=)\n",
-        )
-            .into_response();
+        return unauthorized();
     }
     Json(service.channels()).into_response()
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a valid viewer token is needed (Authorization: Bearer, or ?token=)\n",
+    )
+        .into_response()
+}
+
+/// `GET /api/ice-servers` of onair-signal serving alone (onaird answers it with its own
+/// `webrtc.ice_servers`): the `[[ice_servers]]` that onair.js hands to the browser.
+pub fn ice_servers_router(service: Service, servers: Vec<IceServer>) -> Router {
+    Router::new()
+        .route("/api/ice-servers", get(ice_servers))
+        .with_state((service, Arc::<[IceServer]>::from(servers)))
+}
+
+/// The configured STUN/TURN servers as `RTCIceServer`s (viewer token as `/api/channels`).
+async fn ice_servers(
+    State((service, servers)): State<(Service, Arc<[IceServer]>)>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    if !service.may_watch(token(&headers, &query).as_deref()) {
+        return unauthorized();
+    }
+    Json(servers.to_vec()).into_response()
 }
 
 /// WebSocket connections that may still open.

@@ -637,3 +637,31 @@ fn viewer_tokens_guard_the_channel_list_and_the_gateway() {
     let status = post_sdp(&format!("{}/whep/porch", signal.base_url), "v=0\r\n".into());
     assert_eq!(status.0, 401, "{status:?}");
 }
+
+#[test]
+fn onair_signal_hands_its_ice_servers_to_viewer_pages() {
+    let signal = SignalServer::start(
+        "[auth]\nviewer_tokens = [\"viewer-token-0123456\"]\n\
+         [[ice_servers]]\nurls = [\"stun:127.0.0.1:3478\"]\n\
+         [[ice_servers]]\nurls = [\"turn:127.0.0.1:3478?transport=udp\"]\n\
+         username = \"fleet\"\ncredential = \"fleet-secret\"\n",
+    )
+    .unwrap();
+    let url = format!("{}/api/ice-servers", signal.base_url);
+    // TURN credentials only for viewers.
+    assert_eq!(get(&url).unwrap().0, 401);
+    let (code, body) = get(&format!("{url}?token=viewer-token-0123456")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let servers: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        servers,
+        serde_json::json!([
+            { "urls": ["stun:127.0.0.1:3478"] },
+            {
+                "urls": ["turn:127.0.0.1:3478?transport=udp"],
+                "username": "fleet",
+                "credential": "fleet-secret"
+            }
+        ])
+    );
+}
