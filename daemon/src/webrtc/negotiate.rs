@@ -147,7 +147,7 @@ async fn answer_as_local(
 }
 
 /// The first `a=ice-ufrag` and `a=ice-pwd` of an SDP.
-pub fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+fn ice_credentials(sdp: &str) -> Option<(String, String)> {
     let value = |key: &str| {
         sdp.lines()
             .find_map(|l| l.trim_end().strip_prefix(key))
@@ -377,5 +377,32 @@ mod tests {
         assert_eq!(payload_type(&sdp, "video", "H264", "sendonly"), Some(97));
         assert_eq!(payload_type(&sdp, "audio", "opus", "recvonly"), Some(111));
         assert_eq!(payload_type(&sdp, "audio", "H264", "recvonly"), None);
+    }
+
+    const RESTART: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\na=ice-ufrag:old\r\na=ice-pwd:oldpwd\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 8190 typ host\r\na=end-of-candidates\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=ice-ufrag:old\r\na=ice-pwd:oldpwd\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 8190 typ host\r\n";
+
+    #[test]
+    fn a_restart_offer_has_the_new_credentials_and_no_old_candidates() {
+        let offer = with_credentials(RESTART, "new", "newpwd");
+        assert_eq!(offer.matches("a=ice-ufrag:new\r\n").count(), 2, "{offer}");
+        assert_eq!(offer.matches("a=ice-pwd:newpwd\r\n").count(), 2, "{offer}");
+        assert!(
+            !offer.contains("old") && !offer.contains("candidate"),
+            "{offer}"
+        );
+    }
+
+    #[test]
+    fn our_restart_fragment_has_credentials_and_the_first_sections_candidates() {
+        assert_eq!(
+            ice_fragment(RESTART),
+            "a=ice-ufrag:old\r\na=ice-pwd:oldpwd\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\n\
+             a=candidate:1 1 udp 2130706431 127.0.0.1 8190 typ host\r\na=end-of-candidates\r\n"
+        );
     }
 }
