@@ -1,11 +1,13 @@
-//! TURN (issue 12), with Debian's coturn on loopback:
+//! TURN and STUN, with Debian's coturn on loopback:
 //! - a viewer that may only use relay candidates plays through it, while the camera needs
 //!   no TURN configuration of its own;
 //! - a camera with the TURN server in `[webrtc] ice_servers` offers it to viewers and
 //!   allocates nothing itself (its one port would get one allocation, not one per viewer):
-//!   two relay-only viewers with those credentials play at once.
+//!   two relay-only viewers with those credentials play at once;
+//! - a camera with a STUN server there learns its public address through its one port (the
+//!   STUN request leaves from it, coturn answers the port's address).
 //!
-//! Each test proves the relay carried the video from what coturn logs when the allocations
+//! Each relay test proves the relay carried the video from what coturn logs when the allocations
 //! close: the bytes it relayed cover all the video the viewer received.
 
 use std::time::Duration;
@@ -134,4 +136,36 @@ async fn two_relay_only_viewers_play_at_once_with_the_turn_server_the_camera_off
         relayed.from_peers >= video_bytes && relayed.to_client >= video_bytes,
         "the viewers got {video_bytes} bytes of video, coturn relayed {relayed:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_camera_learns_its_public_address_from_stun_through_its_one_port() {
+    let coturn = Coturn::start().unwrap();
+    let stun = coturn
+        .turn(VIEWER)
+        .url
+        .replacen("turn:", "stun:", 1)
+        .replace("?transport=udp", "");
+    let daemon = Daemon::start(&format!(
+        "{SMALL}[[webrtc.ice_servers]]\nurls = [\"{stun}\"]\n"
+    ))
+    .unwrap();
+    let mut response = agent()
+        .post(&format!("{}/whep", daemon.base_url))
+        .header("content-type", "application/sdp")
+        .send(onair_tests::viewer::plain_offer().await.unwrap())
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let answer = response.body_mut().read_to_string().unwrap();
+    // "candidate:F 1 udp PRIO 127.0.0.1 PORT typ host|srflx …": the port of each type.
+    let port_of = |kind: &str| {
+        answer
+            .lines()
+            .filter(|l| l.contains(" udp ") && l.contains(&format!(" typ {kind}")))
+            .find_map(|l| l.split_whitespace().nth(5).map(str::to_owned))
+    };
+    let (host, srflx) = (port_of("host"), port_of("srflx"));
+    assert!(srflx.is_some(), "no server-reflexive candidate:\n{answer}");
+    // The STUN server saw the request come from the one port.
+    assert_eq!(srflx, host, "{answer}");
 }
