@@ -46,11 +46,16 @@ pub struct Report {
     /// Access units before the first decoded picture that could not start one (no IDR, or
     /// rejected by the decoder); the viewer asked for an IDR with a PLI, as browsers do.
     pub start_skipped: usize,
-    /// Access units that held an IDR.
+    /// Whole access units that held an IDR.
     pub keyframes: usize,
+    /// IDR access units that arrived with their first packets missing (not counted in
+    /// `keyframes`): webrtc-rs drops SRTP that arrives in the same read burst as the DTLS
+    /// server's Finished, before it has keys, so a loaded viewer can lose the head of the
+    /// first picture. Browsers keep them.
+    pub partial_keyframes: usize,
     /// Bytes of video RTP payload received (what the sender's bitrate delivered).
     pub video_bytes: u64,
-    /// Index (in pictures received) of every IDR.
+    /// Index (in pictures decoded before it) of every whole IDR.
     pub keyframe_at: Vec<usize>,
     /// The first decoded picture, read.
     pub first: Option<Picture>,
@@ -155,6 +160,36 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Whether the access unit being gathered arrived whole: it began with the start of a NAL
+/// unit and no sequence number is missing inside it.
+#[derive(Default)]
+struct Whole {
+    last_sequence: Option<u16>,
+    whole: bool,
+}
+
+impl Whole {
+    fn packet(&mut self, packet: &rtc::rtp::Packet, first_of_unit: bool) {
+        let follows = self
+            .last_sequence
+            .is_some_and(|last| packet.header.sequence_number == last.wrapping_add(1));
+        self.last_sequence = Some(packet.header.sequence_number);
+        if first_of_unit {
+            // FU-A (type 28) without its start bit continues a NAL unit begun elsewhere.
+            let payload = &packet.payload;
+            let continuation = payload.first().is_some_and(|b| b & 0x1f == 28)
+                && payload.get(1).is_some_and(|b| b & 0x80 == 0);
+            self.whole = !continuation;
+        } else {
+            self.whole &= follows;
+        }
+    }
+
+    fn is_whole(&self) -> bool {
+        self.whole
+    }
+}
+
 async fn decode_video(
     track: Arc<dyn TrackRemote>,
     shared: Arc<Mutex<Shared>>,
@@ -168,6 +203,7 @@ async fn decode_video(
     };
     let mut depacketizer = H264Packet::default();
     let mut access_unit = BytesMut::new();
+    let mut whole = Whole::default();
     let mut last_pli: Option<Instant> = None;
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else {
@@ -176,6 +212,7 @@ async fn decode_video(
         if let Ok(mut s) = shared.lock() {
             s.report.video_bytes += packet.payload.len() as u64;
         }
+        whole.packet(&packet, access_unit.is_empty());
         match depacketizer.depacketize(&packet.payload) {
             Ok(nals) => access_unit.extend_from_slice(&nals),
             Err(_) => continue,
@@ -186,10 +223,12 @@ async fn decode_video(
         let au = access_unit.split().freeze();
         let has_idr = nal_types(&au).contains(&5);
         let pictures = if let Ok(mut s) = shared.lock() {
-            if has_idr {
+            if has_idr && whole.is_whole() {
                 s.report.keyframes += 1;
                 let at = s.report.frames_decoded;
                 s.report.keyframe_at.push(at);
+            } else if has_idr {
+                s.report.partial_keyframes += 1;
             }
             s.report.frames_decoded
         } else {

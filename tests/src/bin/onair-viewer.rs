@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
             "frames_decoded": report.frames_decoded,
             "decode_errors": report.decode_errors,
             "start_skipped": report.start_skipped,
+            "partial_keyframes": report.partial_keyframes,
             "width": last.map(|p| p.width),
             "height": last.map(|p| p.height),
             "bars": last.map(|p| p.bars),
