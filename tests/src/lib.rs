@@ -7,6 +7,7 @@ pub mod churn;
 pub mod consumer;
 pub mod daemon;
 pub mod janus;
+pub mod link;
 pub mod metrics;
 pub mod picture;
 pub mod signal;

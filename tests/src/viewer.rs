@@ -468,6 +468,9 @@ pub enum Network {
     /// Relay candidates only, through this TURN server: a viewer that can reach the camera
     /// only through a relay.
     Relay(Turn),
+    /// UDP to the camera only through this address: a [`crate::link::Link`] (a bad link of
+    /// this viewer's own). WHEP only.
+    Link(std::net::SocketAddr),
 }
 
 /// A TURN server and the long-term credentials to allocate on it.
@@ -523,7 +526,7 @@ impl Viewer {
         if let Ok(mut s) = shared.lock() {
             s.started = Some(Instant::now());
         }
-        let negotiated = match negotiate(via, pc.as_ref(), &gathered).await {
+        let negotiated = match negotiate(via, pc.as_ref(), &gathered, &network).await {
             Ok(leave) if matches!(network, Network::Tcp) => {
                 dial_passive_candidates(pc.as_ref()).await.map(|()| leave)
             }
@@ -680,15 +683,28 @@ fn report_of(shared: &Mutex<Shared>) -> Report {
 }
 
 /// Negotiates `pc` as `via` says; returns how to leave.
-async fn negotiate(via: Via, pc: &dyn PeerConnection, gathered: &Notify) -> anyhow::Result<Leave> {
+async fn negotiate(
+    via: Via,
+    pc: &dyn PeerConnection,
+    gathered: &Notify,
+    network: &Network,
+) -> anyhow::Result<Leave> {
+    let link = match network {
+        Network::Link(addr) => Some(*addr),
+        _ => None,
+    };
+    ensure!(
+        link.is_none() || matches!(via, Via::Whep(_) | Via::WhepBearer { .. }),
+        "a viewer joins through a link over WHEP only"
+    );
     Ok(match via {
         Via::Whep(url) => {
             let offer = local_offer(pc, gathered).await?;
-            Leave::Whep(whep_post(&url, None, offer, pc).await?, None)
+            Leave::Whep(whep_post(&url, None, offer, pc, link).await?, None)
         }
         Via::WhepBearer { url, token } => {
             let offer = local_offer(pc, gathered).await?;
-            let resource = whep_post(&url, Some(&token), offer, pc).await?;
+            let resource = whep_post(&url, Some(&token), offer, pc, link).await?;
             Leave::Whep(resource, Some(token))
         }
         Via::Channel {
@@ -821,12 +837,14 @@ enum Leave {
 }
 
 /// POSTs `offer` to `whep_url` (with `bearer` as the token), applies the answer to `pc`
-/// and returns the session URL (with `whep_url`'s query, which may carry a token).
+/// (its candidates replaced by `link`'s address, if given) and returns the session URL (with
+/// `whep_url`'s query, which may carry a token).
 async fn whep_post(
     whep_url: &str,
     bearer: Option<&str>,
     offer: String,
     pc: &dyn PeerConnection,
+    link: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<String> {
     let url = whep_url.to_owned();
     let authorization = bearer.map(|token| format!("Bearer {token}"));
@@ -858,6 +876,10 @@ async fn whep_post(
         content_type.as_deref() == Some("application/sdp"),
         "answer content type {content_type:?}"
     );
+    let answer = match link {
+        Some(relay) => crate::link::through(&answer, relay),
+        None => answer,
+    };
     pc.set_remote_description(RTCSessionDescription::answer(answer)?)
         .await?;
     let query = whep_url.find('?').map_or("", |at| &whep_url[at..]);
@@ -924,7 +946,7 @@ async fn recvonly_peer(
     let mut configuration = RTCConfigurationBuilder::new();
     let (mut udp, mut tcp) = (vec![addr.to_owned()], vec![]);
     match network {
-        Network::Udp => {}
+        Network::Udp | Network::Link(_) => {}
         Network::Tcp => {
             settings = settings.with_network_types(vec![NetworkType::Tcp4, NetworkType::Tcp6]);
             (udp, tcp) = (vec![], vec![addr.to_owned()]);

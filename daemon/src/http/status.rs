@@ -10,6 +10,7 @@ use onair_config::{IceServer, VideoEncoder};
 use serde::Serialize;
 
 use super::AppState;
+use crate::webrtc::figures::PeerFigures;
 
 /// Frames older than this mean the pipeline has stalled (also the status LED's "no camera").
 pub const STALL: Duration = Duration::from_secs(2);
@@ -46,6 +47,8 @@ pub struct Status {
     frames_encoded: u64,
     keyframes: u64,
     signaling: SignalingStatus,
+    /// Every session: its state and how its link is doing.
+    peers: Vec<PeerFigures>,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,6 +98,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
             service: state.signaling.clone(),
             registered: state.registered.load(Ordering::Relaxed),
         },
+        peers: state.sessions.peers().await,
     })
 }
 

@@ -30,7 +30,10 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::statistics::stats::rtp_stream::received::remote_inbound::RTCRemoteInboundRtpStreamStats;
 use webrtc::peer_connection::{PeerConnection, RTCStatsReport, RTCStatsReportEntry, StatsSelector};
 
+use serde::Serialize;
+
 use super::Sessions;
+use super::congestion::Estimate;
 use super::session::State;
 
 /// How long a scrape waits for one session's stats (all are asked at once).
@@ -266,6 +269,7 @@ fn ice_rtt(report: &RTCStatsReport) -> Option<f64> {
 pub struct Watched {
     pc: Arc<dyn PeerConnection>,
     rtcp: Arc<RtcpSeen>,
+    estimate: Arc<Estimate>,
     /// [`Phase`] as its index in [`Phase::ALL`].
     phase: AtomicU8,
     latest: Mutex<Latest>,
@@ -284,15 +288,18 @@ struct Reading {
     phase: Phase,
     traffic: Traffic,
     link: Link,
+    /// The bandwidth estimate (bits per second), once the viewer's feedback moved it.
+    estimate_bps: Option<f64>,
 }
 
 impl Watched {
-    /// A new session's (negotiating): its connection, and where its interceptor counts
-    /// the viewer's RTCP.
-    pub fn new(pc: Arc<dyn PeerConnection>, rtcp: Arc<RtcpSeen>) -> Self {
+    /// A new session's (negotiating): its connection, where its interceptor counts the
+    /// viewer's RTCP, and its bandwidth estimate.
+    pub fn new(pc: Arc<dyn PeerConnection>, rtcp: Arc<RtcpSeen>, estimate: Arc<Estimate>) -> Self {
         Watched {
             pc,
             rtcp,
+            estimate,
             phase: AtomicU8::new(0),
             latest: Mutex::default(),
         }
@@ -328,6 +335,7 @@ impl Watched {
             phase: Phase::from_index(self.phase.load(Ordering::Relaxed)),
             traffic,
             link: Link::of(report.as_ref(), &self.rtcp),
+            estimate_bps: self.estimate.measured().then(|| self.estimate.bps()),
         }
     }
 
@@ -380,7 +388,60 @@ impl SessionFigures {
     }
 }
 
+/// One live viewer, as `/api/status` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerFigures {
+    /// The session id (the last part of its WHEP resource URL).
+    pub id: String,
+    /// Where the session is: "negotiating", "connected", "closing".
+    pub state: &'static str,
+    /// Its bandwidth estimate in kb/s; `null` until its feedback (TWCC) has been heard.
+    pub estimate_kbps: Option<f64>,
+    /// Round-trip time in milliseconds, where measured.
+    pub rtt_ms: Option<f64>,
+    /// Fraction lost (0 to 1) in its last receiver report.
+    pub fraction_lost: Option<f64>,
+    /// NACK packets it sent.
+    pub nacks: u64,
+    /// RTP packets sent to it, retransmissions included.
+    pub packets_sent: u64,
+}
+
+impl PeerFigures {
+    fn of(id: String, reading: Reading) -> Self {
+        PeerFigures {
+            id,
+            state: reading.phase.as_str(),
+            estimate_kbps: reading.estimate_bps.map(|bps| (bps / 1000.0).round()),
+            rtt_ms: reading.link.rtt_seconds.map(|s| s * 1000.0),
+            fraction_lost: reading.link.fraction_lost,
+            nacks: reading.traffic.nacks_received,
+            packets_sent: reading.traffic.packets_sent,
+        }
+    }
+}
+
 impl Sessions {
+    /// Each live session's figures; takes at most about [`STATS_WAIT`].
+    pub async fn peers(&self) -> Vec<PeerFigures> {
+        let watched: Vec<(String, Arc<Watched>)> = match self.inner.live.lock() {
+            Ok(live) => live
+                .sessions
+                .iter()
+                .map(|(id, h)| (id.clone(), h.watched.clone()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let readings = join_all(watched.iter().map(|(_, w)| w.read(STATS_WAIT))).await;
+        let mut peers: Vec<PeerFigures> = watched
+            .into_iter()
+            .zip(readings)
+            .map(|((id, _), reading)| PeerFigures::of(id, reading))
+            .collect();
+        peers.sort_by(|a, b| a.id.cmp(&b.id));
+        peers
+    }
+
     /// The live sessions' states and the traffic of all sessions so far; takes at most about
     /// [`STATS_WAIT`].
     pub async fn figures(&self) -> SessionFigures {
@@ -481,6 +542,24 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_is_listed_with_its_estimate_in_kilobits() {
+        let reading = Reading {
+            phase: Phase::Connected,
+            traffic: traffic(100),
+            link: Link {
+                rtt_seconds: Some(0.012),
+                fraction_lost: Some(0.25),
+            },
+            estimate_bps: Some(1_234_567.0),
+        };
+        let peer = PeerFigures::of("abc".into(), reading);
+        assert_eq!(peer.state, "connected");
+        assert_eq!(peer.estimate_kbps, Some(1235.0));
+        assert_eq!(peer.rtt_ms, Some(12.0));
+        assert_eq!((peer.nacks, peer.packets_sent), (10, 100));
+    }
+
+    #[test]
     fn readings_fold_into_figures() {
         let reading = |phase, n, rtt| Reading {
             phase,
@@ -489,6 +568,7 @@ mod tests {
                 rtt_seconds: rtt,
                 fraction_lost: rtt.map(|_| 0.0),
             },
+            estimate_bps: None,
         };
         let figures = [
             reading(Phase::Connected, 100, Some(0.01)),

@@ -25,6 +25,7 @@
 //! watch too (see [`peer`]): the session acts on the newest state.
 
 pub mod catch_up;
+pub mod congestion;
 pub mod ended;
 pub mod figures;
 pub mod forward;
@@ -191,10 +192,10 @@ struct Live {
 }
 
 impl Sessions {
-    /// An empty registry serving `media` with the `[webrtc]` settings.
-    /// The registry, with `webrtc.port` bound (or the error binding it).
-    pub fn new(media: MediaHandle, webrtc: &WebRtc) -> std::io::Result<Self> {
-        let factory = PeerFactory::new(webrtc, media.has_audio())?;
+    /// An empty registry serving `media` (video of about `video_kbps`) with the `[webrtc]`
+    /// settings, with `webrtc.port` bound (or the error binding it).
+    pub fn new(media: MediaHandle, webrtc: &WebRtc, video_kbps: u32) -> std::io::Result<Self> {
+        let factory = PeerFactory::new(webrtc, media.has_audio(), video_kbps)?;
         tracing::info!(
             "webrtc: every viewer's media on port {} (webrtc.port), UDP and ICE-TCP",
             factory.port()
@@ -466,7 +467,11 @@ fn register(
     }
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let (end_tx, end_rx) = watch::channel(None);
-    let watched = Arc::new(Watched::new(peer.pc.clone(), peer.rtcp.clone()));
+    let watched = Arc::new(Watched::new(
+        peer.pc.clone(),
+        peer.rtcp.clone(),
+        peer.estimate.clone(),
+    ));
     let ice_generation = Arc::new(AtomicU32::new(0));
     let handle = Handle {
         control: control_tx,

@@ -17,6 +17,7 @@ use webrtc::peer_connection::{
     SettingEngineBuilder, register_default_interceptors,
 };
 
+use super::congestion::{self, Estimate};
 use super::figures::RtcpSeen;
 use super::keyframe_requests::{self, KeyframeRequests};
 use super::port::Port;
@@ -134,6 +135,9 @@ pub struct PeerFactory {
     /// `webrtc.port`: every connection's UDP goes through it.
     port: Arc<Port>,
     audio_codec: Option<RTCRtpCodec>,
+    /// What the video stream sends, in bits per second: where estimates start, and the
+    /// pacer's floor.
+    video_bps: f64,
 }
 
 /// A freshly built peer connection and what came with it.
@@ -146,6 +150,8 @@ pub struct NewPeer {
     pub gathered: Arc<Notify>,
     /// The viewer's RTCP, counted for `/metrics`.
     pub rtcp: Arc<RtcpSeen>,
+    /// The viewer's bandwidth estimate.
+    pub estimate: Arc<Estimate>,
     /// Its runtime, to be told the ICE username fragment of each local description.
     pub runtime: Arc<PeerRuntime>,
 }
@@ -159,8 +165,8 @@ pub enum PeerError {
 }
 
 impl PeerFactory {
-    /// Reads the `[webrtc]` settings and binds `webrtc.port`.
-    pub fn new(config: &WebRtc, audio: bool) -> std::io::Result<Self> {
+    /// Reads the `[webrtc]` settings and binds `webrtc.port`, for video of `video_kbps`.
+    pub fn new(config: &WebRtc, audio: bool, video_kbps: u32) -> std::io::Result<Self> {
         let bind_ips = if config.bind_ips.is_empty() {
             vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
         } else {
@@ -173,6 +179,7 @@ impl PeerFactory {
             bind_ips,
             port,
             audio_codec: audio.then(opus_codec),
+            video_bps: f64::from(video_kbps) * 1000.0,
         })
     }
 
@@ -211,7 +218,9 @@ impl PeerFactory {
             )?;
         }
         let rtcp = Arc::new(RtcpSeen::default());
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+        let (registry, estimate) = congestion::register(registry, self.video_bps);
+        let registry = registry.with(
             keyframe_requests::SLOT.into(),
             KeyframeRequests::counting(rtcp.clone()),
         );
@@ -264,6 +273,7 @@ impl PeerFactory {
             events,
             gathered,
             rtcp,
+            estimate,
             runtime,
         })
     }
