@@ -85,6 +85,8 @@ pub struct Watch {
     pub decode: bool,
     /// Send a Picture Loss Indication once this many pictures have arrived.
     pub pli_at_frame: Option<usize>,
+    /// Send a Picture Loss Indication every this many pictures (a viewer on a lossy link).
+    pub pli_every: Option<usize>,
 }
 
 impl Watch {
@@ -95,6 +97,7 @@ impl Watch {
             within,
             decode: true,
             pli_at_frame: None,
+            pli_every: None,
         }
     }
 }
@@ -110,8 +113,7 @@ struct Shared {
 }
 
 struct Handler {
-    decode: bool,
-    pli_at_frame: Option<usize>,
+    how: Watch,
     shared: Arc<Mutex<Shared>>,
     gathered: Arc<Notify>,
     progress: Arc<Notify>,
@@ -145,13 +147,7 @@ impl PeerConnectionEventHandler for Handler {
         let progress = self.progress.clone();
         match track.kind().await {
             RtpCodecKind::Video => {
-                tokio::spawn(decode_video(
-                    track,
-                    shared,
-                    progress,
-                    self.decode,
-                    self.pli_at_frame,
-                ));
+                tokio::spawn(decode_video(track, shared, progress, self.how));
             }
             _ => {
                 tokio::spawn(decode_audio(track, shared));
@@ -194,9 +190,14 @@ async fn decode_video(
     track: Arc<dyn TrackRemote>,
     shared: Arc<Mutex<Shared>>,
     progress: Arc<Notify>,
-    decode: bool,
-    pli_at_frame: Option<usize>,
+    how: Watch,
 ) {
+    let Watch {
+        decode,
+        pli_at_frame,
+        pli_every,
+        ..
+    } = how;
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     let Ok(mut decoder) = Decoder::new() else {
         return;
@@ -234,7 +235,8 @@ async fn decode_video(
         } else {
             0
         };
-        if pli_at_frame == Some(pictures) {
+        let every = pli_every.is_some_and(|n| n > 0 && pictures > 0 && pictures % n == 0);
+        if pli_at_frame == Some(pictures) || every {
             send_pli(&*track, media_ssrc).await;
         }
         let started = pictures > 0;
@@ -507,8 +509,7 @@ impl Viewer {
         let progress = Arc::new(Notify::new());
         let gathered = Arc::new(Notify::new());
         let handler = Handler {
-            decode: how.decode,
-            pli_at_frame: how.pli_at_frame,
+            how,
             shared: shared.clone(),
             gathered: gathered.clone(),
             progress: progress.clone(),
@@ -917,8 +918,10 @@ pub async fn audio_only_offer() -> anyhow::Result<String> {
 /// The offer of a peer that receives `kinds`, with H.264 (else VP8) for video.
 async fn offer_of(h264: bool, kinds: &[RtpCodecKind]) -> anyhow::Result<String> {
     let handler = Handler {
-        decode: false,
-        pli_at_frame: None,
+        how: Watch {
+            decode: false,
+            ..Watch::decoding(0, Duration::ZERO)
+        },
         shared: Arc::default(),
         gathered: Arc::default(),
         progress: Arc::default(),

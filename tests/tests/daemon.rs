@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use onair_tests::daemon::{Daemon, agent, get};
 use onair_tests::picture::bars_match;
-use onair_tests::viewer::{Report, Watch, offer_without_h264, watch};
+use onair_tests::viewer::{Report, Via, Viewer, Watch, offer_without_h264, watch};
 
 /// Colour tolerance per channel after H.264 at the default bitrate.
 const TOLERANCE: u8 = 24;
@@ -385,6 +385,44 @@ async fn a_picture_loss_indication_brings_an_idr() {
     );
     assert!(report.keyframes <= 2, "IDRs at {:?}", report.keyframe_at);
     assert_eq!(report.decode_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_asking_for_key_frames_again_and_again_gets_one_a_second_at_most() {
+    // No periodic IDRs. One viewer sends a PLI every 3 pictures (10 a second, as a viewer on a
+    // lossy link may); another, beside it, watches 6 s and counts the IDRs it is sent.
+    let daemon = Daemon::start(
+        "[video]\nwidth = 320\nheight = 240\nkeyframe_interval_ms = 60000\n[audio]\nenabled = false\n",
+    )
+    .unwrap();
+    let whep = format!("{}/whep", daemon.base_url);
+    let asking = Watch {
+        pli_every: Some(3),
+        ..Watch::decoding(100_000, Duration::from_secs(60))
+    };
+    let lossy = Viewer::join(Via::Whep(whep.clone()), asking).await.unwrap();
+    let beside = Viewer::join(
+        Via::Whep(whep),
+        Watch::decoding(180, Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    let report = beside.wait_for(180, Duration::from_secs(20)).await;
+    let asked = lossy.report();
+    eprintln!(
+        "beside a viewer asking 10 times a second: IDRs at {:?} of {} pictures",
+        report.keyframe_at, report.frames_decoded
+    );
+    assert!(report.frames_decoded >= 180, "{report:?}");
+    assert_eq!(report.decode_errors, 0);
+    // Its own IDR to start from, then one a second at most for the other's 60 requests (500
+    // ms apart without the limit): 6 s, 7 IDRs.
+    assert!(report.keyframes <= 7, "IDRs at {:?}", report.keyframe_at);
+    // The asking viewer is still served: more IDRs than the join's.
+    assert!(report.keyframes >= 4, "IDRs at {:?}", report.keyframe_at);
+    assert!(asked.frames_decoded > 100, "{asked:?}");
+    let _ = lossy.leave().await;
+    let _ = beside.leave().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

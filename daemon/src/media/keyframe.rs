@@ -167,9 +167,89 @@ impl KeyframePolicy {
     }
 }
 
+/// One viewer's key frame requests (PLI, FIR), limited to one every
+/// [`ViewerAsks::GAP`]: a viewer on a lossy link asks again and again, and every IDR it
+/// gets goes to everyone watching the same stream. A request inside the gap is held, and
+/// served when the gap ends unless an IDR reached the viewer meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct ViewerAsks {
+    /// When the viewer's last request went to the encoder.
+    last: Option<Instant>,
+    /// A request not passed on yet.
+    held: Option<KeyframeReason>,
+}
+
+impl ViewerAsks {
+    /// Shortest time between two of one viewer's requests reaching the encoder.
+    pub const GAP: Duration = Duration::from_secs(1);
+
+    /// The viewer asks at `now`: the request to pass on now, if any.
+    pub fn ask(&mut self, now: Instant, reason: KeyframeReason) -> Option<KeyframeReason> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < Self::GAP => {
+                self.held.get_or_insert(reason);
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                self.held = None;
+                Some(reason)
+            }
+        }
+    }
+
+    /// When a held request is due.
+    pub fn due(&self) -> Option<Instant> {
+        self.held.and(self.last.map(|last| last + Self::GAP))
+    }
+
+    /// The held request, if its time has come by `now`.
+    pub fn release(&mut self, now: Instant) -> Option<KeyframeReason> {
+        let reason = self.held?;
+        self.ask(now, reason)
+    }
+
+    /// An IDR went to the viewer: what it asked for before has come.
+    pub fn idr_sent(&mut self) {
+        self.held = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_viewer_asking_again_and_again_gets_one_request_through_per_gap() {
+        let t = Instant::now();
+        let mut asks = ViewerAsks::default();
+        assert_eq!(asks.ask(t, KeyframeReason::Pli), Some(KeyframeReason::Pli));
+        let ms = |n| t + Duration::from_millis(n);
+        assert_eq!(asks.ask(ms(100), KeyframeReason::Pli), None);
+        assert_eq!(asks.ask(ms(200), KeyframeReason::Fir), None);
+        assert_eq!(asks.due(), Some(ms(1000)));
+        assert_eq!(asks.release(ms(999)), None);
+        // The first held reason stands for both.
+        assert_eq!(asks.release(ms(1000)), Some(KeyframeReason::Pli));
+        assert_eq!(asks.due(), None);
+        assert_eq!(asks.release(ms(3000)), None);
+    }
+
+    #[test]
+    fn an_idr_that_reached_the_viewer_answers_its_held_request() {
+        let t = Instant::now();
+        let mut asks = ViewerAsks::default();
+        asks.ask(t, KeyframeReason::Pli);
+        asks.ask(t + Duration::from_millis(300), KeyframeReason::Pli);
+        asks.idr_sent();
+        assert_eq!(asks.due(), None);
+        assert_eq!(asks.release(t + Duration::from_secs(2)), None);
+        // Asking after the gap goes straight through.
+        assert_eq!(
+            asks.ask(t + Duration::from_secs(2), KeyframeReason::Fir),
+            Some(KeyframeReason::Fir)
+        );
+    }
 
     const GAP: Duration = Duration::from_millis(500);
     const PERIOD: Duration = Duration::from_secs(2);

@@ -14,7 +14,7 @@
 //! references it never got would only show corruption. It rejoins at the live end of the
 //! ring, not at the oldest unit still in it, so it does not replay seconds of old pictures.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -28,6 +28,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
 use super::catch_up::CatchUp;
+use crate::media::keyframe::ViewerAsks;
 use crate::media::{AudioUnit, Joined, KeyframeReason, MediaHandle, VideoUnit};
 
 /// One of a viewer's outgoing tracks, negotiated and ready to feed.
@@ -61,6 +62,7 @@ pub fn start(media: &MediaHandle, outgoing: &[Outgoing], session: &str, tasks: &
                 let viewer = Viewer {
                     media: media.clone(),
                     session: session.clone(),
+                    asks: Arc::default(),
                 };
                 tasks.spawn(video(track.clone(), stamper, joined, viewer.clone()));
                 tasks.spawn(keyframe_requests(track, viewer));
@@ -161,11 +163,40 @@ impl RtpStamper {
 struct Viewer {
     media: MediaHandle,
     session: Arc<str>,
+    /// Its PLIs and FIRs, limited (shared by its video and key frame request tasks).
+    asks: Arc<Mutex<ViewerAsks>>,
 }
 
 impl Viewer {
     fn request_keyframe(&self, reason: KeyframeReason) {
         self.media.request_keyframe(reason, &self.session);
+    }
+
+    /// The viewer asked (PLI or FIR): passed on now, or held (see [`ViewerAsks`]).
+    fn ask(&self, reason: KeyframeReason) {
+        let now = Instant::now();
+        if let Some(reason) = self.asks.lock().ok().and_then(|mut a| a.ask(now, reason)) {
+            self.request_keyframe(reason);
+        }
+    }
+
+    /// Passes on a held request whose time has come.
+    fn release(&self) {
+        let now = Instant::now();
+        if let Some(reason) = self.asks.lock().ok().and_then(|mut a| a.release(now)) {
+            self.request_keyframe(reason);
+        }
+    }
+
+    fn held_until(&self) -> Option<Instant> {
+        self.asks.lock().ok().and_then(|a| a.due())
+    }
+
+    /// An IDR went out to this viewer.
+    fn idr_sent(&self) {
+        if let Ok(mut asks) = self.asks.lock() {
+            asks.idr_sent();
+        }
     }
 }
 
@@ -200,12 +231,10 @@ async fn video(
                 Err(TryRecvError::Closed) => return,
             }
         }
-        if let Some(next) = catch_up.next(Instant::now()) {
-            for packet in stamper.video_at(&next.unit, next.timestamp) {
-                if track.write_rtp(packet).await.is_err() {
-                    return;
-                }
-            }
+        if let Some(next) = catch_up.next(Instant::now())
+            && !send(&*track, &mut stamper, &next.unit, next.timestamp, &viewer).await
+        {
+            return;
         }
         if let Some(due) = catch_up.due() {
             tokio::time::sleep_until(due.into()).await;
@@ -214,16 +243,35 @@ async fn video(
     loop {
         match live.recv().await {
             Ok(unit) => {
-                for packet in stamper.video(&unit) {
-                    if track.write_rtp(packet).await.is_err() {
-                        return;
-                    }
+                if !send(&*track, &mut stamper, &unit, unit.rtp_timestamp, &viewer).await {
+                    return;
                 }
             }
             Err(RecvError::Lagged(_)) => fell_behind(&viewer, &mut stamper, &mut live),
             Err(RecvError::Closed) => return,
         }
     }
+}
+
+/// Sends one picture stamped `timestamp`; `false` once the track is gone.
+async fn send(
+    track: &dyn TrackLocal,
+    stamper: &mut RtpStamper,
+    unit: &VideoUnit,
+    timestamp: u32,
+    viewer: &Viewer,
+) -> bool {
+    let mut sent = false;
+    for packet in stamper.video_at(unit, timestamp) {
+        if track.write_rtp(packet).await.is_err() {
+            return false;
+        }
+        sent = true;
+    }
+    if sent && unit.keyframe {
+        viewer.idr_sent();
+    }
+    true
 }
 
 /// The ring overwrote pictures this viewer had not sent: skip to the next IDR, from the
@@ -255,17 +303,31 @@ async fn audio(
     }
 }
 
-/// PLI/FIR from this viewer → an IDR for everyone (coalesced by the encoder). Only PLI and
-/// FIR reach here (see `webrtc::keyframe_requests`).
+/// PLI/FIR from this viewer → an IDR for everyone (limited per viewer, then coalesced by
+/// the encoder). Only PLI and FIR reach here (see `webrtc::keyframe_requests`).
 async fn keyframe_requests(track: Arc<dyn TrackLocal>, viewer: Viewer) {
-    while let Some(event) = track.poll().await {
-        // Other (future) events are not ours to act on; keep listening.
-        if let TrackLocalEvent::OnRtcpPacket(packets) = event {
-            let fir = packets.iter().any(|p| p.as_any().is::<FullIntraRequest>());
-            viewer.request_keyframe(match fir {
-                true => KeyframeReason::Fir,
-                false => KeyframeReason::Pli,
-            });
+    loop {
+        let held_until = viewer.held_until();
+        let release = async {
+            match held_until {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = track.poll() => match event {
+                // Other (future) events are not ours to act on; keep listening.
+                Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                    let fir = packets.iter().any(|p| p.as_any().is::<FullIntraRequest>());
+                    viewer.ask(match fir {
+                        true => KeyframeReason::Fir,
+                        false => KeyframeReason::Pli,
+                    });
+                }
+                Some(_) => {}
+                None => return,
+            },
+            () = release => viewer.release(),
         }
     }
 }

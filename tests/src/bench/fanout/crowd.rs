@@ -40,10 +40,8 @@ impl Crowd {
     /// to join is recorded, not fatal: the report shows it.
     pub async fn join(via: Via, count: usize) -> Crowd {
         let hold = Watch {
-            frames: usize::MAX,
-            within: Duration::MAX,
             decode: false,
-            pli_at_frame: None,
+            ..Watch::decoding(usize::MAX, Duration::MAX)
         };
         let mut crowd = Crowd {
             viewers: Vec::with_capacity(count),
