@@ -2,7 +2,7 @@
 // that sends onair's stamped test pattern (onaird, or tests/bench/aiortc_caster.py).
 //
 //   node tests/browser/latency.mjs --whep http://127.0.0.1:8080/whep --width 640 --height 480 \
-//     [--seconds 20] [--warmup 2] [--joins 10] [--gap-ms 1000] [--token T]
+//     [--seconds 20] [--warmup 2] [--joins 10] [--gap-ms 1000] [--token T] [--relay IP:PORT]
 //
 // prints one JSON object (see `measure`). The player is ours and generic: a plain
 // RTCPeerConnection, recvonly video + audio, the whole offer POSTed to the WHEP URL once ICE
@@ -19,6 +19,10 @@
 // stamp's clock is the capture wall clock in ms; both clocks are this machine's.
 // Time to first frame: performance.now() just before the POST is sent → expectedDisplayTime
 // of the first frame presented; a fresh peer connection and video element per join.
+//
+// --relay IP:PORT: the player reaches the server only through that UDP address (a bad link
+// of its own, tests/src/link.rs): the answer's candidates are replaced by one there, as
+// `link::through` does for the webrtc-rs viewer.
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { launch } from './chromium.mjs';
@@ -106,7 +110,23 @@ function pageCode() {
    * Joins `whep` as a WHEP viewer. `onFrame(now, metadata, video)` is called for every
    * presented video frame. Returns { postAt, stop() }.
    */
-  async function join({ whep, token, source }, onFrame) {
+  /** `answer` with its UDP candidates replaced by one at `relay` ("ip:port"), no TCP ones. */
+  function through(answer, relay) {
+    const [ip, port] = [relay.slice(0, relay.lastIndexOf(':')), relay.slice(relay.lastIndexOf(':') + 1)];
+    let placed = false;
+    return answer.split('\r\n').filter((line) => {
+      if (!line.startsWith('a=candidate:')) return true;
+      const f = line.slice('a=candidate:'.length).split(' ');
+      if (placed || f.length < 8 || f[2].toLowerCase() !== 'udp') return false;
+      return (placed = true);
+    }).map((line) => {
+      if (!line.startsWith('a=candidate:')) return line;
+      const f = line.slice('a=candidate:'.length).split(' ');
+      return `a=candidate:${f[0]} ${f[1]} udp ${f[3]} ${ip} ${port} typ host`;
+    }).join('\r\n');
+  }
+
+  async function join({ whep, token, source, relay }, onFrame) {
     const pc = new RTCPeerConnection();
     pc.addTransceiver('video', { direction: 'recvonly' });
     pc.addTransceiver('audio', { direction: 'recvonly' });
@@ -134,7 +154,7 @@ function pageCode() {
       throw new Error(`POST ${whep}: HTTP ${res.status}: ${answer.slice(0, 200)}`);
     }
     const session = new URL(res.headers.get('Location'), whep).href;
-    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    await pc.setRemoteDescription({ type: 'answer', sdp: relay ? through(answer, relay) : answer });
     // DELETE first, as a WHEP player leaving does: closing first would end the session
     // through DTLS before the server hears the DELETE.
     const stop = async () => {
@@ -244,7 +264,7 @@ function summarise({ frames, rejected, callbacks, presented, fps, stats }) {
  * { glass: {read, rejected, sequence, display: {p50, p95}, …}, firstFrame: {p50, joins: [ms…]} };
  * `joins: 0` or `seconds: 0` skips that part.
  */
-export async function measure({ whep, token, width, height, seconds = 20, warmup = 2, joins = 10, gapMs = 1000 }) {
+export async function measure({ whep, token, width, height, seconds = 20, warmup = 2, joins = 10, gapMs = 1000, relay }) {
   const { context, close } = await launch();
   try {
     const page = context.pages()[0] ?? (await context.newPage());
@@ -254,7 +274,7 @@ export async function measure({ whep, token, width, height, seconds = 20, warmup
     await page.route(url, (route) => route.fulfill({ contentType: 'text/html',
       body: `<!doctype html><meta charset="utf-8"><title>bench</title><body><script>(${pageCode})()</script>` }));
     await page.goto(url);
-    const target = { whep, token, source: { width, height } };
+    const target = { whep, token, relay, source: { width, height } };
     const out = {};
     if (seconds > 0) out.glass = summarise(await page.evaluate((a) => window.bench.glass(a), { ...target, seconds, warmup }));
     if (joins > 0) {
@@ -275,13 +295,14 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
     whep: { type: 'string' }, token: { type: 'string' }, width: { type: 'string' }, height: { type: 'string' },
     seconds: { type: 'string', default: '20' }, warmup: { type: 'string', default: '2' },
     joins: { type: 'string', default: '10' }, 'gap-ms': { type: 'string', default: '1000' },
+    relay: { type: 'string' },
   } });
   if (!values.whep || !values.width || !values.height) {
-    console.error('usage: latency.mjs --whep URL --width W --height H [--seconds 20] [--warmup 2] [--joins 10] [--gap-ms 1000] [--token T]');
+    console.error('usage: latency.mjs --whep URL --width W --height H [--seconds 20] [--warmup 2] [--joins 10] [--gap-ms 1000] [--token T] [--relay IP:PORT]');
     process.exit(2);
   }
   const result = await measure({ whep: values.whep, token: values.token, width: Number(values.width),
     height: Number(values.height), seconds: Number(values.seconds), warmup: Number(values.warmup),
-    joins: Number(values.joins), gapMs: Number(values['gap-ms']) });
+    joins: Number(values.joins), gapMs: Number(values['gap-ms']), relay: values.relay });
   console.log(JSON.stringify(result));
 }

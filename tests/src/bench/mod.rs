@@ -1,5 +1,6 @@
 //! The side-by-side benchmark's sections (`onair-bench`, docs/PERFORMANCE.md).
 
+pub mod badlink;
 pub mod fanout;
 pub mod latency;
 

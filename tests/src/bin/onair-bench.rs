@@ -14,6 +14,10 @@
 //! viewer count beside Janus's streaming plugin forwarding the same stream
 //! (tests/src/bench/fanout.rs).
 //!
+//! `./dev bench badlink [--kbps 1000] [--seconds 20]`: Chromium watches onaird's default
+//! stream through a bottleneck of its own: frames per second, glass-to-glass, pictures
+//! missing, and onaird's estimate of the link (tests/src/bench/badlink.rs).
+//!
 //! `./dev bench churn [--minutes 10]` is the soak: a viewer joins every second, decodes,
 //! and leaves (one in three without DELETE), first for a minute to warm up, then for the
 //! minutes asked; it prints what the daemon holds (RSS, descriptors, sockets, threads,
@@ -25,7 +29,7 @@ use clap::{Parser, Subcommand};
 use onair_hal::synthetic::TestPattern;
 use onair_hal::{VideoFrame, VideoSource};
 use onair_tests::bench::fanout::procfs::{CpuMark, rss_mb};
-use onair_tests::bench::{fanout, latency};
+use onair_tests::bench::{badlink, fanout, latency};
 use onair_tests::churn::{self, Plan};
 use onair_tests::daemon::Daemon;
 use onair_tests::viewer::{Watch, watch};
@@ -91,6 +95,15 @@ enum Mode {
         #[arg(long, value_delimiter = ',', default_value = "0,1,10,20,50")]
         viewers: Vec<usize>,
     },
+    /// Chromium watching the default stream through a bottleneck of its own.
+    Badlink {
+        /// The bottleneck, kbit/s.
+        #[arg(long, default_value_t = 1000)]
+        kbps: u64,
+        /// Seconds of playing (after a 2 s warm-up).
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+    },
     /// Chromium glass-to-glass and time to first frame, onaird beside an aiortc caster.
     Latency {
         /// Seconds of glass-to-glass per server and size (after a 2 s warm-up).
@@ -118,6 +131,9 @@ async fn main() -> anyhow::Result<()> {
             window: Duration::from_secs(window),
             ..fanout::Settings::default()
         }),
+        Some(Mode::Badlink { kbps, seconds }) => badlink::run(badlink::Settings { kbps, seconds })
+            .await
+            .map(drop),
         Some(Mode::Latency { seconds, joins }) => {
             latency::run(latency::Settings { seconds, joins }).map(drop)
         }
