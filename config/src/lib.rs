@@ -155,6 +155,11 @@ pub struct Video {
     /// Longest time between key frames in milliseconds, 200 to 60000. A new viewer waits up to
     /// this long for a first picture (unless it asks for a key frame). Default 2000.
     pub keyframe_interval_ms: u32,
+    /// Quality layers, 1 or 2. With 2 (the default), a viewer whose link cannot carry the
+    /// stream gets a second one at half the width and height and a fifth of the bitrate
+    /// (at least 100 kb/s), encoded only while someone watches it. A passthrough camera's
+    /// stream has one layer whatever this says.
+    pub layers: u32,
 }
 
 impl Default for Video {
@@ -167,6 +172,7 @@ impl Default for Video {
             fps: 30,
             bitrate_kbps: 2000,
             keyframe_interval_ms: 2000,
+            layers: 2,
         }
     }
 }

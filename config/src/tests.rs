@@ -82,6 +82,7 @@ height = 480
 fps = 15
 bitrate_kbps = 800
 keyframe_interval_ms = 1000
+layers = 1
 
 [audio]
 enabled = false
@@ -138,6 +139,7 @@ fn full_config() -> Config {
             fps: 15,
             bitrate_kbps: 800,
             keyframe_interval_ms: 1000,
+            layers: 1,
         },
         audio: Audio {
             enabled: false,
@@ -291,6 +293,10 @@ const RULES: &[(&str, &str)] = &[
     (
         "[video]\nkeyframe_interval_ms = 60001",
         "onair.toml:2:24: video.keyframe_interval_ms: must be between 200 and 60000, got 60001",
+    ),
+    (
+        "[video]\nlayers = 3",
+        "onair.toml:2:10: video.layers: must be between 1 and 2, got 3",
     ),
     (
         "[audio]\nsource = \"\"",
@@ -457,7 +463,7 @@ fn unknown_key_names_key_and_line() {
     assert_eq!(
         single("# camera\n\n[video]\nwidht = 1280\n"),
         "onair.toml:4:1: video.widht: unknown key \
-         (expected one of: source, encoder, width, height, fps, bitrate_kbps, keyframe_interval_ms)"
+         (expected one of: source, encoder, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers)"
     );
     assert_eq!(
         single("[vidoe]\nwidth = 1280\n"),
@@ -540,7 +546,7 @@ secret = 1
         "onair.toml:8:9: video.width: must be even, got 1279",
         "onair.toml:9:10: video.height: invalid type: string \"720\", expected u32",
         "onair.toml:10:7: video.fps: must be between 1 and 60, got 0",
-        "onair.toml:12:1: video.typo: unknown key (expected one of: source, encoder, width, height, fps, bitrate_kbps, keyframe_interval_ms)",
+        "onair.toml:12:1: video.typo: unknown key (expected one of: source, encoder, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers)",
         "onair.toml:15:16: audio.bitrate_kbps: must be between 6 and 510, got 1000",
         "onair.toml:18:18: webrtc.udp_port_range: is gone: every viewer now shares one UDP port, webrtc.port (default 8190); replace udp_port_range = [2000, 1000] with e.g. port = 2000",
         "onair.toml:19:23: webrtc.nat_ips[1]: invalid IP address syntax",

@@ -48,6 +48,7 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
         200,
         60_000,
     );
+    v.in_range(video.key("layers"), config.video.layers, 1, 2);
 
     let audio = root.key("audio");
     if config.audio.source.is_empty() {

@@ -44,7 +44,7 @@ pub async fn run(
     };
     let pipeline = media::Pipeline::start(&config)?;
     let media = pipeline.handle();
-    let sessions = webrtc::Sessions::new(media.clone(), &config.webrtc, config.video.bitrate_kbps)
+    let sessions = webrtc::Sessions::new(media.clone(), &config.webrtc)
         .with_context(|| format!("webrtc.port = {}: cannot bind", config.webrtc.port))?;
     let identity = signaling::Identity {
         channel: config.device.channel.clone(),

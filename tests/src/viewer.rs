@@ -41,7 +41,8 @@ use crate::picture::{Picture, read_picture};
 pub struct Report {
     /// Pictures decoded.
     pub frames_decoded: usize,
-    /// Access units the decoder rejected once it had decoded a picture.
+    /// Access units the decoder rejected once it had decoded a picture (each time, the
+    /// viewer asks for an IDR with a PLI, at most every 250 ms, as browsers do).
     pub decode_errors: usize,
     /// Access units before the first decoded picture that could not start one (no IDR, or
     /// rejected by the decoder); the viewer asked for an IDR with a PLI, as browsers do.
@@ -268,6 +269,11 @@ async fn decode_video(
             Err(_) => {
                 if let Ok(mut s) = shared.lock() {
                     s.report.decode_errors += 1;
+                }
+                // As a browser does: a picture it cannot decode asks for an IDR.
+                if last_pli.is_none_or(|at| at.elapsed() >= START_PLI_EVERY) {
+                    last_pli = Some(Instant::now());
+                    send_pli(&*track, media_ssrc).await;
                 }
                 None
             }

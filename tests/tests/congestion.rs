@@ -1,11 +1,16 @@
 //! Viewers on bad links (`onair_tests::link`): each viewer's bandwidth estimate, from its own
-//! transport-wide congestion control feedback, as `/api/status` shows it.
+//! transport-wide congestion control feedback, and the quality layer it is moved to, as
+//! `/api/status` shows them; what the viewers decode meanwhile.
 
 use std::time::{Duration, Instant};
 
 use onair_tests::daemon::{Daemon, get};
 use onair_tests::link::{Link, Shape};
 use onair_tests::viewer::{Network, Via, Viewer, Watch};
+
+/// These tests run one at a time: each encodes the stream and decodes it in its viewers, and
+/// on two cores a bottleneck test must not measure its neighbour's load.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A port number free right now on 127.0.0.1 for both UDP and TCP.
 fn free_port() -> u16 {
@@ -39,6 +44,7 @@ fn peer(daemon: &Daemon, id: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_behind_a_narrow_link_is_estimated_below_it_and_one_beside_it_is_not() {
+    let _one = ONE_AT_A_TIME.lock().await;
     // 1000 kb/s of video; one viewer behind 400 kb/s.
     let port = free_port();
     let daemon = Daemon::start(&format!(
@@ -94,4 +100,147 @@ async fn a_viewer_behind_a_narrow_link_is_estimated_below_it_and_one_beside_it_i
     assert!(dropped > 0, "the link dropped nothing");
     let _ = free.leave().await;
     let _ = narrow.leave().await;
+}
+
+/// Polls `/api/status` every 250 ms until session `id` is on `layer`, at most `within`;
+/// how long it took. Every poll also checks `steady` (another session) is on the top layer.
+async fn wait_for_layer(
+    daemon: &Daemon,
+    id: &str,
+    layer: u64,
+    within: Duration,
+    steady: &str,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let entry = peer(daemon, id);
+        let other = peer(daemon, steady);
+        assert_eq!(
+            other["layer"], 0,
+            "the free viewer left the top layer: {other}"
+        );
+        if entry["layer"] == layer {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "not on layer {layer} within {within:?}: {entry}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_behind_600_kbps_moves_to_the_low_layer_and_back_while_one_beside_it_stays_on_top()
+{
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The default stream (1280x720, 2000 kb/s; its low layer 640x360 at 400 kb/s), without
+    // periodic IDRs: every IDR the free viewer gets is one somebody caused.
+    let port = free_port();
+    let daemon = Daemon::start(&format!(
+        "[video]\nkeyframe_interval_ms = 60000\n[audio]\nenabled = false\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = {port}\n"
+    ))
+    .unwrap();
+    let whep = format!("{}/whep", daemon.base_url);
+    let link = Link::start(([127, 0, 0, 1], port).into(), Shape::kbps(600))
+        .await
+        .unwrap();
+    let how = Watch::decoding(100_000, Duration::from_secs(90));
+    let free = Viewer::join(Via::Whep(whep.clone()), how).await.unwrap();
+    let narrow = Viewer::join_over(Via::Whep(whep), how, Network::Link(link.addr()))
+        .await
+        .unwrap();
+    let (free_id, narrow_id) = (id_of(&free), id_of(&narrow));
+
+    let down = wait_for_layer(&daemon, &narrow_id, 1, Duration::from_secs(5), &free_id).await;
+    eprintln!("narrow viewer on the low layer after {down:?}");
+    // On the low layer it plays: 15 pictures a second or more over 5 s.
+    let before = narrow.frames();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let limited = narrow.frames() - before;
+    let r = narrow.report();
+    eprintln!(
+        "narrow viewer, limited: {limited} pictures in 5 s ({} IDRs, {} partial, {} skipped at the start, {} errors): {}",
+        r.keyframes,
+        r.partial_keyframes,
+        r.start_skipped,
+        r.decode_errors,
+        peer(&daemon, &narrow_id)
+    );
+    assert!(limited >= 75, "{limited} pictures in 5 s on the low layer");
+
+    link.reshape(Shape::free());
+    let up = wait_for_layer(&daemon, &narrow_id, 0, Duration::from_secs(20), &free_id).await;
+    eprintln!("narrow viewer back on the top layer {up:?} after the limit was lifted");
+    let report = narrow
+        .wait_for(narrow.frames() + 30, Duration::from_secs(5))
+        .await;
+    let last = report.last.as_ref().expect("a picture");
+    assert_eq!(
+        (last.width, last.height),
+        (1280, 720),
+        "back at the top layer's size"
+    );
+
+    // The free viewer: its own IDR to start from, at most one a second from the other's
+    // requests while it was still on the top layer, and the other's move back up; none for
+    // what the other asked on the low layer.
+    let free_report = free.report();
+    let allowed = 2 + down.as_secs_f64().ceil() as usize;
+    eprintln!(
+        "free viewer: IDRs at {:?} of {} pictures ({allowed} allowed)",
+        free_report.keyframe_at, free_report.frames_decoded
+    );
+    assert!(
+        free_report.keyframes <= allowed,
+        "IDRs at {:?}",
+        free_report.keyframe_at
+    );
+    assert_eq!(free_report.decode_errors, 0);
+    let _ = free.leave().await;
+    let _ = narrow.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_behind_1_mbps_keeps_playing_the_default_stream_with_little_delay() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The default stream (1280x720, 2000 kb/s) through a 1 Mbit/s bottleneck with a 400 ms
+    // queue: Chromium is moved to the low layer and plays on, presenting 15 pictures a
+    // second or more, each read off the screen at most 400 ms after capture (p95).
+    let port = free_port();
+    let daemon = Daemon::start(&format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = {port}\n"
+    ))
+    .unwrap();
+    let link = Link::start(([127, 0, 0, 1], port).into(), Shape::kbps(1000))
+        .await
+        .unwrap();
+    let mut command = std::process::Command::new("node");
+    command
+        .arg(onair_tests::bench::latency::tests_dir().join("browser/latency.mjs"))
+        .args(["--whep", &format!("{}/whep", daemon.base_url)])
+        .args(["--width", "1280", "--height", "720", "--seconds", "20"])
+        .args(["--joins", "0", "--relay", &link.addr().to_string()]);
+    let measured = tokio::task::spawn_blocking(move || {
+        onair_tests::bench::latency::run_json(command, Duration::from_secs(90))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let glass = &measured["glass"];
+    eprintln!("Chromium through 1 Mbit/s: {glass}");
+    let fps = glass["fps"].as_f64().expect("frames presented");
+    let p95 = glass["display"]["p95"].as_f64().expect("stamps read");
+    assert!(fps >= 15.0, "{fps} pictures a second");
+    assert!(p95 <= 400.0, "glass-to-glass p95 {p95} ms");
+    assert!(glass["measured"].as_u64().unwrap_or(0) >= 300, "{glass}");
+    let dropped = link
+        .counters()
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        dropped > 0,
+        "the link dropped nothing: it was no bottleneck"
+    );
 }

@@ -32,7 +32,9 @@ const FAMILIES: [(&str, &str); 19] = [
     ("process_resident_memory_bytes", "gauge"),
 ];
 
-const REASONS: [&str; 7] = ["start", "periodic", "join", "pli", "fir", "lag", "encoder"];
+const REASONS: [&str; 8] = [
+    "start", "periodic", "join", "pli", "fir", "lag", "switch", "encoder",
+];
 
 fn scraped(base: &str) -> Scrape {
     scrape(base, Some(TOKEN)).unwrap()

@@ -99,6 +99,16 @@ impl VideoFeed {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<VideoUnit>> {
         self.live.subscribe()
     }
+
+    /// Whether anyone receives the live pictures.
+    pub fn watched(&self) -> bool {
+        self.live.receiver_count() > 0
+    }
+
+    /// Forgets the GOP (its layer stopped being encoded: nobody may start from it later).
+    pub fn forget(&self) {
+        *self.gop() = Gop::default();
+    }
 }
 
 #[cfg(test)]

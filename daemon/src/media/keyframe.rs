@@ -32,19 +32,22 @@ pub enum KeyframeReason {
     Fir,
     /// A viewer fell so far behind that pictures it had not sent were overwritten.
     Lag,
+    /// A viewer moves to this layer and starts at its next IDR.
+    Switch,
     /// The encoder decided on its own (e.g. a scene change).
     Encoder,
 }
 
 impl KeyframeReason {
     /// Every reason, in the order of their bits in the mailbox.
-    pub const ALL: [KeyframeReason; 7] = [
+    pub const ALL: [KeyframeReason; 8] = [
         KeyframeReason::Start,
         KeyframeReason::Periodic,
         KeyframeReason::Join,
         KeyframeReason::Pli,
         KeyframeReason::Fir,
         KeyframeReason::Lag,
+        KeyframeReason::Switch,
         KeyframeReason::Encoder,
     ];
 
@@ -57,6 +60,7 @@ impl KeyframeReason {
             KeyframeReason::Pli => "pli",
             KeyframeReason::Fir => "fir",
             KeyframeReason::Lag => "lag",
+            KeyframeReason::Switch => "switch",
             KeyframeReason::Encoder => "encoder",
         }
     }

@@ -16,6 +16,7 @@ pub mod h264;
 pub mod h264_camera;
 pub mod input;
 pub mod keyframe;
+pub mod layers;
 pub mod passthrough;
 pub mod stats;
 pub mod video;
@@ -32,6 +33,7 @@ use tracing::warn;
 
 pub use gop::{Joined, VideoFeed};
 pub use keyframe::KeyframeReason;
+pub use layers::LayerSpec;
 pub use stats::MediaStats;
 
 use keyframe::KeyframeMailbox;
@@ -85,9 +87,9 @@ pub struct VideoDescription {
 /// A cheap, cloneable view of the running pipeline for sessions and HTTP handlers.
 #[derive(Clone)]
 pub struct MediaHandle {
-    video: Arc<VideoFeed>,
+    /// The video's quality layers, top first.
+    layers: Arc<[Layer]>,
     audio: Option<broadcast::Sender<Arc<AudioUnit>>>,
-    keyframes: Arc<KeyframeMailbox>,
     /// The clock both media are stamped with.
     clock: RtpClock,
     /// While set, the video thread encodes black pictures and the audio thread silence
@@ -99,11 +101,42 @@ pub struct MediaHandle {
     video_description: Arc<RwLock<VideoDescription>>,
 }
 
+/// One quality layer of the video: what it is, where it is published, and where key frames
+/// are asked of its encoder.
+#[derive(Debug)]
+pub struct Layer {
+    /// What it is encoded as.
+    pub spec: LayerSpec,
+    feed: Arc<VideoFeed>,
+    keyframes: Arc<KeyframeMailbox>,
+}
+
+impl Layer {
+    fn new(spec: LayerSpec, keyframes: KeyframeMailbox) -> Self {
+        Layer {
+            spec,
+            feed: Arc::new(VideoFeed::new(VIDEO_QUEUE)),
+            keyframes: Arc::new(keyframes),
+        }
+    }
+}
+
 impl MediaHandle {
-    /// A new viewer of the encoded video: the newest IDR and the pictures since it, then
-    /// the live pictures (see [`gop`]).
+    /// A new viewer of the encoded video (its top layer): the newest IDR and the pictures
+    /// since it, then the live pictures (see [`gop`]).
     pub fn join_video(&self) -> Joined {
-        self.video.join()
+        self.layers[0].feed.join()
+    }
+
+    /// The live pictures of `layer` only, from the next one encoded; `None` if there is no
+    /// such layer. Subscribing is what makes a lower layer be encoded.
+    pub fn subscribe_layer(&self, layer: usize) -> Option<broadcast::Receiver<Arc<VideoUnit>>> {
+        self.layers.get(layer).map(|l| l.feed.subscribe())
+    }
+
+    /// What each layer is, top first.
+    pub fn layers(&self) -> Vec<LayerSpec> {
+        self.layers.iter().map(|l| l.spec).collect()
     }
 
     /// The clock the media's RTP timestamps come from.
@@ -111,9 +144,9 @@ impl MediaHandle {
         self.clock
     }
 
-    /// The live encoded video only, from the next picture encoded.
+    /// The live encoded video (its top layer) only, from the next picture encoded.
     pub fn subscribe_video(&self) -> broadcast::Receiver<Arc<VideoUnit>> {
-        self.video.subscribe()
+        self.layers[0].feed.subscribe()
     }
 
     /// A new subscription to the encoded audio, if audio is on.
@@ -134,12 +167,19 @@ impl MediaHandle {
         self.audio.is_some()
     }
 
-    /// `asker` (a session id) asks the encoder for an IDR for `reason`. Cheap and safe to
-    /// call from anywhere, as often as wanted: the encoder coalesces requests (see
+    /// `asker` (a session id) asks the encoder of `layer` for an IDR for `reason`. Cheap and
+    /// safe to call from anywhere, as often as wanted: the encoder coalesces requests (see
     /// [`keyframe::KeyframePolicy`]).
-    pub fn request_keyframe(&self, reason: KeyframeReason, asker: &str) {
-        tracing::debug!(asker, reason = reason.as_str(), "key frame requested");
-        self.keyframes.post(reason);
+    pub fn request_keyframe(&self, layer: usize, reason: KeyframeReason, asker: &str) {
+        tracing::debug!(
+            asker,
+            layer,
+            reason = reason.as_str(),
+            "key frame requested"
+        );
+        if let Some(layer) = self.layers.get(layer) {
+            layer.keyframes.post(reason);
+        }
     }
 
     /// Whether privacy is on: black pictures and silence go out instead of what the camera
@@ -168,25 +208,30 @@ impl Pipeline {
         let clock = RtpClock::new();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MediaStats::new());
-        let keyframes = Arc::new(KeyframeMailbox::default());
         let privacy = Arc::new(AtomicBool::new(false));
+        let v = &config.video;
+        let layers = match v.encoder {
+            VideoEncoder::Passthrough => 1,
+            VideoEncoder::Openh264 => v.layers,
+        };
+        let layers: Arc<[Layer]> = layers::specs(v.width, v.height, v.bitrate_kbps, layers)
+            .into_iter()
+            .map(|spec| Layer::new(spec, KeyframeMailbox::default()))
+            .collect();
 
         // Open everything before starting anything, so a failure leaves no thread behind.
-        let video =
-            video::VideoThread::open(&config.video, clock, stats.clone(), keyframes.clone())?
-                .with_privacy(privacy.clone());
+        let video = video::VideoThread::open(&config.video, clock, stats.clone(), &layers)?
+            .with_privacy(privacy.clone());
         let audio = match config.audio.enabled {
             true => audio::AudioThread::open(&config.audio, clock, stats.clone())?
                 .map(|audio| audio.with_privacy(privacy.clone())),
             false => None,
         };
-        let video_feed = Arc::new(VideoFeed::new(VIDEO_QUEUE));
         let audio_tx = audio.as_ref().map(|_| broadcast::channel(AUDIO_QUEUE).0);
         let mut pipeline = Pipeline {
             handle: MediaHandle {
-                video: video_feed.clone(),
+                layers,
                 audio: audio_tx.clone(),
-                keyframes,
                 clock,
                 privacy,
                 stats,
@@ -196,9 +241,7 @@ impl Pipeline {
             threads: Vec::new(),
         };
         // Dropping `pipeline` on an error below stops what was already started.
-        pipeline
-            .threads
-            .push(video.spawn(video_feed, stop.clone())?);
+        pipeline.threads.push(video.spawn(stop.clone())?);
         if let (Some(audio), Some(tx)) = (audio, audio_tx) {
             pipeline.threads.push(audio.spawn(tx, stop)?);
         }

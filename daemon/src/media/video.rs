@@ -20,8 +20,11 @@ use super::h264::{H264Encoder, H264Settings, profile_level_id};
 use super::h264_camera::H264TestCamera;
 use super::input::Supervised;
 use super::keyframe::{KeyframeMailbox, KeyframePolicy, KeyframeReason};
+use super::layers::{self, LayerSpec};
 use super::passthrough::{self, Passthrough};
-use super::{LogThrottle, MediaStats, RtpClock, VideoDescription, VideoUnit, convert, running};
+use super::{
+    Layer, LogThrottle, MediaStats, RtpClock, VideoDescription, VideoUnit, convert, running,
+};
 
 /// Largest RTP payload: a 1200-byte packet (safe under every tunnel's MTU) minus the
 /// 12-byte RTP header.
@@ -47,9 +50,115 @@ pub struct VideoThread {
     keyframe_interval: Duration,
     clock: RtpClock,
     stats: Arc<MediaStats>,
+    /// Where the top layer is published.
+    feed: Arc<VideoFeed>,
     keyframes: Arc<KeyframeMailbox>,
+    /// The layers below the top, encoded from its pictures while watched.
+    lower: Vec<Lower>,
     /// While set, pictures are replaced by black before encoding (see [`black_i420`]).
     privacy: Arc<AtomicBool>,
+}
+
+/// A layer below the top: the top's pictures halved and encoded by an encoder of its own,
+/// which exists only while someone watches the layer.
+struct Lower {
+    bitrate_kbps: u32,
+    feed: Arc<VideoFeed>,
+    keyframes: Arc<KeyframeMailbox>,
+    /// The encoder (for the size it was made for) and its key frame policy, while watched.
+    encoder: Option<(H264Encoder, (u32, u32), KeyframePolicy)>,
+    payloader: H264Payloader,
+    halved: Vec<u8>,
+    failures: LogThrottle,
+}
+
+impl Lower {
+    fn new(layer: &Layer) -> Self {
+        Lower {
+            bitrate_kbps: layer.spec.bitrate_kbps,
+            feed: layer.feed.clone(),
+            keyframes: layer.keyframes.clone(),
+            encoder: None,
+            payloader: H264Payloader::default(),
+            halved: Vec::new(),
+            failures: LogThrottle::new(30),
+        }
+    }
+
+    /// Encodes the top layer's picture `i420` (of `format`) halved, if anyone watches this
+    /// layer; otherwise lets go of the encoder and the kept GOP.
+    fn encode(&mut self, i420: &[u8], format: VideoFormat, captured: Instant, ctx: &LayerContext) {
+        if !self.feed.watched() {
+            if self.encoder.take().is_some() {
+                self.feed.forget();
+                info!(
+                    kbps = self.bitrate_kbps,
+                    "video: nobody on the lower layer; stopped encoding it"
+                );
+            }
+            return;
+        }
+        let size = ((format.width / 2) & !1, (format.height / 2) & !1);
+        let spec = LayerSpec {
+            width: size.0,
+            height: size.1,
+            bitrate_kbps: self.bitrate_kbps,
+        };
+        if self
+            .encoder
+            .as_ref()
+            .is_none_or(|(_, made_for, _)| *made_for != size)
+        {
+            match layers::encoder(spec, format.fps) {
+                Ok(encoder) => {
+                    info!(
+                        width = size.0,
+                        height = size.1,
+                        kbps = self.bitrate_kbps,
+                        "video: encoding the lower layer"
+                    );
+                    let policy = KeyframePolicy::new(KEYFRAME_MIN_GAP, ctx.keyframe_interval);
+                    self.encoder = Some((encoder, size, policy));
+                }
+                Err(err) => {
+                    if let Some(count) = self.failures.hit() {
+                        error!(count, "lower layer: H.264 encoder: {err}");
+                    }
+                    return;
+                }
+            }
+        }
+        let Some((encoder, _, policy)) = self.encoder.as_mut() else {
+            return;
+        };
+        layers::halve_i420(i420, (format.width, format.height), size, &mut self.halved);
+        if let Some(reason) = self.keyframes.take() {
+            policy.request(reason);
+        }
+        let force = policy.decide(captured);
+        let pts = ctx.clock.since_origin(captured);
+        let unit = encode(encoder, &mut self.payloader, &self.halved, force, pts);
+        policy.encoded(force, &unit, captured);
+        match unit {
+            Ok(Some((payloads, keyframe, _))) => self.feed.publish(VideoUnit {
+                payloads,
+                keyframe: keyframe.is_some(),
+                rtp_timestamp: ctx.clock.video(captured),
+            }),
+            Ok(None) => {}
+            Err(err) => {
+                if let Some(count) = self.failures.hit() {
+                    error!(count, "lower layer: {err}");
+                }
+            }
+        }
+    }
+}
+
+/// What every lower layer's encoding needs from the video thread.
+struct LayerContext {
+    clock: RtpClock,
+    keyframe_interval: Duration,
 }
 
 /// `auto` → the first V4L2 capture device, or the test pattern (with a warning) if there is
@@ -142,8 +251,9 @@ impl VideoThread {
         video: &Video,
         clock: RtpClock,
         stats: Arc<MediaStats>,
-        keyframes: Arc<KeyframeMailbox>,
+        layers: &[Layer],
     ) -> anyhow::Result<Self> {
+        let (top, lower) = layers.split_first().context("no video layer")?;
         let setting = resolve(&video.source);
         let passthrough = video.encoder == VideoEncoder::Passthrough;
         let wanted = VideoFormatRequest {
@@ -208,7 +318,9 @@ impl VideoThread {
             keyframe_interval: Duration::from_millis(u64::from(video.keyframe_interval_ms)),
             clock,
             stats,
-            keyframes,
+            feed: top.feed.clone(),
+            keyframes: top.keyframes.clone(),
+            lower: lower.iter().map(Lower::new).collect(),
             privacy: Arc::default(),
         })
     }
@@ -225,17 +337,13 @@ impl VideoThread {
     }
 
     /// Runs capture → convert → encode → packetize on a thread of its own until `stop`.
-    pub fn spawn(
-        self,
-        feed: Arc<VideoFeed>,
-        stop: Arc<AtomicBool>,
-    ) -> std::io::Result<JoinHandle<()>> {
+    pub fn spawn(self, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("onair-video".into())
-            .spawn(move || self.run(&feed, &stop))
+            .spawn(move || self.run(&stop))
     }
 
-    fn run(mut self, feed: &VideoFeed, stop: &AtomicBool) {
+    fn run(mut self, stop: &AtomicBool) {
         let mut work = Work::new(self.keyframe_interval);
         while running(stop) {
             self.stats.beat();
@@ -249,7 +357,7 @@ impl VideoThread {
             };
             self.stats
                 .record_video(Instant::now(), encoded_len, keyframe);
-            feed.publish(VideoUnit {
+            self.feed.publish(VideoUnit {
                 payloads,
                 keyframe: keyframe.is_some(),
                 rtp_timestamp: self.clock.video(work.frame.captured),
@@ -370,6 +478,13 @@ impl VideoThread {
                 let unit = encode(&mut self.encoder, payloader, i420, force, pts);
                 self.stats.record_encode_time(started.elapsed());
                 policy.encoded(force, &unit, frame.captured);
+                let ctx = LayerContext {
+                    clock: self.clock,
+                    keyframe_interval: self.keyframe_interval,
+                };
+                for lower in &mut self.lower {
+                    lower.encode(i420, format, frame.captured, &ctx);
+                }
                 unit
             }
         }

@@ -12,14 +12,18 @@
 //! is what answers a low estimate). Viewers that send no TWCC feedback (aiortc) keep the
 //! starting estimate and the pacer its starting rate.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rtc::interceptor::{
-    BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, PacerBuilder, PacketReport,
-    Registry, Slot, TwccSenderBuilder,
+    Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
+    PacerBuilder, Packet, PacketReport, Registry, Slot, StreamInfo, TaggedPacket,
+    TwccSenderBuilder,
 };
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
 
 /// The pacer may send this many times the estimate (as libwebrtc's pacer does).
 pub const PACING_FACTOR: f64 = 2.5;
@@ -33,13 +37,17 @@ const MAX_ESTIMATE_BPS: f64 = 20_000_000.0;
 /// At most this many packets wait in a viewer's pacer; more are dropped (then NACKed).
 const PACER_QUEUE_PACKETS: usize = 1024;
 
-/// One viewer's estimate as the rest of onaird reads it.
+/// One viewer's estimate as the rest of onaird reads it, and what was resent to it.
 #[derive(Debug)]
 pub struct Estimate {
     /// f64 bits per second, as bits.
     bps: AtomicU64,
     /// Whether any feedback has moved it from where it started.
     measured: AtomicU64,
+    /// Packets resent for its NACKs.
+    retransmitted: AtomicU64,
+    /// Resends its NACKs asked for that the budget refused.
+    refused: AtomicU64,
 }
 
 impl Estimate {
@@ -47,7 +55,19 @@ impl Estimate {
         Estimate {
             bps: AtomicU64::new(start_bps.to_bits()),
             measured: AtomicU64::new(0),
+            retransmitted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
+    }
+
+    /// Packets resent for the viewer's NACKs.
+    pub fn retransmitted(&self) -> u64 {
+        self.retransmitted.load(Ordering::Relaxed)
+    }
+
+    /// Resends the viewer asked for that would have gone over its budget.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// The estimate in bits per second.
@@ -108,19 +128,118 @@ impl BandwidthEstimator for Publishing {
     }
 }
 
+/// Resends may take this share of the estimate: a viewer's NACKs on a congested link must
+/// not add more than the link can carry (each lost packet asked for again is more load on
+/// the very queue that lost it).
+pub const RETRANSMIT_SHARE: f64 = 0.25;
+
+/// Slot between the NACK responder (4000, where resends come from) and the pacer (3000,
+/// toward the wire).
+const RETRANSMIT_SLOT: usize = 3500;
+
+/// Lets resends out only within [`RETRANSMIT_SHARE`] of the estimate (a token bucket holding
+/// at most 100 ms of it); counts what it passes and refuses.
+struct RetransmitBudget {
+    estimate: Arc<Estimate>,
+    budget_bits: f64,
+    last: Option<Instant>,
+    inbound: VecDeque<TaggedPacket>,
+    outbound: VecDeque<TaggedPacket>,
+}
+
+impl RetransmitBudget {
+    fn new(estimate: Arc<Estimate>) -> Self {
+        RetransmitBudget {
+            estimate,
+            budget_bits: 0.0,
+            last: None,
+            inbound: VecDeque::new(),
+            outbound: VecDeque::new(),
+        }
+    }
+
+    /// Whether a resend of `bits` fits at `now`.
+    fn allows(&mut self, now: Instant, bits: f64) -> bool {
+        let rate = self.estimate.bps().max(MIN_ESTIMATE_BPS) * RETRANSMIT_SHARE;
+        let elapsed = self.last.map_or(0.1, |last| {
+            now.saturating_duration_since(last).as_secs_f64()
+        });
+        self.last = Some(now);
+        self.budget_bits = (self.budget_bits + elapsed * rate).min(rate * 0.1);
+        if self.budget_bits < bits {
+            return false;
+        }
+        self.budget_bits -= bits;
+        true
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RetransmitBudget {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.inbound.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.inbound.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        if msg.message.has(&Attribute::Retransmission) {
+            let bits = match &msg.message.packet {
+                Packet::Rtp(packet) => (packet.payload.len() + 12) as f64 * 8.0,
+                _ => 0.0,
+            };
+            if !self.allows(msg.now, bits) {
+                self.estimate.refused.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            self.estimate.retransmitted.fetch_add(1, Ordering::Relaxed);
+        }
+        self.outbound.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.outbound.pop_front()
+    }
+}
+
+impl Interceptor for RetransmitBudget {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
 /// How fast the pacer may send for an estimate of `estimate_bps`, a stream of
 /// `stream_bps` at the least.
 pub fn pacing_rate(estimate_bps: f64, stream_bps: f64) -> f64 {
     estimate_bps.max(stream_bps) * PACING_FACTOR
 }
 
-/// Adds congestion control (TWCC sequence numbers, feedback into GCC) and a pacer to
-/// `registry`, for a stream of `stream_bps`; the estimate starts there.
-pub fn register(registry: Registry, stream_bps: f64) -> (Registry, Arc<Estimate>) {
-    let start = stream_bps.clamp(MIN_ESTIMATE_BPS, MAX_ESTIMATE_BPS);
+/// Where an estimate starts, as a multiple of the stream's bitrate: GCC's first reports,
+/// taken while a joining viewer's first pictures arrive in a burst, often cut it by a step
+/// or two, and a viewer whose link has room should not be moved off the top layer for that.
+const START_FACTOR: f64 = 1.5;
+
+/// Adds congestion control (TWCC sequence numbers, feedback into GCC), a pacer and the
+/// budget for resends to `registry`, for a stream whose top layer sends `stream_bps` and
+/// lowest `lowest_bps`. The estimate never goes below the lowest layer's rate: nothing less
+/// is ever sent, and the lower it sinks, the longer it takes to climb back once the link
+/// clears.
+pub fn register(registry: Registry, stream_bps: f64, lowest_bps: f64) -> (Registry, Arc<Estimate>) {
+    let start = (stream_bps * START_FACTOR).clamp(MIN_ESTIMATE_BPS, MAX_ESTIMATE_BPS);
+    let floor = lowest_bps.clamp(MIN_ESTIMATE_BPS, start);
     let estimate = Arc::new(Estimate::new(start));
     let publishing = Publishing {
-        gcc: Gcc::new(start, MIN_ESTIMATE_BPS, MAX_ESTIMATE_BPS),
+        gcc: Gcc::new(start, floor, MAX_ESTIMATE_BPS),
         estimate: estimate.clone(),
         floor_bps: stream_bps,
     };
@@ -134,7 +253,11 @@ pub fn register(registry: Registry, stream_bps: f64) -> (Registry, Arc<Estimate>
             CongestionControlBuilder::new(publishing).build(),
         )
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-        .with(Slot::Pacer, pacer);
+        .with(Slot::Pacer, pacer)
+        .with(
+            RETRANSMIT_SLOT.into(),
+            RetransmitBudget::new(estimate.clone()),
+        );
     (registry, estimate)
 }
 

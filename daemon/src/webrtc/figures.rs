@@ -19,7 +19,7 @@
 //! no longer changes them, so what the total takes over is at least what scrapes showed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -270,6 +270,8 @@ pub struct Watched {
     pc: Arc<dyn PeerConnection>,
     rtcp: Arc<RtcpSeen>,
     estimate: Arc<Estimate>,
+    /// The quality layer the viewer receives (0: the top).
+    layer: AtomicUsize,
     /// [`Phase`] as its index in [`Phase::ALL`].
     phase: AtomicU8,
     latest: Mutex<Latest>,
@@ -290,6 +292,8 @@ struct Reading {
     link: Link,
     /// The bandwidth estimate (bits per second), once the viewer's feedback moved it.
     estimate_bps: Option<f64>,
+    /// The quality layer it receives.
+    layer: usize,
 }
 
 impl Watched {
@@ -300,9 +304,25 @@ impl Watched {
             pc,
             rtcp,
             estimate,
+            layer: AtomicUsize::new(0),
             phase: AtomicU8::new(0),
             latest: Mutex::default(),
         }
+    }
+
+    /// The viewer's bandwidth estimate (bits per second), once its feedback moved it.
+    pub fn estimate(&self) -> Option<f64> {
+        self.estimate.measured().then(|| self.estimate.bps())
+    }
+
+    /// The quality layer the viewer receives.
+    pub fn layer(&self) -> usize {
+        self.layer.load(Ordering::Relaxed)
+    }
+
+    /// The viewer now receives `layer`.
+    pub fn set_layer(&self, layer: usize) {
+        self.layer.store(layer, Ordering::Relaxed);
     }
 
     /// The session's state machine moved to `state`.
@@ -335,7 +355,8 @@ impl Watched {
             phase: Phase::from_index(self.phase.load(Ordering::Relaxed)),
             traffic,
             link: Link::of(report.as_ref(), &self.rtcp),
-            estimate_bps: self.estimate.measured().then(|| self.estimate.bps()),
+            estimate_bps: self.estimate(),
+            layer: self.layer(),
         }
     }
 
@@ -395,6 +416,8 @@ pub struct PeerFigures {
     pub id: String,
     /// Where the session is: "negotiating", "connected", "closing".
     pub state: &'static str,
+    /// The quality layer it receives: 0 the top, 1 the lower.
+    pub layer: usize,
     /// Its bandwidth estimate in kb/s; `null` until its feedback (TWCC) has been heard.
     pub estimate_kbps: Option<f64>,
     /// Round-trip time in milliseconds, where measured.
@@ -412,6 +435,7 @@ impl PeerFigures {
         PeerFigures {
             id,
             state: reading.phase.as_str(),
+            layer: reading.layer,
             estimate_kbps: reading.estimate_bps.map(|bps| (bps / 1000.0).round()),
             rtt_ms: reading.link.rtt_seconds.map(|s| s * 1000.0),
             fraction_lost: reading.link.fraction_lost,
@@ -551,6 +575,7 @@ mod tests {
                 fraction_lost: Some(0.25),
             },
             estimate_bps: Some(1_234_567.0),
+            layer: 1,
         };
         let peer = PeerFigures::of("abc".into(), reading);
         assert_eq!(peer.state, "connected");
@@ -569,6 +594,7 @@ mod tests {
                 fraction_lost: rtt.map(|_| 0.0),
             },
             estimate_bps: None,
+            layer: 0,
         };
         let figures = [
             reading(Phase::Connected, 100, Some(0.01)),

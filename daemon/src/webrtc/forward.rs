@@ -28,8 +28,10 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
 use super::catch_up::CatchUp;
+use super::figures::Watched;
+use super::layer_choice::LayerChoice;
 use crate::media::keyframe::ViewerAsks;
-use crate::media::{AudioUnit, Joined, KeyframeReason, MediaHandle, VideoUnit};
+use crate::media::{AudioUnit, Joined, KeyframeReason, LayerSpec, MediaHandle, VideoUnit};
 
 /// One of a viewer's outgoing tracks, negotiated and ready to feed.
 pub struct Outgoing {
@@ -44,8 +46,15 @@ pub struct Outgoing {
 }
 
 /// Starts feeding a connected viewer's tracks; `session` names the viewer in key frame
-/// requests. The tasks end when aborted (the session closes) or when their track is gone.
-pub fn start(media: &MediaHandle, outgoing: &[Outgoing], session: &str, tasks: &mut JoinSet<()>) {
+/// requests, `watched` holds its estimate and gets its layer. The tasks end when aborted (the
+/// session closes) or when their track is gone.
+pub fn start(
+    media: &MediaHandle,
+    outgoing: &[Outgoing],
+    session: &str,
+    watched: &Arc<Watched>,
+    tasks: &mut JoinSet<()>,
+) {
     let session: Arc<str> = session.into();
     for out in outgoing {
         let track: Arc<dyn TrackLocal> = out.track.clone();
@@ -63,6 +72,7 @@ pub fn start(media: &MediaHandle, outgoing: &[Outgoing], session: &str, tasks: &
                     media: media.clone(),
                     session: session.clone(),
                     asks: Arc::default(),
+                    watched: watched.clone(),
                 };
                 tasks.spawn(video(track.clone(), stamper, joined, viewer.clone()));
                 tasks.spawn(keyframe_requests(track, viewer));
@@ -165,11 +175,15 @@ struct Viewer {
     session: Arc<str>,
     /// Its PLIs and FIRs, limited (shared by its video and key frame request tasks).
     asks: Arc<Mutex<ViewerAsks>>,
+    /// Its estimate, and the layer it is on.
+    watched: Arc<Watched>,
 }
 
 impl Viewer {
+    /// An IDR of the layer the viewer is on.
     fn request_keyframe(&self, reason: KeyframeReason) {
-        self.media.request_keyframe(reason, &self.session);
+        let layer = self.watched.layer();
+        self.media.request_keyframe(layer, reason, &self.session);
     }
 
     /// The viewer asked (PLI or FIR): passed on now, or held (see [`ViewerAsks`]).
@@ -190,6 +204,26 @@ impl Viewer {
 
     fn held_until(&self) -> Option<Instant> {
         self.asks.lock().ok().and_then(|a| a.due())
+    }
+
+    /// The switch to make for `target` while on `current`, given the one under way:
+    /// none when staying, the one under way if it goes there already, else a new one (which
+    /// subscribes to the layer, making it encoded, and asks for its IDR).
+    fn switch(&self, target: usize, current: usize, under_way: Option<Switch>) -> Option<Switch> {
+        if target == current {
+            return None;
+        }
+        if let Some(switch) = under_way.filter(|s| s.layer == target) {
+            return Some(switch);
+        }
+        let live = self.media.subscribe_layer(target)?;
+        debug!(session = %self.session, from = current, to = target, "moving the viewer to another layer");
+        self.media
+            .request_keyframe(target, KeyframeReason::Switch, &self.session);
+        Some(Switch {
+            layer: target,
+            live,
+        })
     }
 
     /// An IDR went out to this viewer.
@@ -240,17 +274,69 @@ async fn video(
             tokio::time::sleep_until(due.into()).await;
         }
     }
+    let mut choice = LayerChoice::new(viewer.media.layers().iter().map(bits_per_second).collect());
+    let mut switching: Option<Switch> = None;
+    let mut choose = tokio::time::interval(CHOOSE_EVERY);
+    choose.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        match live.recv().await {
-            Ok(unit) => {
+        tokio::select! {
+            received = live.recv() => match received {
+                Ok(unit) => {
+                    if !send(&*track, &mut stamper, &unit, unit.rtp_timestamp, &viewer).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => fell_behind(&viewer, &mut stamper, &mut live),
+                Err(RecvError::Closed) => return,
+            },
+            Some(unit) = next_of(&mut switching) => {
+                // The target layer's IDR: the viewer moves there with it.
+                let Some(Switch { layer, live: target }) = switching.take() else {
+                    continue;
+                };
                 if !send(&*track, &mut stamper, &unit, unit.rtp_timestamp, &viewer).await {
                     return;
                 }
+                live = target;
+                choice.switched(Instant::now(), layer);
+                viewer.watched.set_layer(layer);
+                debug!(session = %viewer.session, layer, "viewer moved to another layer");
             }
-            Err(RecvError::Lagged(_)) => fell_behind(&viewer, &mut stamper, &mut live),
-            Err(RecvError::Closed) => return,
+            _ = choose.tick() => {
+                let target = choice.update(Instant::now(), viewer.watched.estimate());
+                switching = viewer.switch(target, choice.current(), switching.take());
+            }
         }
     }
+}
+
+/// How often a viewer's layer is reconsidered.
+const CHOOSE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A viewer on its way to another layer: that layer's pictures, until its next IDR.
+struct Switch {
+    layer: usize,
+    live: Receiver<Arc<VideoUnit>>,
+}
+
+/// The next IDR of the layer being switched to (other pictures are skipped); pending
+/// without a switch under way.
+async fn next_of(switching: &mut Option<Switch>) -> Option<Arc<VideoUnit>> {
+    let Some(switch) = switching.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match switch.live.recv().await {
+            Ok(unit) if unit.keyframe => return Some(unit),
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return std::future::pending().await,
+        }
+    }
+}
+
+fn bits_per_second(spec: &LayerSpec) -> f64 {
+    f64::from(spec.bitrate_kbps) * 1000.0
 }
 
 /// Sends one picture stamped `timestamp`; `false` once the track is gone.
@@ -274,8 +360,8 @@ async fn send(
     true
 }
 
-/// The ring overwrote pictures this viewer had not sent: skip to the next IDR, from the
-/// live end.
+/// The ring overwrote pictures this viewer had not sent: skip to the next IDR (of its layer),
+/// from the live end.
 fn fell_behind(viewer: &Viewer, stamper: &mut RtpStamper, live: &mut Receiver<Arc<VideoUnit>>) {
     debug!(session = %viewer.session, "viewer fell behind; skipping to the next IDR");
     *live = live.resubscribe();

@@ -30,6 +30,7 @@ pub mod ended;
 pub mod figures;
 pub mod forward;
 pub mod keyframe_requests;
+pub mod layer_choice;
 pub mod nat;
 pub mod negotiate;
 pub mod nomination;
@@ -192,10 +193,13 @@ struct Live {
 }
 
 impl Sessions {
-    /// An empty registry serving `media` (video of about `video_kbps`) with the `[webrtc]`
-    /// settings, with `webrtc.port` bound (or the error binding it).
-    pub fn new(media: MediaHandle, webrtc: &WebRtc, video_kbps: u32) -> std::io::Result<Self> {
-        let factory = PeerFactory::new(webrtc, media.has_audio(), video_kbps)?;
+    /// An empty registry serving `media` with the `[webrtc]` settings, with `webrtc.port`
+    /// bound (or the error binding it).
+    pub fn new(media: MediaHandle, webrtc: &WebRtc) -> std::io::Result<Self> {
+        let layers = media.layers();
+        let kbps = |spec: Option<&crate::media::LayerSpec>| spec.map_or(0, |s| s.bitrate_kbps);
+        let (top, lowest) = (kbps(layers.first()), kbps(layers.last()));
+        let factory = PeerFactory::new(webrtc, media.has_audio(), top, lowest)?;
         tracing::info!(
             "webrtc: every viewer's media on port {} (webrtc.port), UDP and ICE-TCP",
             factory.port()
@@ -582,7 +586,13 @@ async fn run_session(
                     warn!(session = %id, "connected before the answer was applied");
                     continue;
                 };
-                forward::start(&inner.media, outgoing, &id, &mut media_tasks);
+                forward::start(
+                    &inner.media,
+                    outgoing,
+                    &id,
+                    &orders.watched,
+                    &mut media_tasks,
+                );
                 let viewers = inner.viewers.fetch_add(1, Ordering::Relaxed) + 1;
                 info!(session = %id, viewers, "viewer connected");
             }

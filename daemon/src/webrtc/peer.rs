@@ -135,9 +135,9 @@ pub struct PeerFactory {
     /// `webrtc.port`: every connection's UDP goes through it.
     port: Arc<Port>,
     audio_codec: Option<RTCRtpCodec>,
-    /// What the video stream sends, in bits per second: where estimates start, and the
-    /// pacer's floor.
-    video_bps: f64,
+    /// What the video's top and lowest layers send, in bits per second (see
+    /// [`congestion::register`]).
+    video_bps: (f64, f64),
 }
 
 /// A freshly built peer connection and what came with it.
@@ -165,8 +165,14 @@ pub enum PeerError {
 }
 
 impl PeerFactory {
-    /// Reads the `[webrtc]` settings and binds `webrtc.port`, for video of `video_kbps`.
-    pub fn new(config: &WebRtc, audio: bool, video_kbps: u32) -> std::io::Result<Self> {
+    /// Reads the `[webrtc]` settings and binds `webrtc.port`, for video whose top and lowest
+    /// layers send `top_kbps` and `lowest_kbps`.
+    pub fn new(
+        config: &WebRtc,
+        audio: bool,
+        top_kbps: u32,
+        lowest_kbps: u32,
+    ) -> std::io::Result<Self> {
         let bind_ips = if config.bind_ips.is_empty() {
             vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
         } else {
@@ -179,7 +185,10 @@ impl PeerFactory {
             bind_ips,
             port,
             audio_codec: audio.then(opus_codec),
-            video_bps: f64::from(video_kbps) * 1000.0,
+            video_bps: (
+                f64::from(top_kbps) * 1000.0,
+                f64::from(lowest_kbps) * 1000.0,
+            ),
         })
     }
 
@@ -219,7 +228,8 @@ impl PeerFactory {
         }
         let rtcp = Arc::new(RtcpSeen::default());
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
-        let (registry, estimate) = congestion::register(registry, self.video_bps);
+        let (top, lowest) = self.video_bps;
+        let (registry, estimate) = congestion::register(registry, top, lowest);
         let registry = registry.with(
             keyframe_requests::SLOT.into(),
             KeyframeRequests::counting(rtcp.clone()),

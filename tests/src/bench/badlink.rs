@@ -2,7 +2,11 @@
 //! default stream (1280x720 at 30 fps, 2000 kb/s) through a bottleneck of its own
 //! (`crate::link`: a UDP relay with a rate and a 400 ms drop-tail queue), and reports what it
 //! could play (frames per second, glass-to-glass p50/p95, pictures missing) while
-//! `/api/status` shows onaird's estimate of its link. Figures only.
+//! `/api/status` shows onaird's estimate of its link and the layer it is on.
+//!
+//! Before that, what the second layer costs: onaird's CPU over a window with one viewer on
+//! the top layer, then over a window with a second viewer behind 600 kb/s, on the low layer
+//! (both encoded). Figures only.
 
 use std::process::Command;
 use std::time::Duration;
@@ -10,9 +14,48 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use super::fanout::procfs::CpuMark;
 use super::latency::{run_json, tests_dir};
 use crate::daemon::{Daemon, get};
 use crate::link::{Link, Shape};
+use crate::viewer::{Network, Via, Viewer, Watch};
+
+/// onaird's CPU (% of one core) over `window`.
+async fn cpu_over(pid: u32, window: Duration) -> anyhow::Result<f64> {
+    let before = CpuMark::read(pid)?;
+    tokio::time::sleep(window).await;
+    Ok(CpuMark::read(pid)?.percent_since(&before))
+}
+
+/// CPU with one viewer on the top layer, then with another on the low layer too.
+async fn layer_cost(daemon: &Daemon, port: u16) -> anyhow::Result<(f64, f64)> {
+    let whep = format!("{}/whep", daemon.base_url);
+    let counting = Watch {
+        decode: false,
+        ..Watch::decoding(usize::MAX, Duration::from_secs(600))
+    };
+    let top = Viewer::join(Via::Whep(whep.clone()), counting).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let one = cpu_over(daemon.pid(), Duration::from_secs(10)).await?;
+    let link = Link::start(([127, 0, 0, 1], port).into(), Shape::kbps(600)).await?;
+    let low = Viewer::join_over(Via::Whep(whep), counting, Network::Link(link.addr())).await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let both = cpu_over(daemon.pid(), Duration::from_secs(10)).await?;
+    let status = get(&format!("{}/api/status", daemon.base_url))?.1;
+    let parsed: Value = serde_json::from_str(&status)?;
+    let layers: Vec<&Value> = parsed["peers"]
+        .as_array()
+        .map(|peers| peers.iter().map(|p| &p["layer"]).collect())
+        .unwrap_or_default();
+    println!(
+        "  CPU: {one:.1} % of a core with one viewer on the top layer, {both:.1} % with another \
+         behind 600 kb/s (layers now {layers:?}): {:.2} ×",
+        both / one
+    );
+    let _ = low.leave().await;
+    let _ = top.leave().await;
+    Ok((one, both))
+}
 
 /// How much to measure.
 #[derive(Debug, Clone, Copy)]
@@ -44,11 +87,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<Value> {
     let daemon = Daemon::start(&format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = {port}\n"
     ))?;
+    println!(
+        "bad link: onaird's default stream (1280x720 at 30 fps, 2000 kb/s, low layer 640x360 \
+         at 400 kb/s)"
+    );
+    let (one, both) = layer_cost(&daemon, port).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let link = Link::start(([127, 0, 0, 1], port).into(), Shape::kbps(settings.kbps)).await?;
     let whep = format!("{}/whep", daemon.base_url);
     println!(
-        "bad link: onaird's default stream (1280x720 at 30 fps, 2000 kb/s) to Chromium through \
-         {} kb/s with a 400 ms queue; {} s after a 2 s warm-up",
+        "  Chromium through {} kb/s with a 400 ms queue; {} s after a 2 s warm-up",
         settings.kbps, settings.seconds
     );
     let mut command = Command::new("node");
@@ -62,6 +110,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<Value> {
     // The estimate as the viewer plays, every second.
     let status = format!("{}/api/status", daemon.base_url);
     let mut estimates = Vec::new();
+    let mut layers = Vec::new();
     while !chromium.is_finished() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let status = status.clone();
@@ -72,6 +121,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<Value> {
             .and_then(Value::as_f64)
         {
             estimates.push(kbps);
+        }
+        if let Some(layer) = parsed.pointer("/peers/0/layer").and_then(Value::as_u64) {
+            layers.push(layer);
         }
     }
     let chromium = chromium.await??;
@@ -95,7 +147,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<Value> {
     );
     println!(
         "  link: {delivered} packets delivered, {dropped} dropped; onaird's estimate each \
-         second (kb/s): {estimates:?}"
+         second (kb/s): {estimates:?}; Chromium's layer each second: {layers:?}"
     );
     let out = json!({
         "kbps": settings.kbps,
@@ -103,6 +155,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<Value> {
         "chromium": chromium,
         "link": { "delivered": delivered, "dropped": dropped },
         "estimates_kbps": estimates,
+        "layers": layers,
+        "cpu": { "top_only": one, "both_layers": both },
     });
     let path = super::output_path("badlink")?;
     if let Some(dir) = path.parent() {

@@ -141,7 +141,7 @@ impl Drop for Caster {
 }
 
 /// The `tests/` directory of the workspace (scripts live there).
-pub(crate) fn tests_dir() -> PathBuf {
+pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -155,7 +155,7 @@ fn python() -> anyhow::Result<PathBuf> {
 /// Runs `command`, which prints one JSON document, and parses it; kills it after `timeout`.
 /// A non-zero exit is accepted when the JSON came out (whep_client.py exits 1 when a viewer
 /// failed a check, and says which in the JSON).
-pub(crate) fn run_json(mut command: Command, timeout: Duration) -> anyhow::Result<Value> {
+pub fn run_json(mut command: Command, timeout: Duration) -> anyhow::Result<Value> {
     let what = format!("{command:?}");
     let mut child = command
         .stdout(Stdio::piped())
