@@ -91,14 +91,14 @@ impl Phase {
 /// Counters of what was sent to viewers, summed over their outgoing streams.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
-    /// RTP payload bytes sent (headers and retransmissions not included, as in WebRTC's
-    /// `bytesSent`).
+    /// RTP payload bytes sent (webrtc-rs's `bytesSent`; onair resends the original packet,
+    /// not RTX, so resends are counted here too).
     pub bytes_sent: u64,
-    /// RTP packets sent.
+    /// RTP packets sent, resends included.
     pub packets_sent: u64,
     /// NACKs received from viewers.
     pub nacks_received: u64,
-    /// Packets sent again (RTX) after a NACK.
+    /// Packets sent again after a NACK.
     pub retransmitted_packets: u64,
     /// Packets the viewers reported lost in their RTCP receiver reports.
     pub packets_lost: u64,
@@ -294,6 +294,8 @@ struct Reading {
     estimate_bps: Option<f64>,
     /// The quality layer it receives.
     layer: usize,
+    /// Resends its NACKs asked for that its budget refused.
+    refused: u64,
 }
 
 impl Watched {
@@ -345,18 +347,31 @@ impl Watched {
     /// The session ended: its final figures (the larger of `last_report`'s and any read
     /// before), which from now on no reading changes.
     pub fn retire(&self, last_report: Option<&RTCStatsReport>) -> Traffic {
-        self.update(Traffic::of(last_report, &self.rtcp), true)
+        self.update(self.traffic(last_report), true)
+    }
+
+    /// What webrtc-rs counted, with the resends our budget let out (webrtc-rs counts only
+    /// those on an RTX stream, and onair sends none).
+    fn traffic(&self, report: Option<&RTCStatsReport>) -> Traffic {
+        let traffic = Traffic::of(report, &self.rtcp);
+        Traffic {
+            retransmitted_packets: traffic
+                .retransmitted_packets
+                .max(self.estimate.retransmitted()),
+            ..traffic
+        }
     }
 
     async fn read(&self, wait: Duration) -> Reading {
         let report = self.report(wait).await;
-        let traffic = self.update(Traffic::of(report.as_ref(), &self.rtcp), false);
+        let traffic = self.update(self.traffic(report.as_ref()), false);
         Reading {
             phase: Phase::from_index(self.phase.load(Ordering::Relaxed)),
             traffic,
             link: Link::of(report.as_ref(), &self.rtcp),
             estimate_bps: self.estimate(),
             layer: self.layer(),
+            refused: self.estimate.refused(),
         }
     }
 
@@ -428,6 +443,10 @@ pub struct PeerFigures {
     pub nacks: u64,
     /// RTP packets sent to it, retransmissions included.
     pub packets_sent: u64,
+    /// Packets resent for its NACKs.
+    pub retransmitted: u64,
+    /// Resends its NACKs asked for beyond its budget (a quarter of its estimate).
+    pub retransmissions_refused: u64,
 }
 
 impl PeerFigures {
@@ -441,6 +460,8 @@ impl PeerFigures {
             fraction_lost: reading.link.fraction_lost,
             nacks: reading.traffic.nacks_received,
             packets_sent: reading.traffic.packets_sent,
+            retransmitted: reading.traffic.retransmitted_packets,
+            retransmissions_refused: reading.refused,
         }
     }
 }
@@ -576,12 +597,14 @@ mod tests {
             },
             estimate_bps: Some(1_234_567.0),
             layer: 1,
+            refused: 3,
         };
         let peer = PeerFigures::of("abc".into(), reading);
         assert_eq!(peer.state, "connected");
         assert_eq!(peer.estimate_kbps, Some(1235.0));
         assert_eq!(peer.rtt_ms, Some(12.0));
         assert_eq!((peer.nacks, peer.packets_sent), (10, 100));
+        assert_eq!((peer.layer, peer.retransmissions_refused), (1, 3));
     }
 
     #[test]
@@ -595,6 +618,7 @@ mod tests {
             },
             estimate_bps: None,
             layer: 0,
+            refused: 0,
         };
         let figures = [
             reading(Phase::Connected, 100, Some(0.01)),
