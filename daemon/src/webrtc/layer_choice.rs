@@ -2,7 +2,9 @@
 //! as an input.
 //!
 //! A viewer starts on the top layer. It moves down as soon as its estimate has stayed below
-//! its layer's bitrate for [`DOWN_AFTER`] (to the best layer the estimate carries), and up
+//! [`SHORT`] of its layer's bitrate for [`DOWN_AFTER`] (to the best layer the estimate
+//! carries): GCC answers one sign of queueing with 85 % of what arrived, so a viewer that
+//! receives the whole layer and sees one hiccup (a busy receiver) stays. It moves up
 //! one layer once the estimate has had [`HEADROOM`] over the next layer's bitrate for
 //! [`UP_AFTER`]: quick to spare a viewer a frozen picture, slow to risk one. Without an
 //! estimate (a viewer that sends no TWCC feedback) it stays where it is.
@@ -15,8 +17,10 @@
 
 use std::time::{Duration, Instant};
 
-/// How long an estimate below the layer's bitrate is borne before moving down.
+/// How long an estimate below [`SHORT`] of the layer's bitrate is borne before moving down.
 pub const DOWN_AFTER: Duration = Duration::from_secs(1);
+/// An estimate below this share of the layer's bitrate is short of it.
+pub const SHORT: f64 = 0.8;
 /// How long the estimate must have room for the layer above before moving up.
 pub const UP_AFTER: Duration = Duration::from_secs(3);
 /// The room asked for: the layer above's bitrate times this.
@@ -89,7 +93,7 @@ impl LayerChoice {
             return self.current;
         };
         let rate = self.rates.get(self.current).copied().unwrap_or(0.0);
-        if estimate < rate {
+        if estimate < rate * SHORT {
             self.room_since = None;
             let since = *self.short_since.get_or_insert(now);
             // A move up on trial is undone at once.
@@ -185,6 +189,17 @@ mod tests {
         choice.switched(s(30.0), 1);
         assert_eq!(choice.update(s(30.0), room), 1);
         assert_eq!(choice.update(s(33.0), room), 0);
+    }
+
+    #[test]
+    fn one_backing_off_from_the_whole_layer_is_not_short() {
+        let t = Instant::now();
+        let mut choice = LayerChoice::new(vec![TOP, LOW]);
+        // GCC's answer to one overuse while the whole top layer arrived: 85 % of it.
+        for i in 0..20 {
+            let now = t + Duration::from_millis(250 * i);
+            assert_eq!(choice.update(now, Some(0.85 * TOP)), 0);
+        }
     }
 
     #[test]
