@@ -1,5 +1,6 @@
 //! A bad link for one viewer: a UDP relay on loopback whose camera-to-viewer direction is a
-//! bottleneck of a given rate with a bounded queue (drop-tail, like `tc tbf`).
+//! bottleneck of a given rate with a bounded queue (drop-tail, like `tc tbf`), and may lose
+//! a share of the packets at random (like interference on a radio link).
 //!
 //! The kernel's `tbf` on `lo` (inside `unshare -rn`) shapes every flow on the machine alike;
 //! netem, veth and tc classifiers are not available here (../shared/design/FACTS.md). To
@@ -30,6 +31,8 @@ pub struct Shape {
     pub rate_bps: Option<u64>,
     /// A packet that would wait longer than this in the queue is dropped (tbf's `latency`).
     pub queue: Duration,
+    /// This share (0 to 1) of the packets arriving is lost at random, before the queue.
+    pub loss: f64,
 }
 
 impl Shape {
@@ -37,7 +40,15 @@ impl Shape {
     pub fn kbps(kbps: u64) -> Shape {
         Shape {
             rate_bps: Some(kbps * 1000),
-            queue: Duration::from_millis(400),
+            ..Shape::free()
+        }
+    }
+
+    /// No rate limit, but `loss` (0 to 1) of the packets lost at random.
+    pub fn lossy(loss: f64) -> Shape {
+        Shape {
+            loss,
+            ..Shape::free()
         }
     }
 
@@ -46,18 +57,31 @@ impl Shape {
         Shape {
             rate_bps: None,
             queue: Duration::from_millis(400),
+            loss: 0.0,
         }
     }
 }
 
 /// A serialising link: each packet occupies it for `len × 8 / rate` seconds, in arrival
-/// order; one that would have to wait longer than `queue` is dropped on arrival.
+/// order; one that would have to wait longer than `queue` is dropped on arrival, and
+/// `loss` of them are lost before that.
 #[derive(Debug)]
 pub struct Bottleneck {
     shape: Shape,
     /// When the packet last accepted has left.
     busy_until: Option<Instant>,
     queue: VecDeque<(Instant, Vec<u8>)>,
+    /// The random losses' generator (xorshift64; the same losses every run).
+    dice: u64,
+}
+
+/// Why a packet did not get onto the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Lost at random.
+    Lost,
+    /// The queue was full.
+    Dropped,
 }
 
 impl Bottleneck {
@@ -67,7 +91,16 @@ impl Bottleneck {
             shape,
             busy_until: None,
             queue: VecDeque::new(),
+            dice: 0x9E37_79B9_7F4A_7C15,
         }
+    }
+
+    /// A uniform draw in 0..1.
+    fn roll(&mut self) -> f64 {
+        self.dice ^= self.dice << 13;
+        self.dice ^= self.dice >> 7;
+        self.dice ^= self.dice << 17;
+        (self.dice >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Changes the rate from now on; what is queued keeps its departure times.
@@ -75,21 +108,24 @@ impl Bottleneck {
         self.shape = shape;
     }
 
-    /// A packet arrives at `now`; `false` if it was dropped.
-    pub fn push(&mut self, now: Instant, packet: Vec<u8>) -> bool {
+    /// A packet arrives at `now`: queued, or why not.
+    pub fn push(&mut self, now: Instant, packet: Vec<u8>) -> Result<(), Refused> {
+        if self.shape.loss > 0.0 && self.roll() < self.shape.loss {
+            return Err(Refused::Lost);
+        }
         let Some(rate) = self.shape.rate_bps.filter(|&r| r > 0) else {
             self.queue.push_back((now, packet));
-            return true;
+            return Ok(());
         };
         let start = self.busy_until.map_or(now, |busy| busy.max(now));
         if start.duration_since(now) > self.shape.queue {
-            return false;
+            return Err(Refused::Dropped);
         }
         let on_wire = Duration::from_secs_f64(packet.len() as f64 * 8.0 / rate as f64);
         let leaves = start + on_wire;
         self.busy_until = Some(leaves);
         self.queue.push_back((leaves, packet));
-        true
+        Ok(())
     }
 
     /// The next packet whose time has come by `now`.
@@ -115,6 +151,8 @@ pub struct Counters {
     pub delivered_bytes: AtomicU64,
     /// Packets the full queue dropped.
     pub dropped: AtomicU64,
+    /// Packets lost at random.
+    pub lost: AtomicU64,
 }
 
 /// A running relay. Dropping it stops it.
@@ -232,8 +270,13 @@ impl Down {
             tokio::select! {
                 received = self.back.recv(&mut buf) => {
                     let Ok(n) = received else { return };
-                    if !bottleneck.push(Instant::now(), buf[..n].to_vec()) {
-                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    let counter = match bottleneck.push(Instant::now(), buf[..n].to_vec()) {
+                        Ok(()) => None,
+                        Err(Refused::Dropped) => Some(&self.counters.dropped),
+                        Err(Refused::Lost) => Some(&self.counters.lost),
+                    };
+                    if let Some(counter) = counter {
+                        counter.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 changed = self.shapes.changed() => {
@@ -299,18 +342,34 @@ mod tests {
         let mut link = Bottleneck::new(Shape {
             rate_bps: Some(80_000),
             queue: Duration::from_millis(250),
+            loss: 0.0,
         });
         for _ in 0..3 {
-            assert!(link.push(t, vec![0; 1000]));
+            assert_eq!(link.push(t, vec![0; 1000]), Ok(()));
         }
         // The fourth would start 300 ms from now.
-        assert!(!link.push(t, vec![0; 1000]));
+        assert_eq!(link.push(t, vec![0; 1000]), Err(Refused::Dropped));
         assert_eq!(link.pop(t + Duration::from_millis(99)), None);
         assert!(link.pop(t + Duration::from_millis(100)).is_some());
         assert_eq!(link.pop(t + Duration::from_millis(100)), None);
         assert_eq!(link.next_departure(), Some(t + Duration::from_millis(200)));
         link.reshape(Shape::free());
-        assert!(link.push(t + Duration::from_millis(150), vec![1]));
+        assert_eq!(link.push(t + Duration::from_millis(150), vec![1]), Ok(()));
+    }
+
+    #[test]
+    fn a_lossy_link_loses_about_its_share_at_random() {
+        let t = Instant::now();
+        let mut link = Bottleneck::new(Shape::lossy(0.1));
+        let pushes: Vec<_> = (0..10_000).map(|_| link.push(t, vec![0])).collect();
+        let lost = pushes.iter().filter(|p| **p == Err(Refused::Lost)).count();
+        assert!((900..=1100).contains(&lost), "{lost} of 10000 lost");
+        // Not in a pattern: some losses come two in a row, most alone.
+        let pairs = pushes
+            .windows(2)
+            .filter(|w| w[0].is_err() && w[1].is_err())
+            .count();
+        assert!((50..=150).contains(&pairs), "{pairs} losses in a row");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use onaird::media::h264::nal_types;
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
 use rtc::ice::network_type::NetworkType;
+use rtc::interceptor::{JitterBufferBuilder, Slot};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
@@ -66,8 +67,16 @@ pub struct Report {
     pub time_to_first_frame: Option<Duration>,
     /// Opus packets decoded.
     pub audio_frames: usize,
-    /// RMS of the decoded audio (full scale 1.0); the test tone is about 0.18.
+    /// RMS of the decoded audio (full scale 1.0); the test tone is about 0.16.
     pub audio_rms: f64,
+    /// Opus packets that carry in-band FEC: the frame before them comes back from them
+    /// alone (decoded with FEC by a fresh decoder, louder than -35 dBFS).
+    pub audio_fec_packets: usize,
+    /// Opus packets that never arrived (gaps in the sequence numbers).
+    pub audio_lost: usize,
+    /// Of those, frames restored from the next packet's FEC (single losses only, as a
+    /// browser's jitter buffer does).
+    pub audio_recovered: usize,
     /// HTTP status of the DELETE; 0 if nothing answered it.
     pub delete_status: u16,
     /// The daemon ended the connection (closed, failed or dropped) before the viewer left.
@@ -88,6 +97,10 @@ pub struct Watch {
     pub pli_at_frame: Option<usize>,
     /// Send a Picture Loss Indication every this many pictures (a viewer on a lossy link).
     pub pli_every: Option<usize>,
+    /// Hold packets this long in a jitter buffer (rtc-interceptor's), so that resent ones
+    /// take their place in order, as a browser's does; without, packets are used as they
+    /// arrive and a resend comes too late for its picture.
+    pub jitter_buffer: Option<Duration>,
 }
 
 impl Watch {
@@ -99,6 +112,7 @@ impl Watch {
             decode: true,
             pli_at_frame: None,
             pli_every: None,
+            jitter_buffer: None,
         }
     }
 }
@@ -319,25 +333,72 @@ async fn start_skipped(
 const START_PLI_EVERY: Duration = Duration::from_millis(250);
 
 async fn decode_audio(track: Arc<dyn TrackRemote>, shared: Arc<Mutex<Shared>>) {
-    let Ok(mut decoder) = opus::Decoder::new(48_000, opus::Channels::Stereo) else {
+    let (Ok(mut decoder), Ok(mut scratch)) = (
+        opus::Decoder::new(48_000, opus::Channels::Stereo),
+        opus::Decoder::new(48_000, opus::Channels::Stereo),
+    ) else {
         return;
     };
     let mut pcm = vec![0i16; 5760 * 2];
+    let mut last_sequence: Option<u16> = None;
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else {
             continue;
         };
+        let sequence = packet.header.sequence_number;
+        let lost = last_sequence.map_or(0, |last| {
+            usize::from(sequence.wrapping_sub(last).wrapping_sub(1)).min(1000)
+        });
+        last_sequence = Some(sequence);
+        let fec = carries_fec(&mut scratch, &packet.payload, &mut pcm);
+        let mut recovered = false;
+        if lost == 1 && fec {
+            // The frame before this one, from this one's FEC: decoded like any other.
+            if let Ok(samples) = decoder.decode(&packet.payload, &mut pcm, true) {
+                recovered = true;
+                add_audio(&shared, &pcm[..samples * 2]);
+            }
+        }
         let Ok(samples) = decoder.decode(&packet.payload, &mut pcm, false) else {
             continue;
         };
+        add_audio(&shared, &pcm[..samples * 2]);
         if let Ok(mut s) = shared.lock() {
             s.report.audio_frames += 1;
-            for &x in &pcm[..samples * 2] {
-                let x = f64::from(x) / 32768.0;
-                s.audio_sum_squares += x * x;
-            }
-            s.audio_samples += samples as u64 * 2;
+            s.report.audio_fec_packets += usize::from(fec);
+            s.report.audio_lost += lost;
+            s.report.audio_recovered += usize::from(recovered);
         }
+    }
+}
+
+/// Whether `payload` carries in-band FEC: the frame before it decoded from it alone by a
+/// fresh decoder is sound (without FEC data that is concealment from nothing: silence).
+fn carries_fec(scratch: &mut opus::Decoder, payload: &[u8], pcm: &mut [i16]) -> bool {
+    if scratch.reset_state().is_err() {
+        return false;
+    }
+    let Ok(samples) = scratch.decode(payload, pcm, true) else {
+        return false;
+    };
+    let decoded = &pcm[..(samples * 2).min(pcm.len())];
+    let sum: f64 = decoded
+        .iter()
+        .map(|&x| (f64::from(x) / 32768.0).powi(2))
+        .sum();
+    let rms = (sum / decoded.len().max(1) as f64).sqrt();
+    // -35 dBFS.
+    rms > 0.018
+}
+
+/// Adds decoded stereo samples to the audio level.
+fn add_audio(shared: &Mutex<Shared>, stereo: &[i16]) {
+    if let Ok(mut s) = shared.lock() {
+        for &x in stereo {
+            let x = f64::from(x) / 32768.0;
+            s.audio_sum_squares += x * x;
+        }
+        s.audio_samples += stereo.len() as u64;
     }
 }
 
@@ -950,7 +1011,11 @@ async fn recvonly_peer(
     handler: Handler,
 ) -> anyhow::Result<impl PeerConnection> {
     let mut engine = media_engine(h264)?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let mut registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    if let Some(depth) = handler.how.jitter_buffer {
+        let buffer = JitterBufferBuilder::new().with_depth(depth).build();
+        registry = registry.with(Slot::JitterBuffer, buffer);
+    }
     let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
     let mut configuration = RTCConfigurationBuilder::new();
     let (mut udp, mut tcp) = (vec![addr.to_owned()], vec![]);

@@ -29,11 +29,16 @@ fn id_of(viewer: &Viewer) -> String {
     url.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
-/// `/api/status`'s entry for session `id`.
-fn peer(daemon: &Daemon, id: &str) -> serde_json::Value {
+/// `/api/status`.
+fn status(daemon: &Daemon) -> serde_json::Value {
     let (code, body) = get(&format!("{}/api/status", daemon.base_url)).unwrap();
     assert_eq!(code, 200, "{body}");
-    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+/// `/api/status`'s entry for session `id`.
+fn peer(daemon: &Daemon, id: &str) -> serde_json::Value {
+    let status = status(daemon);
     let peers = status["peers"].as_array().expect("peers in /api/status");
     peers
         .iter()
@@ -243,4 +248,86 @@ async fn chromium_behind_1_mbps_keeps_playing_the_default_stream_with_little_del
         dropped > 0,
         "the link dropped nothing: it was no bottleneck"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_losing_15_percent_of_packets_gets_video_resent_and_audio_with_fec() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The test tone and 1000 kb/s of video through a link that loses 15 % of what the camera
+    // sends, at random.
+    let port = free_port();
+    let daemon = Daemon::start(&format!(
+        "[video]\nwidth = 640\nheight = 480\nbitrate_kbps = 1000\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = {port}\n"
+    ))
+    .unwrap();
+    let link = Link::start(([127, 0, 0, 1], port).into(), Shape::lossy(0.15))
+        .await
+        .unwrap();
+    // Its jitter buffer waits 300 ms for resends (a NACK goes out within 100 ms of a gap).
+    let how = Watch {
+        jitter_buffer: Some(Duration::from_millis(300)),
+        ..Watch::decoding(100_000, Duration::from_secs(60))
+    };
+    let viewer = Viewer::join_over(
+        Via::Whep(format!("{}/whep", daemon.base_url)),
+        how,
+        Network::Link(link.addr()),
+    )
+    .await
+    .unwrap();
+    let id = id_of(&viewer);
+
+    // Once its receiver reports have been heard, 5 s of watching.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = viewer.report();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let during = viewer.report();
+    let entry = peer(&daemon, &id);
+    let overall = status(&daemon);
+    let pictures = during.frames_decoded - before.frames_decoded;
+    let audio = during.audio_frames - before.audio_frames;
+    let with_fec = during.audio_fec_packets - before.audio_fec_packets;
+    eprintln!(
+        "15 % lost: {pictures} pictures in 5 s ({} decode errors); {audio} audio packets, \
+         {with_fec} with FEC, {} lost, {} restored; FEC for {} %; {entry}",
+        during.decode_errors - before.decode_errors,
+        during.audio_lost - before.audio_lost,
+        during.audio_recovered - before.audio_recovered,
+        overall["audio_fec_loss_percent"]
+    );
+    // Lost video packets were sent again: the picture goes on.
+    assert!(entry["nacks"].as_u64().unwrap_or(0) > 0, "{entry}");
+    assert!(entry["retransmitted"].as_u64().unwrap_or(0) > 0, "{entry}");
+    assert!(pictures >= 100, "{pictures} pictures in 5 s");
+    // Audio carries the frame before in most packets, and lost frames came back from it.
+    assert!(
+        overall["audio_fec_loss_percent"].as_u64().unwrap_or(0) >= 5,
+        "{overall}"
+    );
+    assert!(
+        with_fec * 2 >= audio,
+        "{with_fec} of {audio} packets with FEC"
+    );
+    assert!(during.audio_recovered > 0, "no lost audio frame restored");
+
+    // The loss ends: the encoder soon stops adding FEC (the figure halves with each report).
+    link.reshape(Shape::free());
+    let lifted = Instant::now();
+    while status(&daemon)["audio_fec_loss_percent"] != 0 {
+        assert!(
+            lifted.elapsed() < Duration::from_secs(15),
+            "FEC still on 15 s after the loss ended: {}",
+            status(&daemon)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("FEC off {:?} after the loss ended", lifted.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = viewer.report();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = viewer.report();
+    let with_fec = after.audio_fec_packets - before.audio_fec_packets;
+    assert_eq!(with_fec, 0, "packets with FEC after the loss ended");
+    let _ = viewer.leave().await;
 }

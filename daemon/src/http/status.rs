@@ -42,6 +42,9 @@ pub struct Status {
     uptime_s: u64,
     video: VideoStatus,
     audio: bool,
+    /// The packet loss (per cent) Opus adds in-band FEC for: the worst any viewer reports
+    /// lately; 0 while nobody loses audio.
+    audio_fec_loss_percent: u8,
     /// Privacy is on: black pictures and silence are being sent.
     privacy: bool,
     frames_encoded: u64,
@@ -91,6 +94,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
             height: video.height,
         },
         audio: state.media.has_audio(),
+        audio_fec_loss_percent: state.media.audio_fec_percent(),
         privacy: state.media.privacy(),
         frames_encoded: stats.video_frames,
         keyframes: stats.video_keyframes,

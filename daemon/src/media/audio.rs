@@ -13,6 +13,7 @@ use onair_hal::{AudioFrame, AudioSource, HalError};
 use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
+use super::fec::LossReports;
 use super::input::Supervised;
 use super::{AudioUnit, LogThrottle, MediaStats, RtpClock, running};
 
@@ -32,7 +33,12 @@ pub struct AudioThread {
     stats: Arc<MediaStats>,
     /// While set, periods are silenced before encoding (see [`silence`]).
     privacy: Arc<AtomicBool>,
+    /// What the viewers lose, for the encoder's in-band FEC (see [`super::fec`]).
+    loss: Arc<LossReports>,
 }
+
+/// How often (in periods: once a second) the encoder's expected loss follows the viewers'.
+const FOLLOW_LOSS_EVERY: u32 = 1000 / FRAME_MS;
 
 /// Opens `audio.source`: the test tone, or an ALSA capture device by name. `channels` pins
 /// the channel count when reopening, because the encoder was made for it.
@@ -86,11 +92,7 @@ impl AudioThread {
                 source.describe()
             ),
         };
-        let mut encoder = opus::Encoder::new(SAMPLE_RATE, channels, opus::Application::Audio)
-            .context("starting the Opus encoder")?;
-        encoder
-            .set_bitrate(opus::Bitrate::Bits(audio.bitrate_kbps as i32 * 1000))
-            .context("setting the Opus bitrate")?;
+        let encoder = opus_encoder(channels, audio.bitrate_kbps)?;
         info!(source = %source.describe(), "audio: {} Hz, {} channel(s) → Opus at {} kb/s", format.rate, format.channels, audio.bitrate_kbps);
         let name = source.describe();
         let device = audio.source.clone();
@@ -102,12 +104,19 @@ impl AudioThread {
             clock,
             stats,
             privacy: Arc::default(),
+            loss: Arc::default(),
         }))
     }
 
     /// Encodes silence instead of the microphone while `privacy` is set.
     pub fn with_privacy(mut self, privacy: Arc<AtomicBool>) -> Self {
         self.privacy = privacy;
+        self
+    }
+
+    /// Protects against the loss viewers report in `loss`.
+    pub fn with_loss_reports(mut self, loss: Arc<LossReports>) -> Self {
+        self.loss = loss;
         self
     }
 
@@ -128,6 +137,8 @@ impl AudioThread {
         let mut timeline = AudioTimeline::default();
         let mut bad_periods = LogThrottle::new(50);
         let mut encode_failures = LogThrottle::new(50);
+        let mut expected_loss = 0;
+        let mut periods = 0u32;
         while running(stop) {
             let Some(source) = self.input.get(stop) else {
                 continue;
@@ -150,6 +161,10 @@ impl AudioThread {
             if self.privacy.load(Ordering::Relaxed) {
                 silence(&mut period.samples);
             }
+            periods = periods.wrapping_add(1);
+            if periods.is_multiple_of(FOLLOW_LOSS_EVERY) {
+                self.follow_loss(&mut expected_loss);
+            }
             match self.encoder.encode(&period.samples, &mut packet) {
                 Ok(len) => {
                     encode_failures.reset();
@@ -165,6 +180,41 @@ impl AudioThread {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The Opus encoder: `kbps`, in-band FEC on (it costs nothing until viewers report loss,
+/// see [`super::fec`]).
+fn opus_encoder(channels: opus::Channels, kbps: u32) -> anyhow::Result<opus::Encoder> {
+    let mut encoder = opus::Encoder::new(SAMPLE_RATE, channels, opus::Application::Audio)
+        .context("starting the Opus encoder")?;
+    encoder
+        .set_bitrate(opus::Bitrate::Bits(kbps as i32 * 1000))
+        .context("setting the Opus bitrate")?;
+    encoder
+        .set_inband_fec(true)
+        .context("turning on Opus in-band FEC")?;
+    Ok(encoder)
+}
+
+impl AudioThread {
+    /// Tells the encoder the loss the viewers now report, if it changed from `expected`.
+    fn follow_loss(&mut self, expected: &mut u8) {
+        let now = self.loss.expected_percent(std::time::Instant::now());
+        if now == *expected {
+            return;
+        }
+        match self.encoder.set_packet_loss_perc(i32::from(now)) {
+            Ok(()) => {
+                self.loss.protect(now);
+                info!(
+                    "audio: viewers lose up to {now} % of packets; Opus in-band FEC {}",
+                    if now > 0 { "protects for it" } else { "off" }
+                );
+                *expected = now;
+            }
+            Err(err) => warn!("Opus encoder: cannot expect {now} % loss: {err}"),
         }
     }
 }
@@ -216,6 +266,56 @@ mod tests {
         silence(&mut period.samples);
         assert_eq!(period.samples.len(), FRAME_SAMPLES * 2);
         assert!(period.samples.iter().all(|&s| s == 0));
+    }
+
+    /// Encodes 3 s of a 440 Hz tone at 64 kb/s expecting `loss` per cent, 18 dB quieter for
+    /// the last 200 ms of each second if `beat` (like the test tone; else steady), and counts
+    /// the packets of the last 2 s from whose FEC alone the full-level frame before them
+    /// comes back (decoded on its own: without FEC data that is concealment from nothing,
+    /// silence), of how many.
+    fn frames_restored_from_fec(loss: i32, beat: bool) -> (usize, usize) {
+        let mut encoder = opus_encoder(opus::Channels::Mono, 64).unwrap();
+        encoder.set_packet_loss_perc(loss).unwrap();
+        let mut packet = vec![0u8; MAX_PACKET];
+        let mut pcm = vec![0i16; FRAME_SAMPLES];
+        let loud = |frame: usize| !beat || frame % 50 < 40;
+        let (mut restored, mut of) = (0, 0);
+        for frame in 0..150 {
+            let gain = if loud(frame) { 0.25 } else { 0.25 / 8.0 };
+            let samples: Vec<i16> = (0..FRAME_SAMPLES)
+                .map(|i| {
+                    let t = (frame * FRAME_SAMPLES + i) as f64 / f64::from(SAMPLE_RATE);
+                    (gain * 32767.0 * (std::f64::consts::TAU * 440.0 * t).sin()) as i16
+                })
+                .collect();
+            let len = encoder.encode(&samples, &mut packet).unwrap();
+            if frame < 50 || !loud(frame - 1) {
+                continue;
+            }
+            of += 1;
+            let mut decoder = opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono).unwrap();
+            let n = decoder.decode(&packet[..len], &mut pcm, true).unwrap();
+            let sum: f64 = pcm[..n]
+                .iter()
+                .map(|&s| (f64::from(s) / 32768.0).powi(2))
+                .sum();
+            if (sum / n as f64).sqrt() > 0.05 {
+                restored += 1;
+            }
+        }
+        (restored, of)
+    }
+
+    #[test]
+    fn packets_carry_the_frame_before_them_once_viewers_report_loss() {
+        let (restored, of) = frames_restored_from_fec(10, true);
+        assert!(restored * 10 >= of * 9, "10 % loss: {restored} of {of}");
+        assert_eq!(frames_restored_from_fec(0, true).0, 0, "no loss, no FEC");
+    }
+
+    #[test]
+    fn a_steady_tone_gets_no_fec_as_libopus_takes_it_for_background_noise() {
+        assert_eq!(frames_restored_from_fec(20, false).0, 0);
     }
 
     #[test]

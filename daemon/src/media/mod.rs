@@ -11,6 +11,7 @@
 
 pub mod audio;
 pub mod convert;
+pub mod fec;
 pub mod gop;
 pub mod h264;
 pub mod h264_camera;
@@ -95,6 +96,8 @@ pub struct MediaHandle {
     /// While set, the video thread encodes black pictures and the audio thread silence
     /// (the privacy button); viewers stay connected.
     privacy: Arc<AtomicBool>,
+    /// What viewers lose, for the audio encoder's in-band FEC.
+    loss: Arc<fec::LossReports>,
     /// Counters and rates for status, health and metrics.
     pub stats: Arc<MediaStats>,
     /// The encoded video's format; the video thread updates it when the camera changes.
@@ -182,6 +185,17 @@ impl MediaHandle {
         }
     }
 
+    /// `viewer` (a session id) lost `fraction` (0 to 1) of what reached it lately: the
+    /// audio encoder protects for the worst viewer (see [`fec`]).
+    pub fn report_loss(&self, viewer: &Arc<str>, fraction: f64) {
+        self.loss.report(viewer, fraction, Instant::now());
+    }
+
+    /// The packet loss (per cent) the audio encoder adds in-band FEC for; 0: none.
+    pub fn audio_fec_percent(&self) -> u8 {
+        self.loss.protecting()
+    }
+
     /// Whether privacy is on: black pictures and silence go out instead of what the camera
     /// and microphone capture.
     pub fn privacy(&self) -> bool {
@@ -209,6 +223,7 @@ impl Pipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MediaStats::new());
         let privacy = Arc::new(AtomicBool::new(false));
+        let loss = Arc::new(fec::LossReports::default());
         let v = &config.video;
         let layers = match v.encoder {
             VideoEncoder::Passthrough => 1,
@@ -223,8 +238,11 @@ impl Pipeline {
         let video = video::VideoThread::open(&config.video, clock, stats.clone(), &layers)?
             .with_privacy(privacy.clone());
         let audio = match config.audio.enabled {
-            true => audio::AudioThread::open(&config.audio, clock, stats.clone())?
-                .map(|audio| audio.with_privacy(privacy.clone())),
+            true => audio::AudioThread::open(&config.audio, clock, stats.clone())?.map(|audio| {
+                audio
+                    .with_privacy(privacy.clone())
+                    .with_loss_reports(loss.clone())
+            }),
             false => None,
         };
         let audio_tx = audio.as_ref().map(|_| broadcast::channel(AUDIO_QUEUE).0);
@@ -234,6 +252,7 @@ impl Pipeline {
                 audio: audio_tx.clone(),
                 clock,
                 privacy,
+                loss,
                 stats,
                 video_description: video.description(),
             },

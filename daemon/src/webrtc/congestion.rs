@@ -137,8 +137,16 @@ pub const RETRANSMIT_SHARE: f64 = 0.25;
 /// toward the wire).
 const RETRANSMIT_SLOT: usize = 3500;
 
+/// The resend budget may save up this long of its rate, so the few packets one NACK asks
+/// for can go out together.
+const RETRANSMIT_BURST_SECONDS: f64 = 0.25;
+
+/// ... and at least this much (two full packets), however low the estimate: below it a
+/// full-size packet could never be resent at all.
+const RETRANSMIT_BURST_MIN_BITS: f64 = 2.0 * 1500.0 * 8.0;
+
 /// Lets resends out only within [`RETRANSMIT_SHARE`] of the estimate (a token bucket holding
-/// at most 100 ms of it); counts what it passes and refuses.
+/// [`RETRANSMIT_BURST_SECONDS`] of it); counts what it passes and refuses.
 struct RetransmitBudget {
     estimate: Arc<Estimate>,
     budget_bits: f64,
@@ -161,11 +169,12 @@ impl RetransmitBudget {
     /// Whether a resend of `bits` fits at `now`.
     fn allows(&mut self, now: Instant, bits: f64) -> bool {
         let rate = self.estimate.bps().max(MIN_ESTIMATE_BPS) * RETRANSMIT_SHARE;
-        let elapsed = self.last.map_or(0.1, |last| {
+        let most = (rate * RETRANSMIT_BURST_SECONDS).max(RETRANSMIT_BURST_MIN_BITS);
+        let elapsed = self.last.map_or(RETRANSMIT_BURST_SECONDS, |last| {
             now.saturating_duration_since(last).as_secs_f64()
         });
         self.last = Some(now);
-        self.budget_bits = (self.budget_bits + elapsed * rate).min(rate * 0.1);
+        self.budget_bits = (self.budget_bits + elapsed * rate).min(most);
         if self.budget_bits < bits {
             return false;
         }
@@ -264,6 +273,28 @@ pub fn register(registry: Registry, stream_bps: f64, lowest_bps: f64) -> (Regist
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resends_get_a_quarter_of_the_estimate_and_a_full_packet_always_fits() {
+        let full = 1200.0 * 8.0;
+        let t = Instant::now();
+        // 200 kb/s: 50 kb/s for resends, yet a full packet fits in its burst.
+        let mut budget = RetransmitBudget::new(Arc::new(Estimate::new(200_000.0)));
+        assert!(budget.allows(t, full));
+        // Asked for 10 full packets every 100 ms for 10 s: what goes out is about a quarter
+        // of the estimate.
+        let mut sent = 0.0;
+        for tick in 1..=100 {
+            let now = t + std::time::Duration::from_millis(100 * tick);
+            for _ in 0..10 {
+                if budget.allows(now, full) {
+                    sent += full;
+                }
+            }
+        }
+        let rate = sent / 10.0;
+        assert!((45_000.0..=60_000.0).contains(&rate), "{rate} b/s resent");
+    }
 
     #[test]
     fn the_pacer_never_holds_the_stream_back() {

@@ -317,6 +317,12 @@ impl Watched {
         self.estimate.measured().then(|| self.estimate.bps())
     }
 
+    /// The largest fraction lost (0 to 1) in the viewer's newest receiver reports on our
+    /// streams; `None` before the first.
+    pub fn fraction_lost(&self) -> Option<f64> {
+        self.rtcp.fraction_lost()
+    }
+
     /// The quality layer the viewer receives.
     pub fn layer(&self) -> usize {
         self.layer.load(Ordering::Relaxed)

@@ -62,7 +62,12 @@ pub fn start(
             RtpCodecKind::Audio => {
                 if let Some(units) = media.subscribe_audio() {
                     let stamper = RtpStamper::new(out.ssrc, out.payload_type, false);
-                    tasks.spawn(audio(track, stamper, units));
+                    let loss = Loss {
+                        media: media.clone(),
+                        session: session.clone(),
+                        watched: watched.clone(),
+                    };
+                    tasks.spawn(audio(track, stamper, units, loss));
                 }
             }
             _ => {
@@ -369,22 +374,43 @@ fn fell_behind(viewer: &Viewer, stamper: &mut RtpStamper, live: &mut Receiver<Ar
     viewer.request_keyframe(KeyframeReason::Lag);
 }
 
-/// Sends the shared audio to one viewer until the track is gone or the source stops.
+/// Where a viewer's loss is reported from, for the audio encoder's in-band FEC.
+struct Loss {
+    media: MediaHandle,
+    session: Arc<str>,
+    watched: Arc<Watched>,
+}
+
+/// How often a viewer's loss is reported to the audio encoder.
+const REPORT_LOSS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends the shared audio to one viewer until the track is gone or the source stops, and
+/// reports what the viewer loses (`media::fec`).
 async fn audio(
     track: Arc<dyn TrackLocal>,
     mut stamper: RtpStamper,
     mut units: Receiver<Arc<AudioUnit>>,
+    loss: Loss,
 ) {
+    let mut report = tokio::time::interval(REPORT_LOSS_EVERY);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        match units.recv().await {
-            Ok(unit) => {
-                if track.write_rtp(stamper.audio(&unit)).await.is_err() {
-                    return;
+        tokio::select! {
+            received = units.recv() => match received {
+                Ok(unit) => {
+                    if track.write_rtp(stamper.audio(&unit)).await.is_err() {
+                        return;
+                    }
+                }
+                // Opus frames stand alone: carry on from the live end.
+                Err(RecvError::Lagged(_)) => units = units.resubscribe(),
+                Err(RecvError::Closed) => return,
+            },
+            _ = report.tick() => {
+                if let Some(fraction) = loss.watched.fraction_lost() {
+                    loss.media.report_loss(&loss.session, fraction);
                 }
             }
-            // Opus frames stand alone: carry on from the live end.
-            Err(RecvError::Lagged(_)) => units = units.resubscribe(),
-            Err(RecvError::Closed) => return,
         }
     }
 }

@@ -1,14 +1,28 @@
-//! The test tone: a sine wave, paced like a sound card.
+//! The test tone: a sine wave that dips once a second, paced like a sound card.
 //!
-//! A steady tone at a known frequency and level lets the far end check that audio arrives,
-//! is not pitched up or down by a rate mismatch, and is not clipped or attenuated. The phase
-//! runs on across periods so the tone has no clicks even when periods are skipped.
+//! A tone at a known frequency and level lets the far end check that audio arrives, is not
+//! pitched up or down by a rate mismatch, and is not clipped or attenuated. The phase runs on
+//! across periods so the tone has no clicks even when periods are skipped.
+//!
+//! For the last 200 ms of every second it is 18 dB quieter (with 10 ms ramps). A perfectly
+//! steady tone is what a voice activity detector learns to call background noise, and Opus
+//! then codes no in-band FEC for it (see onaird's `media::fec`); the beat makes it sound like
+//! a signal, as speech does. The dip also marks whole seconds for whoever listens.
 
 use super::pace::Pacer;
 use crate::{AudioFormat, AudioFrame, AudioSource, HalError};
 
 /// Peak level of the tone relative to full scale, in dB.
 const LEVEL_DBFS: f64 = -12.0;
+
+/// How much quieter the dip at the end of each second is, in dB.
+const DIP_DB: f64 = -18.0;
+
+/// The dip starts this far into each second (s) and lasts to its end.
+const DIP_FROM_S: f64 = 0.8;
+
+/// The level moves into and out of the dip over this long (s).
+const RAMP_S: f64 = 0.01;
 
 /// A synthetic microphone playing a sine wave at about -12 dBFS, paced in real time.
 ///
@@ -24,6 +38,8 @@ pub struct Tone {
     phase: f64,
     /// Cycles per sample.
     phase_step: f64,
+    /// Samples (per channel) rendered so far, modulo the rate: where in the second we are.
+    position: u64,
     pacer: Pacer,
 }
 
@@ -46,6 +62,7 @@ impl Tone {
             amplitude: f64::from(i16::MAX) * 10f64.powf(LEVEL_DBFS / 20.0),
             phase: 0.0,
             phase_step: f64::from(frequency_hz) / f64::from(rate),
+            position: 0,
             // Paced by whole sample periods so the pacing and the sample count never drift.
             pacer: Pacer::new(u64::from(period_frames), u64::from(rate)),
         }
@@ -56,13 +73,32 @@ impl Tone {
         let channels = usize::from(self.format.channels);
         samples.clear();
         samples.reserve(self.format.period_frames as usize * channels);
+        let rate = u64::from(self.format.rate);
         for _ in 0..self.format.period_frames {
-            let value = (self.amplitude * (std::f64::consts::TAU * self.phase).sin()).round();
-            let sample = value as i16;
+            let gain = envelope(self.position as f64 / rate as f64);
+            let wave = (std::f64::consts::TAU * self.phase).sin();
+            let sample = (self.amplitude * gain * wave).round() as i16;
             samples.extend(std::iter::repeat_n(sample, channels));
             self.phase = (self.phase + self.phase_step).rem_euclid(1.0);
+            self.position = (self.position + 1) % rate;
         }
     }
+}
+
+/// The gain (0 to 1) at `second` (0 to 1) into a second: 1, then the dip, with ramps into
+/// and out of it.
+fn envelope(second: f64) -> f64 {
+    let dip = 10f64.powf(DIP_DB / 20.0);
+    let (from, ramp) = (DIP_FROM_S, RAMP_S);
+    // How far into the dip, 0 (full level) to 1 (all the way down).
+    let depth = if second < from {
+        0.0
+    } else if second < 1.0 - ramp {
+        ((second - from) / ramp).min(1.0)
+    } else {
+        (1.0 - second) / ramp
+    };
+    1.0 - (1.0 - dip) * depth
 }
 
 impl AudioSource for Tone {
@@ -126,18 +162,28 @@ mod tests {
         }
     }
 
+    /// RMS of `samples` in dB relative to full scale.
+    fn rms_db(samples: &[i16]) -> f64 {
+        let mean_square =
+            samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / samples.len() as f64;
+        20.0 * (mean_square.sqrt() / f64::from(i16::MAX)).log10()
+    }
+
     #[test]
-    fn level_is_minus_12_dbfs() {
+    fn level_is_minus_12_dbfs_then_18_db_lower_for_the_last_200_ms_of_each_second() {
         let mut tone = Tone::new(48_000, 1, 20, 440.0);
         let samples = one_second(&mut tone);
         let peak = samples.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
         let peak_db = 20.0 * (f64::from(peak) / f64::from(i16::MAX)).log10();
         assert!((peak_db + 12.0).abs() < 0.1, "peak {peak_db} dBFS");
-        let mean_square =
-            samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / samples.len() as f64;
         // A sine's RMS is its peak / sqrt(2): -15 dB below full-scale peak.
-        let rms_db = 20.0 * (mean_square.sqrt() / f64::from(i16::MAX)).log10();
-        assert!((rms_db + 15.01).abs() < 0.1, "rms {rms_db} dB");
+        let loud = rms_db(&samples[..38_400]);
+        assert!((loud + 15.01).abs() < 0.1, "rms {loud} dB");
+        let dip = rms_db(&samples[38_400 + 480..48_000 - 480]);
+        assert!((dip + 33.01).abs() < 0.1, "rms in the dip {dip} dB");
+        // The next second starts at full level again.
+        let next = one_second(&mut tone);
+        assert!((rms_db(&next[..9_600]) + 15.01).abs() < 0.1);
     }
 
     #[test]
