@@ -7,8 +7,10 @@
 //! limit one viewer while another runs free, the limited viewer reaches the camera through
 //! this relay instead: its copy of the answer names the relay's address as the camera's only
 //! candidate ([`through`]), and the camera learns the relay's upstream socket as the viewer's
-//! (peer-reflexive) address from the viewer's own checks. Works for any ICE client: the
-//! webrtc-rs test viewer, aiortc and Chromium.
+//! (peer-reflexive) address from the viewer's own checks. Works for the webrtc-rs test
+//! viewer, Chromium and aiortc; aiortc's offer must go without its candidates
+//! (`whep_client.py --relay` does that), or it takes the camera's direct checks to it for a
+//! better path and goes round the relay.
 //!
 //! The queue is a pure state machine ([`Bottleneck`]) with time as an input; the relay is
 //! the I/O around it.

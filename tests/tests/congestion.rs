@@ -95,6 +95,7 @@ async fn a_viewer_behind_a_narrow_link_is_estimated_below_it_and_one_beside_it_i
     eprintln!("free viewer: {pictures} pictures in 5 s, {entry}");
     let estimate = entry["estimate_kbps"].as_f64().expect("an estimate");
     assert!(estimate >= 1000.0, "{entry}");
+    assert_eq!(entry["estimate_from"], "twcc");
     assert!(pictures >= 125, "{pictures} pictures in 5 s");
     assert_eq!(entry["state"], "connected");
     // The link really was the bottleneck.
@@ -330,4 +331,67 @@ async fn a_viewer_losing_15_percent_of_packets_gets_video_resent_and_audio_with_
     let with_fec = after.audio_fec_packets - before.audio_fec_packets;
     assert_eq!(with_fec, 0, "packets with FEC after the loss ended");
     let _ = viewer.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_which_sends_no_twcc_is_moved_to_the_low_layer_by_its_receiver_reports() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The default stream through 600 kb/s to aiortc (receiver reports, NACKs and PLIs, no
+    // TWCC feedback): its estimate comes from the loss it reports. (With sound: aiortc
+    // refuses an answer whose audio section is rejected.)
+    let port = free_port();
+    let daemon = Daemon::start(&format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = {port}\n"
+    ))
+    .unwrap();
+    let link = Link::start(([127, 0, 0, 1], port).into(), Shape::kbps(600))
+        .await
+        .unwrap();
+    let mut command = std::process::Command::new(onair_tests::metrics::whep_python().unwrap());
+    command
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/whep/whep_client.py"))
+        .arg(format!("{}/whep", daemon.base_url))
+        .args(["--relay", &link.addr().to_string()])
+        .args(["--watch", "25", "--frames", "150", "--json"]);
+    let aiortc = tokio::task::spawn_blocking(move || {
+        onair_tests::bench::latency::run_json(command, Duration::from_secs(60))
+    });
+
+    // On the low layer within 10 s of joining.
+    let start = Instant::now();
+    let moved = loop {
+        let overall = status(&daemon);
+        let entry = overall["peers"].get(0).cloned().unwrap_or_default();
+        if entry["layer"] == 1 {
+            break entry;
+        }
+        if aiortc.is_finished() || start.elapsed() > Duration::from_secs(10) {
+            let result = aiortc.await.unwrap();
+            panic!("aiortc not on the low layer within 10 s: {overall}; aiortc: {result:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!(
+        "aiortc on the low layer after {:?}: {moved}",
+        start.elapsed()
+    );
+    assert!(moved["estimate_kbps"].as_f64().unwrap_or(f64::MAX) < 1600.0);
+    assert_eq!(moved["estimate_from"], "receiver reports");
+
+    // And there it plays: most of its 25 s are 640x360 pictures, the last one too.
+    let result = aiortc.await.unwrap().unwrap();
+    let viewer = &result["viewers"][0];
+    eprintln!("aiortc: {viewer}");
+    assert_eq!(viewer["errors"], serde_json::json!([]), "{viewer}");
+    let low = viewer["frames_by_size"]["640x360"].as_u64().unwrap_or(0);
+    assert!(low >= 300, "{low} pictures of 640x360 in 25 s");
+    assert_eq!(viewer["last_size"], "640x360");
+    let dropped = link
+        .counters()
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        dropped > 0,
+        "the link dropped nothing: aiortc went round it"
+    );
 }

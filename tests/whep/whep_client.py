@@ -2,7 +2,8 @@
 """Independent WHEP (draft-ietf-wish-whep) test client for onaird, built on aiortc + PyAV.
 
     whep_client.py URL [--frames 60] [--within 5] [--expect-size 1280x720] [--expect-audio]
-                       [--viewers N] [--joins N [--join-gap 1]] [--json]
+                       [--viewers N] [--joins N [--join-gap 1]] [--watch S] [--relay HOST:PORT]
+                       [--json]
 
 URL is the daemon (http://127.0.0.1:18080, meaning /whep) or the WHEP endpoint itself. Each
 viewer POSTs a recvonly video+audio offer carrying all its candidates, checks for 201 Created +
@@ -12,7 +13,11 @@ colour bars (top 2/3 of the picture, 8 equal bars, sampled at y = height/3, ±24
 then DELETEs the session and expects 200 or 204. Exits 0 when every viewer passed, 1 otherwise.
 With --joins N the viewers join N times, one round after the other (--join-gap seconds
 apart), and the median time from POST to the first decoded frame is reported (the benchmark's
-time to first frame, docs/PERFORMANCE.md).
+time to first frame, docs/PERFORMANCE.md). With --watch S each viewer decodes for S seconds
+from the POST whatever it gets, then needs --frames frames in all; the pictures of each size
+are counted (a viewer moved between quality layers sees two). With --relay HOST:PORT the
+answer's candidates are replaced by one at HOST:PORT, so the viewer reaches the camera only
+through that relay (the bad-link harness, tests/src/link.rs).
 """
 import argparse
 import array
@@ -141,7 +146,7 @@ class Receiver:
         self.pc, self.args = pc, args
         self.loop = asyncio.get_running_loop()
         self.enough_video, self.failed = asyncio.Event(), asyncio.Event()
-        self.video = {"frames": 0, "sizes": set(), "first": None, "last": None}
+        self.video = {"frames": 0, "sizes": set(), "by_size": {}, "first": None, "last": None}
         self.audio = {"frames": 0, "samples": 0, "sum_sq": 0, "rate": None}
         self.tasks = []
         pc.on("track", lambda track: self.tasks.append(asyncio.ensure_future(self.consume(track))))
@@ -154,7 +159,9 @@ class Receiver:
                 frame = await track.recv()
                 if track.kind == "video":
                     video["frames"] += 1
-                    video["sizes"].add(f"{frame.width}x{frame.height}")
+                    size = f"{frame.width}x{frame.height}"
+                    video["sizes"].add(size)
+                    video["by_size"][size] = video["by_size"].get(size, 0) + 1
                     video["first"] = video["first"] or self.loop.time()
                     video["last"] = frame
                     if video["frames"] >= self.args.frames:
@@ -172,17 +179,21 @@ class Receiver:
     async def judge(self, res, t0):
         """Waits for --frames frames until --within s after t0, then checks them into res."""
         args, video, audio = self.args, self.video, self.audio
-        waits = [asyncio.ensure_future(e.wait()) for e in (self.enough_video, self.failed)]
-        remaining = args.within - (self.loop.time() - t0)
+        until_enough = not args.watch
+        waits = [asyncio.ensure_future(e.wait()) for e in ([self.enough_video] if until_enough else []) + [self.failed]]
+        remaining = (args.watch or args.within) - (self.loop.time() - t0)
         await asyncio.wait(waits, timeout=max(0.0, remaining), return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
         res["frames"] = video["frames"]
+        res["frames_by_size"] = dict(video["by_size"])
+        if video["last"] is not None:
+            res["last_size"] = f"{video['last'].width}x{video['last'].height}"
         if video["first"]:
             res["first_frame_s"] = round(video["first"] - t0, 3)
         if not self.enough_video.is_set():
             why = "ICE/DTLS connection failed" if self.failed.is_set() else f"state {self.pc.connectionState}"
-            raise Failed(f"{video['frames']} of {args.frames} video frames within {args.within} s ({why})")
+            raise Failed(f"{video['frames']} of {args.frames} video frames within {args.watch or args.within} s ({why})")
 
         # Checks on what was received; report every problem, not just the first.
         res["size"] = ", ".join(sorted(video["sizes"]))
@@ -209,6 +220,23 @@ class Receiver:
         await self.pc.close()
 
 
+def through(sdp, relay):
+    """The SDP with its first UDP candidate moved to relay (HOST:PORT) and no other."""
+    host, port = relay.rsplit(":", 1)
+    lines, placed = [], False
+    for line in sdp.splitlines():
+        m = re.match(r"a=candidate:(\S+) (\d+) (\S+) (\d+) \S+ \d+ typ", line)
+        if m:
+            if placed or m.group(3).lower() != "udp":
+                continue
+            placed = True
+            line = f"a=candidate:{m.group(1)} {m.group(2)} udp {m.group(4)} {host} {port} typ host"
+        lines.append(line)
+    if not placed:
+        raise Failed("the answer has no UDP candidate to put the relay in place of")
+    return "\r\n".join(lines) + "\r\n"
+
+
 def loopback_only(sdp, res):
     """The SDP with only its loopback candidates (noting dropped ones); fails without any."""
     kept_sdp, kept, dropped = keep_loopback_candidates(sdp)
@@ -233,7 +261,12 @@ async def viewer(n, whep_url, args):
         await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers every candidate here
         t_post = loop.time()
         auth = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-        status, headers, body = await request("POST", whep_url, pc.localDescription.sdp,
+        offer = pc.localDescription.sdp
+        if args.relay:
+            # The camera must not reach the viewer directly either: it learns the relay's
+            # address from the checks that come through it.
+            offer = "".join(line for line in offer.splitlines(True) if not line.startswith("a=candidate:"))
+        status, headers, body = await request("POST", whep_url, offer,
                                               {"Content-Type": "application/sdp", **auth})
         location = headers.get("location")
         if location:
@@ -246,6 +279,8 @@ async def viewer(n, whep_url, args):
         if ctype != "application/sdp":
             raise Failed(f"answer Content-Type is {ctype or 'missing'!r}, want application/sdp")
         answer = loopback_only(body, res)
+        if args.relay:
+            answer = through(answer, args.relay)
         res["codec"] = video_codec(answer)
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         await receiver.judge(res, t_post)
@@ -312,6 +347,10 @@ async def main():
     ap.add_argument("--joins", type=int, default=1,
                     help="rounds of --viewers viewers, one after the other; reports the median time to first frame")
     ap.add_argument("--join-gap", type=float, default=1.0, help="seconds between rounds (default 1)")
+    ap.add_argument("--watch", type=float, metavar="S",
+                    help="decode for S seconds from the POST (not until --frames), then need --frames in all")
+    ap.add_argument("--relay", metavar="HOST:PORT",
+                    help="reach the camera only through this UDP relay (its answer's candidates replaced)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead")
     ap.add_argument("-v", "--verbose", action="store_true", help="aiortc/aioice debug logs on stderr")
     args = ap.parse_args()

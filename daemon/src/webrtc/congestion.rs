@@ -9,8 +9,13 @@
 //! rate congestion control announces, so that rate is the estimate times
 //! [`PACING_FACTOR`], never below the stream's own bitrate times the same factor: the pacer
 //! smooths bursts, it does not hold back the stream (moving a viewer to a smaller stream
-//! is what answers a low estimate). Viewers that send no TWCC feedback (aiortc) keep the
-//! starting estimate and the pacer its starting rate.
+//! is what answers a low estimate).
+//!
+//! Viewers that send no TWCC feedback (aiortc) are estimated from their RTCP receiver
+//! reports instead: GCC's loss-based controller alone (down in proportion to the loss above
+//! 10 %, up 5 % a report below 2 %). It hears of a full queue only once packets are lost
+//! and climbs slowly, but it moves such a viewer to the low layer when its link cannot carry
+//! the top one. The pacer keeps its starting rate for them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,9 +24,10 @@ use std::time::Instant;
 
 use rtc::interceptor::{
     Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
-    PacerBuilder, Packet, PacketReport, Registry, Slot, StreamInfo, TaggedPacket,
+    LossController, PacerBuilder, Packet, PacketReport, Registry, Slot, StreamInfo, TaggedPacket,
     TwccSenderBuilder,
 };
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
@@ -42,19 +48,31 @@ const PACER_QUEUE_PACKETS: usize = 1024;
 pub struct Estimate {
     /// f64 bits per second, as bits.
     bps: AtomicU64,
-    /// Whether any feedback has moved it from where it started.
-    measured: AtomicU64,
+    /// What it comes from: [`Source`] as a number.
+    source: AtomicU64,
     /// Packets resent for its NACKs.
     retransmitted: AtomicU64,
     /// Resends its NACKs asked for that the budget refused.
     refused: AtomicU64,
 }
 
+/// Where a viewer's estimate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+enum Source {
+    /// Nothing yet: where it started.
+    Start = 0,
+    /// The loss in its receiver reports (no TWCC heard so far).
+    Reports = 1,
+    /// Its TWCC feedback, through GCC; receiver reports no longer count.
+    Twcc = 2,
+}
+
 impl Estimate {
     fn new(start_bps: f64) -> Self {
         Estimate {
             bps: AtomicU64::new(start_bps.to_bits()),
-            measured: AtomicU64::new(0),
+            source: AtomicU64::new(Source::Start as u64),
             retransmitted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
@@ -78,14 +96,44 @@ impl Estimate {
     /// Whether the viewer's feedback has been heard (else the estimate is where it
     /// started).
     pub fn measured(&self) -> bool {
-        self.measured.load(Ordering::Relaxed) != 0
+        self.source() != Source::Start
     }
 
-    fn publish(&self, bps: f64, measured: bool) {
-        self.bps.store(bps.to_bits(), Ordering::Relaxed);
-        if measured {
-            self.measured.store(1, Ordering::Relaxed);
+    /// What the estimate comes from, once measured: "twcc" or "receiver reports".
+    pub fn measured_from(&self) -> Option<&'static str> {
+        match self.source() {
+            Source::Start => None,
+            Source::Reports => Some("receiver reports"),
+            Source::Twcc => Some("twcc"),
         }
+    }
+
+    fn source(&self) -> Source {
+        match self.source.load(Ordering::Relaxed) {
+            2 => Source::Twcc,
+            1 => Source::Reports,
+            _ => Source::Start,
+        }
+    }
+
+    /// GCC's estimate; `measured` if TWCC feedback moved it. Once TWCC has been heard it is
+    /// what counts; before, only while receiver reports have not set the estimate.
+    fn publish_twcc(&self, bps: f64, measured: bool) {
+        if measured {
+            self.source.store(Source::Twcc as u64, Ordering::Relaxed);
+        }
+        if self.source() != Source::Reports {
+            self.bps.store(bps.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// The estimate from receiver reports, unless TWCC has been heard.
+    fn publish_reports(&self, bps: f64) {
+        if self.source() == Source::Twcc {
+            return;
+        }
+        self.source.store(Source::Reports as u64, Ordering::Relaxed);
+        self.bps.store(bps.to_bits(), Ordering::Relaxed);
     }
 }
 
@@ -99,7 +147,8 @@ struct Publishing {
 
 impl Publishing {
     fn publish(&self, measured: bool) {
-        self.estimate.publish(self.gcc.target_bitrate(), measured);
+        self.estimate
+            .publish_twcc(self.gcc.target_bitrate(), measured);
     }
 }
 
@@ -135,7 +184,7 @@ pub const RETRANSMIT_SHARE: f64 = 0.25;
 
 /// Slot between the NACK responder (4000, where resends come from) and the pacer (3000,
 /// toward the wire).
-const RETRANSMIT_SLOT: usize = 3500;
+const FEEDBACK_SLOT: usize = 3500;
 
 /// The resend budget may save up this long of its rate, so the few packets one NACK asks
 /// for can go out together.
@@ -145,25 +194,40 @@ const RETRANSMIT_BURST_SECONDS: f64 = 0.25;
 /// full-size packet could never be resent at all.
 const RETRANSMIT_BURST_MIN_BITS: f64 = 2.0 * 1500.0 * 8.0;
 
-/// Lets resends out only within [`RETRANSMIT_SHARE`] of the estimate (a token bucket holding
-/// [`RETRANSMIT_BURST_SECONDS`] of it); counts what it passes and refuses.
-struct RetransmitBudget {
+/// What a viewer's feedback does besides GCC: its NACKs' resends go out only within
+/// [`RETRANSMIT_SHARE`] of the estimate (a token bucket holding [`RETRANSMIT_BURST_SECONDS`]
+/// of it; what it passes and refuses is counted), and its receiver reports estimate its link
+/// while it sends no TWCC feedback.
+struct Feedback {
     estimate: Arc<Estimate>,
     budget_bits: f64,
     last: Option<Instant>,
+    /// The estimate from receiver reports.
+    reports: LossController,
     inbound: VecDeque<TaggedPacket>,
     outbound: VecDeque<TaggedPacket>,
 }
 
-impl RetransmitBudget {
-    fn new(estimate: Arc<Estimate>) -> Self {
-        RetransmitBudget {
+impl Feedback {
+    fn new(estimate: Arc<Estimate>, reports: LossController) -> Self {
+        Feedback {
             estimate,
             budget_bits: 0.0,
             last: None,
+            reports,
             inbound: VecDeque::new(),
             outbound: VecDeque::new(),
         }
+    }
+
+    /// A receiver report block at `now`: `fraction_lost` (in 256ths) of our packets since
+    /// the last one did not arrive.
+    fn reported(&mut self, now: Instant, fraction_lost: u8) {
+        if self.estimate.source() == Source::Twcc {
+            return;
+        }
+        let bps = self.reports.update(now, usize::from(fraction_lost), 256);
+        self.estimate.publish_reports(bps);
     }
 
     /// Whether a resend of `bits` fits at `now`.
@@ -183,7 +247,7 @@ impl RetransmitBudget {
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for RetransmitBudget {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for Feedback {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -191,6 +255,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RetransmitBudget {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let losses: Vec<u8> = packets
+                .iter()
+                .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
+                .flat_map(|rr| rr.reports.iter().map(|block| block.fraction_lost))
+                .collect();
+            for fraction_lost in losses {
+                self.reported(msg.now, fraction_lost);
+            }
+        }
         self.inbound.push_back(msg);
         Ok(())
     }
@@ -220,7 +294,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RetransmitBudget {
     }
 }
 
-impl Interceptor for RetransmitBudget {
+impl Interceptor for Feedback {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -264,8 +338,11 @@ pub fn register(registry: Registry, stream_bps: f64, lowest_bps: f64) -> (Regist
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         .with(Slot::Pacer, pacer)
         .with(
-            RETRANSMIT_SLOT.into(),
-            RetransmitBudget::new(estimate.clone()),
+            FEEDBACK_SLOT.into(),
+            Feedback::new(
+                estimate.clone(),
+                LossController::new(start, floor, MAX_ESTIMATE_BPS),
+            ),
         );
     (registry, estimate)
 }
@@ -274,12 +351,55 @@ pub fn register(registry: Registry, stream_bps: f64, lowest_bps: f64) -> (Regist
 mod tests {
     use super::*;
 
+    /// A viewer's feedback handling, its estimate starting at `start`, floored at 100 kb/s.
+    fn feedback(start: f64) -> Feedback {
+        let reports = LossController::new(start, MIN_ESTIMATE_BPS, MAX_ESTIMATE_BPS);
+        Feedback::new(Arc::new(Estimate::new(start)), reports)
+    }
+
+    #[test]
+    fn without_twcc_receiver_reports_estimate_the_link() {
+        let t = Instant::now();
+        let mut viewer = feedback(3_000_000.0);
+        assert!(!viewer.estimate.measured());
+        // Its link carries a third of the stream: two thirds lost, report after report.
+        for second in 1..=3 {
+            viewer.reported(t + std::time::Duration::from_secs(second), 170);
+        }
+        let down = viewer.estimate.bps();
+        assert!(viewer.estimate.measured());
+        assert!(down < 1_000_000.0, "{down}");
+        // Nothing lost: it holds while the smoothed loss settles, then climbs 5 % a report.
+        viewer.reported(t + std::time::Duration::from_secs(4), 0);
+        assert_eq!(viewer.estimate.bps(), down);
+        for second in 5..=30 {
+            viewer.reported(t + std::time::Duration::from_secs(second), 0);
+        }
+        assert!(
+            viewer.estimate.bps() > down * 1.5,
+            "{}",
+            viewer.estimate.bps()
+        );
+    }
+
+    #[test]
+    fn once_twcc_is_heard_receiver_reports_no_longer_count() {
+        let t = Instant::now();
+        let mut viewer = feedback(3_000_000.0);
+        viewer.estimate.publish_twcc(2_500_000.0, true);
+        viewer.reported(t, 200);
+        assert_eq!(viewer.estimate.bps(), 2_500_000.0);
+        // GCC's own updates still do.
+        viewer.estimate.publish_twcc(2_000_000.0, false);
+        assert_eq!(viewer.estimate.bps(), 2_000_000.0);
+    }
+
     #[test]
     fn resends_get_a_quarter_of_the_estimate_and_a_full_packet_always_fits() {
         let full = 1200.0 * 8.0;
         let t = Instant::now();
         // 200 kb/s: 50 kb/s for resends, yet a full packet fits in its burst.
-        let mut budget = RetransmitBudget::new(Arc::new(Estimate::new(200_000.0)));
+        let mut budget = feedback(200_000.0);
         assert!(budget.allows(t, full));
         // Asked for 10 full packets every 100 ms for 10 s: what goes out is about a quarter
         // of the estimate.

@@ -292,6 +292,8 @@ struct Reading {
     link: Link,
     /// The bandwidth estimate (bits per second), once the viewer's feedback moved it.
     estimate_bps: Option<f64>,
+    /// What that feedback was.
+    estimate_from: Option<&'static str>,
     /// The quality layer it receives.
     layer: usize,
     /// Resends its NACKs asked for that its budget refused.
@@ -376,6 +378,7 @@ impl Watched {
             traffic,
             link: Link::of(report.as_ref(), &self.rtcp),
             estimate_bps: self.estimate(),
+            estimate_from: self.estimate.measured_from(),
             layer: self.layer(),
             refused: self.estimate.refused(),
         }
@@ -439,8 +442,12 @@ pub struct PeerFigures {
     pub state: &'static str,
     /// The quality layer it receives: 0 the top, 1 the lower.
     pub layer: usize,
-    /// Its bandwidth estimate in kb/s; `null` until its feedback (TWCC) has been heard.
+    /// Its bandwidth estimate in kb/s; `null` until its feedback has been heard.
     pub estimate_kbps: Option<f64>,
+    /// What the estimate comes from: "twcc" (its transport-wide congestion control
+    /// feedback, through GCC) or "receiver reports" (the loss in them, for viewers that send
+    /// no TWCC feedback).
+    pub estimate_from: Option<&'static str>,
     /// Round-trip time in milliseconds, where measured.
     pub rtt_ms: Option<f64>,
     /// Fraction lost (0 to 1) in its last receiver report.
@@ -462,6 +469,7 @@ impl PeerFigures {
             state: reading.phase.as_str(),
             layer: reading.layer,
             estimate_kbps: reading.estimate_bps.map(|bps| (bps / 1000.0).round()),
+            estimate_from: reading.estimate_from,
             rtt_ms: reading.link.rtt_seconds.map(|s| s * 1000.0),
             fraction_lost: reading.link.fraction_lost,
             nacks: reading.traffic.nacks_received,
@@ -602,6 +610,7 @@ mod tests {
                 fraction_lost: Some(0.25),
             },
             estimate_bps: Some(1_234_567.0),
+            estimate_from: Some("twcc"),
             layer: 1,
             refused: 3,
         };
@@ -623,6 +632,7 @@ mod tests {
                 fraction_lost: rtt.map(|_| 0.0),
             },
             estimate_bps: None,
+            estimate_from: None,
             layer: 0,
             refused: 0,
         };
