@@ -10,7 +10,7 @@ use onair_tests::viewer::{Via, Viewer, Watch};
 const TOKEN: &str = "viewer-token-0123456789";
 
 /// Every family the README lists, with its type.
-const FAMILIES: [(&str, &str); 19] = [
+const FAMILIES: [(&str, &str); 22] = [
     ("onair_viewers", "gauge"),
     ("onair_sessions", "gauge"),
     ("onair_video_frames_captured", "counter"),
@@ -24,6 +24,9 @@ const FAMILIES: [(&str, &str); 19] = [
     ("onair_nacks_received", "counter"),
     ("onair_retransmitted_packets", "counter"),
     ("onair_packets_lost", "counter"),
+    ("onair_retransmissions_refused", "counter"),
+    ("onair_viewers_by_layer", "gauge"),
+    ("onair_audio_fec_loss_ratio", "gauge"),
     ("onair_capture_reopen_attempts", "counter"),
     ("onair_capture_reopens", "counter"),
     ("onair_signaling_connected", "gauge"),
@@ -132,6 +135,22 @@ async fn metrics_parse_and_follow_viewers() {
     let lost = value(&links, "onair_viewer_fraction_lost_max_ratio");
     assert!((0.0..=1.0).contains(&lost), "{links:#?}");
     assert!(value(&links, "onair_viewer_rtt_max_seconds") > 0.0);
+    // Their TWCC feedback gives estimates; both are on the top layer.
+    let estimated = until(&base, |now| {
+        now.value("onair_viewer_estimate_min_bits_per_second", &[])
+            .is_some()
+    })
+    .await;
+    assert!(value(&estimated, "onair_viewer_estimate_min_bits_per_second") > 0.0);
+    assert_eq!(
+        estimated.value("onair_viewers_by_layer", &[("layer", "0")]),
+        Some(2.0),
+        "{estimated:#?}"
+    );
+    assert_eq!(
+        estimated.value("onair_viewers_by_layer", &[("layer", "1")]),
+        Some(0.0)
+    );
 
     assert_eq!(first.leave().await.unwrap().delete_status, 200);
     assert_eq!(second.leave().await.unwrap().delete_status, 200);

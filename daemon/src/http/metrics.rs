@@ -25,6 +25,10 @@
 //! | `onair_packets_lost_total` | counter | packets viewers reported lost (RTCP receiver reports) |
 //! | `onair_viewer_rtt_max_seconds`, `…_mean_seconds` | gauge | round-trip time over viewers (absent without one) |
 //! | `onair_viewer_fraction_lost_max_ratio`, `…_mean_ratio` | gauge | fraction lost in the last receiver report, over viewers |
+//! | `onair_viewer_estimate_min_bits_per_second`, `…_mean_bits_per_second` | gauge | bandwidth estimates over viewers (absent before one is heard) |
+//! | `onair_viewers_by_layer{layer}` | gauge | connected viewers on each quality layer (0: the top) |
+//! | `onair_retransmissions_refused_total` | counter | resends asked for beyond the viewers' budgets |
+//! | `onair_audio_fec_loss_ratio` | gauge | the loss Opus adds in-band FEC for (0: none) |
 //! | `onair_capture_reopen_attempts_total` | counter | attempts to open the camera again |
 //! | `onair_capture_reopens_total` | counter | attempts that worked |
 //! | `onair_signaling_connected`, `onair_signaling_registered` | gauge | 1 while connected to / registered with the signalling service of `/api/status` |
@@ -87,6 +91,7 @@ fn collect(state: &AppState, sessions: &SessionFigures) -> Registry {
         "Attempts to open the camera again that worked",
         reopens.successes(),
     );
+    adaptation(&mut out, state, sessions);
     signaling(&mut out, state);
     process(&mut out);
     out.registry
@@ -165,14 +170,49 @@ fn traffic(out: &mut Exposition, sessions: &SessionFigures) {
         "Packets the viewers reported lost in RTCP receiver reports",
         sent.packets_lost,
     );
+    out.counter(
+        "onair_retransmissions_refused",
+        "Resends the viewers' NACKs asked for beyond their budgets (a quarter of each one's estimate)",
+        sent.retransmissions_refused,
+    );
     let rtt = "Round-trip time to the viewers: RTCP receiver reports' where webrtc-rs measures it, else the ICE checks' on the pair in use";
-    out.spread("onair_viewer_rtt", "seconds", rtt, &sessions.rtt_seconds);
+    let rtts = &sessions.rtt_seconds;
+    out.spread("onair_viewer_rtt", "seconds", rtt, rtts, Worst::Largest);
     let lost = "Fraction of packets lost in the viewers' last RTCP receiver reports";
     out.spread(
         "onair_viewer_fraction_lost",
         "ratio",
         lost,
         &sessions.fraction_lost,
+        Worst::Largest,
+    );
+}
+
+/// Where the viewers are: their estimates and quality layers, and the audio's FEC.
+fn adaptation(out: &mut Exposition, state: &AppState, sessions: &SessionFigures) {
+    out.spread(
+        "onair_viewer_estimate",
+        "bits_per_second",
+        "Bandwidth estimates of the viewers (from TWCC feedback, or receiver reports)",
+        &sessions.estimates_bps,
+        Worst::Smallest,
+    );
+    let layers = state.media.layers().len().max(sessions.by_layer.len());
+    let names: Vec<String> = (0..layers).map(|layer| layer.to_string()).collect();
+    let counts = names.iter().enumerate().map(|(layer, name)| {
+        let count = sessions.by_layer.get(layer).copied().unwrap_or(0);
+        (name.as_str(), count as f64)
+    });
+    out.gauges_by(
+        "onair_viewers_by_layer",
+        "Connected viewers on each quality layer (0: the top)",
+        "layer",
+        counts,
+    );
+    out.gauge(
+        "onair_audio_fec_loss_ratio",
+        "The packet loss Opus adds in-band FEC for: the worst viewers report lately (0: none)",
+        f64::from(state.media.audio_fec_percent()) / 100.0,
     );
 }
 
@@ -262,17 +302,21 @@ impl Exposition {
         self.registry.register(name, help, family);
     }
 
-    /// `{name}_max_{unit}` and `{name}_mean_{unit}` of per-viewer `values`; nothing when
-    /// there are none (no viewer, or none measured yet).
-    fn spread(&mut self, name: &str, unit: &str, help: &str, values: &[f64]) {
-        let Some(max) = values.iter().copied().reduce(f64::max) else {
+    /// `{name}_{max or min}_{unit}` and `{name}_mean_{unit}` of per-viewer `values`;
+    /// nothing when there are none (no viewer, or none measured yet).
+    fn spread(&mut self, name: &str, unit: &str, help: &str, values: &[f64], worst: Worst) {
+        let (extreme, pick, which): (_, fn(f64, f64) -> f64, _) = match worst {
+            Worst::Largest => ("max", f64::max, "the largest"),
+            Worst::Smallest => ("min", f64::min, "the smallest"),
+        };
+        let Some(extreme_value) = values.iter().copied().reduce(pick) else {
             return;
         };
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         self.gauge(
-            &format!("{name}_max_{unit}"),
-            &format!("{help}: the largest"),
-            max,
+            &format!("{name}_{extreme}_{unit}"),
+            &format!("{help}: {which}"),
+            extreme_value,
         );
         self.gauge(
             &format!("{name}_mean_{unit}"),
@@ -280,6 +324,13 @@ impl Exposition {
             mean,
         );
     }
+}
+
+/// Which end of a spread over viewers is the one to watch.
+#[derive(Clone, Copy)]
+enum Worst {
+    Largest,
+    Smallest,
 }
 
 /// The process's own CPU time and memory, from procfs (Linux).
@@ -341,8 +392,28 @@ mod tests {
             "reason",
             [("pli", 2)].into_iter(),
         );
-        out.spread("onair_viewer_rtt", "seconds", "RTT", &[0.01, 0.03]);
-        out.spread("onair_viewer_fraction_lost", "ratio", "Lost", &[]);
+        out.spread(
+            "onair_viewer_rtt",
+            "seconds",
+            "RTT",
+            &[0.01, 0.03],
+            Worst::Largest,
+        );
+        let estimates = [400_000.0, 2_000_000.0];
+        out.spread(
+            "onair_viewer_estimate",
+            "bps",
+            "BWE",
+            &estimates,
+            Worst::Smallest,
+        );
+        out.spread(
+            "onair_viewer_fraction_lost",
+            "ratio",
+            "Lost",
+            &[],
+            Worst::Largest,
+        );
         let mut text = String::new();
         encode(&mut text, &out.registry).unwrap();
         for line in [
@@ -351,6 +422,8 @@ mod tests {
             "onair_video_keyframes_total{reason=\"pli\"} 2",
             "onair_viewer_rtt_max_seconds 0.03",
             "onair_viewer_rtt_mean_seconds 0.02",
+            "onair_viewer_estimate_min_bps 400000.0",
+            "onair_viewer_estimate_mean_bps 1200000.0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }

@@ -102,6 +102,8 @@ pub struct Traffic {
     pub retransmitted_packets: u64,
     /// Packets the viewers reported lost in their RTCP receiver reports.
     pub packets_lost: u64,
+    /// Resends the viewers' NACKs asked for beyond their budgets.
+    pub retransmissions_refused: u64,
 }
 
 impl Traffic {
@@ -113,6 +115,9 @@ impl Traffic {
             nacks_received: self.nacks_received.max(other.nacks_received),
             retransmitted_packets: self.retransmitted_packets.max(other.retransmitted_packets),
             packets_lost: self.packets_lost.max(other.packets_lost),
+            retransmissions_refused: self
+                .retransmissions_refused
+                .max(other.retransmissions_refused),
         }
     }
 
@@ -126,6 +131,9 @@ impl Traffic {
                 .retransmitted_packets
                 .saturating_add(other.retransmitted_packets),
             packets_lost: self.packets_lost.saturating_add(other.packets_lost),
+            retransmissions_refused: self
+                .retransmissions_refused
+                .saturating_add(other.retransmissions_refused),
         }
     }
 
@@ -296,8 +304,6 @@ struct Reading {
     estimate_from: Option<&'static str>,
     /// The quality layer it receives.
     layer: usize,
-    /// Resends its NACKs asked for that its budget refused.
-    refused: u64,
 }
 
 impl Watched {
@@ -366,6 +372,7 @@ impl Watched {
             retransmitted_packets: traffic
                 .retransmitted_packets
                 .max(self.estimate.retransmitted()),
+            retransmissions_refused: self.estimate.refused(),
             ..traffic
         }
     }
@@ -380,7 +387,6 @@ impl Watched {
             estimate_bps: self.estimate(),
             estimate_from: self.estimate.measured_from(),
             layer: self.layer(),
-            refused: self.estimate.refused(),
         }
     }
 
@@ -415,6 +421,10 @@ pub struct SessionFigures {
     pub rtt_seconds: Vec<f64>,
     /// Each viewer's fraction lost (0 to 1) from its last receiver report, where one came.
     pub fraction_lost: Vec<f64>,
+    /// Each viewer's bandwidth estimate (bits per second), once its feedback was heard.
+    pub estimates_bps: Vec<f64>,
+    /// Connected viewers on each quality layer (index 0: the top).
+    pub by_layer: Vec<usize>,
 }
 
 impl SessionFigures {
@@ -429,6 +439,13 @@ impl SessionFigures {
         self.traffic = self.traffic.plus(reading.traffic);
         self.rtt_seconds.extend(reading.link.rtt_seconds);
         self.fraction_lost.extend(reading.link.fraction_lost);
+        self.estimates_bps.extend(reading.estimate_bps);
+        if reading.phase == Phase::Connected {
+            if self.by_layer.len() <= reading.layer {
+                self.by_layer.resize(reading.layer + 1, 0);
+            }
+            self.by_layer[reading.layer] += 1;
+        }
         self
     }
 }
@@ -475,7 +492,7 @@ impl PeerFigures {
             nacks: reading.traffic.nacks_received,
             packets_sent: reading.traffic.packets_sent,
             retransmitted: reading.traffic.retransmitted_packets,
-            retransmissions_refused: reading.refused,
+            retransmissions_refused: reading.traffic.retransmissions_refused,
         }
     }
 }
@@ -531,6 +548,7 @@ mod tests {
             nacks_received: n / 10,
             retransmitted_packets: n / 20,
             packets_lost: n / 100,
+            retransmissions_refused: n / 50,
         }
     }
 
@@ -612,14 +630,13 @@ mod tests {
             estimate_bps: Some(1_234_567.0),
             estimate_from: Some("twcc"),
             layer: 1,
-            refused: 3,
         };
         let peer = PeerFigures::of("abc".into(), reading);
         assert_eq!(peer.state, "connected");
         assert_eq!(peer.estimate_kbps, Some(1235.0));
         assert_eq!(peer.rtt_ms, Some(12.0));
         assert_eq!((peer.nacks, peer.packets_sent), (10, 100));
-        assert_eq!((peer.layer, peer.retransmissions_refused), (1, 3));
+        assert_eq!((peer.layer, peer.retransmissions_refused), (1, 2));
     }
 
     #[test]
@@ -634,7 +651,6 @@ mod tests {
             estimate_bps: None,
             estimate_from: None,
             layer: 0,
-            refused: 0,
         };
         let figures = [
             reading(Phase::Connected, 100, Some(0.01)),
@@ -647,5 +663,11 @@ mod tests {
         assert_eq!(figures.traffic, traffic(300));
         assert_eq!(figures.rtt_seconds, [0.01]);
         assert_eq!(figures.fraction_lost, [0.0]);
+        assert_eq!(
+            figures.by_layer,
+            [2],
+            "connected viewers, all on the top layer"
+        );
+        assert!(figures.estimates_bps.is_empty());
     }
 }
