@@ -10,7 +10,7 @@ use onair_tests::viewer::{Via, Viewer, Watch};
 const TOKEN: &str = "viewer-token-0123456789";
 
 /// Every family the README lists, with its type.
-const FAMILIES: [(&str, &str); 22] = [
+const FAMILIES: [(&str, &str); 23] = [
     ("onair_viewers", "gauge"),
     ("onair_sessions", "gauge"),
     ("onair_video_frames_captured", "counter"),
@@ -27,6 +27,7 @@ const FAMILIES: [(&str, &str); 22] = [
     ("onair_retransmissions_refused", "counter"),
     ("onair_viewers_by_layer", "gauge"),
     ("onair_audio_fec_loss_ratio", "gauge"),
+    ("onair_snapshots_encoded", "counter"),
     ("onair_capture_reopen_attempts", "counter"),
     ("onair_capture_reopens", "counter"),
     ("onair_signaling_connected", "gauge"),

@@ -29,6 +29,7 @@
 //! | `onair_viewers_by_layer{layer}` | gauge | connected viewers on each quality layer (0: the top) |
 //! | `onair_retransmissions_refused_total` | counter | resends asked for beyond the viewers' budgets |
 //! | `onair_audio_fec_loss_ratio` | gauge | the loss Opus adds in-band FEC for (0: none) |
+//! | `onair_snapshots_encoded_total` | counter | JPEGs made for `/snapshot.jpg` |
 //! | `onair_capture_reopen_attempts_total` | counter | attempts to open the camera again |
 //! | `onair_capture_reopens_total` | counter | attempts that worked |
 //! | `onair_signaling_connected`, `onair_signaling_registered` | gauge | 1 while connected to / registered with the signalling service of `/api/status` |
@@ -74,6 +75,11 @@ fn collect(state: &AppState, sessions: &SessionFigures) -> Registry {
     );
     sessions_by_state(&mut out, sessions);
     video(&mut out, &stats);
+    out.counter(
+        "onair_snapshots_encoded",
+        "JPEGs made for /snapshot.jpg (at most one a second for each size asked)",
+        state.media.snapshots_encoded(),
+    );
     out.registry.register(
         "onair_video_encode_duration_seconds",
         "Time openh264 took per picture, with cutting it into RTP payloads",

@@ -16,6 +16,7 @@
 
 pub mod access;
 pub mod metrics;
+pub mod snapshot;
 pub mod status;
 pub mod whep;
 
@@ -89,6 +90,7 @@ pub fn router(
         .route("/api/status", get(status::status))
         .route("/api/ice-servers", get(status::ice_servers))
         .route("/metrics", get(metrics::metrics))
+        .route("/snapshot.jpg", get(snapshot::snapshot))
         .with_state(state)
         .merge(onair_signal::server::router(service, MAX_WEBSOCKETS))
         .layer(middleware::from_fn_with_state(tokens, access::viewers_only))

@@ -19,6 +19,7 @@ pub mod input;
 pub mod keyframe;
 pub mod layers;
 pub mod passthrough;
+pub mod snapshot;
 pub mod stats;
 pub mod video;
 
@@ -98,6 +99,8 @@ pub struct MediaHandle {
     privacy: Arc<AtomicBool>,
     /// What viewers lose, for the audio encoder's in-band FEC.
     loss: Arc<fec::LossReports>,
+    /// Still pictures for `/snapshot.jpg`.
+    snapshots: Arc<snapshot::Snapshots>,
     /// Counters and rates for status, health and metrics.
     pub stats: Arc<MediaStats>,
     /// The encoded video's format; the video thread updates it when the camera changes.
@@ -191,6 +194,19 @@ impl MediaHandle {
         self.loss.report(viewer, fraction, Instant::now());
     }
 
+    /// A JPEG of the current picture, `width` wide (else at the stream's size); see
+    /// [`snapshot`].
+    pub async fn snapshot(&self, width: Option<u32>) -> Result<Bytes, snapshot::SnapshotError> {
+        let passthrough = self.video_description().encoder == VideoEncoder::Passthrough;
+        let gop = passthrough.then(|| self.join_video().gop);
+        self.snapshots.jpeg(width, gop).await
+    }
+
+    /// JPEG snapshots encoded since the start.
+    pub fn snapshots_encoded(&self) -> u64 {
+        self.snapshots.encoded()
+    }
+
     /// The packet loss (per cent) the audio encoder adds in-band FEC for; 0: none.
     pub fn audio_fec_percent(&self) -> u8 {
         self.loss.protecting()
@@ -224,6 +240,7 @@ impl Pipeline {
         let stats = Arc::new(MediaStats::new());
         let privacy = Arc::new(AtomicBool::new(false));
         let loss = Arc::new(fec::LossReports::default());
+        let snapshots = Arc::new(snapshot::Snapshots::default());
         let v = &config.video;
         let layers = match v.encoder {
             VideoEncoder::Passthrough => 1,
@@ -236,7 +253,8 @@ impl Pipeline {
 
         // Open everything before starting anything, so a failure leaves no thread behind.
         let video = video::VideoThread::open(&config.video, clock, stats.clone(), &layers)?
-            .with_privacy(privacy.clone());
+            .with_privacy(privacy.clone())
+            .with_snapshots(snapshots.clone());
         let audio = match config.audio.enabled {
             true => audio::AudioThread::open(&config.audio, clock, stats.clone())?.map(|audio| {
                 audio
@@ -253,6 +271,7 @@ impl Pipeline {
                 clock,
                 privacy,
                 loss,
+                snapshots,
                 stats,
                 video_description: video.description(),
             },

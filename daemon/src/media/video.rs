@@ -22,6 +22,7 @@ use super::input::Supervised;
 use super::keyframe::{KeyframeMailbox, KeyframePolicy, KeyframeReason};
 use super::layers::{self, LayerSpec};
 use super::passthrough::{self, Passthrough};
+use super::snapshot::{Snapshots, Still};
 use super::{
     Layer, LogThrottle, MediaStats, RtpClock, VideoDescription, VideoUnit, convert, running,
 };
@@ -57,6 +58,8 @@ pub struct VideoThread {
     lower: Vec<Lower>,
     /// While set, pictures are replaced by black before encoding (see [`black_i420`]).
     privacy: Arc<AtomicBool>,
+    /// Where a picture is handed over when a snapshot is asked for.
+    snapshots: Arc<Snapshots>,
 }
 
 /// A layer below the top: the top's pictures halved and encoded by an encoder of its own,
@@ -322,7 +325,14 @@ impl VideoThread {
             keyframes: top.keyframes.clone(),
             lower: lower.iter().map(Lower::new).collect(),
             privacy: Arc::default(),
+            snapshots: Arc::default(),
         })
+    }
+
+    /// Hands pictures to `snapshots` when asked.
+    pub fn with_snapshots(mut self, snapshots: Arc<Snapshots>) -> Self {
+        self.snapshots = snapshots;
+        self
     }
 
     /// Encodes black pictures instead of the camera's while `privacy` is set.
@@ -472,6 +482,12 @@ impl VideoThread {
                 let Some(i420) = i420 else {
                     return Ok(None);
                 };
+                if self.snapshots.wanted()
+                    && let Some(still) =
+                        Still::copy(i420, format.width, format.height, frame.captured)
+                {
+                    self.snapshots.hand_over(still);
+                }
                 let force = policy.decide(frame.captured);
                 let pts = self.clock.since_origin(frame.captured);
                 let started = Instant::now();
