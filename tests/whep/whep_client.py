@@ -179,9 +179,10 @@ class Receiver:
     async def judge(self, res, t0):
         """Waits for --frames frames until --within s after t0, then checks them into res."""
         args, video, audio = self.args, self.video, self.audio
-        until_enough = not args.watch
-        waits = [asyncio.ensure_future(e.wait()) for e in ([self.enough_video] if until_enough else []) + [self.failed]]
-        remaining = (args.watch or args.within) - (self.loop.time() - t0)
+        # channel_client.py shares this class; its arguments have no --watch.
+        watch = getattr(args, "watch", None)
+        waits = [asyncio.ensure_future(e.wait()) for e in ([] if watch else [self.enough_video]) + [self.failed]]
+        remaining = (watch or args.within) - (self.loop.time() - t0)
         await asyncio.wait(waits, timeout=max(0.0, remaining), return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
@@ -193,7 +194,7 @@ class Receiver:
             res["first_frame_s"] = round(video["first"] - t0, 3)
         if not self.enough_video.is_set():
             why = "ICE/DTLS connection failed" if self.failed.is_set() else f"state {self.pc.connectionState}"
-            raise Failed(f"{video['frames']} of {args.frames} video frames within {args.watch or args.within} s ({why})")
+            raise Failed(f"{video['frames']} of {args.frames} video frames within {watch or args.within} s ({why})")
 
         # Checks on what was received; report every problem, not just the first.
         res["size"] = ", ".join(sorted(video["sizes"]))
