@@ -73,6 +73,80 @@ pub struct Config {
     pub signaling: Signaling,
     /// `[access]`: who may watch and who may operate the camera.
     pub access: Access,
+    /// `[record]`: recording to disk, with retention.
+    pub record: Record,
+}
+
+/// `[record]`: the stream recorded to disk as fragmented MP4 segments (H.264 and Opus, as
+/// sent: nothing is encoded again), the oldest deleted first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Record {
+    /// Record. Default `false`.
+    pub enabled: bool,
+    /// Where segments go. Default `None`: `recordings` in the state directory
+    /// (`$STATE_DIRECTORY`, which systemd sets to `/var/lib/onair`; else `/var/lib/onair`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// A segment is closed at the first key frame this many seconds after it began, 2 to
+    /// 3600. Default 60.
+    pub segment_seconds: u32,
+    /// Segments older than this are deleted: a number and a unit, `s`, `m`, `h` or `d`
+    /// (e.g. `"36h"`, `"7d"`), or `"0"` for no age limit. Default `"7d"`.
+    pub max_age: String,
+    /// The segments together stay under this many bytes (the oldest go first); 0 for no
+    /// limit. Default 0.
+    pub max_bytes: u64,
+    /// Recording keeps at least this many megabytes (10^6 bytes) free on its file system,
+    /// deleting the oldest segments, and pauses when only the newest is left. Default 500.
+    pub min_free_mb: u64,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            enabled: false,
+            dir: None,
+            segment_seconds: 60,
+            max_age: "7d".to_owned(),
+            max_bytes: 0,
+            min_free_mb: 500,
+        }
+    }
+}
+
+impl Record {
+    /// `max_age` as a duration; `None` for no limit (or a value validation rejects).
+    pub fn max_age(&self) -> Option<std::time::Duration> {
+        parse_age(&self.max_age).ok().flatten()
+    }
+}
+
+/// A retention age: `"0"` is none, else digits and one of `s`, `m`, `h`, `d`.
+pub(crate) fn parse_age(text: &str) -> Result<Option<std::time::Duration>, String> {
+    if text == "0" {
+        return Ok(None);
+    }
+    let unit = text.chars().last().unwrap_or(' ');
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => {
+            return Err(format!(
+                "expected e.g. \"7d\", \"36h\", \"90m\" or \"0\", got {text:?}"
+            ));
+        }
+    };
+    let number: u64 = text[..text.len() - 1]
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("expected a whole number before {unit:?}, got {text:?}"))?;
+    Ok(Some(std::time::Duration::from_secs(
+        number.saturating_mul(seconds),
+    )))
 }
 
 /// `[access]`: tokens that viewers and operators present (`Authorization: Bearer …`, or

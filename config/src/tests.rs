@@ -51,6 +51,12 @@ fn empty_text_gives_defaults() {
         (1280, 720, 30)
     );
     assert_eq!(defaults.video.bitrate_kbps, 2000);
+    assert!(!defaults.record.enabled);
+    assert_eq!(defaults.record.segment_seconds, 60);
+    assert_eq!(
+        defaults.record.max_age(),
+        Some(std::time::Duration::from_secs(7 * 86_400))
+    );
     assert_eq!(defaults.video.keyframe_interval_ms, 2000);
     assert!(defaults.audio.enabled);
     assert_eq!(defaults.audio.source, "test");
@@ -123,6 +129,14 @@ token = "porch-token-0123456"
 viewer_token = "viewer-token-0123456789"
 operator_token = "operator-token-0123456789"
 token_file = "/var/lib/onair/access.toml"
+
+[record]
+enabled = true
+dir = "/media/usb/onair"
+segment_seconds = 10
+max_age = "36h"
+max_bytes = 8000000000
+min_free_mb = 200
 "#;
 
 fn full_config() -> Config {
@@ -191,6 +205,14 @@ fn full_config() -> Config {
             viewer_token: Some("viewer-token-0123456789".into()),
             operator_token: Some("operator-token-0123456789".into()),
             token_file: Some("/var/lib/onair/access.toml".into()),
+        },
+        record: Record {
+            enabled: true,
+            dir: Some("/media/usb/onair".into()),
+            segment_seconds: 10,
+            max_age: "36h".into(),
+            max_bytes: 8_000_000_000,
+            min_free_mb: 200,
         },
     }
 }
@@ -297,6 +319,18 @@ const RULES: &[(&str, &str)] = &[
     (
         "[video]\nlayers = 3",
         "onair.toml:2:10: video.layers: must be between 1 and 2, got 3",
+    ),
+    (
+        "[record]\nsegment_seconds = 1",
+        "onair.toml:2:19: record.segment_seconds: must be between 2 and 3600, got 1",
+    ),
+    (
+        "[record]\nmax_age = \"7 days\"",
+        "onair.toml:2:11: record.max_age: expected a whole number before 's', got \"7 days\"",
+    ),
+    (
+        "[record]\nmax_age = \"week\"",
+        "onair.toml:2:11: record.max_age: expected e.g. \"7d\", \"36h\", \"90m\" or \"0\", got \"week\"",
     ),
     (
         "[audio]\nsource = \"\"",
@@ -467,7 +501,7 @@ fn unknown_key_names_key_and_line() {
     );
     assert_eq!(
         single("[vidoe]\nwidth = 1280\n"),
-        "onair.toml:1:2: vidoe: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling, access)"
+        "onair.toml:1:2: vidoe: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling, access, record)"
     );
     assert_eq!(
         single("[http]\n  \"listen address\" = \"0.0.0.0:80\"\n"),
@@ -552,7 +586,7 @@ secret = 1
         "onair.toml:19:23: webrtc.nat_ips[1]: invalid IP address syntax",
         "onair.toml:22:32: webrtc.ice_servers[0].urls[1]: must start with \"stun:\", \"turn:\" or \"turns:\", got \"ftp://bad\"",
         "onair.toml:23:1: webrtc.ice_servers[0].secret: unknown key (expected one of: urls, username, credential)",
-        "onair.toml:25:2: extra: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling, access)",
+        "onair.toml:25:2: extra: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling, access, record)",
     ];
     assert_eq!(messages(text), expected);
 

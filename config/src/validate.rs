@@ -56,6 +56,17 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
     }
     v.in_range(audio.key("bitrate_kbps"), config.audio.bitrate_kbps, 6, 510);
 
+    let record = root.key("record");
+    v.in_range(
+        record.key("segment_seconds"),
+        config.record.segment_seconds,
+        2,
+        3600,
+    );
+    if let Err(message) = crate::parse_age(&config.record.max_age) {
+        v.push(record.key("max_age"), message);
+    }
+
     let webrtc = root.key("webrtc");
     ice_servers(
         &mut v,

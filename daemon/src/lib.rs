@@ -4,6 +4,7 @@
 //! The modules follow a frame through the daemon:
 //! - [`media`]: devices → convert → encode (one encoder per medium, shared by all viewers).
 //! - [`webrtc`]: one session per viewer, fed from the shared encoded units.
+//! - [`record`]: the same encoded units into MP4 segments on disk, when `[record]` says so.
 //! - [`http`]: who joins directly: the viewer page, WHEP, health and status.
 //! - [`signaling`]: who joins by channel name: registration with a signalling service
 //!   (remote, or built in and mounted on the HTTP port).
@@ -14,6 +15,7 @@
 pub mod gpio;
 pub mod http;
 pub mod media;
+pub mod record;
 pub mod service;
 pub mod signaling;
 pub mod webrtc;
@@ -44,6 +46,7 @@ pub async fn run(
     };
     let pipeline = media::Pipeline::start(&config)?;
     let media = pipeline.handle();
+    let _recorder = record::recorder::start(&config.record, &media)?;
     let sessions = webrtc::Sessions::new(media.clone(), &config.webrtc)
         .with_context(|| format!("webrtc.port = {}: cannot bind", config.webrtc.port))?;
     let identity = signaling::Identity {
@@ -107,6 +110,10 @@ pub async fn run(
             signaling_connected: registration.connected_flag(),
             ice_links: onair_signal::ice_http::ice_server_links(&config.webrtc.ice_servers).into(),
             ice_servers: config.webrtc.ice_servers.clone().into(),
+            recordings: config
+                .record
+                .enabled
+                .then(|| record::recorder::directory(&config.record).into()),
         },
         local,
         tokens,

@@ -140,10 +140,11 @@ fn random_token() -> String {
 }
 
 /// Middleware: lets a request through if it is for an open path or its token makes its
-/// bearer at least a viewer; `401` otherwise.
+/// bearer at least a viewer (then with its [`Role`] in the request's extensions); `401`
+/// otherwise.
 pub async fn viewers_only(
     State(tokens): State<Arc<Tokens>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if OPEN_PATHS.contains(&request.uri().path()) {
@@ -152,7 +153,12 @@ pub async fn viewers_only(
     let query = Query::<TokenQuery>::try_from_uri(request.uri())
         .map(|Query(query)| query)
         .unwrap_or_default();
-    if tokens.role(token(request.headers(), &query).as_deref()) >= Some(Role::Viewer) {
+    // Handlers that need more than a viewer read the role from the request.
+    if let Some(role) = tokens
+        .role(token(request.headers(), &query).as_deref())
+        .filter(|role| *role >= Role::Viewer)
+    {
+        request.extensions_mut().insert(role);
         return next.run(request).await;
     }
     (

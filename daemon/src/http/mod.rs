@@ -16,6 +16,7 @@
 
 pub mod access;
 pub mod metrics;
+pub mod recordings;
 pub mod snapshot;
 pub mod status;
 pub mod whep;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub ice_links: Arc<[HeaderValue]>,
     /// `webrtc.ice_servers`, for pages joining over signalling (`/api/ice-servers`).
     pub ice_servers: Arc<[IceServer]>,
+    /// Where recordings are, while `record.enabled`.
+    pub recordings: Option<Arc<std::path::Path>>,
 }
 
 /// All routes: the direct ones, the built-in signalling service's (`service`), and its WHEP
@@ -91,6 +94,11 @@ pub fn router(
         .route("/api/ice-servers", get(status::ice_servers))
         .route("/metrics", get(metrics::metrics))
         .route("/snapshot.jpg", get(snapshot::snapshot))
+        .route("/api/recordings", get(recordings::list))
+        .route(
+            "/recordings/{name}",
+            get(recordings::get).delete(recordings::delete),
+        )
         .with_state(state)
         .merge(onair_signal::server::router(service, MAX_WEBSOCKETS))
         .layer(middleware::from_fn_with_state(tokens, access::viewers_only))

@@ -360,6 +360,16 @@ impl RtpClock {
         self.ticks(at, 48_000).wrapping_add(self.audio_offset)
     }
 
+    /// A video timestamp of this clock as 90 kHz ticks since its origin (wrapping).
+    pub fn video_ticks(&self, timestamp: u32) -> u32 {
+        timestamp.wrapping_sub(self.video_offset)
+    }
+
+    /// An audio timestamp of this clock as 48 kHz ticks since its origin (wrapping).
+    pub fn audio_ticks(&self, timestamp: u32) -> u32 {
+        timestamp.wrapping_sub(self.audio_offset)
+    }
+
     /// Time since the clock started (encoder presentation timestamps).
     pub fn since_origin(&self, at: Instant) -> std::time::Duration {
         at.saturating_duration_since(self.origin)
