@@ -369,3 +369,52 @@ fn without_recording_there_are_no_recordings() {
     assert_eq!(status, 404);
     assert!(String::from_utf8_lossy(&body).contains("record.enabled"));
 }
+
+#[test]
+fn chromium_plays_a_recording_from_the_viewer_page() {
+    let dir = scratch("page");
+    let daemon = Daemon::start(&format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n\
+         [access]\nviewer_token = \"{VIEWER}\"\n\
+         [record]\nenabled = true\ndir = \"{}\"\nsegment_seconds = 2\nmin_free_mb = 0\n",
+        dir.display()
+    ))
+    .unwrap();
+    // A finished segment and the one being written.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut command = Command::new("node");
+    command
+        .arg(onair_tests::bench::latency::tests_dir().join("browser/recordings.mjs"))
+        .args(["--url", &format!("{}/?token={VIEWER}", daemon.base_url)]);
+    let played = onair_tests::bench::latency::run_json(command, Duration::from_secs(60)).unwrap();
+    eprintln!("Chromium played {played}");
+    assert_eq!(played["error"], serde_json::Value::Null, "{played}");
+    assert_eq!(played["pageErrors"], serde_json::json!([]), "{played}");
+    assert!(
+        played["currentTime"].as_f64().unwrap_or(0.0) >= 1.5,
+        "{played}"
+    );
+    assert_eq!(
+        (played["width"].as_u64(), played["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+    let name = played["name"].as_str().expect("a segment");
+    assert!(dir.join(name).exists(), "{name}");
+    let bars = played["bars"].as_array().expect("bars");
+    for (got, want) in bars.iter().zip(onair_hal::synthetic::BARS) {
+        let got: Vec<u64> = got
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .collect();
+        assert!(
+            got.iter()
+                .zip(want)
+                .all(|(g, w)| g.abs_diff(u64::from(w)) <= 24),
+            "bar rgb{got:?}, want rgb{want:?}: {played}"
+        );
+    }
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}

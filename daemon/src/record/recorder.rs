@@ -49,6 +49,9 @@ const RETRY: Duration = Duration::from_secs(10);
 /// Retention is checked at least this often, besides at every new segment.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
+/// Opus frames (20 ms each) a fragment may gather without a picture: 5 s.
+const AUDIO_WITHOUT_PICTURES: usize = 250;
+
 /// An Opus frame: 20 ms at 48 kHz.
 const OPUS_FRAME_TICKS: u32 = 960;
 
@@ -396,6 +399,12 @@ impl Writer {
             return;
         };
         segment.fragment.audio_sample(at, unit.payload.clone());
+        // Fragments end on pictures: without any (the camera is gone) the segment ends, and
+        // the next begins with the camera's next IDR.
+        if segment.fragment.audio.len() > AUDIO_WITHOUT_PICTURES {
+            warn!("recording: no pictures for 5 s; the segment ends until the camera is back");
+            self.close(None);
+        }
     }
 
     /// The unit's RTP payloads as one AVCC access unit; `None` if they do not depacketize.
