@@ -418,3 +418,75 @@ fn chromium_plays_a_recording_from_the_viewer_page() {
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_warning_and_the_viewers_watch_on() {
+    use onair_tests::viewer::{Via, Viewer, Watch};
+    // A 2 MB file system of our own (a mount namespace, as an unprivileged user may make):
+    // full within seconds, nothing deleted to make room.
+    let dir = scratch("full");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.with_extension("toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n\
+             [record]\nenabled = true\ndir = \"{}\"\nmin_free_mb = 0\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=2m onair-test {} && exec {} --config {}",
+        dir.display(),
+        binary().display(),
+        config.display()
+    );
+    let (mut child, base, log) = onair_tests::daemon::spawn(
+        Path::new("/usr/bin/unshare"),
+        &[
+            "-rm".as_ref(),
+            "sh".as_ref(),
+            "-c".as_ref(),
+            script.as_ref(),
+        ],
+        &[],
+    )
+    .unwrap();
+    let viewer = Viewer::join(
+        Via::Whep(format!("{base}/whep")),
+        Watch::decoding(100_000, Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    // The disk fills: a warning that names the trouble and says viewers are fine.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let warning = loop {
+        let line = log.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
+        if line.contains("recording:") && line.contains("No space left") {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no warning of a full disk in 30 s"
+        );
+    };
+    eprintln!("{warning}");
+    assert!(
+        warning.contains("live viewers are not affected"),
+        "{warning}"
+    );
+    // The viewer watches on, and the camera is healthy.
+    let before = viewer.frames();
+    let report = viewer.wait_for(before + 60, Duration::from_secs(10)).await;
+    assert!(report.frames_decoded >= before + 60, "{report:?}");
+    let (status, _) = onair_tests::daemon::get(&format!("{base}/healthz")).unwrap();
+    assert_eq!(status, 200);
+    let _ = viewer.leave().await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_dir_all(&dir);
+}

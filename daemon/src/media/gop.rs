@@ -117,6 +117,7 @@ mod tests {
 
     fn unit(keyframe: bool, ts: u32) -> VideoUnit {
         VideoUnit {
+            access_unit: bytes::Bytes::new(),
             payloads: vec![bytes::Bytes::from_static(b"x")],
             keyframe,
             rtp_timestamp: ts,

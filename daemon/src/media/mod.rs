@@ -52,9 +52,12 @@ const AUDIO_QUEUE: usize = 100;
 /// so SIGTERM is never held up by a device.
 const STOP_WAIT: Duration = Duration::from_millis(500);
 
-/// One encoded picture, ready to send to any number of viewers.
+/// One encoded picture, for every consumer: viewers take its RTP payloads (cut once, not per
+/// viewer), the recorder and snapshots its access unit.
 #[derive(Debug)]
 pub struct VideoUnit {
+    /// The access unit as the encoder (or camera) made it: Annex-B NAL units.
+    pub access_unit: Bytes,
     /// RTP payloads (FU-A fragments, STAP-A for SPS+PPS, single NAL units), cut once.
     pub payloads: Vec<Bytes>,
     /// An IDR: a viewer can start decoding here.

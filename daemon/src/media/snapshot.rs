@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use jpeg_encoder::{Encoder, ImageBuffer, JpegColorType, SamplingFactor};
-use rtc::rtp::codec::h264::H264Packet;
-use rtc::rtp::packetizer::Depacketizer;
 
 use super::VideoUnit;
 
@@ -199,19 +197,12 @@ impl Snapshots {
     }
 }
 
-/// An IDR's RTP payloads put together and decoded with openh264.
+/// An IDR decoded with openh264.
 fn decode_idr(idr: &VideoUnit) -> Result<Still, SnapshotError> {
-    let mut depacketizer = H264Packet::default();
-    let mut access_unit = Vec::new();
-    for payload in idr.payloads.iter() {
-        let nals = depacketizer
-            .depacketize(payload)
-            .map_err(|e| SnapshotError::Failed(format!("the key frame's RTP: {e}")))?;
-        access_unit.extend_from_slice(&nals);
-    }
+    let access_unit = &idr.access_unit;
     let failed = |e: openh264::Error| SnapshotError::Failed(format!("decoding the key frame: {e}"));
     let mut decoder = openh264::decoder::Decoder::new().map_err(failed)?;
-    if let Some(yuv) = decoder.decode(&access_unit).map_err(failed)? {
+    if let Some(yuv) = decoder.decode(access_unit).map_err(failed)? {
         return Ok(still_of(&yuv));
     }
     // openh264 may hold the picture back until told the stream ended.

@@ -143,7 +143,8 @@ impl Lower {
         let unit = encode(encoder, &mut self.payloader, &self.halved, force, pts);
         policy.encoded(force, &unit, captured);
         match unit {
-            Ok(Some((payloads, keyframe, _))) => self.feed.publish(VideoUnit {
+            Ok(Some((payloads, keyframe, access_unit))) => self.feed.publish(VideoUnit {
+                access_unit,
                 payloads,
                 keyframe: keyframe.is_some(),
                 rtp_timestamp: ctx.clock.video(captured),
@@ -361,13 +362,14 @@ impl VideoThread {
                 continue;
             };
             let unit = self.encode_picture(&mut work, format);
-            let Some((payloads, keyframe, encoded_len)) = work.log_failure(unit) else {
+            let Some((payloads, keyframe, access_unit)) = work.log_failure(unit) else {
                 self.stats.record_dropped();
                 continue;
             };
             self.stats
-                .record_video(Instant::now(), encoded_len, keyframe);
+                .record_video(Instant::now(), access_unit.len(), keyframe);
             self.feed.publish(VideoUnit {
+                access_unit,
                 payloads,
                 keyframe: keyframe.is_some(),
                 rtp_timestamp: self.clock.video(work.frame.captured),
@@ -612,9 +614,9 @@ pub fn black_i420(width: u32, height: u32, buf: &mut Vec<u8>) -> &[u8] {
     buf
 }
 
-/// RTP payloads of one access unit, why it is an IDR if it is one, and its size in bytes;
-/// `None` when there is nothing to send for this picture.
-type Packetized = Option<(Vec<Bytes>, Option<KeyframeReason>, usize)>;
+/// RTP payloads of one access unit, why it is an IDR if it is one, and the access unit
+/// itself (Annex-B); `None` when there is nothing to send for this picture.
+type Packetized = Option<(Vec<Bytes>, Option<KeyframeReason>, Bytes)>;
 
 /// A picture's outcome: packetized, or why the encoder or packetizer failed.
 type Encoded = Result<Packetized, String>;
@@ -671,7 +673,7 @@ fn packetize(
     if payloads.is_empty() {
         return Ok(None);
     }
-    Ok(Some((payloads, keyframe, annex_b.len())))
+    Ok(Some((payloads, keyframe, annex_b)))
 }
 
 #[cfg(test)]

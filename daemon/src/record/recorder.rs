@@ -23,8 +23,6 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use bytes::Bytes;
 use onair_config::Record;
-use rtc::rtp::codec::h264::H264Packet;
-use rtc::rtp::packetizer::Depacketizer;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{info, warn};
 
@@ -276,7 +274,6 @@ struct Writer {
     clock: RtpClock,
     video_time: Unwrap,
     audio_time: Unwrap,
-    depacketizer: H264Packet,
     segment: Option<Segment>,
     /// After a failure, no new segment before this.
     paused_until: Option<Instant>,
@@ -322,7 +319,6 @@ impl Writer {
             media,
             video_time: Unwrap::default(),
             audio_time: Unwrap::default(),
-            depacketizer: avcc_depacketizer(),
             segment: None,
             paused_until: None,
             channels: 1,
@@ -354,11 +350,7 @@ impl Writer {
         let ticks = self
             .video_time
             .extend(self.clock.video_ticks(unit.rtp_timestamp));
-        let Some(au) = self.access_unit(unit) else {
-            self.close(None);
-            return;
-        };
-        let (parameters, sample) = split_parameter_sets(&au);
+        let (parameters, sample) = split_parameter_sets(&avcc(&unit.access_unit));
         let starts = unit.keyframe && parameters.is_some();
         if let (Some(segment), true) = (&self.segment, starts) {
             let long =
@@ -405,15 +397,6 @@ impl Writer {
             warn!("recording: no pictures for 5 s; the segment ends until the camera is back");
             self.close(None);
         }
-    }
-
-    /// The unit's RTP payloads as one AVCC access unit; `None` if they do not depacketize.
-    fn access_unit(&mut self, unit: &VideoUnit) -> Option<Vec<u8>> {
-        let mut au = Vec::new();
-        for payload in unit.payloads.iter() {
-            au.extend_from_slice(&self.depacketizer.depacketize(payload).ok()?);
-        }
-        (!au.is_empty()).then_some(au)
     }
 
     fn open(&mut self, ticks: u64, sps: Bytes, pps: Bytes) {
@@ -649,11 +632,35 @@ impl Fragment {
     }
 }
 
-/// An H.264 depacketizer that writes AVCC (length-prefixed NAL units), as MP4 wants.
-fn avcc_depacketizer() -> H264Packet {
-    let mut depacketizer = H264Packet::default();
-    depacketizer.is_avc = true;
-    depacketizer
+/// An Annex-B access unit (NAL units after start codes) as AVCC (each NAL unit after its
+/// 4-byte length), as MP4 wants. Zero bytes before a start code (allowed padding) are
+/// not part of the NAL unit before it.
+fn avcc(annex_b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(annex_b.len() + 16);
+    let mut nal_start: Option<usize> = None;
+    let mut i = 0;
+    let push = |nal: &[u8], out: &mut Vec<u8>| {
+        let end = nal.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        if end > 0 {
+            out.extend_from_slice(&(end as u32).to_be_bytes());
+            out.extend_from_slice(&nal[..end]);
+        }
+    };
+    while i + 3 <= annex_b.len() {
+        if annex_b[i..i + 3] == [0, 0, 1] {
+            if let Some(start) = nal_start {
+                push(&annex_b[start..i], &mut out);
+            }
+            i += 3;
+            nal_start = Some(i);
+        } else {
+            i += 1;
+        }
+    }
+    if let Some(start) = nal_start {
+        push(&annex_b[start..], &mut out);
+    }
+    out
 }
 
 /// The finished segments in `dir`, with their sizes and last writes.
@@ -741,6 +748,21 @@ mod tests {
         assert_eq!(time.extend(u32::MAX - 10), u64::from(u32::MAX - 10));
         assert_eq!(time.extend(5), u64::from(u32::MAX) + 6);
         assert_eq!(time.extend(3), u64::from(u32::MAX) + 4, "a step back");
+    }
+
+    #[test]
+    fn annex_b_becomes_length_prefixed() {
+        // 4- and 3-byte start codes, and a zero byte of padding before the second.
+        let annex_b = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 3, 0, 0, 1, 0x65, 4, 5, 6,
+        ];
+        assert_eq!(
+            avcc(&annex_b),
+            [
+                0, 0, 0, 3, 0x67, 1, 2, 0, 0, 0, 2, 0x68, 3, 0, 0, 0, 4, 0x65, 4, 5, 6
+            ]
+        );
+        assert!(avcc(&[1, 2, 3]).is_empty(), "no start code, no NAL unit");
     }
 
     #[test]

@@ -101,6 +101,7 @@ mod tests {
         (0..pictures)
             .map(|i| {
                 Arc::new(VideoUnit {
+                    access_unit: bytes::Bytes::new(),
                     payloads: vec![bytes::Bytes::from_static(b"x")],
                     keyframe: i == 0,
                     rtp_timestamp: clock.video(captured + FRAME * i as u32),

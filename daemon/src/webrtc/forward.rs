@@ -451,6 +451,7 @@ mod tests {
 
     fn unit(keyframe: bool, ts: u32, payloads: usize) -> VideoUnit {
         VideoUnit {
+            access_unit: Bytes::new(),
             payloads: (0..payloads)
                 .map(|i| Bytes::from(vec![i as u8; 10]))
                 .collect(),
