@@ -129,14 +129,15 @@ fn writable(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
-/// Cuts segments that end in a torn fragment (a crash or power cut in the middle of a
-/// write) back to their last whole one: ffmpeg (and so Chromium) refuses a whole file whose
-/// last `moof` is cut short.
+/// Cuts the newest segment back to its last whole fragment if it ends in a torn one (a
+/// crash or power cut in the middle of a write): ffmpeg (and so Chromium) refuses a whole
+/// file whose last `moof` is cut short. Older segments were closed, or were repaired when
+/// they were the newest.
 fn repair(dir: &Path) {
     let Ok(segments) = list(dir) else {
         return;
     };
-    for segment in segments {
+    if let Some(segment) = segments.into_iter().max_by(|a, b| a.name.cmp(&b.name)) {
         let path = dir.join(&segment.name);
         let cut = OpenOptions::new()
             .read(true)
@@ -201,8 +202,12 @@ enum Unit {
 async fn feed(media: MediaHandle, tx: SyncSender<Unit>) {
     let Joined { gop, mut live } = media.join_video();
     let mut audio = media.subscribe_audio();
+    let mut queue = Handing {
+        tx,
+        owed_gap: false,
+    };
     for unit in gop {
-        hand(&tx, Unit::Video(unit));
+        queue.hand(Unit::Video(unit));
     }
     loop {
         let unit = tokio::select! {
@@ -217,7 +222,7 @@ async fn feed(media: MediaHandle, tx: SyncSender<Unit>) {
                 Err(RecvError::Closed) => { audio = None; continue }
             },
         };
-        if !hand(&tx, unit) {
+        if !queue.hand(unit) {
             return;
         }
     }
@@ -232,15 +237,33 @@ async fn next_audio(
     }
 }
 
-/// Queues `unit`; a full queue drops it and marks a gap. `false` once the thread is gone.
-fn hand(tx: &SyncSender<Unit>, unit: Unit) -> bool {
-    match tx.try_send(unit) {
-        Ok(()) => true,
-        Err(TrySendError::Full(_)) => {
-            let _ = tx.try_send(Unit::Gap);
-            true
+/// The writing thread's queue, from the feeding side.
+struct Handing {
+    tx: SyncSender<Unit>,
+    /// Units were dropped (the queue was full): the thread must hear of the gap before
+    /// anything after it.
+    owed_gap: bool,
+}
+
+impl Handing {
+    /// Queues `unit`, after the gap owed if any; a full queue drops it and owes a gap.
+    /// `false` once the thread is gone.
+    fn hand(&mut self, unit: Unit) -> bool {
+        if self.owed_gap {
+            match self.tx.try_send(Unit::Gap) {
+                Ok(()) => self.owed_gap = false,
+                Err(TrySendError::Full(_)) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
         }
-        Err(TrySendError::Disconnected(_)) => false,
+        match self.tx.try_send(unit) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.owed_gap = true;
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
     }
 }
 
@@ -748,6 +771,32 @@ mod tests {
         assert_eq!(time.extend(u32::MAX - 10), u64::from(u32::MAX - 10));
         assert_eq!(time.extend(5), u64::from(u32::MAX) + 6);
         assert_eq!(time.extend(3), u64::from(u32::MAX) + 4, "a step back");
+    }
+
+    #[test]
+    fn a_dropped_unit_is_a_gap_before_anything_after_it() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let mut queue = Handing {
+            tx,
+            owed_gap: false,
+        };
+        let audio = || {
+            Unit::Audio(Arc::new(AudioUnit {
+                payload: Bytes::from_static(b"x"),
+                rtp_timestamp: 0,
+            }))
+        };
+        assert!(queue.hand(audio()) && queue.hand(audio()));
+        assert!(queue.hand(audio()), "full: dropped");
+        assert!(matches!(rx.try_recv(), Ok(Unit::Audio(_))));
+        assert!(matches!(rx.try_recv(), Ok(Unit::Audio(_))));
+        // Room again: the gap comes first, then the unit.
+        assert!(queue.hand(audio()));
+        assert!(matches!(rx.try_recv(), Ok(Unit::Gap)));
+        assert!(matches!(rx.try_recv(), Ok(Unit::Audio(_))));
+        assert!(rx.try_recv().is_err());
+        drop(rx);
+        assert!(!queue.hand(audio()), "the thread is gone");
     }
 
     #[test]
