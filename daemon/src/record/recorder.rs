@@ -706,9 +706,12 @@ fn list(dir: &Path) -> std::io::Result<Vec<retention::Segment>> {
 }
 
 /// Bytes free for us on the file system holding `dir`.
+// statvfs counts are u64 on 64-bit Linux but u32 on 32-bit ARM (armhf).
+#[allow(clippy::useless_conversion)]
 fn free_bytes(dir: &Path) -> Option<u64> {
     let stat = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
+    let blocks = u64::from(stat.blocks_available());
+    Some(blocks.saturating_mul(u64::from(stat.fragment_size())))
 }
 
 /// The SPS and PPS of an AVCC access unit, and the access unit without them.
