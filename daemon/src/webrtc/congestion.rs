@@ -155,6 +155,17 @@ impl Publishing {
 impl BandwidthEstimator for Publishing {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.gcc.on_reports(now, reports);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            // Per stream: packets reported, and of those arrived.
+            let mut by_ssrc = std::collections::BTreeMap::<u32, (usize, usize)>::new();
+            for report in reports {
+                let counts = by_ssrc.entry(report.ssrc).or_default();
+                counts.0 += 1;
+                counts.1 += usize::from(report.arrived);
+            }
+            let target = self.gcc.target_bitrate();
+            tracing::trace!(?by_ssrc, target, "TWCC feedback");
+        }
         self.publish(!reports.is_empty());
     }
 
