@@ -75,6 +75,22 @@ pub struct Config {
     pub access: Access,
     /// `[record]`: recording to disk, with retention.
     pub record: Record,
+    /// `[whip]`: publishing the stream once to a media server (an SFU) over WHIP.
+    pub whip: Whip,
+}
+
+/// `[whip]`: onaird publishes its stream once to a WHIP endpoint (RFC 9725: Janus behind a
+/// WHIP front, LiveKit, MediaMTX, a CDN's ingest), which fans it out to any number of
+/// viewers; local viewers keep watching as before.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Whip {
+    /// The endpoint's URL (`http://…` or `https://…`). Default `None`: no publishing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Sent as `Authorization: Bearer …` with every request. Default `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// `[record]`: the stream recorded to disk as fragmented MP4 segments (H.264 and Opus, as

@@ -137,6 +137,10 @@ segment_seconds = 10
 max_age = "36h"
 max_bytes = 8000000000
 min_free_mb = 200
+
+[whip]
+url = "https://sfu.example.com/whip/front-door"
+token = "publish-token-0123"
 "#;
 
 fn full_config() -> Config {
@@ -213,6 +217,10 @@ fn full_config() -> Config {
             max_age: "36h".into(),
             max_bytes: 8_000_000_000,
             min_free_mb: 200,
+        },
+        whip: Whip {
+            url: Some("https://sfu.example.com/whip/front-door".into()),
+            token: Some("publish-token-0123".into()),
         },
     }
 }
@@ -319,6 +327,14 @@ const RULES: &[(&str, &str)] = &[
     (
         "[video]\nlayers = 3",
         "onair.toml:2:10: video.layers: must be between 1 and 2, got 3",
+    ),
+    (
+        "[whip]\nurl = \"rtmp://sfu.example.com/live\"",
+        "onair.toml:2:7: whip.url: must start with \"http://\" or \"https://\", got \"rtmp://sfu.example.com/live\"",
+    ),
+    (
+        "[whip]\ntoken = \"two words\"",
+        "onair.toml:2:9: whip.token: must be one word of printable characters (it is sent as a Bearer token)",
     ),
     (
         "[record]\nsegment_seconds = 1",
@@ -501,7 +517,7 @@ fn unknown_key_names_key_and_line() {
     );
     assert_eq!(
         single("[vidoe]\nwidth = 1280\n"),
-        "onair.toml:1:2: vidoe: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling, access, record)"
+        "onair.toml:1:2: vidoe: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling, access, record, whip)"
     );
     assert_eq!(
         single("[http]\n  \"listen address\" = \"0.0.0.0:80\"\n"),
@@ -586,7 +602,7 @@ secret = 1
         "onair.toml:19:23: webrtc.nat_ips[1]: invalid IP address syntax",
         "onair.toml:22:32: webrtc.ice_servers[0].urls[1]: must start with \"stun:\", \"turn:\" or \"turns:\", got \"ftp://bad\"",
         "onair.toml:23:1: webrtc.ice_servers[0].secret: unknown key (expected one of: urls, username, credential)",
-        "onair.toml:25:2: extra: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling, access, record)",
+        "onair.toml:25:2: extra: unknown key (expected one of: device, video, audio, http, webrtc, gpio, signaling, access, record, whip)",
     ];
     assert_eq!(messages(text), expected);
 

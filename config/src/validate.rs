@@ -97,6 +97,21 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
         v.push(signaling.key("token"), "must not be empty".to_owned());
     }
 
+    let whip = root.key("whip");
+    if let Some(url) = &config.whip.url
+        && let Some(message) = http_url(url)
+    {
+        v.push(whip.key("url"), message);
+    }
+    if let Some(token) = &config.whip.token
+        && (token.is_empty() || token.chars().any(|c| c.is_control() || c == ' '))
+    {
+        v.push(
+            whip.key("token"),
+            "must be one word of printable characters (it is sent as a Bearer token)".into(),
+        );
+    }
+
     let http = root.key("http");
     for (i, origin) in config.http.cors_origins.iter().enumerate() {
         if let Some(message) = web_origin(origin) {
@@ -195,6 +210,26 @@ fn websocket_url(url: &str) -> Option<String> {
         return Some(format!("no host in {url:?}"));
     }
     if url.chars().any(char::is_whitespace) {
+        return Some(format!("must not contain spaces, got {url:?}"));
+    }
+    None
+}
+
+/// A message if `url` is not an `http://` or `https://` URL with a host.
+fn http_url(url: &str) -> Option<String> {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Some(format!(
+            "must start with \"http://\" or \"https://\", got {url:?}"
+        ));
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') {
+        return Some(format!("no host in {url:?}"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Some(format!("must not contain spaces, got {url:?}"));
     }
     None

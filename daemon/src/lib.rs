@@ -8,6 +8,7 @@
 //! - [`http`]: who joins directly: the viewer page, WHEP, health and status.
 //! - [`signaling`]: who joins by channel name: registration with a signalling service
 //!   (remote, or built in and mounted on the HTTP port).
+//! - [`whip`]: who joins through a media server: the stream published once over WHIP.
 //! - [`gpio`]: on-air LED, status LED and privacy button, when pins are configured.
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
@@ -19,6 +20,7 @@ pub mod record;
 pub mod service;
 pub mod signaling;
 pub mod webrtc;
+pub mod whip;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,6 +76,13 @@ pub async fn run(
         .url
         .clone()
         .unwrap_or_else(|| "built-in".to_owned());
+    let publisher = match &config.whip.url {
+        Some(url) => Some(Arc::new(
+            whip::Publisher::start(url, config.whip.token.clone(), sessions.clone())
+                .with_context(|| format!("whip.url = {url:?}"))?,
+        )),
+        None => None,
+    };
     let gpio = start_gpio(&config, &media, &sessions, registration.registered_flag());
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -114,6 +123,7 @@ pub async fn run(
                 .record
                 .enabled
                 .then(|| record::recorder::directory(&config.record).into()),
+            publisher: publisher.clone(),
         },
         local,
         tokens,
@@ -140,6 +150,9 @@ pub async fn run(
     );
     let drained = async {
         signalled(stopping.clone()).await;
+        if let Some(publisher) = &publisher {
+            publisher.stop(&sessions).await;
+        }
         info!("shutting down: closing {} session(s)", sessions.len());
         sessions.shutdown().await;
         tokio::time::sleep(HTTP_DRAIN).await;
@@ -150,6 +163,10 @@ pub async fn run(
     }
     if let Some(notifier) = notifier {
         notifier.abort();
+    }
+    // Before the sessions close, or the publisher would see its session end and publish anew.
+    if let Some(publisher) = &publisher {
+        publisher.stop(&sessions).await;
     }
     drop(remote_registration);
     drop(local_registration);

@@ -34,6 +34,105 @@ pub fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
         .collect()
 }
 
+/// The ICE servers named in `Link` header values (each may hold several comma-separated
+/// links, RFC 8288): those with `rel="ice-server"`, one [`IceServer`] per URL, with their
+/// `username` and `credential`. Links of other relations, and what cannot be parsed, are
+/// skipped.
+pub fn parse_ice_server_links<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<IceServer> {
+    values
+        .into_iter()
+        .flat_map(split_links)
+        .filter_map(|link| parse_link(&link))
+        .collect()
+}
+
+/// Splits one header value at the commas between links (not those inside `<…>` or quotes).
+fn split_links(value: &str) -> Vec<String> {
+    let (mut links, mut current) = (Vec::new(), String::new());
+    let (mut in_url, mut in_quotes, mut escaped) = (false, false, false);
+    for c in value.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' if !in_url => in_quotes = !in_quotes,
+            '<' if !in_quotes => in_url = true,
+            '>' if !in_quotes => in_url = false,
+            ',' if !in_url && !in_quotes => {
+                links.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    links.push(current);
+    links
+}
+
+/// One `<url>; rel="ice-server"; username="…"; credential="…"` link.
+fn parse_link(link: &str) -> Option<IceServer> {
+    let link = link.trim();
+    let rest = link.strip_prefix('<')?;
+    let (url, params) = rest.split_once('>')?;
+    let mut server = IceServer {
+        urls: vec![url.trim().to_owned()],
+        username: None,
+        credential: None,
+    };
+    let mut ice_server = false;
+    for param in split_params(params) {
+        let Some((name, value)) = param.split_once('=') else {
+            continue;
+        };
+        let value = unquoted(value.trim());
+        match name.trim().to_ascii_lowercase().as_str() {
+            "rel" => ice_server = value.split_whitespace().any(|r| r == "ice-server"),
+            "username" => server.username = Some(value),
+            "credential" => server.credential = Some(value),
+            _ => {}
+        }
+    }
+    (ice_server && !url.trim().is_empty()).then_some(server)
+}
+
+/// The `;`-separated parameters after a link's URL (not the `;` inside quotes).
+fn split_params(params: &str) -> Vec<String> {
+    let (mut out, mut current) = (Vec::new(), String::new());
+    let (mut in_quotes, mut escaped) = (false, false);
+    for c in params.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            ';' if !in_quotes => {
+                out.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    out.push(current);
+    out
+}
+
+/// A parameter value, its quotes and escapes removed.
+fn unquoted(value: &str) -> String {
+    let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        return value.to_owned();
+    };
+    let (mut out, mut escaped) = (String::new(), false);
+    for c in inner.chars() {
+        if !escaped && c == '\\' {
+            escaped = true;
+            continue;
+        }
+        escaped = false;
+        out.push(c);
+    }
+    out
+}
+
 /// `text` as the inside of an HTTP quoted-string.
 fn quoted(text: &str) -> String {
     text.replace('\\', "\\\\").replace('"', "\\\"")
@@ -133,6 +232,36 @@ mod tests {
                 "<turns:turn.example.net:5349>; rel=\"ice-server\"; username=\"cam\"; credential=\"se\\\"cret\"; credential-type=\"password\"",
             ]
         );
+    }
+
+    #[test]
+    fn links_parse_back_into_the_servers_they_name() {
+        let servers = [
+            IceServer {
+                urls: vec!["stun:stun.example.net".into()],
+                username: None,
+                credential: None,
+            },
+            IceServer {
+                urls: vec!["turn:turn.example.net?transport=udp".into()],
+                username: Some("cam".into()),
+                credential: Some("se\"c;r,et".into()),
+            },
+        ];
+        let links = ice_server_links(&servers);
+        let parsed = parse_ice_server_links(links.iter().map(|v| v.to_str().unwrap()));
+        assert_eq!(parsed, servers);
+    }
+
+    #[test]
+    fn several_links_in_one_value_and_other_relations() {
+        let value = "<https://example.net/x>; rel=\"next\", <stun:a.example:3478>; rel=ice-server, \
+                     <turn:b.example>; REL=\"ice-server\"; username=u; credential=\"p,w\"";
+        let parsed = parse_ice_server_links([value, "garbage", ""]);
+        let urls: Vec<&str> = parsed.iter().map(|s| s.urls[0].as_str()).collect();
+        assert_eq!(urls, ["stun:a.example:3478", "turn:b.example"]);
+        assert_eq!(parsed[1].username.as_deref(), Some("u"));
+        assert_eq!(parsed[1].credential.as_deref(), Some("p,w"));
     }
 
     #[test]

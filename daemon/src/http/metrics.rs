@@ -33,6 +33,8 @@
 //! | `onair_capture_reopen_attempts_total` | counter | attempts to open the camera again |
 //! | `onair_capture_reopens_total` | counter | attempts that worked |
 //! | `onair_signaling_connected`, `onair_signaling_registered` | gauge | 1 while connected to / registered with the signalling service of `/api/status` |
+//! | `onair_whip_publishing` | gauge | 1 while the stream reaches the WHIP server (with a `whip.url`) |
+//! | `onair_whip_publishes_total`, `onair_whip_failures_total` | counter | WHIP sessions that connected; attempts that failed and sessions lost |
 //! | `process_cpu_seconds_total` | counter | CPU time of the process, user and system |
 //! | `process_resident_memory_bytes` | gauge | resident set size |
 
@@ -99,6 +101,7 @@ fn collect(state: &AppState, sessions: &SessionFigures) -> Registry {
     );
     adaptation(&mut out, state, sessions);
     signaling(&mut out, state);
+    whip(&mut out, state);
     process(&mut out);
     out.registry
 }
@@ -234,6 +237,27 @@ fn signaling(out: &mut Exposition, state: &AppState) {
         "onair_signaling_registered",
         "1 while the channel is registered with the signalling service named in /api/status",
         flag(&state.registered),
+    );
+}
+
+fn whip(out: &mut Exposition, state: &AppState) {
+    let Some(status) = state.publisher.as_ref().and_then(|p| p.status()) else {
+        return;
+    };
+    out.gauge(
+        "onair_whip_publishing",
+        "1 while the stream reaches the WHIP server of /api/status",
+        f64::from(u8::from(status.state == "publishing")),
+    );
+    out.counter(
+        "onair_whip_publishes",
+        "WHIP sessions that connected to the server",
+        status.publishes,
+    );
+    out.counter(
+        "onair_whip_failures",
+        "WHIP attempts that failed, and WHIP sessions that were lost",
+        status.failures,
     );
 }
 

@@ -60,6 +60,8 @@ pub struct AppState {
     pub ice_servers: Arc<[IceServer]>,
     /// Where recordings are, while `record.enabled`.
     pub recordings: Option<Arc<std::path::Path>>,
+    /// The publication to a media server, with a `whip.url`.
+    pub publisher: Option<Arc<crate::whip::Publisher>>,
 }
 
 /// All routes: the direct ones, the built-in signalling service's (`service`), and its WHEP

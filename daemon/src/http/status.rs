@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::AppState;
 use crate::webrtc::figures::PeerFigures;
+use crate::whip::WhipStatus;
 
 /// Frames older than this mean the pipeline has stalled (also the status LED's "no camera").
 pub const STALL: Duration = Duration::from_secs(2);
@@ -50,6 +51,8 @@ pub struct Status {
     frames_encoded: u64,
     keyframes: u64,
     signaling: SignalingStatus,
+    /// The publication to a media server (`whip.url`); `null` without one.
+    whip: Option<WhipStatus>,
     /// Every session: its state and how its link is doing.
     peers: Vec<PeerFigures>,
 }
@@ -102,6 +105,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
             service: state.signaling.clone(),
             registered: state.registered.load(Ordering::Relaxed),
         },
+        whip: state.publisher.as_ref().and_then(|p| p.status()),
         peers: state.sessions.peers().await,
     })
 }

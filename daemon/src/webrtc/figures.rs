@@ -341,6 +341,11 @@ impl Watched {
         self.layer.store(layer, Ordering::Relaxed);
     }
 
+    /// Where the session is.
+    pub fn phase(&self) -> Phase {
+        Phase::from_index(self.phase.load(Ordering::Relaxed))
+    }
+
     /// The session's state machine moved to `state`.
     pub fn set_state(&self, state: State) {
         self.set_phase(Phase::of(state));
@@ -498,6 +503,11 @@ impl PeerFigures {
 }
 
 impl Sessions {
+    /// Where session `id` is; `None` once it has ended.
+    pub fn phase(&self, id: &str) -> Option<Phase> {
+        self.handle(id).map(|handle| handle.watched.phase())
+    }
+
     /// Each live session's figures; takes at most about [`STATS_WAIT`].
     pub async fn peers(&self) -> Vec<PeerFigures> {
         let watched: Vec<(String, Arc<Watched>)> = match self.inner.live.lock() {
