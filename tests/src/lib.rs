@@ -10,6 +10,7 @@ pub mod janus;
 pub mod link;
 pub mod metrics;
 pub mod picture;
+pub mod sfu;
 pub mod signal;
 pub mod turn;
 pub mod viewer;

@@ -12,20 +12,26 @@ pub const MAX: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Backoff {
     next: Duration,
+    max: Duration,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { next: FIRST }
+        Backoff::up_to(MAX)
     }
 }
 
 impl Backoff {
+    /// Delays from [`FIRST`] doubling up to `max`.
+    pub fn up_to(max: Duration) -> Self {
+        Backoff { next: FIRST, max }
+    }
+
     /// The next delay, with `jitter` in `0.0..1.0` choosing how much of the last fifth is
     /// left out.
     pub fn next_delay(&mut self, jitter: f64) -> Duration {
         let base = self.next;
-        self.next = (self.next * 2).min(MAX);
+        self.next = (self.next * 2).min(self.max);
         base.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0))
     }
 
@@ -46,6 +52,9 @@ mod tests {
         assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
         backoff.reset();
         assert_eq!(backoff.next_delay(0.0), FIRST);
+        let mut short = Backoff::up_to(Duration::from_secs(10));
+        let waits: Vec<u64> = (0..6).map(|_| short.next_delay(0.0).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 10, 10]);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! encoder, its feedback drives congestion control and the quality layer.
 //!
 //! The publication is kept up for the daemon's life:
-//! - the POST fails (the network, 5xx, a bad answer) → again after 1, 2, 4 … 30 s;
+//! - the POST fails (the network, 5xx, a bad answer) → again after 1, 2, 4, 8, 10, 10 … s
+//!   (jittered), so a server or network that comes back has the stream within about 10 s;
 //! - 429 or 503 with `Retry-After` → not before then (at most 10 min);
 //! - 401 or 403 → an error in the log and `/api/status`, and again every minute;
 //! - the session does not connect (20 s), fails, or goes `disconnected` (the server has not
@@ -75,6 +76,7 @@ pub struct WhipStatus {
 pub struct Publisher {
     task: JoinHandle<()>,
     shared: Arc<Shared>,
+    stopping: tokio::sync::Mutex<Stopping>,
 }
 
 struct Shared {
@@ -82,7 +84,13 @@ struct Shared {
     status: Mutex<WhipStatus>,
     /// The session on the server, while there is one: ours, and its URL there.
     current: Mutex<Option<(String, Url)>>,
+    /// Sessions given up whose DELETE failed: tried again before each POST (at most
+    /// [`MAX_STALE`]; the oldest is forgotten).
+    stale: Mutex<Vec<Url>>,
 }
+
+/// Failed DELETEs kept to try again.
+const MAX_STALE: usize = 4;
 
 impl Shared {
     fn update(&self, change: impl FnOnce(&mut WhipStatus)) {
@@ -114,9 +122,14 @@ impl Publisher {
             }),
             endpoint,
             current: Mutex::new(None),
+            stale: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(keep_published(shared.clone(), sessions));
-        Ok(Publisher { task, shared })
+        Ok(Publisher {
+            task,
+            shared,
+            stopping: tokio::sync::Mutex::new(Stopping::Not),
+        })
     }
 
     /// Where the publication is now.
@@ -125,15 +138,34 @@ impl Publisher {
     }
 
     /// Stops publishing: the session on the server is DELETEd (waiting at most
-    /// [`DELETE_WAIT`]) and ours ended.
+    /// [`DELETE_WAIT`]) and ours ended. A second call (or one after the first was dropped
+    /// half-way) waits for the same DELETE.
     pub async fn stop(&self, sessions: &Sessions) {
         self.task.abort();
-        let current = self.shared.current.lock().ok().and_then(|mut c| c.take());
-        if let Some((id, resource)) = current {
-            sessions.delete(&id);
-            delete(&self.shared.endpoint, resource).await;
+        let mut stopping = self.stopping.lock().await;
+        if let Stopping::Not = *stopping {
+            let current = self.shared.current.lock().ok().and_then(|mut c| c.take());
+            let (endpoint, sessions) = (self.shared.endpoint.clone(), sessions.clone());
+            *stopping = Stopping::Deleting(tokio::spawn(async move {
+                if let Some((id, resource)) = current {
+                    sessions.delete(&id);
+                    delete(&endpoint, resource).await;
+                }
+            }));
+        }
+        if let Stopping::Deleting(deleting) = &mut *stopping {
+            let _ = deleting.await;
+            *stopping = Stopping::Done;
         }
     }
+}
+
+/// Where [`Publisher::stop`] is.
+enum Stopping {
+    Not,
+    /// The DELETE runs in a task of its own, so that a caller giving up does not cut it off.
+    Deleting(JoinHandle<()>),
+    Done,
 }
 
 impl Drop for Publisher {
@@ -150,7 +182,7 @@ struct Published {
 
 async fn keep_published(shared: Arc<Shared>, sessions: Sessions) {
     let url = shared.endpoint.url().clone();
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::up_to(retry::MAX_BACKOFF);
     loop {
         shared.update(|s| {
             s.state = "connecting";
@@ -191,6 +223,7 @@ async fn keep_published(shared: Arc<Shared>, sessions: Sessions) {
 
 /// Offers, POSTs and applies the answer; the session then connects on its own.
 async fn publish(shared: &Shared, sessions: &Sessions) -> Result<Published, (Failure, String)> {
+    delete_stale(shared).await;
     let (id, offer) = sessions.offer_to_viewer().await.map_err(|err| {
         let why = match err {
             OfferError::NotReady => "no picture to publish yet".to_owned(),
@@ -288,12 +321,36 @@ async fn unpublish(shared: &Shared, sessions: &Sessions, published: Published) {
         s.session = None;
     });
     sessions.delete(&published.id);
-    delete(&shared.endpoint, published.resource).await;
+    if !delete(&shared.endpoint, published.resource.clone()).await
+        && let Ok(mut stale) = shared.stale.lock()
+    {
+        if stale.len() == MAX_STALE {
+            stale.remove(0);
+        }
+        stale.push(published.resource);
+    }
 }
 
-/// DELETEs `resource`, waiting at most [`DELETE_WAIT`]; failures are only logged (the
-/// server drops a session whose media stopped anyway).
-async fn delete(endpoint: &Endpoint, resource: Url) {
+/// DELETEs the sessions whose DELETE failed (the network was gone), so the server does not
+/// keep a dead publisher beside the new one until its own timeout.
+async fn delete_stale(shared: &Shared) {
+    let stale = shared
+        .stale
+        .lock()
+        .map(|mut s| std::mem::take(&mut *s))
+        .unwrap_or_default();
+    for resource in stale {
+        if !delete(&shared.endpoint, resource.clone()).await
+            && let Ok(mut left) = shared.stale.lock()
+        {
+            left.push(resource);
+        }
+    }
+}
+
+/// DELETEs `resource`, waiting at most [`DELETE_WAIT`]; whether the server has it no more
+/// (2xx, 404). Failures are logged.
+async fn delete(endpoint: &Endpoint, resource: Url) -> bool {
     let endpoint = endpoint.clone();
     let shown = resource.to_string();
     let deleted = tokio::time::timeout(
@@ -304,10 +361,12 @@ async fn delete(endpoint: &Endpoint, resource: Url) {
     match deleted {
         Ok(Ok(Ok(status))) if (200..300).contains(&status) || status == 404 => {
             info!("whip: deleted {shown} (HTTP {status})");
+            return true;
         }
         Ok(Ok(Ok(status))) => warn!("whip: DELETE {shown}: HTTP {status}"),
         Ok(Ok(Err(err))) => warn!("whip: DELETE {shown}: {err}"),
         Ok(Err(err)) => warn!("whip: DELETE {shown}: {err}"),
         Err(_) => warn!("whip: DELETE {shown}: no answer within {DELETE_WAIT:?}"),
     }
+    false
 }

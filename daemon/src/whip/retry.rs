@@ -5,6 +5,9 @@ use std::time::Duration;
 use super::exchange::Refused;
 use crate::signaling::backoff::Backoff;
 
+/// The longest wait between attempts (but for a refused token or a `Retry-After`): a
+/// server or network that comes back has the stream again within about this long.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A refused token is retried this often: someone has to fix `whip.token`, and hammering
 /// the endpoint helps nobody (some ban clients that keep failing).
 pub const UNAUTHORIZED_RETRY: Duration = Duration::from_secs(60);
@@ -33,7 +36,8 @@ impl From<&Refused> for Failure {
     }
 }
 
-/// The wait after `failure`: the backoff (1 s doubling to 30 s, with `jitter` in `0..1`),
+/// The wait after `failure`: the backoff (1 s doubling to [`MAX_BACKOFF`], with `jitter` in
+/// `0..1`, from a `Backoff::up_to(MAX_BACKOFF)`),
 /// but never less than a `Retry-After`, and a minute after a refused token.
 pub fn wait_after(failure: Failure, backoff: &mut Backoff, jitter: f64) -> Duration {
     match failure {
@@ -49,7 +53,7 @@ mod tests {
 
     #[test]
     fn waits_grow_obey_retry_after_and_slow_down_for_a_bad_token() {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::up_to(MAX_BACKOFF);
         let waits: Vec<u64> = (0..3)
             .map(|_| wait_after(Failure::Other, &mut backoff, 0.0).as_secs())
             .collect();

@@ -25,7 +25,7 @@ pub const MOUNTPOINT: u64 = 1;
 /// Where ffmpeg sends RTP and Janus listens, inside the namespace.
 const RTP_PORT: u16 = 5004;
 /// The address Janus gathers its ICE candidates on (the `ifb` device's).
-const ICE_ADDRESS: &str = "10.200.0.1";
+pub const ICE_ADDRESS: &str = "10.200.0.1";
 
 /// What the stream is: the same as onaird's in the benchmark.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +38,7 @@ pub struct Stream {
 }
 
 /// A child process that is stopped (SIGTERM, then SIGKILL after 5 s) when dropped.
-pub struct Guard(Child);
+pub struct Guard(pub Child);
 
 impl Guard {
     /// The process id.
@@ -47,7 +47,7 @@ impl Guard {
     }
 
     /// Fails if the process has exited.
-    fn check_running(&mut self, what: &str) -> anyhow::Result<()> {
+    pub fn check_running(&mut self, what: &str) -> anyhow::Result<()> {
         match self.0.try_wait()? {
             Some(status) => bail!("{what} exited: {status}"),
             None => Ok(()),
@@ -62,14 +62,20 @@ impl Drop for Guard {
 }
 
 /// A directory under the system's temporary directory, removed when dropped.
-struct TempDir(PathBuf);
+pub struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(prefix: &str) -> anyhow::Result<TempDir> {
+    /// `$TMPDIR/<prefix>-<pid>`, emptied.
+    pub fn new(prefix: &str) -> anyhow::Result<TempDir> {
         let path = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path)?;
         Ok(TempDir(path))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
     }
 }
 
@@ -135,6 +141,19 @@ impl Namespace {
         command
     }
 
+    /// Moves the calling thread (and the processes it starts from now on) into the
+    /// namespace. Needs root: see [`crate::sfu::Sfu::enter`].
+    pub fn enter(&self) -> anyhow::Result<()> {
+        ensure!(
+            !self.rootless,
+            "entering the namespace from a test thread needs root (setns with CAP_SYS_ADMIN)"
+        );
+        let file = fs::File::open(format!("/proc/{}/ns/net", self.holder.pid()))?;
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("setns into the namespace")?;
+        Ok(())
+    }
+
     /// Waits (5 s at most) until the holder has left our namespace for its own.
     fn wait_entered(&self) -> anyhow::Result<()> {
         let ours = fs::read_link("/proc/self/ns/net")?;
@@ -177,7 +196,7 @@ impl JanusPeer {
         let dir = TempDir::new("onair-fanout-janus")?;
         write_configs(&dir.0)?;
         let namespace = Namespace::new()?;
-        let janus = start_janus(&namespace, &dir.0)?;
+        let janus = start_janus(&namespace, &dir.0, "Streaming plugin initialized")?;
         let (pattern, ffmpeg) = start_feed(&namespace, &dir.0, stream)?;
         let mut peer = JanusPeer {
             ffmpeg,
@@ -248,8 +267,9 @@ fn log_tails(dir: &Path) -> String {
 }
 
 /// Starts Janus with the configs in `dir`, logging to `dir/janus.log`, and waits (20 s at
-/// most) until its HTTP API listens.
-fn start_janus(namespace: &Namespace, dir: &Path) -> anyhow::Result<Guard> {
+/// most) until its HTTP API listens and its log says `plugin_ready` (e.g. "Streaming plugin
+/// initialized").
+pub fn start_janus(namespace: &Namespace, dir: &Path, plugin_ready: &str) -> anyhow::Result<Guard> {
     let log = fs::File::create(dir.join("janus.log"))?;
     let child = namespace
         .command("janus")
@@ -265,8 +285,7 @@ fn start_janus(namespace: &Namespace, dir: &Path) -> anyhow::Result<Guard> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = fs::read_to_string(dir.join("janus.log")).unwrap_or_default();
-        if text.contains("HTTP webserver started") && text.contains("Streaming plugin initialized")
-        {
+        if text.contains("HTTP webserver started") && text.contains(plugin_ready) {
             return Ok(janus);
         }
         janus.check_running("janus").with_context(|| text.clone())?;
@@ -314,10 +333,36 @@ fn start_feed(namespace: &Namespace, dir: &Path, s: Stream) -> anyhow::Result<(G
     Ok((pattern, Guard(ffmpeg)))
 }
 
-/// janus.jcfg (only the streaming plugin and the HTTP transport; ICE on [`ICE_ADDRESS`]
-/// only; no session timeout, so viewers need not poll once watching), the HTTP transport
-/// on 127.0.0.1:8088, and one RTP mountpoint for H.264 on [`RTP_PORT`].
+/// The configs of [`write_janus_configs`] for the streaming plugin, and one RTP mountpoint
+/// for H.264 on [`RTP_PORT`].
 fn write_configs(dir: &Path) -> anyhow::Result<()> {
+    write_janus_configs(dir, "libjanus_streaming.so")?;
+    let streaming = format!(
+        r#"general: {{
+	events = false
+}}
+pattern: {{
+	type = "rtp"
+	id = {MOUNTPOINT}
+	description = "onair stamped test pattern"
+	audio = false
+	video = true
+	videoport = {RTP_PORT}
+	videoiface = "127.0.0.1"
+	videopt = 96
+	videocodec = "h264"
+	videofmtp = "profile-level-id=42e01f;packetization-mode=1"
+}}
+"#
+    );
+    fs::write(dir.join("janus.plugin.streaming.jcfg"), streaming)?;
+    Ok(())
+}
+
+/// janus.jcfg (only `plugin`, e.g. `libjanus_streaming.so`, and the HTTP transport; ICE on
+/// [`ICE_ADDRESS`] only; no session timeout, so viewers need not poll once watching) and
+/// the HTTP transport on 127.0.0.1:8088.
+pub fn write_janus_configs(dir: &Path, plugin: &str) -> anyhow::Result<()> {
     let lib = janus_lib_dir().context("no /usr/lib/*/janus/plugins: install Debian's janus")?;
     let lib = lib.display();
     let others = |kind: &str, keep: &str| -> anyhow::Result<String> {
@@ -360,7 +405,7 @@ events: {{
 }}
 "#,
         dir = dir.display(),
-        plugins = others("plugins", "libjanus_streaming.so")?,
+        plugins = others("plugins", plugin)?,
         transports = others("transports", "libjanus_http.so")?,
         loggers = others("loggers", "")?,
     );
@@ -376,32 +421,13 @@ admin: {
 	admin_http = false
 }
 "#;
-    let streaming = format!(
-        r#"general: {{
-	events = false
-}}
-pattern: {{
-	type = "rtp"
-	id = {MOUNTPOINT}
-	description = "onair stamped test pattern"
-	audio = false
-	video = true
-	videoport = {RTP_PORT}
-	videoiface = "127.0.0.1"
-	videopt = 96
-	videocodec = "h264"
-	videofmtp = "profile-level-id=42e01f;packetization-mode=1"
-}}
-"#
-    );
     fs::write(dir.join("janus.jcfg"), janus)?;
     fs::write(dir.join("janus.transport.http.jcfg"), http)?;
-    fs::write(dir.join("janus.plugin.streaming.jcfg"), streaming)?;
     Ok(())
 }
 
 /// Where Debian put Janus's plugins on this architecture (`/usr/lib/<triplet>/janus`).
-fn janus_lib_dir() -> Option<PathBuf> {
+pub fn janus_lib_dir() -> Option<PathBuf> {
     fs::read_dir("/usr/lib")
         .ok()?
         .filter_map(|entry| Some(entry.ok()?.path().join("janus")))
