@@ -312,6 +312,68 @@ impl Interceptor for Feedback {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// Congestion control on video only: the TWCC sender numbers, and GCC's recorder expects
+/// feedback on, the streams bound to them, and rtc binds a stream with the header extensions
+/// *it* registered, whatever the other side's SDP took. When we offer and the answer takes
+/// transport-wide sequence numbers for video alone (Janus does), audio packets were numbered
+/// all the same; the other side, reading no number on them, reported every one lost, and GCC
+/// sank to its floor at once. (Not numbering audio but still recording it was as bad: GCC
+/// counted audio as lost for want of feedback.) Audio is a few per cent of what is sent.
+struct VideoOnly<I>(I);
+
+impl<I: Interceptor> Protocol<TaggedPacket, TaggedPacket, ()> for VideoOnly<I> {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.0.handle_read(msg)
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.0.poll_read()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.0.handle_write(msg)
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.0.poll_write()
+    }
+    fn handle_event(&mut self, event: ()) -> Result<(), Error> {
+        self.0.handle_event(event)
+    }
+    fn poll_event(&mut self) -> Option<()> {
+        self.0.poll_event()
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        self.0.handle_timeout(now)
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+    fn close(&mut self) -> Result<(), Error> {
+        self.0.close()
+    }
+}
+
+impl<I: Interceptor> Interceptor for VideoOnly<I> {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if info.mime_type.to_ascii_lowercase().starts_with("video/") {
+            self.0.bind_local_stream(info);
+        }
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.0.unbind_local_stream(info);
+    }
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.0.bind_remote_stream(info);
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.0.unbind_remote_stream(info);
+    }
+}
+
 /// How fast the pacer may send for an estimate of `estimate_bps`, a stream of
 /// `stream_bps` at the least.
 pub fn pacing_rate(estimate_bps: f64, stream_bps: f64) -> f64 {
@@ -344,9 +406,12 @@ pub fn register(registry: Registry, stream_bps: f64, lowest_bps: f64) -> (Regist
     let registry = registry
         .with(
             Slot::CongestionControl,
-            CongestionControlBuilder::new(publishing).build(),
+            VideoOnly(CongestionControlBuilder::new(publishing).build()),
         )
-        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(
+            Slot::TwccSender,
+            VideoOnly(TwccSenderBuilder::new().build()),
+        )
         .with(Slot::Pacer, pacer)
         .with(
             FEEDBACK_SLOT.into(),

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, Registry,
-    SettingEngineBuilder,
+    SettingEngineBuilder, register_default_interceptors,
 };
 
 use super::congestion::{self, Estimate};
@@ -53,33 +53,6 @@ pub fn h264_codec(profile_level_id: &str) -> RTCRtpCodec {
             },
         ],
     }
-}
-
-/// rtc's default interceptors and header extensions (NACK, RTCP reports, the simulcast
-/// header extensions), but transport-wide sequence numbers on video only. rtc numbers a
-/// stream's packets if *we* registered the extension for its kind, whatever the answer says:
-/// with it on audio too, an answerer that takes it for video only (Janus) saw a gap for every
-/// audio packet, reported them all lost, and GCC sank to the floor. Audio is a few per cent
-/// of what is sent; congestion control does without its reports.
-fn default_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, PeerError> {
-    use rtc::peer_connection::configuration::interceptor_registry as defaults;
-    let registry = defaults::configure_nack(Registry::new(), media_engine);
-    defaults::configure_simulcast_extension_headers(media_engine)?;
-    media_engine.register_feedback(
-        RTCPFeedback {
-            typ: "transport-cc".into(),
-            parameter: String::new(),
-        },
-        RtpCodecKind::Video,
-    );
-    media_engine.register_header_extension(
-        rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
-            uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned(),
-        },
-        RtpCodecKind::Video,
-        None,
-    )?;
-    Ok(defaults::configure_rtcp_reports(registry))
 }
 
 /// Opus as WebRTC signals it (always "2 channels"; mono is sent as such inside).
@@ -254,7 +227,7 @@ impl PeerFactory {
             )?;
         }
         let rtcp = Arc::new(RtcpSeen::default());
-        let registry = default_interceptors(&mut media_engine)?;
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
         let (top, lowest) = self.video_bps;
         let (registry, estimate) = congestion::register(registry, top, lowest);
         let registry = registry.with(
