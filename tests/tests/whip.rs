@@ -25,8 +25,8 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// onaird publishing `url` with `token`: 640x480 at 800 kb/s, one layer, on the namespace's
-/// address (Janus pairs with no loopback candidate).
+/// onaird publishing `url` with `token`: 640x480 at 800 kb/s (and the low layer), on the
+/// namespace's address (Janus pairs with no loopback candidate).
 fn camera(url: &str, token: &str) -> anyhow::Result<Daemon> {
     Daemon::start(&format!(
         r#"
@@ -39,7 +39,6 @@ port = 0
 width = 640
 height = 480
 bitrate_kbps = 800
-layers = 1
 [whip]
 url = "{url}"
 token = "{token}"
@@ -193,8 +192,16 @@ fn onaird_publishes_once_to_janus_and_the_audience_watches_there() -> anyhow::Re
         uplink_kbps < 1500.0,
         "onaird sent {uplink_kbps:.0} kb/s while 11 watched from Janus: not one stream"
     );
-    let peers = status(&daemon)?["peers"].as_array().map_or(0, Vec::len);
-    ensure!(peers == 1, "onaird has {peers} sessions, want Janus's only");
+    let peers = status(&daemon)?["peers"].clone();
+    let count = peers.as_array().map_or(0, Vec::len);
+    ensure!(count == 1, "onaird has {count} sessions, want Janus's only");
+    // Janus's feedback keeps it on the top layer: the link has room.
+    let janus = &peers[0];
+    eprintln!("Janus's session: {janus}");
+    ensure!(
+        janus["layer"] == 0 && janus["estimate_kbps"].as_f64().unwrap_or(0.0) > 800.0,
+        "Janus was moved off the top layer on a free link: {janus}"
+    );
 
     // SIGTERM: the session on Janus is DELETEd.
     let (exit, log) = daemon.stop_with_log()?;
