@@ -78,14 +78,19 @@ fn has_publisher(state: &Value) -> bool {
         .is_some_and(|p| !p.is_empty())
 }
 
-/// `onair_sent_bytes_total` of onaird's `/metrics`.
-fn sent_bytes(daemon: &Daemon) -> anyhow::Result<f64> {
+/// The sample `series` (a name with its labels) of onaird's `/metrics`.
+fn metric(daemon: &Daemon, series: &str) -> anyhow::Result<f64> {
     let (code, body) = get(&format!("{}/metrics", daemon.base_url))?;
     ensure!(code == 200, "GET /metrics: {code}");
     body.lines()
-        .find_map(|l| l.strip_prefix("onair_sent_bytes_total "))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
-        .context("no onair_sent_bytes_total in /metrics")
+        .with_context(|| format!("no {series} in /metrics"))
+}
+
+/// `onair_sent_bytes_total` of onaird's `/metrics`.
+fn sent_bytes(daemon: &Daemon) -> anyhow::Result<f64> {
+    metric(daemon, "onair_sent_bytes_total")
 }
 
 /// A finished helper's stdout as JSON, or its failure with stderr.
@@ -192,6 +197,10 @@ fn onaird_publishes_once_to_janus_and_the_audience_watches_there() -> anyhow::Re
         uplink_kbps < 1500.0,
         "onaird sent {uplink_kbps:.0} kb/s while 11 watched from Janus: not one stream"
     );
+    // Janus asks for a key frame (PLI) for each viewer that joins; onaird honours it as a
+    // viewer's.
+    let plis = metric(&daemon, "onair_video_keyframes_total{reason=\"pli\"}")?;
+    ensure!(plis >= 1.0, "no IDR for Janus's PLIs");
     let peers = status(&daemon)?["peers"].clone();
     let count = peers.as_array().map_or(0, Vec::len);
     ensure!(count == 1, "onaird has {count} sessions, want Janus's only");
