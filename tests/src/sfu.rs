@@ -116,6 +116,12 @@ impl Sfu {
         format!("http://{ICE_ADDRESS}:8090/redirect/{room}")
     }
 
+    /// An URL that answers `429` with `Retry-After: 3` the first time, then 307 to
+    /// `/whip/<room>`.
+    pub fn busy_url(&self, room: u64) -> String {
+        format!("http://{ICE_ADDRESS}:8090/busy/{room}")
+    }
+
     /// Moves the calling thread into the namespace: what it connects to, and the processes
     /// it starts (onaird), are then inside. Needs root (`setns`; a thread of a process with
     /// several cannot enter a user namespace, which an unprivileged namespace would need).

@@ -212,6 +212,9 @@ fn onaird_publishes_once_to_janus_and_the_audience_watches_there() -> anyhow::Re
         "Janus was moved off the top layer on a free link: {janus}"
     );
 
+    ensure!(metric(&daemon, "onair_whip_publishing")? == 1.0);
+    ensure!(metric(&daemon, "onair_whip_publishes_total")? == 1.0);
+
     // SIGTERM: the session on Janus is DELETEd.
     let (exit, log) = daemon.stop_with_log()?;
     ensure!(exit.success(), "onaird exited with {exit}");
@@ -322,6 +325,40 @@ fn a_refused_token_is_a_clear_error_retried_slowly() -> anyhow::Result<()> {
         log.iter()
             .any(|l| l.contains("ERROR") && l.contains("refused the token")),
         "no error in the log: {log:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_busy_server_is_asked_again_no_sooner_than_it_said() -> anyhow::Result<()> {
+    let _serial = one_at_a_time();
+    let sfu = Sfu::start(TOKEN)?;
+    sfu.enter()?;
+    let daemon = camera(&sfu.busy_url(ROOM), TOKEN)?;
+    let whip = wait_whip(&daemon, Duration::from_secs(10), |w| {
+        w["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 429"))
+    })?;
+    eprintln!("{whip}");
+    ensure!(
+        whip["retry_in_s"].as_f64().unwrap_or(0.0) >= 3.0,
+        "Retry-After: 3 not obeyed: {whip}"
+    );
+    wait_whip(&daemon, Duration::from_secs(15), |w| {
+        w["state"] == "publishing"
+    })?;
+    let state = sfu.state()?;
+    let posts: Vec<f64> = state["busy_posts"]
+        .as_array()
+        .context("no busy_posts")?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    eprintln!("POSTs to the busy endpoint at {posts:?}");
+    ensure!(
+        posts.len() == 2 && posts[1] - posts[0] >= 3.0,
+        "asked again too soon: {posts:?}"
     );
     Ok(())
 }

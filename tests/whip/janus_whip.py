@@ -13,6 +13,8 @@ Publishing (the camera):
   DELETE /whip/<room>/<id>   Bearer token → 200 (the Janus session destroyed), unknown → 404
   PATCH  /whip/<room>/<id>   405: no trickle ICE and no ICE restart through this front
   POST   /redirect/<room>    307 to /whip/<room> (tests the client's redirect following)
+  POST   /busy/<room>        the first time 429 with Retry-After: 3, then 307 to /whip/<room>
+                             (tests that the client waits as told)
 Watching (viewers watch from Janus, never from the camera; no token):
   POST   /watch/<room>       no body → 201, Janus's offer for the room's publisher, Location
   PATCH  /watch/<room>/<id>  application/sdp answer → 204
@@ -170,6 +172,7 @@ class State:
         self.posts = 0
         self.created, self.deleted = [], []
         self.unauthorized = 0
+        self.busy_posts = []  # when each POST /busy came (time.time())
         self.watch_created, self.watch_deleted = [], []
         self.errors = []  # the reasons of failed POSTs, newest last
 
@@ -389,6 +392,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.dispatch({("POST", "whip", 2): self.post_whip, ("POST", "redirect", 2): self.post_redirect,
+                       ("POST", "busy", 2): self.post_busy,
                        ("POST", "watch", 2): self.post_watch})
 
     def do_DELETE(self):
@@ -469,6 +473,16 @@ class Handler(BaseHTTPRequestHandler):
         room = room_id(parts[1])
         self.reply(307, f"see /whip/{room}", headers=[("Location", f"/whip/{room}")])
 
+    def post_busy(self, u, parts):
+        self.body()
+        room = room_id(parts[1])
+        with self.state.lock:
+            self.state.busy_posts.append(time.time())
+            first = len(self.state.busy_posts) == 1
+        if first:
+            return self.reply(429, "busy: come back in 3 s", headers=[("Retry-After", "3")])
+        self.reply(307, f"see /whip/{room}", headers=[("Location", f"/whip/{room}")])
+
     def delete(self, kind, parts):
         rid = parts[2]
         res = self.state.remove(kind, rid)
@@ -547,6 +561,7 @@ class Handler(BaseHTTPRequestHandler):
             out = {
                 "posts": st.posts, "created": list(st.created), "deleted": list(st.deleted),
                 "unauthorized": st.unauthorized,
+                "busy_posts": list(st.busy_posts),
                 "publishers": [p for p in people if p.get("publisher")],
                 "room": room,
                 "live": sorted(r.id for r in st.resources.values() if r.kind == "whip"),
