@@ -197,32 +197,21 @@ pub fn ice_servers(v: &mut Violations, at: KeyPath, servers: &[crate::IceServer]
 
 /// A message if `url` is not a `ws://` or `wss://` URL with a host.
 fn websocket_url(url: &str) -> Option<String> {
-    let Some(rest) = url
-        .strip_prefix("ws://")
-        .or_else(|| url.strip_prefix("wss://"))
-    else {
-        return Some(format!(
-            "must start with \"ws://\" or \"wss://\", got {url:?}"
-        ));
-    };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if host.is_empty() || host.starts_with(':') {
-        return Some(format!("no host in {url:?}"));
-    }
-    if url.chars().any(char::is_whitespace) {
-        return Some(format!("must not contain spaces, got {url:?}"));
-    }
-    None
+    url_with_host(url, ["ws://", "wss://"])
 }
 
 /// A message if `url` is not an `http://` or `https://` URL with a host.
 fn http_url(url: &str) -> Option<String> {
-    let Some(rest) = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-    else {
+    url_with_host(url, ["http://", "https://"])
+}
+
+/// A message if `url` does not start with one of `schemes`, has no host, or has spaces or
+/// control characters.
+fn url_with_host(url: &str, schemes: [&str; 2]) -> Option<String> {
+    let Some(rest) = schemes.iter().find_map(|s| url.strip_prefix(s)) else {
         return Some(format!(
-            "must start with \"http://\" or \"https://\", got {url:?}"
+            "must start with \"{}\" or \"{}\", got {url:?}",
+            schemes[0], schemes[1]
         ));
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
