@@ -21,19 +21,21 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
 use rtc::statistics::stats::rtp_stream::received::remote_inbound::RTCRemoteInboundRtpStreamStats;
-use webrtc::peer_connection::{PeerConnection, RTCStatsReport, RTCStatsReportEntry, StatsSelector};
 
 use serde::Serialize;
 
 use super::Sessions;
 use super::congestion::Estimate;
+use super::engine::Conn;
 use super::session::State;
 
 /// How long a scrape waits for one session's stats (all are asked at once).
@@ -275,7 +277,7 @@ fn ice_rtt(report: &RTCStatsReport) -> Option<f64> {
 /// What a scrape may read of one live session; shared by the session task (which sets its
 /// phase and retires it) and the registry.
 pub struct Watched {
-    pc: Arc<dyn PeerConnection>,
+    conn: Arc<Conn>,
     rtcp: Arc<RtcpSeen>,
     estimate: Arc<Estimate>,
     /// The quality layer the viewer receives (0: the top).
@@ -309,9 +311,9 @@ struct Reading {
 impl Watched {
     /// A new session's (negotiating): its connection, where its interceptor counts the
     /// viewer's RTCP, and its bandwidth estimate.
-    pub fn new(pc: Arc<dyn PeerConnection>, rtcp: Arc<RtcpSeen>, estimate: Arc<Estimate>) -> Self {
+    pub fn new(conn: Arc<Conn>, rtcp: Arc<RtcpSeen>, estimate: Arc<Estimate>) -> Self {
         Watched {
-            pc,
+            conn,
             rtcp,
             estimate,
             layer: AtomicUsize::new(0),
@@ -359,8 +361,10 @@ impl Watched {
 
     /// Asks webrtc-rs for the connection's stats, waiting at most `wait`.
     pub async fn report(&self, wait: Duration) -> Option<RTCStatsReport> {
-        let asked = self.pc.get_stats(Instant::now(), StatsSelector::None);
-        tokio::time::timeout(wait, asked).await.ok()
+        let asked = self
+            .conn
+            .with(|pc, now| pc.get_stats(now, StatsSelector::None));
+        tokio::time::timeout(wait, asked).await.ok()?.ok()
     }
 
     /// The session ended: its final figures (the larger of `last_report`'s and any read

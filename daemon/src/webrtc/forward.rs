@@ -17,17 +17,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtp::{Header, Packet};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::debug;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
 use super::catch_up::CatchUp;
+use super::engine::RtpOut;
 use super::figures::Watched;
 use super::layer_choice::LayerChoice;
 use crate::media::keyframe::ViewerAsks;
@@ -37,8 +36,8 @@ use crate::media::{AudioUnit, Joined, KeyframeReason, LayerSpec, MediaHandle, Vi
 pub struct Outgoing {
     /// Audio or video.
     pub kind: RtpCodecKind,
-    /// The webrtc-rs track bound to the viewer's peer connection.
-    pub track: Arc<TrackLocalStaticRTP>,
+    /// Where its RTP goes: the sender on the viewer's connection, in the engine.
+    pub rtp: RtpOut,
     /// Our SSRC on it.
     pub ssrc: u32,
     /// The payload type the answer gave the codec.
@@ -46,18 +45,20 @@ pub struct Outgoing {
 }
 
 /// Starts feeding a connected viewer's tracks; `session` names the viewer in key frame
-/// requests, `watched` holds its estimate and gets its layer. The tasks end when aborted (the
-/// session closes) or when their track is gone.
+/// requests (which come from `feedback`), `watched` holds its estimate and gets its layer.
+/// The tasks end when aborted (the session closes) or when their connection is gone.
 pub fn start(
     media: &MediaHandle,
     outgoing: &[Outgoing],
+    feedback: Option<mpsc::Receiver<KeyframeReason>>,
     session: &str,
     watched: &Arc<Watched>,
     tasks: &mut JoinSet<()>,
 ) {
     let session: Arc<str> = session.into();
+    let mut feedback = feedback;
     for out in outgoing {
-        let track: Arc<dyn TrackLocal> = out.track.clone();
+        let track = out.rtp.clone();
         match out.kind {
             RtpCodecKind::Audio => {
                 if let Some(units) = media.subscribe_audio() {
@@ -79,8 +80,10 @@ pub fn start(
                     asks: Arc::default(),
                     watched: watched.clone(),
                 };
-                tasks.spawn(video(track.clone(), stamper, joined, viewer.clone()));
-                tasks.spawn(keyframe_requests(track, viewer));
+                tasks.spawn(video(track, stamper, joined, viewer.clone()));
+                if let Some(feedback) = feedback.take() {
+                    tasks.spawn(keyframe_requests(feedback, viewer));
+                }
             }
         }
     }
@@ -241,12 +244,7 @@ impl Viewer {
 
 /// Sends the shared video to one viewer until the track is gone or the source stops:
 /// first the GOP it joined with (or, without one, an IDR asked for), then live pictures.
-async fn video(
-    track: Arc<dyn TrackLocal>,
-    mut stamper: RtpStamper,
-    joined: Joined,
-    viewer: Viewer,
-) {
+async fn video(track: RtpOut, mut stamper: RtpStamper, joined: Joined, viewer: Viewer) {
     let Joined { gop, mut live } = joined;
     if gop.is_empty() {
         viewer.request_keyframe(KeyframeReason::Join);
@@ -271,7 +269,7 @@ async fn video(
             }
         }
         if let Some(next) = catch_up.next(Instant::now())
-            && !send(&*track, &mut stamper, &next.unit, next.timestamp, &viewer).await
+            && !send(&track, &mut stamper, &next.unit, next.timestamp, &viewer).await
         {
             return;
         }
@@ -287,7 +285,7 @@ async fn video(
         tokio::select! {
             received = live.recv() => match received {
                 Ok(unit) => {
-                    if !send(&*track, &mut stamper, &unit, unit.rtp_timestamp, &viewer).await {
+                    if !send(&track, &mut stamper, &unit, unit.rtp_timestamp, &viewer).await {
                         return;
                     }
                 }
@@ -299,7 +297,7 @@ async fn video(
                 let Some(Switch { layer, live: target }) = switching.take() else {
                     continue;
                 };
-                if !send(&*track, &mut stamper, &unit, unit.rtp_timestamp, &viewer).await {
+                if !send(&track, &mut stamper, &unit, unit.rtp_timestamp, &viewer).await {
                     return;
                 }
                 live = target;
@@ -346,7 +344,7 @@ fn bits_per_second(spec: &LayerSpec) -> f64 {
 
 /// Sends one picture stamped `timestamp`; `false` once the track is gone.
 async fn send(
-    track: &dyn TrackLocal,
+    track: &RtpOut,
     stamper: &mut RtpStamper,
     unit: &VideoUnit,
     timestamp: u32,
@@ -387,7 +385,7 @@ const REPORT_LOSS_EVERY: std::time::Duration = std::time::Duration::from_secs(1)
 /// Sends the shared audio to one viewer until the track is gone or the source stops, and
 /// reports what the viewer loses (`media::fec`).
 async fn audio(
-    track: Arc<dyn TrackLocal>,
+    track: RtpOut,
     mut stamper: RtpStamper,
     mut units: Receiver<Arc<AudioUnit>>,
     loss: Loss,
@@ -417,7 +415,7 @@ async fn audio(
 
 /// PLI/FIR from this viewer → an IDR for everyone (limited per viewer, then coalesced by
 /// the encoder). Only PLI and FIR reach here (see `webrtc::keyframe_requests`).
-async fn keyframe_requests(track: Arc<dyn TrackLocal>, viewer: Viewer) {
+async fn keyframe_requests(mut feedback: mpsc::Receiver<KeyframeReason>, viewer: Viewer) {
     loop {
         let held_until = viewer.held_until();
         let release = async {
@@ -427,16 +425,8 @@ async fn keyframe_requests(track: Arc<dyn TrackLocal>, viewer: Viewer) {
             }
         };
         tokio::select! {
-            event = track.poll() => match event {
-                // Other (future) events are not ours to act on; keep listening.
-                Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
-                    let fir = packets.iter().any(|p| p.as_any().is::<FullIntraRequest>());
-                    viewer.ask(match fir {
-                        true => KeyframeReason::Fir,
-                        false => KeyframeReason::Pli,
-                    });
-                }
-                Some(_) => {}
+            asked = feedback.recv() => match asked {
+                Some(reason) => viewer.ask(reason),
                 None => return,
             },
             () = release => viewer.release(),

@@ -2,9 +2,10 @@
 //!
 //! - [`session`]: when a session starts media and when it ends (pure state machine).
 //! - [`forward`]: shared encoded units → one viewer's RTP packets.
-//! - [`peer`]: building a webrtc-rs peer connection for a viewer.
-//! - [`port`]: every connection's UDP through the one `webrtc.port`; [`runtime`] puts each
-//!   connection on it, and [`nomination`] answers a browser's first ICE check at once.
+//! - [`peer`]: building a viewer's peer connection (webrtc-rs's sans-IO core).
+//! - [`engine`]: the one loop that drives every connection over the one `webrtc.port`
+//!   ([`port`], [`tcp`]), learns its public address ([`reflexive`]), and answers a
+//!   browser's first ICE check at once ([`nomination`]).
 //! - [`keyframe_requests`]: lets PLI/FIR reach the encoder.
 //!
 //! - [`negotiate`]: SDP offer/answer, with the viewer or with us offering.
@@ -27,6 +28,7 @@
 pub mod catch_up;
 pub mod congestion;
 pub mod ended;
+pub mod engine;
 pub mod figures;
 pub mod forward;
 pub mod keyframe_requests;
@@ -36,7 +38,7 @@ pub mod negotiate;
 pub mod nomination;
 pub mod peer;
 pub mod port;
-pub mod runtime;
+pub mod reflexive;
 pub mod session;
 pub mod tcp;
 
@@ -46,14 +48,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use onair_config::WebRtc;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
-use webrtc::peer_connection::RTCIceCandidateInit;
-use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 use crate::media::MediaHandle;
 use ended::{EndNotices, EndSubscription};
+use engine::Conn;
 use figures::{Phase, Traffic, Watched};
 use forward::Outgoing;
 use peer::{PeerError, PeerFactory};
@@ -61,8 +64,6 @@ use session::{Action, CloseReason, Event, Session};
 
 /// More sessions than this at once are refused (a Pi's uplink is long full by then).
 pub const MAX_SESSIONS: usize = 100;
-/// How long the answer waits for local ICE candidates; host candidates take milliseconds.
-const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Orders (the answer, trickled candidates) a session may have waiting. Policy: a candidate
 /// that finds the queue full is dropped; an answer waits for room (see [`ANSWER_WAIT`]).
 pub const CONTROL_QUEUE: usize = 32;
@@ -109,6 +110,7 @@ impl From<PeerError> for OfferError {
     fn from(err: PeerError) -> Self {
         match err {
             PeerError::WebRtc(err) => OfferError::Internal(err.to_string()),
+            PeerError::Gone(_) => OfferError::ShuttingDown,
         }
     }
 }
@@ -438,14 +440,11 @@ async fn negotiate_and_start(
     };
     let (sdp, media) = match negotiated {
         Ok(negotiated) => negotiated,
-        Err(err) => {
-            let _ = peer.pc.close().await;
-            return Err(err);
-        }
+        // Dropping the peer closes its connection.
+        Err(err) => return Err(err),
     };
     let id = format!("{:032x}", rand::random::<u128>());
-    if let Err(peer) = register(&inner, &id, peer, media, profile, permit) {
-        let _ = peer.pc.close().await;
+    if register(&inner, &id, peer, media, profile, permit).is_err() {
         return Err(OfferError::ShuttingDown);
     }
     info!(session = %id, "viewer negotiating");
@@ -472,7 +471,7 @@ fn register(
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let (end_tx, end_rx) = watch::channel(None);
     let watched = Arc::new(Watched::new(
-        peer.pc.clone(),
+        peer.conn.clone(),
         peer.rtcp.clone(),
         peer.estimate.clone(),
     ));
@@ -516,8 +515,6 @@ struct Orders {
     ice_generation: Arc<AtomicU32>,
 }
 
-/// How long closing a peer connection may take before the session is released anyway.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How long an ending session waits for its final stats (what it sent, for `/metrics`).
 const FINAL_STATS_WAIT: Duration = Duration::from_millis(100);
 
@@ -532,11 +529,12 @@ async fn run_session(
     _permit: OwnedSemaphorePermit,
 ) {
     let peer::NewPeer {
-        pc,
+        conn,
         mut events,
-        runtime,
+        feedback,
         ..
     } = peer;
+    let mut feedback = Some(feedback);
     let mut session = Session::new(Instant::now());
     let mut media_tasks = tokio::task::JoinSet::new();
     let reason = loop {
@@ -549,7 +547,7 @@ async fn run_session(
             Ok(()) = orders.end.changed() => orders.end.borrow_and_update().unwrap_or(Event::Shutdown),
             order = orders.control.recv() => match order {
                 Some(Control::Answer(answer, reply)) => {
-                    let taken = take_answer(&pc, &mut media, &answer, &profile).await;
+                    let taken = take_answer(&conn, &mut media, &answer, &profile).await;
                     let failed = taken.is_err();
                     if let Err(err) = &taken {
                         warn!(session = %id, "{err}");
@@ -561,11 +559,11 @@ async fn run_session(
                     continue;
                 }
                 Some(Control::Candidate(candidate)) => {
-                    add_remote_candidate(&id, &pc, &mut orders.candidates_taken, candidate).await;
+                    add_remote_candidate(&id, &conn, &mut orders.candidates_taken, candidate).await;
                     continue;
                 }
                 Some(Control::Restart(credentials, reply)) => {
-                    let restarted = restart_ice(&inner.factory, &pc, &runtime, &mut orders, credentials).await;
+                    let restarted = restart_ice(&inner.factory, &conn, &mut orders, credentials).await;
                     match &restarted {
                         Ok(_) => info!(session = %id, "ICE restarted"),
                         Err(err) => warn!(session = %id, "ICE restart failed: {err}"),
@@ -589,6 +587,7 @@ async fn run_session(
                 forward::start(
                     &inner.media,
                     outgoing,
+                    feedback.take(),
                     &id,
                     &orders.watched,
                     &mut media_tasks,
@@ -607,13 +606,8 @@ async fn run_session(
         _ => orders.watched.report(FINAL_STATS_WAIT).await,
     };
     let sent = orders.watched.retire(last_report.as_ref());
-    match tokio::time::timeout(CLOSE_WAIT, pc.close()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => debug!(session = %id, "closing peer connection: {err}"),
-        Err(_) => {
-            warn!(session = %id, "closing the peer connection took over {CLOSE_WAIT:?}; releasing the session anyway")
-        }
-    }
+    // The engine closes the connection (DTLS close_notify) and forgets it.
+    drop(conn);
     if let Ok(mut live) = inner.live.lock() {
         live.sessions.remove(&id);
         live.ended = live.ended.plus(sent);
@@ -629,7 +623,7 @@ async fn run_session(
 /// already.
 async fn add_remote_candidate(
     id: &str,
-    pc: &Arc<dyn PeerConnection>,
+    conn: &Conn,
     taken: &mut usize,
     candidate: RTCIceCandidateInit,
 ) {
@@ -641,7 +635,8 @@ async fn add_remote_candidate(
         return;
     }
     *taken += 1;
-    if let Err(err) = pc.add_ice_candidate(candidate).await {
+    let added = conn.with(move |pc, _| pc.add_remote_candidate(candidate));
+    if let Ok(Err(err)) = added.await {
         debug!(session = %id, "viewer's ICE candidate refused: {err}");
     }
 }
@@ -649,12 +644,11 @@ async fn add_remote_candidate(
 /// Restarts ICE with the viewer's new credentials; its remote candidates count afresh.
 async fn restart_ice(
     factory: &PeerFactory,
-    pc: &Arc<dyn PeerConnection>,
-    runtime: &runtime::PeerRuntime,
+    conn: &Conn,
     orders: &mut Orders,
     IceCredentials { ufrag, pwd }: IceCredentials,
 ) -> Result<String, OfferError> {
-    let fragment = negotiate::restart(factory, pc, runtime, (&ufrag, &pwd)).await?;
+    let fragment = negotiate::restart(factory, conn, (&ufrag, &pwd)).await?;
     orders.ice_generation.fetch_add(1, Ordering::Relaxed);
     orders.candidates_taken = 0;
     Ok(fragment)
@@ -662,7 +656,7 @@ async fn restart_ice(
 
 /// Applies the viewer's answer to our offer.
 async fn take_answer(
-    pc: &Arc<dyn PeerConnection>,
+    conn: &Conn,
     media: &mut Media,
     answer: &str,
     profile: &str,
@@ -675,7 +669,7 @@ async fn take_answer(
     let Media::AwaitingAnswer(added) = std::mem::replace(media, Media::Agreed(Vec::new())) else {
         unreachable!("checked above");
     };
-    let outgoing = negotiate::accept(pc, answer, added, profile).await?;
+    let outgoing = negotiate::accept(conn, answer, added, profile).await?;
     *media = Media::Agreed(outgoing);
     Ok(())
 }

@@ -2,31 +2,30 @@
 //! that sends its offer with `startSession`) and we answer, or we offer (a consumer that asks
 //! the producer to) and the viewer answers. Either way every one of our candidates is in
 //! our SDP: no trickle needed from our side.
+//!
+//! Each step runs on the connection's core in the engine ([`Conn::with`]).
 
-use std::sync::Arc;
+use std::time::Instant;
 
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
-use rtc::rtp_transceiver::RTCRtpTransceiverInit;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::sdp::{RTCSdpType, RTCSessionDescription};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sdp::description::session::SessionDescription;
-use tokio::sync::Notify;
-use tracing::{debug, warn};
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::peer_connection::{PeerConnection, RTCSdpType, RTCSessionDescription};
+use tracing::debug;
 
+use super::engine::Conn;
 use super::forward::Outgoing;
 use super::peer::{self, NewPeer, PeerFactory};
-use super::runtime::PeerRuntime;
-use super::{GATHER_TIMEOUT, OfferError, nat};
+use super::{OfferError, nat};
 
 /// One of our tracks on a viewer's connection, before the viewer has agreed on a payload type.
 pub struct Added {
     kind: RtpCodecKind,
-    track: Arc<TrackLocalStaticRTP>,
+    sender: RTCRtpSenderId,
     ssrc: u32,
 }
 
@@ -39,6 +38,16 @@ fn codecs(factory: &PeerFactory, profile_level_id: &str) -> Vec<(RtpCodecKind, R
     codecs
 }
 
+/// Runs `step` on `conn`'s core; the engine being gone is an internal error.
+async fn on_core<R: Send + 'static>(
+    conn: &Conn,
+    step: impl FnOnce(&mut RTCPeerConnection, Instant) -> Result<R, OfferError> + Send + 'static,
+) -> Result<R, OfferError> {
+    conn.with(step)
+        .await
+        .map_err(|e| OfferError::Internal(e.to_string()))?
+}
+
 /// The viewer offered: applies the offer, adds our tracks and answers. Fails if the answer
 /// would not carry H.264 video (audio is optional for the viewer).
 pub async fn answer(
@@ -47,36 +56,32 @@ pub async fn answer(
     peer: &NewPeer,
     offer: RTCSessionDescription,
 ) -> Result<(String, Vec<Outgoing>), OfferError> {
-    let pc = &peer.pc;
-    pc.set_remote_description(offer)
-        .await
-        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-    let mut added = Vec::new();
-    for (kind, codec) in codecs(factory, profile_level_id) {
-        let (track, ssrc) = local_track(kind, codec);
-        // webrtc-rs refuses a track whose codec the offer does not accept.
-        match pc.add_track(track.clone() as Arc<dyn TrackLocal>).await {
-            Ok(_) => added.push(Added { kind, track, ssrc }),
-            Err(err) if kind == RtpCodecKind::Video => {
-                debug!("video track refused: {err}");
-                return Err(OfferError::NoVideo(profile_level_id.to_owned()));
+    let conn = &peer.conn;
+    let codecs = codecs(factory, profile_level_id);
+    let profile = profile_level_id.to_owned();
+    let added = on_core(conn, move |pc, now| {
+        pc.set_remote_description(now, offer)
+            .map_err(|e| OfferError::BadOffer(e.to_string()))?;
+        let mut added = Vec::new();
+        for (kind, codec) in codecs {
+            let (track, ssrc) = local_track(kind, codec);
+            // webrtc-rs refuses a track whose codec the offer does not accept.
+            match pc.add_track(track) {
+                Ok(sender) => added.push(Added { kind, sender, ssrc }),
+                Err(err) if kind == RtpCodecKind::Video => {
+                    debug!("video track refused: {err}");
+                    return Err(OfferError::NoVideo(profile));
+                }
+                Err(err) => debug!("viewer takes no Opus audio: {err}"),
             }
-            Err(err) => debug!("viewer takes no Opus audio: {err}"),
         }
-    }
-    let answer = pc
-        .create_answer(None)
-        .await
-        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-    pc.set_local_description(answer)
-        .await
-        .map_err(|e| OfferError::Internal(e.to_string()))?;
-    answer_as_local(pc, &peer.runtime).await?;
-    let mut sdp = gathered_description(pc, &peer.gathered).await?;
+        Ok(added)
+    })
+    .await?;
+    let sdp = describe(conn, RTCSdpType::Answer).await?;
     // What the answer agreed to send is what we send: its payload types, per medium.
-    let outgoing = agreed(&sdp, "recvonly", added, profile_level_id)?;
-    nat::announce(&mut sdp, factory.nat_ips(), factory.port());
-    Ok((sdp.marshal(), outgoing))
+    let outgoing = agreed(conn, &sdp, "recvonly", added, profile_level_id)?;
+    Ok((announced(factory, sdp), outgoing))
 }
 
 /// We offer: adds our tracks (send only) and returns the offer, with the tracks waiting for
@@ -86,35 +91,32 @@ pub async fn offer(
     profile_level_id: &str,
     peer: &NewPeer,
 ) -> Result<(String, Vec<Added>), OfferError> {
-    let pc = &peer.pc;
-    let mut added = Vec::new();
-    for (kind, codec) in codecs(factory, profile_level_id) {
-        let (track, ssrc) = local_track(kind, codec);
-        let init = RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Sendonly,
-            ..Default::default()
-        };
-        pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init))
-            .await
-            .map_err(|e| OfferError::Internal(format!("adding our {kind} track: {e}")))?;
-        added.push(Added { kind, track, ssrc });
-    }
-    let offer = pc
-        .create_offer(None)
-        .await
-        .map_err(|e| OfferError::Internal(format!("creating an offer: {e}")))?;
-    pc.set_local_description(offer)
-        .await
-        .map_err(|e| OfferError::Internal(e.to_string()))?;
-    answer_as_local(pc, &peer.runtime).await?;
-    let mut sdp = gathered_description(pc, &peer.gathered).await?;
-    nat::announce(&mut sdp, factory.nat_ips(), factory.port());
-    Ok((sdp.marshal(), added))
+    let conn = &peer.conn;
+    let codecs = codecs(factory, profile_level_id);
+    let added = on_core(conn, move |pc, _| {
+        let mut added = Vec::new();
+        for (kind, codec) in codecs {
+            let (track, ssrc) = local_track(kind, codec);
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                ..Default::default()
+            };
+            let transceiver = pc
+                .add_transceiver_from_track(track, Some(init))
+                .map_err(|e| OfferError::Internal(format!("adding our {kind} track: {e}")))?;
+            let sender = RTCRtpSenderId::from(transceiver);
+            added.push(Added { kind, sender, ssrc });
+        }
+        Ok(added)
+    })
+    .await?;
+    let sdp = describe(conn, RTCSdpType::Offer).await?;
+    Ok((announced(factory, sdp), added))
 }
 
 /// The viewer answered our offer: applies the answer and returns what to send.
 pub async fn accept(
-    pc: &Arc<dyn PeerConnection>,
+    conn: &Conn,
     answer: &str,
     added: Vec<Added>,
     profile_level_id: &str,
@@ -124,26 +126,47 @@ pub async fn accept(
     let sdp = answer
         .unmarshal()
         .map_err(|e| OfferError::BadOffer(format!("bad answer: {e}")))?;
-    pc.set_remote_description(answer)
-        .await
-        .map_err(|e| OfferError::BadOffer(format!("bad answer: {e}")))?;
-    agreed(&sdp, "sendonly", added, profile_level_id)
+    on_core(conn, move |pc, now| {
+        pc.set_remote_description(now, answer)
+            .map_err(|e| OfferError::BadOffer(format!("bad answer: {e}")))
+    })
+    .await?;
+    agreed(conn, &sdp, "sendonly", added, profile_level_id)
 }
 
-/// Tells the port which ICE username fragment `pc`'s local description has: checks
-/// addressed to it reach the connection from now on.
-async fn answer_as_local(
-    pc: &Arc<dyn PeerConnection>,
-    runtime: &PeerRuntime,
-) -> Result<(), OfferError> {
-    let local = pc.local_description().await;
-    let ufrag = local
-        .as_ref()
-        .and_then(|d| ice_credentials(&d.sdp))
+/// Adds our candidates, creates our offer or answer (`kind`), applies it, and routes the
+/// checks addressed to its ICE username fragment to the connection. Returns it parsed.
+async fn describe(conn: &Conn, kind: RTCSdpType) -> Result<SessionDescription, OfferError> {
+    conn.add_our_candidates()
+        .await
+        .map_err(|e| OfferError::Internal(e.to_string()))?;
+    let local = on_core(conn, move |pc, now| {
+        let description = match kind {
+            RTCSdpType::Offer => pc.create_offer(None),
+            _ => pc.create_answer(None),
+        }
+        .map_err(|e| OfferError::Internal(format!("creating our {kind}: {e}")))?;
+        pc.set_local_description(now, description)
+            .map_err(|e| OfferError::Internal(e.to_string()))?;
+        pc.local_description()
+            .ok_or_else(|| OfferError::Internal("no local description".into()))
+    })
+    .await?;
+    let ufrag = ice_credentials(&local.sdp)
         .map(|(ufrag, _)| ufrag)
         .ok_or_else(|| OfferError::Internal("our local description has no ICE ufrag".into()))?;
-    runtime.answer_as(&ufrag);
-    Ok(())
+    conn.answer_as(ufrag)
+        .await
+        .map_err(|e| OfferError::Internal(e.to_string()))?;
+    local
+        .unmarshal()
+        .map_err(|e| OfferError::Internal(format!("our own SDP: {e}")))
+}
+
+/// Our SDP as viewers must see it (`webrtc.nat_ips`).
+fn announced(factory: &PeerFactory, mut sdp: SessionDescription) -> String {
+    nat::announce(&mut sdp, factory.nat_ips(), factory.port());
+    sdp.marshal()
 }
 
 /// The first `a=ice-ufrag` and `a=ice-pwd` of an SDP.
@@ -162,39 +185,25 @@ fn ice_credentials(sdp: &str) -> Option<(String, String)> {
 /// (`application/trickle-ice-sdpfrag`).
 pub async fn restart(
     factory: &PeerFactory,
-    pc: &Arc<dyn PeerConnection>,
-    runtime: &PeerRuntime,
+    conn: &Conn,
     (ufrag, pwd): (&str, &str),
 ) -> Result<String, OfferError> {
-    let remote = pc
-        .remote_description()
-        .await
-        .filter(|d| d.sdp_type == RTCSdpType::Offer)
-        .ok_or_else(|| {
-            OfferError::BadOffer("only a session the viewer offered restarts over WHEP".into())
-        })?;
-    let offer = RTCSessionDescription::offer(with_credentials(&remote.sdp, ufrag, pwd))
-        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-    pc.set_remote_description(offer)
-        .await
-        .map_err(|e| OfferError::BadOffer(format!("ICE restart: {e}")))?;
-    let answer = pc
-        .create_answer(None)
-        .await
-        .map_err(|e| OfferError::Internal(format!("ICE restart: {e}")))?;
-    pc.set_local_description(answer)
-        .await
-        .map_err(|e| OfferError::Internal(format!("ICE restart: {e}")))?;
-    answer_as_local(pc, runtime).await?;
-    let local = pc
-        .local_description()
-        .await
-        .ok_or_else(|| OfferError::Internal("no local description".into()))?;
-    let mut sdp = local
-        .unmarshal()
-        .map_err(|e| OfferError::Internal(format!("our own SDP: {e}")))?;
-    nat::announce(&mut sdp, factory.nat_ips(), factory.port());
-    Ok(ice_fragment(&sdp.marshal()))
+    let (ufrag, pwd) = (ufrag.to_owned(), pwd.to_owned());
+    on_core(conn, move |pc, now| {
+        let remote = pc
+            .remote_description()
+            .filter(|d| d.sdp_type == RTCSdpType::Offer)
+            .ok_or_else(|| {
+                OfferError::BadOffer("only a session the viewer offered restarts over WHEP".into())
+            })?;
+        let offer = RTCSessionDescription::offer(with_credentials(&remote.sdp, &ufrag, &pwd))
+            .map_err(|e| OfferError::BadOffer(e.to_string()))?;
+        pc.set_remote_description(now, offer)
+            .map_err(|e| OfferError::BadOffer(format!("ICE restart: {e}")))
+    })
+    .await?;
+    let sdp = describe(conn, RTCSdpType::Answer).await?;
+    Ok(ice_fragment(&announced(factory, sdp)))
 }
 
 /// `sdp` with `ufrag` and `pwd` as its ICE credentials and without its candidates.
@@ -239,36 +248,17 @@ fn ice_fragment(sdp: &str) -> String {
     out
 }
 
-/// Our local description once ICE gathering is complete (or [`GATHER_TIMEOUT`] passed).
-async fn gathered_description(
-    pc: &Arc<dyn PeerConnection>,
-    gathered: &Notify,
-) -> Result<SessionDescription, OfferError> {
-    if tokio::time::timeout(GATHER_TIMEOUT, gathered.notified())
-        .await
-        .is_err()
-    {
-        warn!("ICE gathering not complete after {GATHER_TIMEOUT:?}; sending what we have");
-    }
-    let local = pc
-        .local_description()
-        .await
-        .ok_or_else(|| OfferError::Internal("no local description".into()))?;
-    local
-        .unmarshal()
-        .map_err(|e| OfferError::Internal(format!("our own SDP: {e}")))
-}
-
 /// The payload type each added track got in the negotiated SDP (our answer or the viewer's);
 /// see [`payload_type`].
 fn agreed(
+    conn: &Conn,
     sdp: &SessionDescription,
     towards_us_only: &str,
     added: Vec<Added>,
     profile_level_id: &str,
 ) -> Result<Vec<Outgoing>, OfferError> {
     let mut outgoing = Vec::new();
-    for Added { kind, track, ssrc } in added {
+    for Added { kind, sender, ssrc } in added {
         let (media, codec) = match kind {
             RtpCodecKind::Audio => ("audio", "opus"),
             _ => ("video", "H264"),
@@ -276,7 +266,7 @@ fn agreed(
         match payload_type(sdp, media, codec, towards_us_only) {
             Some(payload_type) => outgoing.push(Outgoing {
                 kind,
-                track,
+                rtp: conn.rtp_out(sender),
                 ssrc,
                 payload_type,
             }),
@@ -317,7 +307,7 @@ pub fn payload_type(
         })
 }
 
-fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec) -> (Arc<TrackLocalStaticRTP>, u32) {
+fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec) -> (MediaStreamTrack, u32) {
     let ssrc = rand::random::<u32>();
     let name = match kind {
         RtpCodecKind::Audio => "audio",
@@ -337,7 +327,7 @@ fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec) -> (Arc<TrackLocalStaticR
             ..Default::default()
         }],
     );
-    (Arc::new(TrackLocalStaticRTP::new(track)), ssrc)
+    (track, ssrc)
 }
 
 #[cfg(test)]

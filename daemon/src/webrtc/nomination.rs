@@ -8,25 +8,19 @@
 //! then hears nothing for its first check and repeats it ~50 ms later, and a browser's first
 //! picture is 50 ms late (docs/PERFORMANCE.md, "Where the time to first frame goes").
 //!
-//! The fix sits in the socket webrtc-rs reads from: [`Nominations`] keeps the newest
+//! The fix sits where the engine hands datagrams to the core: [`Nominations`] keeps the newest
 //! USE-CANDIDATE request from each address, and when the agent's own check to that address
 //! is answered (its pair has succeeded), hands the agent the kept request once more, right
 //! after the answer. The agent now finds a succeeded pair, selects it and answers the request
 //! (same transaction: the browser takes it as the answer to its check). Nothing is forged:
-//! the request is the browser's own, with its integrity intact. Every UDP socket of a peer
-//! connection is wrapped so ([`super::runtime`]).
+//! the request is the browser's own, with its integrity intact.
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use rtc::stun::attributes::ATTR_USE_CANDIDATE;
 use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message};
-use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
 
 /// How long a kept nomination waits for the agent's own check to succeed. Chromium repeats
 /// an unanswered check every ~50 ms, so a newer copy replaces an old one long before this.
@@ -103,96 +97,6 @@ impl Nominations {
             Stun::Other => None,
         }
     }
-}
-
-/// A UDP socket that gives the agent kept nominations again (see the module docs).
-struct NominatingSocket {
-    inner: Arc<dyn AsyncUdpSocket>,
-    state: Mutex<SocketState>,
-}
-
-#[derive(Default)]
-struct SocketState {
-    nominations: Nominations,
-    /// A datagram to return from the next `poll_recv`, before reading the socket.
-    replay: Option<(SocketAddr, Vec<u8>, RecvMeta)>,
-}
-
-impl fmt::Debug for NominatingSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NominatingSocket")
-            .field("inner", &self.inner)
-            .finish()
-    }
-}
-
-impl NominatingSocket {
-    /// Copies a replayed datagram into the caller's first buffer.
-    fn deliver(
-        (from, datagram, mut meta): (SocketAddr, Vec<u8>, RecvMeta),
-        bufs: &mut [IoSliceMut<'_>],
-        metas: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        meta.addr = from;
-        tracing::debug!(peer = %from, "ICE: the peer's nomination given again once our check to it succeeded");
-        super::port::deliver(&datagram, meta, bufs, metas)
-    }
-}
-
-impl AsyncUdpSocket for NominatingSocket {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        self.inner.poll_send(cx, transmit)
-    }
-
-    fn poll_recv(
-        &self,
-        cx: &mut Context<'_>,
-        bufs: &mut [IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(replay) = state.replay.take() {
-            return Self::deliver(replay, bufs, meta);
-        }
-        let n = match self.inner.poll_recv(cx, bufs, meta) {
-            Poll::Ready(Ok(n)) => n,
-            other => return other,
-        };
-        let now = Instant::now();
-        for (buf, m) in bufs.iter().zip(meta.iter()).take(n) {
-            // STUN is never GRO-coalesced with anything (every datagram differs in size or
-            // flow), but walk the strides anyway.
-            let stride = m.stride.max(1);
-            for datagram in buf[..m.len].chunks(stride) {
-                if let Some(again) = state.nominations.inspect(now, m.addr, datagram) {
-                    state.replay = Some((m.addr, again, *m));
-                    // The driver reads again at once after a datagram; wake it in case not.
-                    cx.waker().wake_by_ref();
-                }
-            }
-        }
-        Poll::Ready(Ok(n))
-    }
-
-    fn max_gso_segments(&self) -> usize {
-        self.inner.max_gso_segments()
-    }
-
-    fn max_gro_segments(&self) -> usize {
-        self.inner.max_gro_segments()
-    }
-}
-
-/// `socket`, giving its agent kept nominations again.
-pub fn nominating(socket: Arc<dyn AsyncUdpSocket>) -> Arc<dyn AsyncUdpSocket> {
-    Arc::new(NominatingSocket {
-        inner: socket,
-        state: Mutex::default(),
-    })
 }
 
 #[cfg(test)]

@@ -1,28 +1,31 @@
 //! Building one viewer's peer connection: codecs, interceptors, addresses, ports.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use onair_config::WebRtc;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::interceptor::Registry;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
-use tokio::sync::{Notify, watch};
-use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, Registry,
-    SettingEngineBuilder, register_default_interceptors,
-};
+use tokio::sync::{mpsc, watch};
 
 use super::congestion::{self, Estimate};
+use super::engine::{Added, Conn, Engine, Gone};
 use super::figures::RtcpSeen;
 use super::keyframe_requests::{self, KeyframeRequests};
-use super::port::Port;
-use super::runtime::{self, PeerRuntime};
 use super::session::Event;
+use crate::media::KeyframeReason;
 
 /// Payload types we prefer; an answer follows the offer's numbering anyway.
 const H264_PAYLOAD_TYPE: u8 = 102;
@@ -66,17 +69,16 @@ pub fn opus_codec() -> RTCRtpCodec {
     }
 }
 
-/// The STUN servers of `webrtc.ice_servers`, for our server-reflexive candidates. TURN
-/// servers are for viewers (WHEP `Link` headers, `/api/ice-servers`): a viewer's relay
+/// The STUN servers of `webrtc.ice_servers`, for the port's server-reflexive address.
+/// TURN servers are for viewers (WHEP `Link` headers, `/api/ice-servers`): a viewer's relay
 /// reaches the port like any viewer. onaird allocates nothing itself: every connection's
 /// allocation would come from the one port, and a TURN server keeps one allocation per
-/// client address (coturn answers the second with 437, and webrtc-rs 0.21.1 then waits for
-/// gathering until onaird's 2 s limit).
-fn stun_servers(servers: &[onair_config::IceServer]) -> Vec<RTCIceServer> {
+/// client address (coturn answers the second with 437).
+fn stun_servers(servers: &[onair_config::IceServer]) -> Vec<String> {
     let turn = servers
         .iter()
         .flat_map(|s| &s.urls)
-        .filter(|url| !url.starts_with("stun:") && !url.starts_with("stuns:"))
+        .filter(|url| url.starts_with("turn"))
         .count();
     if turn > 0 {
         tracing::info!(
@@ -85,55 +87,57 @@ fn stun_servers(servers: &[onair_config::IceServer]) -> Vec<RTCIceServer> {
     }
     servers
         .iter()
-        .map(|s| RTCIceServer {
-            urls: s
-                .urls
-                .iter()
-                .filter(|url| url.starts_with("stun:") || url.starts_with("stuns:"))
-                .cloned()
-                .collect(),
-            ..Default::default()
-        })
-        .filter(|s| !s.urls.is_empty())
+        .flat_map(|s| &s.urls)
+        .filter_map(|url| url.strip_prefix("stun:"))
+        .map(|host| host.split('?').next().unwrap_or(host).to_owned())
         .collect()
 }
 
-/// Turns webrtc-rs callbacks into session events. The newest connection state is all a
-/// session needs, so they go through a one-slot watch: it never fills, whatever webrtc-rs
-/// reports (a flapping connection overwrites its older states).
-struct PeerEvents {
-    events: watch::Sender<Option<Event>>,
-    gathered: Arc<Notify>,
-}
+/// How often the STUN servers' names are looked up again (and soon after a failure).
+const RESOLVE_EVERY: Duration = Duration::from_secs(600);
+const RESOLVE_RETRY: Duration = Duration::from_secs(30);
+/// How long one lookup may take.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
 
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for PeerEvents {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            self.gathered.notify_one();
+/// Looks up the STUN servers now and then, and tells the engine where they are.
+async fn resolve_stun_servers(names: Vec<String>, engine: Engine) {
+    loop {
+        let mut found = Vec::new();
+        for name in &names {
+            let with_port = if name
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            {
+                name.clone()
+            } else {
+                format!("{name}:3478")
+            };
+            match tokio::time::timeout(RESOLVE_WITHIN, tokio::net::lookup_host(&with_port)).await {
+                Ok(Ok(addrs)) => found.extend(addrs),
+                Ok(Err(err)) => tracing::warn!("webrtc.ice_servers: stun:{name}: {err}"),
+                Err(_) => tracing::warn!(
+                    "webrtc.ice_servers: stun:{name}: no answer from DNS within {RESOLVE_WITHIN:?}"
+                ),
+            }
         }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let event = match state {
-            RTCPeerConnectionState::Connected => Event::Connected,
-            RTCPeerConnectionState::Disconnected => Event::Disconnected,
-            RTCPeerConnectionState::Failed => Event::Failed,
-            RTCPeerConnectionState::Closed => Event::Closed,
-            _ => return,
+        found.dedup();
+        let wait = if found.is_empty() {
+            RESOLVE_RETRY
+        } else {
+            RESOLVE_EVERY
         };
-        self.events.send_replace(Some(event));
+        engine.set_stun_servers(found).await;
+        tokio::time::sleep(wait).await;
     }
 }
 
 /// Everything needed to build peer connections, made once from the config.
 pub struct PeerFactory {
-    ice_servers: Vec<RTCIceServer>,
     /// `webrtc.nat_ips`, applied to answers by [`super::nat`].
     nat_ips: Vec<IpAddr>,
-    bind_ips: Vec<IpAddr>,
-    /// `webrtc.port`: every connection's UDP goes through it.
-    port: Arc<Port>,
+    loopback: bool,
+    /// The one loop, over `webrtc.port`.
+    engine: Engine,
     audio_codec: Option<RTCRtpCodec>,
     /// What the video's top and lowest layers send, in bits per second (see
     /// [`congestion::register`]).
@@ -142,18 +146,16 @@ pub struct PeerFactory {
 
 /// A freshly built peer connection and what came with it.
 pub struct NewPeer {
-    /// The connection.
-    pub pc: Arc<dyn PeerConnection>,
+    /// The connection, in the engine.
+    pub conn: Arc<Conn>,
     /// The newest connection state change (`None` before the first).
     pub events: watch::Receiver<Option<Event>>,
-    /// Fires once ICE gathering is complete.
-    pub gathered: Arc<Notify>,
+    /// The viewer's key frame requests.
+    pub feedback: mpsc::Receiver<KeyframeReason>,
     /// The viewer's RTCP, counted for `/metrics`.
     pub rtcp: Arc<RtcpSeen>,
     /// The viewer's bandwidth estimate.
     pub estimate: Arc<Estimate>,
-    /// Its runtime, to be told the ICE username fragment of each local description.
-    pub runtime: Arc<PeerRuntime>,
 }
 
 /// Why a peer connection could not be built.
@@ -161,12 +163,15 @@ pub struct NewPeer {
 pub enum PeerError {
     /// webrtc-rs refused.
     #[error(transparent)]
-    WebRtc(#[from] webrtc::error::Error),
+    WebRtc(#[from] rtc::shared::error::Error),
+    /// The engine has stopped (shutting down).
+    #[error(transparent)]
+    Gone(#[from] Gone),
 }
 
 impl PeerFactory {
-    /// Reads the `[webrtc]` settings and binds `webrtc.port`, for video whose top and lowest
-    /// layers send `top_kbps` and `lowest_kbps`.
+    /// Reads the `[webrtc]` settings, binds `webrtc.port` and starts the engine, for video
+    /// whose top and lowest layers send `top_kbps` and `lowest_kbps`.
     pub fn new(
         config: &WebRtc,
         audio: bool,
@@ -178,12 +183,15 @@ impl PeerFactory {
         } else {
             config.bind_ips.clone()
         };
-        let port = Arc::new(Port::bind(&bind_ips, config.port)?);
+        let engine = Engine::start(&bind_ips, config.port)?;
+        let stun = stun_servers(&config.ice_servers);
+        if !stun.is_empty() {
+            tokio::spawn(resolve_stun_servers(stun, engine.clone()));
+        }
         Ok(PeerFactory {
-            ice_servers: stun_servers(&config.ice_servers),
             nat_ips: config.nat_ips.clone(),
-            bind_ips,
-            port,
+            loopback: bind_ips.iter().any(IpAddr::is_loopback),
+            engine,
             audio_codec: audio.then(opus_codec),
             video_bps: (
                 f64::from(top_kbps) * 1000.0,
@@ -194,7 +202,7 @@ impl PeerFactory {
 
     /// The number of `webrtc.port` (the one chosen, if it was 0).
     pub fn port(&self) -> u16 {
-        self.port.number()
+        self.engine.number()
     }
 
     /// Addresses to announce instead of the bound ones (`webrtc.nat_ips`).
@@ -207,7 +215,8 @@ impl PeerFactory {
         self.audio_codec.as_ref()
     }
 
-    /// A peer connection that offers exactly our two codecs (the video one as it is now).
+    /// A peer connection that offers exactly our two codecs (the video one as it is now),
+    /// handed to the engine.
     pub async fn build(&self, video_codec: &RTCRtpCodec) -> Result<NewPeer, PeerError> {
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(
@@ -242,49 +251,29 @@ impl PeerFactory {
         // As the server, the viewer's ClientHello starts the handshake when it is ready.
         let mut settings = SettingEngineBuilder::new()
             .with_answering_dtls_role(RTCDtlsRole::Server)
-            // No mDNS: it would take a multicast socket per connection; a browser's
-            // ".local" candidates are learnt as peer-reflexive from its checks instead.
+            // No mDNS: a browser's ".local" candidates are learnt as peer-reflexive from
+            // its checks instead.
             .with_multicast_dns_mode(MulticastDnsMode::Disabled);
-        if self.bind_ips.iter().any(IpAddr::is_loopback) {
+        if self.loopback {
             settings = settings.with_include_loopback_candidate(true);
         }
-
-        let (events_tx, events) = watch::channel(None);
-        let gathered = Arc::new(Notify::new());
-        let handler = Arc::new(PeerEvents {
-            events: events_tx,
-            gathered: gathered.clone(),
-        });
-        // Bound only to be closed: the runtime swaps them for views onto the port.
-        let addrs: Vec<SocketAddr> = self
-            .bind_ips
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, 0))
-            .collect();
-
-        let runtime = runtime::for_peer(self.port.clone());
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(
-                RTCConfigurationBuilder::new()
-                    .with_ice_servers(self.ice_servers.clone())
-                    .build(),
-            )
+        let pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
             .with_media_engine(media_engine)
             .with_setting_engine(settings.build())
             .with_interceptor_registry(registry)
-            .with_handler(handler)
-            .with_runtime(runtime.clone())
-            .with_udp_addrs(addrs.clone())
-            .with_tcp_addrs(addrs)
-            .build()
-            .await?;
-        Ok(NewPeer {
-            pc: Arc::new(pc),
+            .build(Instant::now())?;
+        let Added {
+            conn,
             events,
-            gathered,
+            feedback,
+        } = self.engine.add(pc).await?;
+        Ok(NewPeer {
+            conn: Arc::new(conn),
+            events,
+            feedback,
             rtcp,
             estimate,
-            runtime,
         })
     }
 }
@@ -308,8 +297,6 @@ mod tests {
             },
         ];
         let used = super::stun_servers(&servers);
-        assert_eq!(used.len(), 1);
-        assert_eq!(used[0].urls, ["stun:a:3478"]);
-        assert!(used[0].username.is_empty() && used[0].credential.is_empty());
+        assert_eq!(used, ["a:3478"]);
     }
 }
