@@ -326,12 +326,20 @@ async fn run(mut core: Core, mut inputs: Inputs) {
                 }
             }
             Some(rtp) = inputs.rtp.recv() => {
-                core.write_rtp(rtp);
+                let now = Instant::now();
+                let mut touched = vec![core.write_rtp(rtp, now)];
                 for _ in 0..BURST {
-                    match inputs.rtp.try_recv() {
-                        Ok(rtp) => core.write_rtp(rtp),
-                        Err(_) => break,
+                    let Ok(rtp) = inputs.rtp.try_recv() else {
+                        break;
+                    };
+                    let conn = core.write_rtp(rtp, now);
+                    if !touched.contains(&conn) {
+                        touched.push(conn);
                     }
+                }
+                // Each connection's packets leave together.
+                for conn in touched {
+                    core.drain(conn);
                 }
             }
             _ = core.net.first_unsent_writable(), if flushing => core.net.flush(),
@@ -561,17 +569,22 @@ impl Core {
         self.net.drain(id, slot);
     }
 
-    fn write_rtp(&mut self, rtp: Rtp) {
-        let Some(slot) = self.conns.get_mut(&rtp.conn) else {
-            return;
-        };
-        let now = Instant::now();
-        if let Some(mut sender) = slot.pc.rtp_sender(rtp.sender)
+    /// Hands an RTP packet to its connection's core (sent by [`Self::drain`]); returns the
+    /// connection.
+    fn write_rtp(&mut self, rtp: Rtp, now: Instant) -> ConnId {
+        if let Some(slot) = self.conns.get_mut(&rtp.conn)
+            && let Some(mut sender) = slot.pc.rtp_sender(rtp.sender)
             && let Err(err) = sender.write_rtp(now, rtp.packet)
         {
             debug!(conn = rtp.conn, "webrtc: RTP not sent: {err}");
         }
-        self.net.drain(rtp.conn, slot);
+        rtp.conn
+    }
+
+    fn drain(&mut self, id: ConnId) {
+        if let Some(slot) = self.conns.get_mut(&id) {
+            self.net.drain(id, slot);
+        }
     }
 
     fn on_time(&mut self, now: Instant) {

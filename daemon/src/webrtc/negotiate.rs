@@ -165,7 +165,7 @@ async fn describe(conn: &Conn, kind: RTCSdpType) -> Result<SessionDescription, O
 
 /// Our SDP as viewers must see it (`webrtc.nat_ips`).
 fn announced(factory: &PeerFactory, mut sdp: SessionDescription) -> String {
-    nat::announce(&mut sdp, factory.nat_ips(), factory.port());
+    nat::announce(&mut sdp, factory.nat_ips());
     sdp.marshal()
 }
 
