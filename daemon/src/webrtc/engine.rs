@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,7 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::nomination::Nominations;
 use super::port::{ARRIVALS, Arrival, ConnId, Port, Routes, Socket, stun};
@@ -424,10 +425,10 @@ impl Core {
                 }
             }
             Order::With(id, work) => {
-                if let Some(slot) = self.conns.get_mut(&id) {
+                self.on_slot(id, |net, slot| {
                     work(&mut slot.pc, now);
-                    self.net.drain(id, slot);
-                }
+                    net.drain(id, slot);
+                });
             }
             Order::AnswerAs(id, ufrag) => self.net.routes.answer_as(id, &ufrag),
             Order::Candidates(id, reply) => {
@@ -446,21 +447,20 @@ impl Core {
         }
         let candidates = self.candidates();
         for (id, reply) in std::mem::take(&mut self.waiting) {
-            let Some(slot) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            for candidate in &candidates {
-                if let Err(err) = slot.pc.add_local_candidate(candidate.clone()) {
-                    warn!(
-                        "webrtc: our candidate {} refused: {err}",
-                        candidate.candidate
-                    );
+            self.on_slot(id, |net, slot| {
+                for candidate in &candidates {
+                    if let Err(err) = slot.pc.add_local_candidate(candidate.clone()) {
+                        warn!(
+                            "webrtc: our candidate {} refused: {err}",
+                            candidate.candidate
+                        );
+                    }
                 }
-            }
-            // Gathering is complete: the answer says so.
-            let _ = slot.pc.add_local_candidate(RTCIceCandidateInit::default());
-            self.net.drain(id, slot);
-            let _ = reply.send(());
+                // Gathering is complete: the answer says so.
+                let _ = slot.pc.add_local_candidate(RTCIceCandidateInit::default());
+                net.drain(id, slot);
+                let _ = reply.send(());
+            });
         }
     }
 
@@ -544,46 +544,51 @@ impl Core {
         }
     }
 
-    /// Hands `data` to connection `id`'s core (and a kept nomination after it, see
-    /// [`Nominations`]).
+    /// [`feed`]s connection `id`.
     fn feed(&mut self, id: ConnId, now: Instant, transport: TransportContext, data: BytesMut) {
-        let Some(slot) = self.conns.get_mut(&id) else {
-            return;
-        };
-        let again = slot.nominations.inspect(now, transport.peer_addr, &data);
-        let mut read = |message: BytesMut| {
-            let tagged = TaggedBytesMut {
-                now,
-                transport,
-                message,
-            };
-            if let Err(err) = slot.pc.handle_read(tagged) {
-                debug!(conn = id, "webrtc: {err}");
-            }
-        };
-        read(data);
-        if let Some(again) = again {
-            debug!(peer = %transport.peer_addr, "ICE: the peer's nomination given again once our check to it succeeded");
-            read(BytesMut::from(&again[..]));
-        }
-        self.net.drain(id, slot);
+        self.on_slot(id, |net, slot| feed(net, id, slot, now, transport, data));
     }
 
     /// Hands an RTP packet to its connection's core (sent by [`Self::drain`]); returns the
     /// connection.
     fn write_rtp(&mut self, rtp: Rtp, now: Instant) -> ConnId {
-        if let Some(slot) = self.conns.get_mut(&rtp.conn)
-            && let Some(mut sender) = slot.pc.rtp_sender(rtp.sender)
-            && let Err(err) = sender.write_rtp(now, rtp.packet)
-        {
-            debug!(conn = rtp.conn, "webrtc: RTP not sent: {err}");
-        }
-        rtp.conn
+        let Rtp {
+            conn,
+            sender,
+            packet,
+        } = rtp;
+        self.on_slot(conn, |_, slot| {
+            if let Some(mut sender) = slot.pc.rtp_sender(sender)
+                && let Err(err) = sender.write_rtp(now, packet)
+            {
+                debug!(conn, "webrtc: RTP not sent: {err}");
+            }
+        });
+        conn
     }
 
     fn drain(&mut self, id: ConnId) {
-        if let Some(slot) = self.conns.get_mut(&id) {
-            self.net.drain(id, slot);
+        self.on_slot(id, |net, slot| net.drain(id, slot));
+    }
+
+    /// Runs `f` on connection `id`. A panic in it (a bug in the core, set off by what a
+    /// peer sent) ends that connection alone, never the loop and everyone else's.
+    fn on_slot<R>(&mut self, id: ConnId, f: impl FnOnce(&mut Net, &mut Slot) -> R) -> Option<R> {
+        let slot = self.conns.get_mut(&id)?;
+        let net = &mut self.net;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(net, slot))) {
+            Ok(done) => Some(done),
+            Err(_) => {
+                error!(
+                    conn = id,
+                    "webrtc: the connection's core panicked; it is ended"
+                );
+                if let Some(slot) = self.conns.remove(&id) {
+                    slot.events.send_replace(Some(Event::Failed));
+                }
+                self.forget(id);
+                None
+            }
         }
     }
 
@@ -596,21 +601,33 @@ impl Core {
         if !self.waiting.is_empty() {
             self.release_waiting(now);
         }
-        for (id, slot) in self.conns.iter_mut() {
-            if slot.due.is_some_and(|at| at <= now) {
+        let due: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, slot)| slot.due.is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.on_slot(id, |net, slot| {
                 if let Err(err) = slot.pc.handle_timeout(now) {
                     debug!(conn = id, "webrtc: timer: {err}");
                 }
-                self.net.drain(*id, slot);
-            }
+                net.drain(id, slot);
+            });
         }
     }
 
+    /// Closes connection `id` (its DTLS close alert goes out) and forgets it.
     fn remove(&mut self, id: ConnId) {
-        if let Some(mut slot) = self.conns.remove(&id) {
+        self.on_slot(id, |net, slot| {
             let _ = slot.pc.close();
-            self.net.drain(id, &mut slot);
-        }
+            net.drain(id, slot);
+        });
+        self.conns.remove(&id);
+        self.forget(id);
+    }
+
+    fn forget(&mut self, id: ConnId) {
         self.net.routes.forget(id);
         self.net.streams.retain(|_, (conn, _)| *conn != id);
         self.waiting.retain(|(conn, _)| *conn != id);
@@ -753,6 +770,35 @@ impl Net {
     }
 }
 
+/// Hands `data` to the connection's core (and a kept nomination after it, see
+/// [`Nominations`]).
+fn feed(
+    net: &mut Net,
+    id: ConnId,
+    slot: &mut Slot,
+    now: Instant,
+    transport: TransportContext,
+    data: BytesMut,
+) {
+    let again = slot.nominations.inspect(now, transport.peer_addr, &data);
+    let mut read = |message: BytesMut| {
+        let tagged = TaggedBytesMut {
+            now,
+            transport,
+            message,
+        };
+        if let Err(err) = slot.pc.handle_read(tagged) {
+            debug!(conn = id, "webrtc: {err}");
+        }
+    };
+    read(data);
+    if let Some(again) = again {
+        debug!(peer = %transport.peer_addr, "ICE: the peer's nomination given again once our check to it succeeded");
+        read(BytesMut::from(&again[..]));
+    }
+    net.drain(id, slot);
+}
+
 fn transport(local: SocketAddr, peer: SocketAddr, protocol: TransportProtocol) -> TransportContext {
     TransportContext {
         local_addr: local,
@@ -774,4 +820,40 @@ fn config(network: &str, ip: IpAddr, port: u16) -> CandidateConfig {
 
 fn init(candidate: &rtc::ice::candidate::Candidate) -> Option<RTCIceCandidateInit> {
     RTCIceCandidate::from(candidate).to_json().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::peer_connection::RTCPeerConnectionBuilder;
+
+    fn core() -> RTCPeerConnection {
+        RTCPeerConnectionBuilder::new()
+            .build(Instant::now())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_one_connection_ends_it_alone() {
+        let engine = Engine::start(&[IpAddr::from([127, 0, 0, 1])], 0).unwrap();
+        let first = engine.add(core()).await.unwrap();
+        let mut events = first.events;
+        let second = engine.add(core()).await.unwrap();
+        let panicked = first
+            .conn
+            .with(|_, _| panic!("a bug set off by a peer"))
+            .await;
+        assert!(panicked.is_err());
+        events.changed().await.unwrap();
+        assert_eq!(*events.borrow(), Some(Event::Failed));
+        // The loop goes on: the other connection, and new ones, still work.
+        let ok = second
+            .conn
+            .with(|pc, _| pc.local_description().is_none())
+            .await;
+        assert_eq!(ok.ok(), Some(true));
+        let third = engine.add(core()).await.unwrap();
+        assert!(third.conn.with(|_, _| ()).await.is_ok());
+        assert!(first.conn.with(|_, _| ()).await.is_err());
+    }
 }
