@@ -93,8 +93,9 @@ struct Rtp {
 pub struct Engine {
     orders: mpsc::Sender<Order>,
     rtp: mpsc::Sender<Rtp>,
-    /// Unbounded, but each connection sends one: at most `MAX_SESSIONS` wait.
-    closes: mpsc::UnboundedSender<ConnId>,
+    /// Unbounded, but each connection sends one or two (its close, then its drop): at most
+    /// twice `MAX_SESSIONS` wait. With whom to tell once it is closed.
+    closes: mpsc::UnboundedSender<(ConnId, Option<oneshot::Sender<()>>)>,
     number: u16,
 }
 
@@ -230,6 +231,17 @@ impl Conn {
         done.await.map_err(|_| Gone)
     }
 
+    /// Closes the connection (its DTLS close alert goes out, telling the viewer at once)
+    /// and returns once that is done. Dropping it does the same without waiting.
+    pub async fn close(&self) -> Result<(), Gone> {
+        let (closed, done) = oneshot::channel();
+        self.engine
+            .closes
+            .send((self.id, Some(closed)))
+            .map_err(|_| Gone)?;
+        done.await.map_err(|_| Gone)
+    }
+
     /// Where to write the RTP of the connection's sender `sender`.
     pub fn rtp_out(&self, sender: RTCRtpSenderId) -> RtpOut {
         RtpOut {
@@ -242,7 +254,7 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        let _ = self.engine.closes.send(self.id);
+        let _ = self.engine.closes.send((self.id, None));
     }
 }
 
@@ -301,7 +313,7 @@ fn host_addresses(sockets: &[Arc<Socket>]) -> Vec<(usize, IpAddr)> {
 struct Inputs {
     orders: mpsc::Receiver<Order>,
     rtp: mpsc::Receiver<Rtp>,
-    closes: mpsc::UnboundedReceiver<ConnId>,
+    closes: mpsc::UnboundedReceiver<(ConnId, Option<oneshot::Sender<()>>)>,
     arrivals: mpsc::Receiver<Arrival>,
 }
 
@@ -312,7 +324,12 @@ async fn run(mut core: Core, mut inputs: Inputs) {
         let flushing = !core.net.unsent.is_empty();
         tokio::select! {
             biased;
-            Some(id) = inputs.closes.recv() => core.remove(id),
+            Some((id, closed)) = inputs.closes.recv() => {
+                core.remove(id);
+                if let Some(closed) = closed {
+                    let _ = closed.send(());
+                }
+            }
             order = inputs.orders.recv() => match order {
                 Some(order) => core.order(order),
                 None => break,
@@ -500,9 +517,7 @@ impl Core {
     fn arrive(&mut self, arrival: Arrival) {
         let now = Instant::now();
         match arrival {
-            Arrival::Datagram {
-                local, from, data, ..
-            } => {
+            Arrival::Datagram { local, from, data } => {
                 if self.reflexive.answer(&data) {
                     self.release_waiting(now);
                     return;

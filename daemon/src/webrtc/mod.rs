@@ -515,6 +515,8 @@ struct Orders {
     ice_generation: Arc<AtomicU32>,
 }
 
+/// How long closing a peer connection may take before the session is released anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How long an ending session waits for its final stats (what it sent, for `/metrics`).
 const FINAL_STATS_WAIT: Duration = Duration::from_millis(100);
 
@@ -606,8 +608,12 @@ async fn run_session(
         _ => orders.watched.report(FINAL_STATS_WAIT).await,
     };
     let sent = orders.watched.retire(last_report.as_ref());
-    // The engine closes the connection (DTLS close_notify) and forgets it.
-    drop(conn);
+    if tokio::time::timeout(CLOSE_WAIT, conn.close())
+        .await
+        .is_err()
+    {
+        warn!(session = %id, "closing the peer connection took over {CLOSE_WAIT:?}; releasing the session anyway");
+    }
     if let Ok(mut live) = inner.live.lock() {
         live.sessions.remove(&id);
         live.ended = live.ended.plus(sent);

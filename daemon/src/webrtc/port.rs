@@ -44,8 +44,6 @@ pub const ARRIVALS: usize = 2048;
 pub enum Arrival {
     /// A UDP datagram that arrived at `local` (the address, even on a wildcard socket).
     Datagram {
-        /// The port's socket it arrived on.
-        socket: usize,
         /// The address it was sent to.
         local: SocketAddr,
         /// Who sent it.
@@ -221,7 +219,7 @@ impl Socket {
 
     /// Reads every datagram and hands it to the engine. Ends when the socket fails or the
     /// engine is gone.
-    async fn read(self: Arc<Self>, index: usize, to: mpsc::Sender<Arrival>) {
+    async fn read(self: Arc<Self>, to: mpsc::Sender<Arrival>) {
         let mut bufs = vec![vec![0u8; 1500 * self.state.gro_segments().max(1)]; BATCH];
         let mut meta = vec![RecvMeta::default(); BATCH];
         let mut dropped = 0u64;
@@ -252,7 +250,6 @@ impl Socket {
                 let local = SocketAddr::new(m.dst_ip.unwrap_or(self.bound.ip()), self.bound.port());
                 for datagram in buf[..m.len].chunks(m.stride.max(1)) {
                     let arrival = Arrival::Datagram {
-                        socket: index,
                         local,
                         from: m.addr,
                         data: BytesMut::from(datagram),
@@ -325,8 +322,8 @@ impl Port {
         }
         let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, number)).collect();
         tcp::listen(&addrs, to)?;
-        for (index, socket) in sockets.iter().enumerate() {
-            tokio::spawn(socket.clone().read(index, to.clone()));
+        for socket in &sockets {
+            tokio::spawn(socket.clone().read(to.clone()));
         }
         Ok(Port { sockets, number })
     }
