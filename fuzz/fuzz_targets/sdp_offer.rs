@@ -100,7 +100,6 @@ fuzz_target!(|data: &[u8]| {
     nat::announce(
         &mut sdp,
         &["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()],
-        8190,
     );
     let _ = sdp.marshal();
 });

@@ -22,8 +22,8 @@
 //! candidates. A candidate that finds the queue full is dropped (a viewer sends a handful;
 //! one that floods them loses some, and nobody else notices), an answer waits up to
 //! [`ANSWER_WAIT`] for room; and a session takes at most [`MAX_REMOTE_CANDIDATES`] remote
-//! candidates in all. Connection state changes from webrtc-rs come through a one-slot
-//! watch too (see [`peer`]): the session acts on the newest state.
+//! candidates in all. Connection state changes from the engine come through a one-slot
+//! watch too (see [`engine`]): the session acts on the newest state.
 
 pub mod catch_up;
 pub mod congestion;
