@@ -18,7 +18,7 @@ import { keepIceOnLoopback, launch } from './chromium.mjs';
 const WS = process.env.ONAIR_GST_WS;
 const CHANNEL = process.env.ONAIR_CHANNEL;
 const EXPECT_SIZE = process.env.ONAIR_EXPECT_SIZE;
-const WITHIN_MS = 15_000;
+const WITHIN_MS = 30_000;
 const MIN_FRAMES = 30;
 
 const require = createRequire(import.meta.url);

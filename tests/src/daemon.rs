@@ -1,9 +1,10 @@
 //! `onaird` as a child process on a free port.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -28,13 +29,104 @@ pub fn built(name: &str, env_var: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Starts `bin args…` with its output collected line by line, and waits (20 s at most)
-/// until it logs "listening on URL". Returns the child, the URL and the log lines.
+/// The last lines a process printed, kept whatever the test reads from its log, so that a
+/// failing test can show them.
+#[derive(Clone, Default)]
+pub struct Tail(Arc<Mutex<VecDeque<String>>>);
+
+/// How long a process may take to say where it listens, on a loaded machine.
+const START_WITHIN: Duration = Duration::from_secs(30);
+/// How long a process may take to exit after SIGTERM before it is killed (a debug build on a
+/// loaded machine drains HTTP, closes its viewers and finishes a recording).
+const STOP_WITHIN: Duration = Duration::from_secs(20);
+
+/// How many lines a [`Tail`] keeps.
+const TAIL_LINES: usize = 300;
+
+impl Tail {
+    fn push(&self, line: &str) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() == TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line.to_owned());
+    }
+
+    /// The kept lines.
+    pub fn lines(&self) -> Vec<String> {
+        let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().cloned().collect()
+    }
+
+    /// The kept lines, one a line.
+    pub fn text(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    /// Prints the kept lines to the test's output when the test is failing (called from
+    /// `Drop`): a failure then shows what the process said, not only what the test saw.
+    pub fn print_if_panicking(&self, what: &str) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        eprintln!("---- the last {} lines of {what} ----", lines.len());
+        for line in lines.iter() {
+            eprintln!("{what}| {line}");
+        }
+        eprintln!("---- end of {what} ----");
+    }
+}
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped, printing its last
+/// log lines first if the test is failing: no test leaves one running, whatever fails.
+pub struct Process {
+    /// The process.
+    pub child: Child,
+    /// Its last log lines.
+    pub tail: Tail,
+    /// What it is, for those lines ("onaird 1234").
+    what: String,
+}
+
+impl Process {
+    /// Process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status ([`terminate`]).
+    pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        terminate(&mut self.child)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = terminate(&mut self.child);
+        self.tail.print_if_panicking(&self.what);
+    }
+}
+
+/// A process started by [`spawn`].
+pub struct Spawned {
+    /// The process (stopped when dropped).
+    pub process: Process,
+    /// The URL it said it listens on.
+    pub url: String,
+    /// The media port it reported before listening ("… media on port N …"), if any.
+    pub media_port: Option<u16>,
+    /// Its log lines, as they arrive.
+    pub log: mpsc::Receiver<String>,
+}
+
+/// Starts `bin args…` with its output collected line by line, and waits ([`START_WITHIN`]
+/// at most) until it logs "listening on URL".
 pub fn spawn(
     bin: &std::path::Path,
     args: &[&std::ffi::OsStr],
     envs: &[(&str, &std::ffi::OsStr)],
-) -> anyhow::Result<(Child, String, mpsc::Receiver<String>)> {
+) -> anyhow::Result<Spawned> {
     if !bin.exists() {
         bail!(
             "{} not found: build it first (cargo build --workspace)",
@@ -58,6 +150,7 @@ pub fn spawn(
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let (tx, rx) = mpsc::channel();
+    let tail = Tail::default();
     for stream in [
         child
             .stdout
@@ -73,48 +166,73 @@ pub fn spawn(
     {
         let tx = tx.clone();
         let name = name.clone();
+        let tail = tail.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 if std::env::var_os("ONAIR_TEST_VERBOSE").is_some() {
                     eprintln!("{name}| {line}");
                 }
-                if tx.send(line).is_err() {
-                    break;
-                }
+                tail.push(&line);
+                // The test may have stopped reading: the tail still keeps the lines.
+                let _ = tx.send(line);
             }
         });
     }
-    let mut seen = Vec::new();
+    // The log channel keeps every line for the test (one logged before "listening on", such
+    // as a registration, included); the address is looked for in the tail.
+    let deadline = std::time::Instant::now() + START_WITHIN;
     loop {
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let url = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .trim_end_matches('/')
-                        .to_owned();
-                    return Ok((child, url, rx));
-                }
-                seen.push(line);
-            }
-            Err(_) => {
-                let _ = child.kill();
-                bail!(
-                    "{name} did not report its address; it printed:\n{}",
-                    seen.join("\n")
-                );
-            }
+        let lines = tail.lines();
+        if let Some(rest) = lines.iter().find_map(|l| l.split("listening on ").nth(1)) {
+            let url = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_owned();
+            let media_port = lines.iter().find_map(|l| media_port(l));
+            let what = format!("{name} {}", child.id());
+            return Ok(Spawned {
+                process: Process { child, tail, what },
+                url,
+                media_port,
+                log: rx,
+            });
         }
+        let exited = child.try_wait()?;
+        if exited.is_some() || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            // What it printed last, once its pipes are drained.
+            std::thread::sleep(Duration::from_millis(200));
+            bail!(
+                "{name} did not report its address ({}); it printed:\n{}",
+                exited.map_or(format!("not within {START_WITHIN:?}"), |s| format!(
+                    "it exited: {s}"
+                )),
+                tail.text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// A running daemon; stopped with SIGTERM when dropped.
+/// The port in "… media on port N …" (onaird says so as it binds `webrtc.port`).
+fn media_port(line: &str) -> Option<u16> {
+    let rest = line.split("media on port ").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A running daemon; stopped with SIGTERM when dropped (printing its last log lines if the
+/// test is failing: [`Process`]).
 pub struct Daemon {
-    child: Child,
+    process: Process,
     /// e.g. `http://127.0.0.1:41234`
     pub base_url: String,
+    /// The port of every viewer's media (UDP and ICE-TCP), as onaird reported it.
+    pub media_port: u16,
     /// Log lines the daemon printed (stdout and stderr), as they arrive.
     pub log: mpsc::Receiver<String>,
     _config: tempfile_path::TempConfig,
@@ -165,27 +283,33 @@ impl Daemon {
         ));
         std::fs::write(&path, text)?;
         let config = tempfile_path::TempConfig(path.clone());
-        let (child, base_url, log) = spawn(&bin, &["--config".as_ref(), path.as_os_str()], envs)?;
+        let spawned = spawn(&bin, &["--config".as_ref(), path.as_os_str()], envs)?;
         let daemon = Daemon {
-            child,
-            base_url,
-            log,
+            media_port: spawned
+                .media_port
+                .context("onaird's \"listening on\" line names no media port")?,
+            process: spawned.process,
+            base_url: spawned.url,
+            log: spawned.log,
             _config: config,
         };
         daemon.wait_healthy()?;
         Ok(daemon)
     }
 
-    /// Waits until `/healthz` answers 200 (frames are being encoded), at most 20 s: tests
+    /// Waits until `/healthz` answers 200 (frames are being encoded), at most 30 s: tests
     /// start from a daemon that streams, however loaded the machine is.
     fn wait_healthy(&self) -> anyhow::Result<()> {
         let url = format!("{}/healthz", self.base_url);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             match get(&url) {
                 Ok((200, _)) => return Ok(()),
                 other if std::time::Instant::now() > deadline => {
-                    bail!("onaird never became healthy: last answer {other:?}")
+                    bail!(
+                        "onaird never became healthy within 30 s: last answer {other:?}; it printed:\n{}",
+                        self.process.tail.text()
+                    )
                 }
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
@@ -194,13 +318,13 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
-        terminate(&mut self.child)
+        self.process.stop()
     }
 
     /// Sends SIGTERM, waits for the exit status, and returns it with the log lines not read
     /// yet (all of them, up to the exit).
     pub fn stop_with_log(mut self) -> anyhow::Result<(ExitStatus, Vec<String>)> {
-        let status = terminate(&mut self.child)?;
+        let status = self.process.stop()?;
         let mut lines = Vec::new();
         // The readers end when the process's pipes close, right after the exit.
         while let Ok(line) = self.log.recv_timeout(Duration::from_secs(2)) {
@@ -211,17 +335,11 @@ impl Daemon {
 
     /// Process id, for CPU and memory measurements.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.id()
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = terminate(&mut self.child);
-    }
-}
-
-/// Sends SIGTERM and waits (5 s at most, then SIGKILL) for the exit status.
+/// Sends SIGTERM and waits ([`STOP_WITHIN`] at most, then SIGKILL) for the exit status.
 pub fn terminate(child: &mut Child) -> anyhow::Result<ExitStatus> {
     if let Some(status) = child.try_wait()? {
         return Ok(status);
@@ -230,14 +348,19 @@ pub fn terminate(child: &mut Child) -> anyhow::Result<ExitStatus> {
         .arg("-TERM")
         .arg(child.id().to_string())
         .status();
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + STOP_WITHIN;
+    while std::time::Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
             return Ok(status);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     child.kill()?;
-    bail!("process {} did not exit within 5 s of SIGTERM", child.id())
+    let _ = child.wait();
+    bail!(
+        "process {} did not exit within {STOP_WITHIN:?} of SIGTERM",
+        child.id()
+    )
 }
 
 fn rand_suffix() -> u64 {

@@ -284,15 +284,17 @@ impl Sfu {
         }
     }
 
-    /// `viewers` aiortc viewers watching `room` from Janus for `seconds` (sfu_viewers.py,
-    /// inside the namespace); prints one JSON object, exits 1 on a failure.
-    pub fn viewers(&self, room: u64, viewers: usize, seconds: f64) -> Command {
+    /// `viewers` aiortc viewers watching `room` from Janus for `seconds`, and on until each
+    /// has decoded `min_frames` (sfu_viewers.py, inside the namespace; 60 s more at most);
+    /// prints one JSON object, exits 1 on a failure.
+    pub fn viewers(&self, room: u64, viewers: usize, (seconds, min_frames): (f64, u64)) -> Command {
         let mut command = self.command(&self.python);
         command
             .arg(tests_dir().join("whip/sfu_viewers.py"))
             .args(["--front", FRONT, "--room", &room.to_string()])
             .args(["--viewers", &viewers.to_string()])
-            .args(["--seconds", &seconds.to_string()]);
+            .args(["--seconds", &seconds.to_string()])
+            .args(["--min-frames", &min_frames.to_string()]);
         command
     }
 

@@ -1,13 +1,13 @@
-//! `onair-signal` as a child process, on a port that stays the same across restarts.
+//! `onair-signal` as a child process, on a port it picks and keeps across restarts.
 
-use std::process::Child;
+use anyhow::Context as _;
 use std::sync::mpsc;
 
-use crate::daemon::{built, spawn, terminate};
+use crate::daemon::{Process, built, spawn};
 
 /// A running onair-signal; stopped with SIGTERM when dropped.
 pub struct SignalServer {
-    child: Child,
+    process: Process,
     /// e.g. `http://127.0.0.1:41234`
     pub base_url: String,
     /// Log lines, as they arrive.
@@ -17,23 +17,23 @@ pub struct SignalServer {
 }
 
 impl SignalServer {
-    /// Starts onair-signal with `toml` as its config on a free loopback port.
+    /// Starts onair-signal with `toml` as its config on a loopback port it picks itself.
     pub fn start(toml: &str) -> anyhow::Result<SignalServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let config = std::env::temp_dir().join(format!(
-            "onair-signal-test-{}-{port}.toml",
-            std::process::id()
+            "onair-signal-test-{}-{}.toml",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::write(&config, toml)?;
-        Self::start_on(port, config)
+        Self::start_on(0, config)
     }
 
+    /// Starts it on `port` (0: any free one, which it reports).
     fn start_on(port: u16, config: std::path::PathBuf) -> anyhow::Result<SignalServer> {
         let listen = format!("127.0.0.1:{port}");
         let bin = built("onair-signal", "ONAIR_SIGNAL_BIN");
-        let (child, base_url, log) = spawn(
+        let spawned = spawn(
             &bin,
             &[
                 "--config".as_ref(),
@@ -43,10 +43,16 @@ impl SignalServer {
             ],
             &[],
         )?;
+        let port = spawned
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("no port in onair-signal's URL {}", spawned.url))?;
         Ok(SignalServer {
-            child,
-            base_url,
-            log,
+            process: spawned.process,
+            base_url: spawned.url,
+            log: spawned.log,
             port,
             config,
         })
@@ -63,14 +69,14 @@ impl SignalServer {
 
     /// Process id (to freeze it with SIGSTOP in tests).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.id()
     }
 
     /// Kills the service (SIGKILL: nothing is closed cleanly) and starts it again on the same
     /// port with the same config.
     pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
+        self.process.child.kill()?;
+        self.process.child.wait()?;
         let fresh = Self::start_on(self.port, self.config.clone())?;
         let old = std::mem::replace(self, fresh);
         // The old value's child has exited and its config is this one's: nothing to drop.
@@ -81,7 +87,7 @@ impl SignalServer {
 
 impl Drop for SignalServer {
     fn drop(&mut self) {
-        let _ = terminate(&mut self.child);
+        let _ = self.process.stop();
         let _ = std::fs::remove_file(&self.config);
     }
 }

@@ -28,6 +28,8 @@ const RELAY_PORTS: u16 = 32;
 /// Where relay port ranges are looked for: above Linux's default ephemeral range
 /// (32768–60999), so no socket bound to port 0 elsewhere sits inside one.
 const RELAY_SPAN: RangeInclusive<u16> = 61000..=65400;
+/// Where coturn's listening ports are looked for: below the ephemeral range.
+const LISTEN_SPAN: RangeInclusive<u16> = 20000..=29999;
 /// The realm of the long-term credentials.
 pub const REALM: &str = "onair.test";
 
@@ -298,9 +300,24 @@ fn collect(child: &mut Child, port: u16, log: &Arc<Mutex<Vec<String>>>) -> mpsc:
     is_ready
 }
 
-/// A UDP port free right now on 127.0.0.1.
+/// A UDP port free right now on 127.0.0.1 for coturn to listen on (coturn cannot pick one
+/// itself). Taken below Linux's default ephemeral range (32768–60999), where no socket
+/// bound to port 0 and no outgoing connection lands between this check and coturn's bind;
+/// the search starts at a place that depends on the process and the time, and a port once
+/// handed out in this process is not handed out again.
 fn free_udp_port() -> anyhow::Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    static FIRST: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let span = LISTEN_SPAN.end() - LISTEN_SPAN.start() + 1;
+    let first = *FIRST.get_or_init(|| (unique() % u64::from(span)) as u16);
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % span;
+        let port = LISTEN_SPAN.start() + (first + offset) % span;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free UDP port in {LISTEN_SPAN:?} on 127.0.0.1")
 }
 
 /// [`RELAY_PORTS`] consecutive UDP ports in [`RELAY_SPAN`], all free on `ip` right now.

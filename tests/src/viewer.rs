@@ -59,6 +59,9 @@ pub struct Report {
     pub video_bytes: u64,
     /// Index (in pictures decoded before it) of every whole IDR.
     pub keyframe_at: Vec<usize>,
+    /// The RTP timestamp (90 kHz, from the capture time) of every whole IDR: how far apart
+    /// in time they were, however many pictures a loaded sender skipped in between.
+    pub keyframe_rtp: Vec<u32>,
     /// The first decoded picture, read.
     pub first: Option<Picture>,
     /// The last decoded picture, read.
@@ -243,6 +246,7 @@ async fn decode_video(
                 s.report.keyframes += 1;
                 let at = s.report.frames_decoded;
                 s.report.keyframe_at.push(at);
+                s.report.keyframe_rtp.push(packet.header.timestamp);
             } else if has_idr {
                 s.report.partial_keyframes += 1;
             }
@@ -804,9 +808,9 @@ pub struct Restarted {
 }
 
 /// `pc`'s new local offer (after `restart_ice`) as a trickle fragment: its credentials, and
-/// its candidates under the first media section once gathered (2 s at most).
+/// its candidates under the first media section once gathered (15 s at most).
 async fn restart_fragment(pc: &dyn PeerConnection) -> anyhow::Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(15);
     let mut sdp = String::new();
     while Instant::now() < deadline {
         sdp = pc.local_description().await.context("no offer")?.sdp;
@@ -1059,7 +1063,8 @@ async fn recvonly_peer(
 async fn local_offer(pc: &dyn PeerConnection, gathered: &Notify) -> anyhow::Result<String> {
     pc.set_local_description(pc.create_offer(None).await?)
         .await?;
-    let _ = tokio::time::timeout(Duration::from_secs(2), gathered.notified()).await;
+    // Gathering ends at once on loopback, later with a TURN server on a loaded machine.
+    let _ = tokio::time::timeout(Duration::from_secs(15), gathered.notified()).await;
     Ok(pc.local_description().await.context("no local offer")?.sdp)
 }
 

@@ -91,7 +91,7 @@ async fn a_viewer_token_guards_everything_but_health() {
     }
 
     // An independent check of the media path: Bearer (RFC 9725), then ?token=.
-    let how = || Watch::decoding(10, Duration::from_secs(15));
+    let how = || Watch::decoding(10, Duration::from_secs(60));
     let url = format!("{base}/whep");
     let report = watch_via(
         Via::WhepBearer {
@@ -179,6 +179,8 @@ fn the_token_file_is_made_on_first_start_and_print_url_shows_it() {
     );
     let config = dir.join("onair.toml");
     std::fs::write(&config, &config_text).unwrap();
+    // The daemon itself listens where it can; --print-url only reads the config's address.
+    let daemon_text = config_text.replace("127.0.0.1:18089", "127.0.0.1:0");
     let print_url = || {
         std::process::Command::new(binary())
             .args(["--print-url", "--config"])
@@ -193,7 +195,7 @@ fn the_token_file_is_made_on_first_start_and_print_url_shows_it() {
         "{before:?}"
     );
 
-    let daemon = Daemon::start(&config_text).unwrap();
+    let daemon = Daemon::start(&daemon_text).unwrap();
     let made = std::fs::read_to_string(&file).unwrap();
     let after = print_url();
     assert!(after.status.success(), "{after:?}");
@@ -216,7 +218,7 @@ fn the_token_file_is_made_on_first_start_and_print_url_shows_it() {
     drop(daemon);
 
     // A restart keeps the tokens.
-    let again = Daemon::start(&config_text).unwrap();
+    let again = Daemon::start(&daemon_text).unwrap();
     assert_eq!(std::fs::read_to_string(&file).unwrap(), made);
     assert_eq!(
         get(&format!("{}/api/status?token={token}", again.base_url))
@@ -251,9 +253,10 @@ fn https_with_a_certificate() {
         ),
     )
     .unwrap();
-    let (mut child, base, _log) =
+    let spawned =
         onair_tests::daemon::spawn(&binary(), &["--config".as_ref(), config.as_os_str()], &[])
             .unwrap();
+    let (mut daemon, base) = (spawned.process, spawned.url);
     assert!(base.starts_with("https://127.0.0.1:"), "{base}");
     let trusted: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -304,6 +307,6 @@ fn https_with_a_certificate() {
         get(&format!("{base}/healthz")).is_err(),
         "an untrusted certificate"
     );
-    onair_tests::daemon::terminate(&mut child).unwrap();
+    daemon.stop().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -23,7 +23,7 @@ const SMALL: &str = "[video]\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps 
 /// 15 fps), within [`PROGRESS_WITHIN`].
 const PROGRESS: usize = 5;
 /// A generous bound: a stalled stream, not a slow machine, is what fails.
-const PROGRESS_WITHIN: Duration = Duration::from_secs(10);
+const PROGRESS_WITHIN: Duration = Duration::from_secs(30);
 
 /// One bad input and what must come back.
 struct Case {
@@ -325,7 +325,7 @@ impl Target {
             let viewer = Viewer::join(via, how)
                 .await
                 .unwrap_or_else(|e| panic!("{name}: {e:#}"));
-            let report = viewer.wait_for(PROGRESS, Duration::from_secs(20)).await;
+            let report = viewer.wait_for(PROGRESS, Duration::from_secs(60)).await;
             assert!(
                 report.frames_decoded >= PROGRESS,
                 "{name} decodes nothing: {report:?}"

@@ -57,7 +57,7 @@ async fn six_hundred_stalled_connections_neither_keep_viewers_out_nor_stay() {
 
     let report = watch(
         &format!("{}/whep", daemon.base_url),
-        Watch::decoding(10, Duration::from_secs(20)),
+        Watch::decoding(10, Duration::from_secs(60)),
     )
     .await
     .unwrap();

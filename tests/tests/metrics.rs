@@ -78,7 +78,7 @@ async fn join(base: &str) -> Viewer {
     let viewer = Viewer::join(via, Watch::decoding(usize::MAX, Duration::from_secs(60)))
         .await
         .unwrap();
-    let seen = viewer.wait_for(10, Duration::from_secs(15)).await;
+    let seen = viewer.wait_for(10, Duration::from_secs(60)).await;
     assert!(seen.frames_decoded >= 10, "{seen:?}");
     viewer
 }
@@ -119,7 +119,7 @@ async fn metrics_parse_and_follow_viewers() {
     assert_eq!(value(&two, "onair_viewers"), 2.0);
     // Bytes sent grow while the viewers watch.
     let more = second.report().frames_decoded + 15;
-    second.wait_for(more, Duration::from_secs(15)).await;
+    second.wait_for(more, Duration::from_secs(60)).await;
     let watched = until_viewers(&base, 2.0).await;
     assert!(
         value(&watched, "onair_sent_bytes_total") > value(&two, "onair_sent_bytes_total"),

@@ -13,22 +13,14 @@ use onair_tests::viewer::{Network, Via, Viewer, Watch};
 const SMALL: &str = "[video]\nwidth = 320\nheight = 240\nfps = 15\n";
 const VIEWERS: usize = 12;
 
-/// A port number free right now on 127.0.0.1 for both UDP and TCP.
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn start_on(port: u16) -> Daemon {
-    Daemon::start(&format!(
-        "{SMALL}[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = {port}\n"
+/// onaird on a port it picks (free for both UDP and TCP) and reports: `(daemon, port)`.
+fn start() -> (Daemon, u16) {
+    let daemon = Daemon::start(&format!(
+        "{SMALL}[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n"
     ))
-    .unwrap()
+    .unwrap();
+    let port = daemon.media_port;
+    (daemon, port)
 }
 
 /// The candidate lines of a fresh answer from `daemon`.
@@ -49,8 +41,7 @@ async fn answer_candidates(daemon: &Daemon) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_viewers_watch_through_one_udp_socket() {
-    let port = free_port();
-    let daemon = start_on(port);
+    let (daemon, port) = start();
     let idle = Held::sample(daemon.pid(), &daemon.base_url).unwrap();
     assert_eq!(idle.udp_sockets, 1, "before any viewer: {idle:?}");
 
@@ -61,7 +52,7 @@ async fn twelve_viewers_watch_through_one_udp_socket() {
         viewers.push(Viewer::join(Via::Whep(whep.clone()), how).await.unwrap());
     }
     for (i, viewer) in viewers.iter().enumerate() {
-        let report = viewer.wait_for(30, Duration::from_secs(30)).await;
+        let report = viewer.wait_for(30, Duration::from_secs(60)).await;
         assert!(report.frames_decoded >= 30, "viewer {i}: {report:?}");
     }
     let watching = Held::sample(daemon.pid(), &daemon.base_url).unwrap();
@@ -92,8 +83,7 @@ async fn twelve_viewers_watch_through_one_udp_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_without_udp_watches_over_ice_tcp_on_the_same_port_number() {
-    let port = free_port();
-    let daemon = start_on(port);
+    let (daemon, port) = start();
 
     // The answer offers a passive TCP candidate on the port's number, and no active one
     // (onaird never dials out).
@@ -133,8 +123,7 @@ async fn a_viewer_without_udp_watches_over_ice_tcp_on_the_same_port_number() {
 
 #[test]
 fn a_tcp_connection_that_is_not_ice_is_closed() {
-    let port = free_port();
-    let _daemon = start_on(port);
+    let (_daemon, port) = start();
     // An HTTP request on the media port: the first "frame" is not a STUN check.
     let mut stranger = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stranger

@@ -1,6 +1,6 @@
 //! `GET /snapshot.jpg`: a JPEG of the current picture, decoded and looked at.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use onair_hal::synthetic::{BARS, bar_probe_points};
 use onair_tests::daemon::{Daemon, agent};
@@ -105,24 +105,34 @@ fn many_clients_at_once_cost_one_encode() {
         .unwrap()
         .value("onair_snapshots_encoded_total", &[])
         .unwrap();
+    let asked = Instant::now();
     let bodies: Vec<_> = std::thread::scope(|s| {
         let asks: Vec<_> = (0..20).map(|_| s.spawn(|| fetch(&url))).collect();
         asks.into_iter().map(|a| a.join().unwrap()).collect()
     });
+    let spent = asked.elapsed();
     assert!(bodies.iter().all(|(status, _, _)| *status == 200));
-    assert!(
-        bodies.iter().all(|(_, _, jpeg)| *jpeg == bodies[0].2),
-        "the same JPEG for everyone"
-    );
     let after = scrape(&daemon.base_url, None)
         .unwrap()
         .value("onair_snapshots_encoded_total", &[])
         .unwrap();
-    // 20 clients within a second: one encode (two if the second turned meanwhile).
-    assert!(
-        (1.0..=2.0).contains(&(after - before)),
-        "{before} → {after}"
+    // 20 clients at once: one encode a second whatever their number (a quiet machine answers
+    // them all within the second; a loaded one may take longer), and each JPEG made is the
+    // one everybody asking in its second got.
+    let mut distinct: Vec<&Vec<u8>> = bodies.iter().map(|(_, _, jpeg)| jpeg).collect();
+    distinct.sort();
+    distinct.dedup();
+    let encodes = after - before;
+    let allowed = 1.0 + spent.as_secs_f64().ceil();
+    eprintln!(
+        "20 clients in {spent:?}: {encodes} encodes, {} different JPEGs",
+        distinct.len()
     );
+    assert!(
+        (1.0..=allowed).contains(&encodes),
+        "{before} → {after} in {spent:?}"
+    );
+    assert!(distinct.len() as f64 <= encodes, "{} JPEGs", distinct.len());
     // A second later the picture is new.
     std::thread::sleep(Duration::from_millis(1100));
     let (_, _, later) = fetch(&url);

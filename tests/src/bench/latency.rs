@@ -12,7 +12,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -99,9 +99,9 @@ impl Server {
     }
 }
 
-/// tests/bench/aiortc_caster.py as a child process.
+/// tests/bench/aiortc_caster.py as a child process (stopped when dropped).
 struct Caster {
-    child: Child,
+    _process: daemon::Process,
     base_url: String,
     /// Its output lines (kept so that its pipes stay open).
     _log: Receiver<String>,
@@ -125,18 +125,12 @@ impl Caster {
             case.kbps.to_string().into(),
         ];
         let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-        let (child, base_url, log) = daemon::spawn(&python()?, &args, &[])?;
+        let spawned = daemon::spawn(&python()?, &args, &[])?;
         Ok(Caster {
-            child,
-            base_url,
-            _log: log,
+            _process: spawned.process,
+            base_url: spawned.url,
+            _log: spawned.log,
         })
-    }
-}
-
-impl Drop for Caster {
-    fn drop(&mut self) {
-        let _ = daemon::terminate(&mut self.child);
     }
 }
 
