@@ -348,7 +348,7 @@ async fn aiortc_which_sends_no_twcc_is_moved_to_the_low_layer_by_its_receiver_re
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/whep/whep_client.py"))
         .arg(format!("{}/whep", daemon.base_url))
         .args(["--relay", &link.addr().to_string()])
-        .args(["--watch", "40", "--frames", "150", "--json"]);
+        .args(["--watch", "25", "--frames", "150", "--json"]);
     let aiortc = tokio::task::spawn_blocking(move || {
         onair_tests::bench::latency::run_json(command, Duration::from_secs(120))
     });
@@ -374,14 +374,19 @@ async fn aiortc_which_sends_no_twcc_is_moved_to_the_low_layer_by_its_receiver_re
     assert!(moved["estimate_kbps"].as_f64().unwrap_or(f64::MAX) < 1600.0);
     assert_eq!(moved["estimate_from"], "receiver reports");
 
-    // And there it plays: most of its 40 s are 640x360 pictures, the last one too.
+    // And there it plays: most of its 25 s are 640x360 pictures. (Without loss its estimate
+    // climbs again and it may try the top layer near the end, so the last picture is not
+    // asked to be small.)
     let result = aiortc.await.unwrap().unwrap();
     let viewer = &result["viewers"][0];
     eprintln!("aiortc: {viewer}");
     assert_eq!(viewer["errors"], serde_json::json!([]), "{viewer}");
     let low = viewer["frames_by_size"]["640x360"].as_u64().unwrap_or(0);
-    assert!(low >= 300, "{low} pictures of 640x360 in 40 s");
-    assert_eq!(viewer["last_size"], "640x360");
+    let all = viewer["frames"].as_u64().unwrap_or(0);
+    assert!(
+        low >= 300 && low * 2 > all,
+        "{low} of {all} pictures 640x360 in 25 s"
+    );
     let dropped = link
         .counters()
         .dropped
