@@ -50,19 +50,33 @@ fn snapshot_is_black(base: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_joining_just_after_privacy_is_switched_on_sees_only_black() {
-    // The default stream: 1280x720 with its 640x360 layer, an IDR every 2 s, so the kept GOP
-    // holds up to 2 s of the camera's pictures when the switch comes.
-    let daemon = Daemon::start(&format!("[access]\noperator_token = \"{OPERATOR}\"\n")).unwrap();
+    // No periodic IDR, 15 pictures a second: the kept GOP holds the camera's pictures since
+    // the last IDR for up to 6 s (90 pictures).
+    let daemon = Daemon::start(&format!(
+        "[video]\nwidth = 640\nheight = 480\nfps = 15\nkeyframe_interval_ms = 60000\n\
+         [access]\noperator_token = \"{OPERATOR}\"\n"
+    ))
+    .unwrap();
     let base = daemon.base_url.clone();
     let whep = format!("{base}/whep");
+    // A viewer watches and asks for an IDR at its 20th picture: the GOP starts afresh with
+    // the camera's picture just before the switch.
     let watching = Viewer::join(
         Via::Whep(whep.clone()),
-        Watch::decoding(usize::MAX, Duration::from_secs(180)),
+        Watch {
+            pli_at_frame: Some(20),
+            ..Watch::decoding(usize::MAX, Duration::from_secs(180))
+        },
     )
     .await
     .unwrap();
-    let seen = watching.wait_for(30, Duration::from_secs(60)).await;
-    assert!(seen.frames_decoded >= 30 && seen.not_black > 0, "{seen:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !watching.report().keyframe_at.iter().any(|&at| at >= 20) {
+        assert!(Instant::now() < deadline, "no IDR for the PLI: {:?}", watching.report());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = watching.report();
+    assert!(seen.not_black > 0, "{seen:?}");
     assert!(!snapshot_is_black(&base), "the camera's picture before");
 
     // Only an operator switches it.
@@ -73,6 +87,8 @@ async fn a_viewer_joining_just_after_privacy_is_switched_on_sees_only_black() {
     let (status, body) = put(&base, r#"{"on": true}"#, Some(OPERATOR));
     assert_eq!((status, body.trim()), (200, r#"{"on":true}"#));
     let switched = Instant::now();
+    // The snapshot made a moment ago (snapshots are kept for a second) is not served again.
+    assert!(snapshot_is_black(&base));
     assert_eq!(
         get(&format!("{base}/api/privacy")).unwrap().1,
         r#"{"on":true}"#
@@ -94,7 +110,6 @@ async fn a_viewer_joining_just_after_privacy_is_switched_on_sees_only_black() {
     );
     assert!(joined.frames_decoded >= 30, "{joined:?}");
     assert_eq!(joined.not_black, 0, "{joined:?}");
-    assert!(snapshot_is_black(&base));
     // The viewer who watched all along sees black too, and its connection stays.
     let before = watching.report();
     let after = watching
