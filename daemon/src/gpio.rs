@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::media::Privacy;
 use onair_hal::gpio::{Gpio, GpioPins, Led, RppalGpio};
 use tracing::{info, warn};
 
@@ -159,19 +160,19 @@ pub fn blink_level(blinks: u32, elapsed: Duration) -> bool {
     into_cycle / period < u128::from(blinks) && into_cycle % period < BLINK_ON.as_nanos()
 }
 
-/// The edge around [`Indicators`]: a [`Gpio`] and the shared privacy flag.
+/// The edge around [`Indicators`]: a [`Gpio`] and the privacy switch.
 pub struct Poller {
     gpio: Box<dyn Gpio>,
     machine: Indicators,
-    /// Read by the media threads: black pictures and silence while true.
-    privacy: Arc<AtomicBool>,
+    /// Black pictures and silence while on.
+    privacy: Privacy,
     /// LED levels last written (on-air, status), so unchanged LEDs are not rewritten.
     lit: Option<(bool, bool)>,
 }
 
 impl Poller {
-    /// A poller for `gpio` that flips `privacy` on every press.
-    pub fn new(gpio: Box<dyn Gpio>, privacy: Arc<AtomicBool>) -> Self {
+    /// A poller for `gpio` that switches `privacy` over on every press.
+    pub fn new(gpio: Box<dyn Gpio>, privacy: Privacy) -> Self {
         Poller {
             gpio,
             machine: Indicators::new(),
@@ -185,15 +186,8 @@ impl Poller {
         let down = self.gpio.button_down();
         let out = self.machine.update(now, health, down);
         if out.toggle_privacy {
-            let was = self.privacy.fetch_xor(true, Ordering::Relaxed);
-            info!(
-                "privacy button: privacy {}",
-                if was {
-                    "off"
-                } else {
-                    "on (black picture, silence)"
-                }
-            );
+            let on = self.privacy.toggle();
+            info!("privacy button: privacy {}", if on { "on" } else { "off" });
         }
         let lit = (out.on_air_led, out.status_led);
         if self.lit.is_none_or(|(on_air, _)| on_air != lit.0) {
@@ -468,7 +462,7 @@ mod tests {
     #[test]
     fn poller_drives_the_fake_leds_and_privacy() {
         let fake = FakeGpio::new();
-        let privacy = Arc::new(AtomicBool::new(false));
+        let privacy = Privacy::detached();
         let mut poller = Poller::new(Box::new(fake.clone()), privacy.clone());
         let t0 = Instant::now();
         let at = |n: u64| t0 + POLL * n as u32;
@@ -482,20 +476,17 @@ mod tests {
 
         fake.press();
         poller.poll(at(2), health(1, true));
-        assert!(privacy.load(Ordering::Relaxed), "a press turns privacy on");
+        assert!(privacy.is_on(), "a press turns privacy on");
         poller.poll(at(3), health(1, true)); // released (within the debounce time)
-        assert!(privacy.load(Ordering::Relaxed));
+        assert!(privacy.is_on());
         // A second press 40 ms after the first is bounce; one 1 s later counts.
         fake.press();
         poller.poll(at(4), health(1, true));
-        assert!(privacy.load(Ordering::Relaxed), "bounce is ignored");
+        assert!(privacy.is_on(), "bounce is ignored");
         poller.poll(at(25), health(1, true));
         fake.press();
         poller.poll(at(50), health(1, true));
-        assert!(
-            !privacy.load(Ordering::Relaxed),
-            "the next press turns it off"
-        );
+        assert!(!privacy.is_on(), "the next press turns it off");
 
         poller.poll(at(51), health(0, true));
         assert!(!fake.led(Led::OnAir));
@@ -518,7 +509,7 @@ mod tests {
     #[test]
     fn poller_thread_stops_and_darkens_the_leds_when_dropped() {
         let fake = FakeGpio::new();
-        let poller = Poller::new(Box::new(fake.clone()), Arc::new(AtomicBool::new(false)));
+        let poller = Poller::new(Box::new(fake.clone()), Privacy::detached());
         let task = poller.spawn(|_| health(3, true)).unwrap();
         drop(task);
         assert!(!fake.led(Led::OnAir));

@@ -41,7 +41,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let tokens = Arc::new(http::access::Tokens::resolve(&config.access, true)?);
+    let (tokens, made_tokens) = http::access::Tokens::resolve(&config.access, true)?;
+    let tokens = Arc::new(tokens);
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => Some(onair_signal::tls::acceptor("http", cert, key)?),
         _ => None,
@@ -98,11 +99,19 @@ pub async fn run(
         remote_registration.is_some(),
     );
     info!(channel = %config.device.channel, "onaird {} listening on {}://{addr}", env!("CARGO_PKG_VERSION"), scheme(&config));
-    let page = viewer_url(&config, addr, &tokens);
-    info!(
-        "open {page} in a browser to watch; WHEP endpoint: {}",
-        page_url(&config, addr) + "whep"
-    );
+    // The viewer token is in the journal once, when the token file is made; after that the
+    // journal says how to print it.
+    let page = page_url(&config, addr);
+    match (tokens.protected(), made_tokens) {
+        (true, true) => info!(
+            "open {} in a browser to watch (new viewer token; `sudo onaird --print-url` prints this URL again); WHEP endpoint: {page}whep",
+            viewer_url(&config, addr, &tokens)
+        ),
+        (true, false) => info!(
+            "open {page}?token=… in a browser to watch (`sudo onaird --print-url` prints the URL with the viewer token); WHEP endpoint: {page}whep"
+        ),
+        (false, _) => info!("open {page} in a browser to watch; WHEP endpoint: {page}whep"),
+    }
     if !tokens.protected() && !addr.ip().is_loopback() {
         warn!("no access.viewer_token: anyone who reaches {addr} may watch (README: \"Access\")");
     }
@@ -186,13 +195,13 @@ fn start_gpio(
     registered: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<gpio::GpioTask> {
     let device = gpio::open(&config.gpio)?;
-    let privacy = media.privacy_flag();
+    let privacy = media.privacy_switch();
     let (stats, sessions) = (media.stats.clone(), sessions.clone());
     let sense = move |now| gpio::Health {
         viewers: sessions.viewers(),
         camera_ok: stats
             .since_last_frame(now)
-            .is_some_and(|age| age <= http::status::STALL),
+            .is_some_and(|age| age <= media::STALL),
         signaling_ok: registered.load(std::sync::atomic::Ordering::Relaxed),
     };
     match gpio::Poller::new(device, privacy).spawn(sense) {

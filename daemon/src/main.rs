@@ -64,7 +64,7 @@ fn main() -> ExitCode {
 /// `--print-url`: reads the tokens (the token file is made by onaird's first start).
 fn print_url(config: &Config) -> ExitCode {
     match onaird::http::access::Tokens::resolve(&config.access, false) {
-        Ok(tokens) => {
+        Ok((tokens, _)) => {
             println!(
                 "{}",
                 onaird::viewer_url(config, config.http.listen, &tokens)

@@ -102,15 +102,24 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
-/// The token a request presents: `Authorization: Bearer …`, else `?token=…`.
+/// The token a request presents: `Authorization: Bearer …` (the scheme in any case, RFC 9110
+/// §11.1), else `?token=…`.
 pub fn token(headers: &HeaderMap, query: &TokenQuery) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned())
+        .and_then(bearer)
+        .map(str::to_owned)
         .or_else(|| query.token.clone())
         .filter(|t| !t.is_empty())
+}
+
+/// The credentials of an `Authorization` value of the Bearer scheme.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
 }
 
 /// `GET /api/channels`: what is live (needs a viewer token when `auth.viewer_tokens` is set).
@@ -228,4 +237,33 @@ async fn serve(mut socket: WebSocket, mut conn: Connection) {
 async fn send(socket: &mut WebSocket, message: &OutgoingMessage) -> Result<(), axum::Error> {
     let text = serde_json::to_string(message).unwrap_or_default();
     socket.send(Message::Text(text.into())).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn presented(authorization: &str) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, authorization.parse().unwrap());
+        token(&headers, &TokenQuery::default())
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR  abc "] {
+            assert_eq!(presented(value).as_deref(), Some("abc"), "{value}");
+        }
+        for value in ["Basic abc", "Bearerabc", "Bearer", "Bearer   ", "abc"] {
+            assert_eq!(presented(value), None, "{value}");
+        }
+    }
+
+    #[test]
+    fn the_query_token_counts_without_a_header() {
+        let query = TokenQuery {
+            token: Some("q".into()),
+        };
+        assert_eq!(token(&HeaderMap::new(), &query).as_deref(), Some("q"));
+    }
 }

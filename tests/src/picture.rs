@@ -63,6 +63,14 @@ pub fn read_picture(
     }
 }
 
+impl Picture {
+    /// Whether it is black where the test pattern has its bars (privacy's picture): every
+    /// channel at most 20 of 255 at every probe.
+    pub fn is_black(&self) -> bool {
+        self.bars.iter().flatten().all(|&c| c <= 20)
+    }
+}
+
 /// Whether every bar is within `tolerance` of the test pattern's colour, per channel.
 pub fn bars_match(bars: &[[u8; 3]; 8], tolerance: u8) -> bool {
     bars.iter().zip(BARS.iter()).all(|(got, want)| {

@@ -62,6 +62,8 @@ pub struct Report {
     /// The RTP timestamp (90 kHz, from the capture time) of every whole IDR: how far apart
     /// in time they were, however many pictures a loaded sender skipped in between.
     pub keyframe_rtp: Vec<u32>,
+    /// Decoded pictures that were not black ([`Picture::is_black`]).
+    pub not_black: usize,
     /// The first decoded picture, read.
     pub first: Option<Picture>,
     /// The last decoded picture, read.
@@ -298,6 +300,7 @@ async fn decode_video(
         };
         if let (Some(picture), Ok(mut s)) = (picture, shared.lock()) {
             s.report.frames_decoded += 1;
+            s.report.not_black += usize::from(!picture.is_black());
             if s.report.first.is_none() {
                 s.report.time_to_first_frame = s.started.map(|t| t.elapsed());
                 s.report.first = Some(picture.clone());

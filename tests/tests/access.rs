@@ -215,9 +215,16 @@ fn the_token_file_is_made_on_first_start_and_print_url_shows_it() {
             .0,
         200
     );
-    drop(daemon);
+    // The journal shows the new viewer URL when the tokens are made.
+    let (_, first_log) = daemon.stop_with_log().unwrap();
+    assert!(
+        first_log
+            .iter()
+            .any(|l| l.contains(&format!("?token={token}"))),
+        "{first_log:?}"
+    );
 
-    // A restart keeps the tokens.
+    // A restart keeps the tokens, and the journal no longer shows them.
     let again = Daemon::start(&daemon_text).unwrap();
     assert_eq!(std::fs::read_to_string(&file).unwrap(), made);
     assert_eq!(
@@ -226,7 +233,21 @@ fn the_token_file_is_made_on_first_start_and_print_url_shows_it() {
             .0,
         200
     );
-    drop(again);
+    let (_, log) = again.stop_with_log().unwrap();
+    assert!(!log.iter().any(|l| l.contains(&token)), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("--print-url")), "{log:?}");
+
+    // A token file emptied or garbled (a crash, a bad edit) stops onaird, naming the file:
+    // it never runs open.
+    for text in ["", "viewer_token = \""] {
+        std::fs::write(&file, text).unwrap();
+        let (status, stderr) = exits_within(&config, Duration::from_secs(30));
+        assert!(status.is_some_and(|s| !s.success()), "{text:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("access.token_file {}", file.display())),
+            "{text:?}: {stderr}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -309,4 +330,36 @@ fn https_with_a_certificate() {
     );
     daemon.stop().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `onaird --config config`; its exit status (`None` if it still ran after `limit`, and
+/// was killed) and what it printed on stderr.
+fn exits_within(
+    config: &std::path::Path,
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    let mut child = std::process::Command::new(binary())
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    (status, stderr)
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     /// Watch: the page, WHEP, `/ws`, `/api/*`.
     Viewer,
-    /// Watch, and what later features add (talkback, privacy, recordings management).
+    /// Watch, switch privacy, delete recordings (and what later features add).
     Operator,
 }
 
@@ -49,9 +49,9 @@ impl Tokens {
         self.viewer_token.is_some()
     }
 
-    /// The role of the bearer of `token`, `None` if it may do nothing. With no token
-    /// configured everyone is an operator, as before access control existed; with only an
-    /// operator token, everyone else is a viewer.
+    /// The role of the bearer of `token`, `None` if it may do nothing. Only the operator
+    /// token makes an operator: with none configured nobody is one (everyone who may watch
+    /// is a viewer); without a viewer token everyone may watch.
     pub fn role(&self, token: Option<&str>) -> Option<Role> {
         let presents = |expected: &Option<String>| {
             token
@@ -59,67 +59,99 @@ impl Tokens {
                 .is_some_and(|(token, expected)| equal(token, expected))
         };
         match (&self.viewer_token, &self.operator_token) {
-            (None, None) => Some(Role::Operator),
             _ if presents(&self.operator_token) => Some(Role::Operator),
-            (None, Some(_)) => Some(Role::Viewer),
+            (None, _) => Some(Role::Viewer),
             (Some(_), _) if presents(&self.viewer_token) => Some(Role::Viewer),
             (Some(_), _) => None,
         }
     }
 
     /// The tokens `access` sets, and from its `token_file` those it does not, making the
-    /// file with new random tokens when it does not exist and `make` is true.
-    pub fn resolve(access: &onair_config::Access, make: bool) -> anyhow::Result<Tokens> {
+    /// file with new random tokens when it does not exist and `make` is true. Whether the
+    /// file was made now comes with them (the journal shows the new viewer URL only then).
+    pub fn resolve(access: &onair_config::Access, make: bool) -> anyhow::Result<(Tokens, bool)> {
         let mut tokens = Tokens {
             viewer_token: access.viewer_token.clone(),
             operator_token: access.operator_token.clone(),
         };
+        let mut made = false;
         if let Some(path) = &access.token_file {
             let file = if make {
-                read_or_make(path)?
+                let (file, new) = read_or_make(path)?;
+                made = new;
+                file
             } else {
                 read(path)?
             };
             tokens.viewer_token = tokens.viewer_token.or(file.viewer_token);
             tokens.operator_token = tokens.operator_token.or(file.operator_token);
         }
-        Ok(tokens)
+        Ok((tokens, made))
     }
 }
 
-/// The token file, made with fresh tokens (mode 0600, never overwritten) if it is missing.
-fn read_or_make(path: &Path) -> anyhow::Result<Tokens> {
+/// The token file, made with fresh tokens (mode 0600, never overwritten) if it is missing;
+/// whether it was made now.
+fn read_or_make(path: &Path) -> anyhow::Result<(Tokens, bool)> {
     let fresh = Tokens {
         viewer_token: Some(random_token()),
         operator_token: Some(random_token()),
     };
     let text = toml::to_string(&fresh).expect("tokens serialise");
-    let made = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut file| {
-            file.write_all(text.as_bytes())?;
-            file.sync_all()
-        });
-    match made {
+    match make_atomically(path, |file| file.write_all(text.as_bytes())) {
         Ok(()) => {
             tracing::info!("access.token_file: made {} with new tokens", path.display());
-            Ok(fresh)
+            Ok((fresh, true))
         }
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => read(path),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok((read(path)?, false)),
         Err(err) => {
             Err(err).with_context(|| format!("access.token_file: cannot make {}", path.display()))
         }
     }
 }
 
+/// Makes `path` (mode 0600) with what `write` puts in it, so that it exists whole or not at
+/// all, whenever the process or the power stops: written to `path.new`, flushed to disk, then
+/// linked to `path` (which fails if `path` exists: nothing is overwritten) and the directory
+/// flushed. A `path.new` left by a crash is written over next time.
+fn make_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(".new");
+    let staged = std::path::PathBuf::from(staged);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&staged)?;
+    let linked = write(&mut file)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::hard_link(&staged, path));
+    let _ = std::fs::remove_file(&staged);
+    linked?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The token file as it is: one that cannot be read or parsed, or holds no token, is an
+/// error naming it (onaird does not start rather than run open).
 fn read(path: &Path) -> anyhow::Result<Tokens> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("access.token_file: cannot read {}", path.display()))?;
     let tokens: Tokens =
         toml::from_str(&text).with_context(|| format!("access.token_file {}", path.display()))?;
+    if tokens.viewer_token.is_none() && tokens.operator_token.is_none() {
+        anyhow::bail!(
+            "access.token_file {}: holds no token (viewer_token, operator_token); \
+             remove it and onaird makes a new one",
+            path.display()
+        );
+    }
     for (key, token) in [
         ("viewer_token", &tokens.viewer_token),
         ("operator_token", &tokens.operator_token),
@@ -137,6 +169,20 @@ fn read(path: &Path) -> anyhow::Result<Tokens> {
 /// 128 random bits as 32 hex digits.
 fn random_token() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// `403` naming the key for `what` (an operator action) unless `role` is an operator's.
+pub fn operator_only(role: Role, what: &str) -> Option<Response> {
+    (role < Role::Operator).then(|| {
+        (
+            StatusCode::FORBIDDEN,
+            format!(
+                "{what} needs the operator token (access.operator_token, or the token file's) \
+                 as Authorization: Bearer TOKEN or ?token=TOKEN\n"
+            ),
+        )
+            .into_response()
+    })
 }
 
 /// Middleware: lets a request through if it is for an open path or its token makes its
@@ -184,7 +230,12 @@ mod tests {
     #[test]
     fn roles() {
         let open = tokens(None, None);
-        assert_eq!(open.role(None), Some(Role::Operator));
+        assert_eq!(
+            open.role(None),
+            Some(Role::Viewer),
+            "nobody operates without a token"
+        );
+        assert_eq!(open.role(Some("anything-0123456789")), Some(Role::Viewer));
         let both = tokens(Some("viewer-0123456789"), Some("operator-0123456789"));
         assert_eq!(both.role(None), None);
         assert_eq!(both.role(Some("viewer-012345678")), None);
@@ -214,7 +265,8 @@ mod tests {
             token_file: Some(dir.join("access.toml")),
         };
         assert!(Tokens::resolve(&access, false).is_err(), "not made yet");
-        let first = Tokens::resolve(&access, true).unwrap();
+        let (first, made) = Tokens::resolve(&access, true).unwrap();
+        assert!(made);
         let viewer = first.viewer_token.clone().unwrap();
         assert_eq!(viewer.len(), 32);
         assert_eq!(
@@ -226,12 +278,79 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
             0o600
         );
-        assert_eq!(Tokens::resolve(&access, true).unwrap(), first);
-        assert_eq!(Tokens::resolve(&access, false).unwrap(), first);
+        assert_eq!(
+            Tokens::resolve(&access, true).unwrap(),
+            (first.clone(), false)
+        );
+        assert_eq!(Tokens::resolve(&access, false).unwrap(), (first, false));
 
         std::fs::write(dir.join("access.toml"), "viewer_token = \"short\"\n").unwrap();
         let err = Tokens::resolve(&access, true).unwrap_err().to_string();
         assert!(err.contains("viewer_token: must be 16 to 128"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_empty_or_garbled_token_file_is_an_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("onair-access-{}", random_token()));
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("access.toml");
+        let access = onair_config::Access {
+            viewer_token: None,
+            operator_token: None,
+            token_file: Some(file.clone()),
+        };
+        for text in [
+            "",
+            "\n",
+            "# nothing\n",
+            "viewer_token = ",
+            "\u{0}\u{1}garbage",
+            "[x]\n",
+        ] {
+            std::fs::write(&file, text).unwrap();
+            for make in [true, false] {
+                let err = format!("{:#}", Tokens::resolve(&access, make).unwrap_err());
+                assert!(err.contains(&file.display().to_string()), "{text:?}: {err}");
+            }
+            assert_eq!(
+                std::fs::read_to_string(&file).unwrap(),
+                text,
+                "left as it was"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_token_file_cut_short_while_being_made_is_never_left_behind() {
+        let dir = std::env::temp_dir().join(format!("onair-access-{}", random_token()));
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("access.toml");
+        // The write stops half-way (a crash, a full disk): no file, nothing half made.
+        let cut = make_atomically(&file, |f| {
+            f.write_all(b"viewer_token = ")?;
+            Err(std::io::Error::other("power cut"))
+        });
+        assert!(cut.is_err());
+        assert!(!file.exists());
+        // A crash after the staging file was made leaves only that, which the next start
+        // writes over: the tokens are then whole.
+        std::fs::write(dir.join("access.toml.new"), "").unwrap();
+        let access = onair_config::Access {
+            viewer_token: None,
+            operator_token: None,
+            token_file: Some(file.clone()),
+        };
+        let (made, new) = Tokens::resolve(&access, true).unwrap();
+        assert!(new && made.viewer_token.is_some() && made.operator_token.is_some());
+        assert_eq!(Tokens::resolve(&access, false).unwrap(), (made, false));
+        assert!(!dir.join("access.toml.new").exists());
+        // An existing file is never written over.
+        let kept = std::fs::read_to_string(&file).unwrap();
+        let again = make_atomically(&file, |f| f.write_all(b"viewer_token = \"x\"\n"));
+        assert_eq!(again.unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), kept);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

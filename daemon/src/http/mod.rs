@@ -7,6 +7,7 @@
 //! | `GET /healthz` | 200 while frames flow, 503 otherwise |
 //! | `GET /api/status` | JSON: channel, viewers, fps, bitrate, uptime, signaling |
 //! | `GET /api/ice-servers` | JSON: `webrtc.ice_servers` as `RTCIceServer`s, for the viewer page |
+//! | `GET`/`PUT /api/privacy` | privacy, `{"on": …}`; switching needs the operator token ([`privacy`]) |
 //! | `GET /metrics` | Prometheus text format: viewers, sessions, frames, key frames, traffic ([`metrics`]) |
 //!
 //! With `[access]` tokens, all but `/healthz` and `/onair.js` need one ([`access`]).
@@ -16,6 +17,7 @@
 
 pub mod access;
 pub mod metrics;
+pub mod privacy;
 pub mod recordings;
 pub mod snapshot;
 pub mod status;
@@ -94,6 +96,7 @@ pub fn router(
         .route("/healthz", get(status::healthz))
         .route("/api/status", get(status::status))
         .route("/api/ice-servers", get(status::ice_servers))
+        .route("/api/privacy", get(privacy::get).put(privacy::put))
         .route("/metrics", get(metrics::metrics))
         .route("/snapshot.jpg", get(snapshot::snapshot))
         .route("/api/recordings", get(recordings::list))
@@ -128,6 +131,7 @@ fn cors(tokens: &access::Tokens, origins: &[String]) -> CorsLayer {
             Method::POST,
             Method::DELETE,
             Method::PATCH,
+            Method::PUT,
             Method::OPTIONS,
         ])
         .allow_headers([

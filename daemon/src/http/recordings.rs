@@ -16,7 +16,7 @@ use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
 
 use super::AppState;
-use super::access::Role;
+use super::access::{Role, operator_only};
 
 /// One recording, as `/api/recordings` lists it.
 #[derive(Debug, Serialize)]
@@ -127,12 +127,8 @@ pub async fn delete(
     Extension(role): Extension<Role>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    if role < Role::Operator {
-        return (
-            StatusCode::FORBIDDEN,
-            "deleting recordings needs the operator token\n",
-        )
-            .into_response();
+    if let Some(refused) = operator_only(role, "deleting recordings") {
+        return refused;
     }
     let path = match file(&state, &name) {
         Ok(path) => path,

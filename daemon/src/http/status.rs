@@ -1,7 +1,7 @@
 //! `/healthz` and `/api/status`.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
@@ -13,21 +13,11 @@ use super::AppState;
 use crate::webrtc::figures::PeerFigures;
 use crate::whip::WhipStatus;
 
-/// Frames older than this mean the pipeline has stalled (also the status LED's "no camera").
-pub const STALL: Duration = Duration::from_secs(2);
-
 /// 200 while encoded frames flow, 503 (with the reason) otherwise.
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
-    match state.media.stats.since_last_frame(Instant::now()) {
-        Some(age) if age <= STALL => (StatusCode::OK, "ok\n".into()),
-        Some(age) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no video frame for {:.1} s\n", age.as_secs_f64()),
-        ),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no video frame yet\n".into(),
-        ),
+    match state.media.no_picture(Instant::now()) {
+        None => (StatusCode::OK, "ok\n".into()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 

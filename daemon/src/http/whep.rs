@@ -57,7 +57,12 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Err(err @ (OfferError::BadOffer(_) | OfferError::NoVideo(_))) => {
             plain(StatusCode::BAD_REQUEST, format!("{err}\n"))
         }
-        Err(err @ (OfferError::Full | OfferError::ShuttingDown | OfferError::NotReady)) => {
+        Err(
+            err @ (OfferError::Full
+            | OfferError::ShuttingDown
+            | OfferError::NotReady
+            | OfferError::NoPicture(_)),
+        ) => {
             let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n"));
             response
                 .headers_mut()

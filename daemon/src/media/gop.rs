@@ -27,10 +27,16 @@ struct Gop {
     units: Vec<Arc<VideoUnit>>,
     /// The GOP outgrew the limit: keep nothing until the next IDR.
     overflowed: bool,
+    /// Privacy is on: only privacy pictures are kept (and only the camera's while it is off).
+    private: bool,
 }
 
 impl Gop {
     fn push(&mut self, unit: &Arc<VideoUnit>) {
+        if unit.private != self.private {
+            // Encoded before privacy was switched, published after: nobody starts from it.
+            return;
+        }
         if unit.keyframe {
             self.units.clear();
             self.overflowed = false;
@@ -107,7 +113,20 @@ impl VideoFeed {
 
     /// Forgets the GOP (its layer stopped being encoded: nobody may start from it later).
     pub fn forget(&self) {
-        *self.gop() = Gop::default();
+        let mut gop = self.gop();
+        *gop = Gop {
+            private: gop.private,
+            ..Gop::default()
+        };
+    }
+
+    /// Forgets the GOP, and from now on keeps only privacy pictures (`private`) or only the
+    /// camera's: privacy was switched, or the camera went away.
+    pub fn reset(&self, private: bool) {
+        *self.gop() = Gop {
+            private,
+            ..Gop::default()
+        };
     }
 }
 
@@ -121,6 +140,7 @@ mod tests {
             payloads: vec![bytes::Bytes::from_static(b"x")],
             keyframe,
             rtp_timestamp: ts,
+            private: false,
         }
     }
 
@@ -159,5 +179,36 @@ mod tests {
         assert!(feed.join().gop.is_empty());
         feed.publish(unit(true, 2000));
         assert_eq!(timestamps(&feed.join().gop), [2000]);
+    }
+
+    #[test]
+    fn after_privacy_is_switched_nobody_starts_from_a_picture_of_before() {
+        let private = |keyframe, ts| VideoUnit {
+            private: true,
+            ..unit(keyframe, ts)
+        };
+        let feed = VideoFeed::new(8);
+        feed.publish(unit(true, 0));
+        feed.publish(unit(false, 1));
+        feed.reset(true);
+        assert!(feed.join().gop.is_empty(), "the camera's GOP is dropped");
+        // The camera's IDR encoded before the switch and published after it is not kept.
+        feed.publish(unit(true, 2));
+        assert!(feed.join().gop.is_empty());
+        feed.publish(private(true, 3));
+        feed.publish(private(false, 4));
+        feed.publish(unit(false, 5));
+        assert_eq!(timestamps(&feed.join().gop), [3, 4]);
+        // Off again: only the camera's pictures, from its next IDR.
+        feed.reset(false);
+        feed.publish(private(true, 6));
+        assert!(feed.join().gop.is_empty());
+        feed.publish(unit(true, 7));
+        assert_eq!(timestamps(&feed.join().gop), [7]);
+        // A layer that stops being encoded forgets its GOP but not the privacy state.
+        feed.reset(true);
+        feed.forget();
+        feed.publish(unit(true, 8));
+        assert!(feed.join().gop.is_empty());
     }
 }

@@ -13,14 +13,13 @@
 //! [`KeyframePolicy`] (pure logic with time as an input) says for each picture whether it
 //! must be an IDR and for which reason.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 /// Why an IDR was produced or asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KeyframeReason {
-    /// The stream (re)started: the first picture, a new camera format, privacy over a
-    /// passthrough camera.
+    /// The stream (re)started: the first picture, a new camera format.
     Start,
     /// Nobody asked for one within the key frame interval.
     Periodic,
@@ -36,11 +35,13 @@ pub enum KeyframeReason {
     Switch,
     /// The encoder decided on its own (e.g. a scene change).
     Encoder,
+    /// Privacy was switched on or off: the first picture of the new state.
+    Privacy,
 }
 
 impl KeyframeReason {
     /// Every reason, in the order of their bits in the mailbox.
-    pub const ALL: [KeyframeReason; 8] = [
+    pub const ALL: [KeyframeReason; 9] = [
         KeyframeReason::Start,
         KeyframeReason::Periodic,
         KeyframeReason::Join,
@@ -49,6 +50,7 @@ impl KeyframeReason {
         KeyframeReason::Lag,
         KeyframeReason::Switch,
         KeyframeReason::Encoder,
+        KeyframeReason::Privacy,
     ];
 
     /// The name used in logs, `/api/status` and `/metrics`.
@@ -62,6 +64,7 @@ impl KeyframeReason {
             KeyframeReason::Lag => "lag",
             KeyframeReason::Switch => "switch",
             KeyframeReason::Encoder => "encoder",
+            KeyframeReason::Privacy => "privacy",
         }
     }
 
@@ -70,7 +73,7 @@ impl KeyframeReason {
         self as usize
     }
 
-    fn bit(self) -> u8 {
+    fn bit(self) -> u16 {
         1 << self.index()
     }
 }
@@ -78,12 +81,12 @@ impl KeyframeReason {
 /// Key frame requests on their way to the encoder thread: one bit per reason, so any number
 /// of askers can post from any thread without blocking and nothing is queued twice.
 #[derive(Debug, Default)]
-pub struct KeyframeMailbox(AtomicU8);
+pub struct KeyframeMailbox(AtomicU16);
 
 impl KeyframeMailbox {
     /// A mailbox holding `reason` already (the first picture is an IDR anyway).
     pub fn with(reason: KeyframeReason) -> Self {
-        KeyframeMailbox(AtomicU8::new(reason.bit()))
+        KeyframeMailbox(AtomicU16::new(reason.bit()))
     }
 
     /// Posts a request.
@@ -167,6 +170,12 @@ impl KeyframePolicy {
     /// The frame [`decide`](Self::decide) made an IDR produced no output: the next frame
     /// must be one, whatever the gap.
     pub fn idr_not_sent(&mut self, reason: KeyframeReason) {
+        self.retry = Some(reason);
+    }
+
+    /// The next frame must be an IDR, whatever the gap (privacy was switched: nothing of the
+    /// new state may refer to a picture of the old one).
+    pub fn force(&mut self, reason: KeyframeReason) {
         self.retry = Some(reason);
     }
 }

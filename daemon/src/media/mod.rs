@@ -64,6 +64,9 @@ pub struct VideoUnit {
     pub keyframe: bool,
     /// 90 kHz RTP timestamp derived from the capture time.
     pub rtp_timestamp: u32,
+    /// A privacy picture (black): sent only while privacy is on, the camera's pictures only
+    /// while it is off (see [`MediaHandle::set_privacy`]).
+    pub private: bool,
 }
 
 /// One encoded 20 ms Opus frame.
@@ -89,6 +92,10 @@ pub struct VideoDescription {
     pub height: u32,
 }
 
+/// Frames older than this mean the pipeline has stalled: `/healthz` 503, the status LED's "no
+/// camera", and no new viewer (nothing to show them).
+pub const STALL: Duration = Duration::from_secs(2);
+
 /// A cheap, cloneable view of the running pipeline for sessions and HTTP handlers.
 #[derive(Clone)]
 pub struct MediaHandle {
@@ -97,9 +104,9 @@ pub struct MediaHandle {
     audio: Option<broadcast::Sender<Arc<AudioUnit>>>,
     /// The clock both media are stamped with.
     clock: RtpClock,
-    /// While set, the video thread encodes black pictures and the audio thread silence
-    /// (the privacy button); viewers stay connected.
-    privacy: Arc<AtomicBool>,
+    /// While on, the video thread encodes black pictures and the audio thread silence;
+    /// viewers stay connected.
+    privacy: Privacy,
     /// What viewers lose, for the audio encoder's in-band FEC.
     loss: Arc<fec::LossReports>,
     /// Still pictures for `/snapshot.jpg`.
@@ -218,12 +225,84 @@ impl MediaHandle {
     /// Whether privacy is on: black pictures and silence go out instead of what the camera
     /// and microphone capture.
     pub fn privacy(&self) -> bool {
-        self.privacy.load(Ordering::Relaxed)
+        self.privacy.is_on()
     }
 
-    /// The privacy flag itself, for whoever switches it (the GPIO privacy button).
-    pub fn privacy_flag(&self) -> Arc<AtomicBool> {
+    /// Why there is no picture to show at `now` (the camera is gone, failed, or has not
+    /// delivered yet); `None` while pictures flow.
+    pub fn no_picture(&self, now: Instant) -> Option<String> {
+        match self.stats.since_last_frame(now) {
+            Some(age) if age <= STALL => None,
+            Some(age) => Some(format!("no video frame for {:.1} s", age.as_secs_f64())),
+            None => Some("no video frame yet".into()),
+        }
+    }
+
+    /// The privacy switch, for whoever turns it (the GPIO button, `PUT /api/privacy`).
+    pub fn privacy_switch(&self) -> Privacy {
         self.privacy.clone()
+    }
+}
+
+/// Privacy: black pictures and silence instead of what the camera and the microphone
+/// capture, for every viewer, the recorder and snapshots; viewers stay connected.
+#[derive(Clone)]
+pub struct Privacy {
+    on: Arc<AtomicBool>,
+    layers: Arc<[Layer]>,
+    snapshots: Arc<snapshot::Snapshots>,
+}
+
+impl Privacy {
+    /// Whether it is on.
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::SeqCst)
+    }
+
+    /// Switches it on or off; whether that changed it. A change cuts every layer at once:
+    /// the kept GOPs are dropped (and take only pictures of the new state from then on),
+    /// every encoder makes its next picture an IDR (black going in, the camera's coming out),
+    /// the snapshots made are dropped, sessions send nothing of the old state still on its
+    /// way, and the recorder starts a new segment. Nobody who joins after this returns is
+    /// shown a picture from before it.
+    pub fn set(&self, on: bool) -> bool {
+        if self.on.swap(on, Ordering::SeqCst) == on {
+            return false;
+        }
+        for layer in self.layers.iter() {
+            layer.feed.reset(on);
+        }
+        self.snapshots.cut(on);
+        tracing::info!(
+            "privacy {}",
+            match on {
+                true => "on: black pictures and silence",
+                false => "off: the camera and the microphone again",
+            }
+        );
+        true
+    }
+
+    /// Switches it over (the privacy button); whether it is on now.
+    pub fn toggle(&self) -> bool {
+        let on = !self.is_on();
+        self.set(on);
+        on
+    }
+
+    /// The flag the capture threads read.
+    fn flag(&self) -> Arc<AtomicBool> {
+        self.on.clone()
+    }
+
+    /// A switch with no pipeline behind it (tests of what turns it).
+    #[cfg(test)]
+    pub fn detached() -> Privacy {
+        Privacy {
+            on: Arc::default(),
+            layers: Arc::new([]),
+            snapshots: Arc::default(),
+        }
     }
 }
 
@@ -241,7 +320,6 @@ impl Pipeline {
         let clock = RtpClock::new();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MediaStats::new());
-        let privacy = Arc::new(AtomicBool::new(false));
         let loss = Arc::new(fec::LossReports::default());
         let snapshots = Arc::new(snapshot::Snapshots::default());
         let v = &config.video;
@@ -253,15 +331,20 @@ impl Pipeline {
             .into_iter()
             .map(|spec| Layer::new(spec, KeyframeMailbox::default()))
             .collect();
+        let privacy = Privacy {
+            on: Arc::default(),
+            layers: layers.clone(),
+            snapshots: snapshots.clone(),
+        };
 
         // Open everything before starting anything, so a failure leaves no thread behind.
         let video = video::VideoThread::open(&config.video, clock, stats.clone(), &layers)?
-            .with_privacy(privacy.clone())
+            .with_privacy(privacy.flag())
             .with_snapshots(snapshots.clone());
         let audio = match config.audio.enabled {
             true => audio::AudioThread::open(&config.audio, clock, stats.clone())?.map(|audio| {
                 audio
-                    .with_privacy(privacy.clone())
+                    .with_privacy(privacy.flag())
                     .with_loss_reports(loss.clone())
             }),
             false => None,

@@ -49,6 +49,8 @@ pub struct Still {
     height: u32,
     i420: Vec<u8>,
     at: Instant,
+    /// A privacy picture (black).
+    private: bool,
 }
 
 impl Still {
@@ -61,7 +63,13 @@ impl Still {
             height,
             i420: i420[..len].to_vec(),
             at,
+            private: false,
         })
+    }
+
+    /// The same, marked as a privacy picture or not.
+    pub fn private(self, private: bool) -> Still {
+        Still { private, ..self }
     }
 
     /// Its size.
@@ -80,6 +88,9 @@ struct Made {
     width: u32,
     at: Instant,
     jpeg: Bytes,
+    /// [`Snapshots::cut`] when it was made: one from before privacy was switched or the camera
+    /// went away is not served.
+    cut: u64,
 }
 
 /// Where snapshot requests meet the video thread.
@@ -94,6 +105,10 @@ pub struct Snapshots {
     made: tokio::sync::Mutex<Vec<Made>>,
     /// JPEGs encoded since the start.
     encoded: AtomicU64,
+    /// Counts privacy switches and camera losses: what was made before the last is not served.
+    cut: AtomicU64,
+    /// Privacy is on: only privacy pictures are served (only the camera's while it is off).
+    private: AtomicBool,
 }
 
 impl Snapshots {
@@ -111,6 +126,21 @@ impl Snapshots {
         self.handed.notify_waiters();
     }
 
+    /// Privacy was switched (`private`: to on), or the camera went away (`private` as it was):
+    /// nothing made before is served again.
+    pub fn cut(&self, private: bool) {
+        self.private.store(private, Ordering::SeqCst);
+        self.cut.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut slot) = self.still.lock() {
+            *slot = None;
+        }
+    }
+
+    /// Whether privacy is on, as the last [`Self::cut`] said.
+    pub fn private(&self) -> bool {
+        self.private.load(Ordering::SeqCst)
+    }
+
     /// JPEGs encoded since the start (`onair_snapshots_encoded_total`).
     pub fn encoded(&self) -> u64 {
         self.encoded.load(Ordering::Relaxed)
@@ -126,7 +156,8 @@ impl Snapshots {
     ) -> Result<Bytes, SnapshotError> {
         let mut made = self.made.lock().await;
         let now = Instant::now();
-        made.retain(|m| now.saturating_duration_since(m.at) < FRESH);
+        let cut = self.cut.load(Ordering::SeqCst);
+        made.retain(|m| m.cut == cut && now.saturating_duration_since(m.at) < FRESH);
         let still = match gop {
             Some(gop) => self.decoded(gop, now).await?,
             None => self.picture(now).await?,
@@ -146,6 +177,7 @@ impl Snapshots {
             width,
             at: now,
             jpeg: jpeg.clone(),
+            cut,
         });
         Ok(jpeg)
     }
@@ -179,20 +211,23 @@ impl Snapshots {
             .into_iter()
             .find(|unit| unit.keyframe)
             .ok_or(SnapshotError::NoPicture(PICTURE_WAIT))?;
+        let private = idr.private;
         let still = tokio::task::spawn_blocking(move || decode_idr(&idr))
             .await
             .map_err(|e| SnapshotError::Failed(e.to_string()))??;
-        let still = Arc::new(still);
+        let still = Arc::new(still.private(private));
         if let Ok(mut slot) = self.still.lock() {
             *slot = Some(still.clone());
         }
         Ok(still)
     }
 
+    /// The last picture handed over, if fresh and of the privacy state now.
     fn fresh(&self, now: Instant) -> Option<Arc<Still>> {
         let slot = self.still.lock().ok()?;
+        let private = self.private();
         slot.as_ref()
-            .filter(|s| now.saturating_duration_since(s.at) < FRESH)
+            .filter(|s| s.private == private && now.saturating_duration_since(s.at) < FRESH)
             .cloned()
     }
 }
@@ -231,6 +266,7 @@ fn still_of(yuv: &impl openh264::formats::YUVSource) -> Still {
         height: h as u32,
         i420,
         at: Instant::now(),
+        private: false,
     }
 }
 
@@ -339,6 +375,7 @@ mod tests {
             height,
             i420,
             at: Instant::now(),
+            private: false,
         }
     }
 

@@ -138,6 +138,9 @@ impl Lower {
         if let Some(reason) = self.keyframes.take() {
             policy.request(reason);
         }
+        if ctx.privacy_switched {
+            policy.force(KeyframeReason::Privacy);
+        }
         let force = policy.decide(captured);
         let pts = ctx.clock.since_origin(captured);
         let unit = encode(encoder, &mut self.payloader, &self.halved, force, pts);
@@ -148,6 +151,7 @@ impl Lower {
                 payloads,
                 keyframe: keyframe.is_some(),
                 rtp_timestamp: ctx.clock.video(captured),
+                private: ctx.private,
             }),
             Ok(None) => {}
             Err(err) => {
@@ -163,6 +167,10 @@ impl Lower {
 struct LayerContext {
     clock: RtpClock,
     keyframe_interval: Duration,
+    /// The picture is a privacy picture.
+    private: bool,
+    /// Privacy was switched since the last picture: this one must be an IDR.
+    privacy_switched: bool,
 }
 
 /// `auto` → the first V4L2 capture device, or the test pattern (with a warning) if there is
@@ -373,6 +381,7 @@ impl VideoThread {
                 payloads,
                 keyframe: keyframe.is_some(),
                 rtp_timestamp: self.clock.video(work.frame.captured),
+                private: work.was_private,
             });
         }
     }
@@ -385,6 +394,7 @@ impl VideoThread {
         let format = match read {
             Ok(format) => format,
             Err(err) => {
+                self.lost_camera(work);
                 self.input.failed(err, stop);
                 return None;
             }
@@ -409,6 +419,17 @@ impl VideoThread {
             return None;
         }
         Some(format)
+    }
+
+    /// The camera failed or went away: nobody may start from its last pictures (the kept
+    /// GOPs and snapshots are dropped; joiners wait, and `POST /whep` answers 503, until
+    /// pictures come again).
+    fn lost_camera(&mut self, work: &Work) {
+        self.feed.reset(work.was_private);
+        for lower in &self.lower {
+            lower.feed.reset(work.was_private);
+        }
+        self.snapshots.cut(work.was_private);
     }
 
     /// A camera that came back differently: encode (or pass on) what it delivers now.
@@ -455,9 +476,10 @@ impl VideoThread {
                 unit
             }
             _ => {
-                // Black pictures in place of a camera's H.264 start a new stream.
-                if private && !was_private && self.passthrough.is_some() {
-                    work.policy.request(KeyframeReason::Start);
+                // The first picture of the new state is an IDR (black pictures in place of a
+                // camera's H.264 start a new stream too).
+                if private != was_private {
+                    work.policy.force(KeyframeReason::Privacy);
                 }
                 if let Some(reason) = requested {
                     work.policy.request(reason);
@@ -487,6 +509,7 @@ impl VideoThread {
                 if self.snapshots.wanted()
                     && let Some(still) =
                         Still::copy(i420, format.width, format.height, frame.captured)
+                            .map(|still| still.private(private))
                 {
                     self.snapshots.hand_over(still);
                 }
@@ -499,6 +522,8 @@ impl VideoThread {
                 let ctx = LayerContext {
                     clock: self.clock,
                     keyframe_interval: self.keyframe_interval,
+                    private,
+                    privacy_switched: private != was_private,
                 };
                 for lower in &mut self.lower {
                     lower.encode(i420, format, frame.captured, &ctx);

@@ -303,6 +303,8 @@ struct Writer {
     /// Opus channels, from the packets' TOC byte.
     channels: u16,
     last_retention: Option<Instant>,
+    /// The segment being written holds privacy pictures: switching privacy cuts it.
+    private: bool,
 }
 
 /// The segment being written.
@@ -346,6 +348,7 @@ impl Writer {
             paused_until: None,
             channels: 1,
             last_retention: None,
+            private: false,
         }
     }
 
@@ -379,7 +382,7 @@ impl Writer {
             let long =
                 ticks.saturating_sub(segment.video_origin) + SEGMENT_SLACK >= self.segment_ticks;
             let changed = parameters.as_ref() != Some(&(segment.sps.clone(), segment.pps.clone()));
-            if long || changed {
+            if long || changed || unit.private != self.private {
                 self.close(Some(ticks));
             }
         }
@@ -388,6 +391,7 @@ impl Writer {
                 return;
             };
             self.open(ticks, sps, pps);
+            self.private = unit.private;
         }
         let Some(segment) = self.segment.as_mut() else {
             return;

@@ -105,6 +105,7 @@ mod tests {
                     payloads: vec![bytes::Bytes::from_static(b"x")],
                     keyframe: i == 0,
                     rtp_timestamp: clock.video(captured + FRAME * i as u32),
+                    private: false,
                 })
             })
             .collect()

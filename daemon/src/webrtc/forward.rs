@@ -342,7 +342,9 @@ fn bits_per_second(spec: &LayerSpec) -> f64 {
     f64::from(spec.bitrate_kbps) * 1000.0
 }
 
-/// Sends one picture stamped `timestamp`; `false` once the track is gone.
+/// Sends one picture stamped `timestamp`; `false` once the track is gone. A picture of the
+/// other privacy state (encoded just before privacy was switched, and still on its way) is
+/// not sent: the next one is the new state's IDR.
 async fn send(
     track: &RtpOut,
     stamper: &mut RtpStamper,
@@ -350,6 +352,9 @@ async fn send(
     timestamp: u32,
     viewer: &Viewer,
 ) -> bool {
+    if unit.private != viewer.media.privacy() {
+        return true;
+    }
     let mut sent = false;
     for packet in stamper.video_at(unit, timestamp) {
         if track.write_rtp(packet).await.is_err() {
@@ -447,6 +452,7 @@ mod tests {
                 .collect(),
             keyframe,
             rtp_timestamp: ts,
+            private: false,
         }
     }
 

@@ -92,6 +92,9 @@ pub enum OfferError {
     /// cannot decode): there is nothing to offer yet.
     #[error("the camera's H.264 stream has not started yet; try again shortly")]
     NotReady,
+    /// There is no picture to show: the camera is gone or failed (why).
+    #[error("no picture from the camera ({0}); try again when it is back")]
+    NoPicture(String),
     /// [`MAX_SESSIONS`] are running.
     #[error("too many viewers ({MAX_SESSIONS}); try again later")]
     Full,
@@ -426,6 +429,9 @@ async fn negotiate_and_start(
             RTCSessionDescription::offer(sdp).map_err(|e| OfferError::BadOffer(e.to_string()))
         })
         .transpose()?;
+    if let Some(why) = inner.media.no_picture(Instant::now()) {
+        return Err(OfferError::NoPicture(why));
+    }
     let profile = inner.media.video_description().profile_level_id;
     let profile = profile.ok_or(OfferError::NotReady)?;
     let peer = inner.factory.build(&peer::h264_codec(&profile)).await?;

@@ -231,7 +231,8 @@ async fn publish(shared: &Shared, sessions: &Sessions) -> Result<Published, (Fai
         };
         (Failure::Other, why)
     })?;
-    debug!(session = %id, "whip: our offer:\n{offer}");
+    // Not the SDP itself: it holds the ICE password.
+    debug!(session = %id, bytes = offer.len(), "whip: posting our offer");
     let endpoint = shared.endpoint.clone();
     let posted = tokio::task::spawn_blocking(move || endpoint.publish(&offer)).await;
     let created = match posted {
@@ -259,7 +260,7 @@ async fn publish(shared: &Shared, sessions: &Sessions) -> Result<Published, (Fai
         s.session = Some(id.clone());
         s.ice_servers = ice_servers.iter().flat_map(|i| i.urls.clone()).collect();
     });
-    debug!(session = %id, "whip: the answer:\n{answer}");
+    debug!(session = %id, bytes = answer.len(), "whip: the answer came");
     let published = Published { id, resource };
     if let Err(err) = sessions.answer(&published.id, answer).await {
         let why = format!("the server's answer was not taken: {err}");
