@@ -72,7 +72,11 @@ async fn a_viewer_joining_just_after_privacy_is_switched_on_sees_only_black() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !watching.report().keyframe_at.iter().any(|&at| at >= 20) {
-        assert!(Instant::now() < deadline, "no IDR for the PLI: {:?}", watching.report());
+        assert!(
+            Instant::now() < deadline,
+            "no IDR for the PLI: {:?}",
+            watching.report()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let seen = watching.report();
