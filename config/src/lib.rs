@@ -88,9 +88,14 @@ pub struct Whip {
     /// The endpoint's URL (`http://…` or `https://…`). Default `None`: no publishing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Sent as `Authorization: Bearer …` with every request. Default `None`.
+    /// Sent as `Authorization: Bearer …` with every request to the URL's own origin (scheme,
+    /// host and port), and to the hosts of `allow_redirect_hosts`. Default `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Hosts (names or addresses, without a port) a redirect may take the token to, besides
+    /// the URL's own. Default empty: a redirect elsewhere is followed without the token.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_redirect_hosts: Vec<String>,
 }
 
 /// `[record]`: the stream recorded to disk as fragmented MP4 segments (H.264 and Opus, as

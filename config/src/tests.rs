@@ -141,6 +141,7 @@ min_free_mb = 200
 [whip]
 url = "https://sfu.example.com/whip/front-door"
 token = "publish-token-0123"
+allow_redirect_hosts = ["edge-1.sfu.example.com"]
 "#;
 
 fn full_config() -> Config {
@@ -221,6 +222,7 @@ fn full_config() -> Config {
         whip: Whip {
             url: Some("https://sfu.example.com/whip/front-door".into()),
             token: Some("publish-token-0123".into()),
+            allow_redirect_hosts: vec!["edge-1.sfu.example.com".into()],
         },
     }
 }
@@ -335,6 +337,10 @@ const RULES: &[(&str, &str)] = &[
     (
         "[whip]\ntoken = \"two words\"",
         "onair.toml:2:9: whip.token: must be one word of printable characters (it is sent as a Bearer token)",
+    ),
+    (
+        "[whip]\nallow_redirect_hosts = [\"https://edge.example.com\"]",
+        "onair.toml:2:25: whip.allow_redirect_hosts[0]: must be a host name or address without a scheme, port or path, got \"https://edge.example.com\"",
     ),
     (
         "[record]\nsegment_seconds = 1",

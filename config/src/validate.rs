@@ -111,6 +111,16 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
             "must be one word of printable characters (it is sent as a Bearer token)".into(),
         );
     }
+    for (i, host) in config.whip.allow_redirect_hosts.iter().enumerate() {
+        if host.is_empty() || host.contains(['/', ':', '@', ' ']) && !host.starts_with('[') {
+            v.push(
+                whip.key("allow_redirect_hosts").index(i),
+                format!(
+                    "must be a host name or address without a scheme, port or path, got {host:?}"
+                ),
+            );
+        }
+    }
 
     let http = root.key("http");
     for (i, origin) in config.http.cors_origins.iter().enumerate() {

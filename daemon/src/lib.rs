@@ -79,8 +79,8 @@ pub async fn run(
         .unwrap_or_else(|| "built-in".to_owned());
     let publisher = match &config.whip.url {
         Some(url) => Some(Arc::new(
-            whip::Publisher::start(url, config.whip.token.clone(), sessions.clone())
-                .with_context(|| format!("whip.url = {url:?}"))?,
+            whip::Publisher::start(&config.whip, sessions.clone())
+                .with_context(|| format!("whip.url = {}", onair_signal::redact::url(url)))?,
         )),
         None => None,
     };

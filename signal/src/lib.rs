@@ -11,6 +11,7 @@
 //! - [`http`]: serving the routes with timeouts and a connection cap (onaird's too).
 //! - [`tls`]: HTTPS and WSS when a certificate is configured.
 //! - [`process`]: logs, runtime and signals for the binaries (onair-signal's and onaird's).
+//! - [`redact`]: URLs that may hold secrets, as logs and viewers may see them.
 //!
 //! [`run`] serves all of it on the configured address; onaird, with no signaling URL of its
 //! own, mounts the same routes in its HTTP server instead.
@@ -20,6 +21,7 @@ pub mod http;
 pub mod hub;
 pub mod ice_http;
 pub mod process;
+pub mod redact;
 pub mod server;
 pub mod service;
 pub mod tls;

@@ -36,8 +36,8 @@ const FAMILIES: [(&str, &str); 23] = [
     ("process_resident_memory_bytes", "gauge"),
 ];
 
-const REASONS: [&str; 8] = [
-    "start", "periodic", "join", "pli", "fir", "lag", "switch", "encoder",
+const REASONS: [&str; 9] = [
+    "start", "periodic", "join", "pli", "fir", "lag", "switch", "encoder", "privacy",
 ];
 
 fn scraped(base: &str) -> Scrape {

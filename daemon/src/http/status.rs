@@ -4,12 +4,13 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use onair_config::{IceServer, VideoEncoder};
 use serde::Serialize;
 
 use super::AppState;
+use super::access::Role;
 use crate::webrtc::figures::PeerFigures;
 use crate::whip::WhipStatus;
 
@@ -66,8 +67,18 @@ struct VideoStatus {
     height: u32,
 }
 
-/// Channel, viewers and encoder figures.
-pub async fn status(State(state): State<AppState>) -> Json<Status> {
+/// Channel, viewers and encoder figures. URLs that may carry secrets (the signalling
+/// service's, the WHIP endpoint's and session's) are shown whole to operators only, redacted
+/// to viewers.
+pub async fn status(
+    State(state): State<AppState>,
+    Extension(role): Extension<Role>,
+) -> Json<Status> {
+    let operator = role >= Role::Operator;
+    let shown = |url: &str| match operator {
+        true => url.to_owned(),
+        false => onair_signal::redact::url(url),
+    };
     let now = Instant::now();
     let stats = state.media.stats.snapshot(now);
     let video = state.media.video_description();
@@ -92,10 +103,12 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
         frames_encoded: stats.video_frames,
         keyframes: stats.video_keyframes,
         signaling: SignalingStatus {
-            service: state.signaling.clone(),
+            service: shown(&state.signaling),
             registered: state.registered.load(Ordering::Relaxed),
         },
-        whip: state.publisher.as_ref().and_then(|p| p.status()),
+        whip: (state.publisher.as_ref())
+            .and_then(|p| p.status())
+            .map(|w| if operator { w } else { w.redacted() }),
         peers: state.sessions.peers().await,
     })
 }

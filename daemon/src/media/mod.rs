@@ -233,9 +233,17 @@ impl MediaHandle {
     pub fn no_picture(&self, now: Instant) -> Option<String> {
         match self.stats.since_last_frame(now) {
             Some(age) if age <= STALL => None,
-            Some(age) => Some(format!("no video frame for {:.1} s", age.as_secs_f64())),
+            Some(_) => self.camera_gone(now),
             None => Some("no video frame yet".into()),
         }
+    }
+
+    /// Why the camera's pictures stopped coming (it failed or was unplugged), if they did:
+    /// nobody may start watching then. (Before its first picture a viewer may join and wait
+    /// for it, as at start.)
+    pub fn camera_gone(&self, now: Instant) -> Option<String> {
+        let age = self.stats.since_last_frame(now)?;
+        (age > STALL).then(|| format!("no video frame for {:.1} s", age.as_secs_f64()))
     }
 
     /// The privacy switch, for whoever turns it (the GPIO button, `PUT /api/privacy`).

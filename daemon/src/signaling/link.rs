@@ -62,7 +62,7 @@ impl WebSocket {
     pub async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<WebSocket> {
         let mut request = url
             .into_client_request()
-            .with_context(|| format!("signaling.url {url:?}"))?;
+            .with_context(|| format!("signaling.url {}", onair_signal::redact::url(url)))?;
         if let Some(token) = token {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .context("signaling.token is not valid in an HTTP header")?;

@@ -51,7 +51,8 @@ pub enum Target {
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Target::Remote { url, .. } => f.write_str(url),
+            // The URL may carry a secret (a token in its query): shown redacted.
+            Target::Remote { url, .. } => f.write_str(&onair_signal::redact::url(url)),
             Target::Local { .. } => f.write_str("the built-in service"),
         }
     }

@@ -429,7 +429,7 @@ async fn negotiate_and_start(
             RTCSessionDescription::offer(sdp).map_err(|e| OfferError::BadOffer(e.to_string()))
         })
         .transpose()?;
-    if let Some(why) = inner.media.no_picture(Instant::now()) {
+    if let Some(why) = inner.media.camera_gone(Instant::now()) {
         return Err(OfferError::NoPicture(why));
     }
     let profile = inner.media.video_description().profile_level_id;

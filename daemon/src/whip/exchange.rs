@@ -67,6 +67,8 @@ fn reason(body: &str) -> String {
 pub struct Endpoint {
     url: Url,
     token: Option<String>,
+    /// Hosts besides the URL's own origin the token may go to (`whip.allow_redirect_hosts`).
+    token_hosts: Vec<String>,
     agent: ureq::Agent,
 }
 
@@ -80,8 +82,13 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// The endpoint at `url` (`whip.url`, validated as `http(s)://host…`), sending `token`.
-    pub fn new(url: &str, token: Option<String>) -> Result<Self, url::ParseError> {
+    /// The endpoint at `url` (`whip.url`, validated as `http(s)://host…`), sending `token` to
+    /// its origin and to `token_hosts`.
+    pub fn new(
+        url: &str,
+        token: Option<String>,
+        token_hosts: &[String],
+    ) -> Result<Self, url::ParseError> {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(TIMEOUT))
             .http_status_as_error(false)
@@ -92,13 +99,30 @@ impl Endpoint {
         Ok(Endpoint {
             url: Url::parse(url)?,
             token,
+            token_hosts: token_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             agent,
         })
     }
 
-    /// The endpoint's URL, for logs (the token is never in it).
+    /// The endpoint's URL (the token is never in it; its path may hold a stream key).
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The endpoint's URL as logs show it ([`onair_signal::redact::url`]).
+    pub fn shown(&self) -> String {
+        onair_signal::redact::url(self.url.as_str())
+    }
+
+    /// The token, if `to` may have it: the configured URL's own origin (scheme, host and
+    /// port), or a host of `whip.allow_redirect_hosts` over the same scheme.
+    fn token_for(&self, to: &Url) -> Option<&str> {
+        let same_origin = to.origin() == self.url.origin();
+        let allowed = to.scheme() == self.url.scheme()
+            && to
+                .host_str()
+                .is_some_and(|host| self.token_hosts.iter().any(|h| *h == host));
+        self.token.as_deref().filter(|_| same_origin || allowed)
     }
 
     /// POSTs `offer`, following up to [`MAX_REDIRECTS`] 307/308 redirects (never from
@@ -111,8 +135,16 @@ impl Endpoint {
                 .post(url.as_str())
                 .header("Content-Type", "application/sdp")
                 .header("Accept", "application/sdp");
-            if let Some(token) = &self.token {
-                request = request.header("Authorization", format!("Bearer {token}"));
+            match self.token_for(&url) {
+                Some(token) => {
+                    request = request.header("Authorization", format!("Bearer {token}"));
+                }
+                None if self.token.is_some() => tracing::info!(
+                    "whip: redirected to {}, which is not whip.url's origin nor in \
+                     whip.allow_redirect_hosts: posting without the token",
+                    onair_signal::redact::url(url.as_str())
+                ),
+                None => {}
             }
             let mut response = request
                 .send(offer.as_bytes())
@@ -175,7 +207,7 @@ impl Endpoint {
     /// DELETEs a published session; the HTTP status, or why there was none.
     pub fn delete(&self, resource: &Url) -> Result<u16, String> {
         let mut request = self.agent.delete(resource.as_str());
-        if let Some(token) = &self.token {
+        if let Some(token) = self.token_for(resource) {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
         request
@@ -237,6 +269,32 @@ fn read_body(response: &mut ureq::http::Response<ureq::Body>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_goes_to_the_configured_origin_and_the_allowed_hosts_only() {
+        let endpoint = Endpoint::new(
+            "https://sfu.example/whip/KEY",
+            Some("t0ken".into()),
+            &["Edge.SFU.example".into()],
+        )
+        .unwrap();
+        let to = |url: &str| endpoint.token_for(&Url::parse(url).unwrap());
+        assert_eq!(to("https://sfu.example/whip/other"), Some("t0ken"));
+        assert_eq!(to("https://sfu.example:443/resource/1"), Some("t0ken"));
+        assert_eq!(to("https://edge.sfu.example/whip/KEY"), Some("t0ken"));
+        assert_eq!(to("https://evil.example/whip/KEY"), None);
+        assert_eq!(
+            to("https://sfu.example:8443/whip/KEY"),
+            None,
+            "another port"
+        );
+        assert_eq!(
+            to("http://edge.sfu.example/whip/KEY"),
+            None,
+            "another scheme"
+        );
+        assert_eq!(to("https://sfu.example.evil.example/"), None);
+    }
 
     #[test]
     fn statuses_become_refusals_a_person_can_act_on() {

@@ -72,6 +72,19 @@ pub struct WhipStatus {
     pub ice_servers: Vec<String>,
 }
 
+impl WhipStatus {
+    /// As a viewer may see it: the endpoint's and the session's URLs redacted (an ingest URL
+    /// often carries the stream key), the session id left out.
+    pub fn redacted(self) -> WhipStatus {
+        WhipStatus {
+            url: onair_signal::redact::url(&self.url),
+            resource: self.resource.as_deref().map(onair_signal::redact::url),
+            session: None,
+            ..self
+        }
+    }
+}
+
 /// The publication to `whip.url`. [`Publisher::stop`] ends it.
 pub struct Publisher {
     task: JoinHandle<()>,
@@ -101,13 +114,10 @@ impl Shared {
 }
 
 impl Publisher {
-    /// Keeps the stream of `sessions` published to `url` with `token`.
-    pub fn start(
-        url: &str,
-        token: Option<String>,
-        sessions: Sessions,
-    ) -> Result<Self, url::ParseError> {
-        let endpoint = Endpoint::new(url, token)?;
+    /// Keeps the stream of `sessions` published to `whip.url` with `whip.token`.
+    pub fn start(whip: &onair_config::Whip, sessions: Sessions) -> Result<Self, url::ParseError> {
+        let url = whip.url.as_deref().unwrap_or_default();
+        let endpoint = Endpoint::new(url, whip.token.clone(), &whip.allow_redirect_hosts)?;
         let shared = Arc::new(Shared {
             status: Mutex::new(WhipStatus {
                 url: endpoint.url().to_string(),
@@ -181,7 +191,7 @@ struct Published {
 }
 
 async fn keep_published(shared: Arc<Shared>, sessions: Sessions) {
-    let url = shared.endpoint.url().clone();
+    let url = shared.endpoint.shown();
     let mut backoff = Backoff::up_to(retry::MAX_BACKOFF);
     loop {
         shared.update(|s| {
@@ -267,7 +277,12 @@ async fn publish(shared: &Shared, sessions: &Sessions) -> Result<Published, (Fai
         unpublish(shared, sessions, published).await;
         return Err((Failure::Other, why));
     }
-    info!(session = %published.id, "whip: {} created {}", shared.endpoint.url(), published.resource);
+    info!(
+        session = %published.id,
+        "whip: {} created {}",
+        shared.endpoint.shown(),
+        onair_signal::redact::url(published.resource.as_str())
+    );
     Ok(published)
 }
 
@@ -294,7 +309,7 @@ async fn watch(
                 info!(
                     session = %published.id,
                     "whip: publishing to {} (connected {:.1} s after the offer was answered)",
-                    shared.endpoint.url(),
+                    shared.endpoint.shown(),
                     started.elapsed().as_secs_f64()
                 );
             }
@@ -353,7 +368,7 @@ async fn delete_stale(shared: &Shared) {
 /// (2xx, 404). Failures are logged.
 async fn delete(endpoint: &Endpoint, resource: Url) -> bool {
     let endpoint = endpoint.clone();
-    let shown = resource.to_string();
+    let shown = onair_signal::redact::url(resource.as_str());
     let deleted = tokio::time::timeout(
         DELETE_WAIT,
         tokio::task::spawn_blocking(move || endpoint.delete(&resource)),
