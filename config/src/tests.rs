@@ -339,6 +339,10 @@ const RULES: &[(&str, &str)] = &[
         "onair.toml:2:9: whip.token: must be one word of printable characters (it is sent as a Bearer token)",
     ),
     (
+        "[whip]\nallow_redirect_hosts = [\"[::1]\", \"[::1]:443\"]",
+        "onair.toml:2:34: whip.allow_redirect_hosts[1]: must be a host name or address without a scheme, port or path, got \"[::1]:443\"",
+    ),
+    (
         "[whip]\nallow_redirect_hosts = [\"https://edge.example.com\"]",
         "onair.toml:2:25: whip.allow_redirect_hosts[0]: must be a host name or address without a scheme, port or path, got \"https://edge.example.com\"",
     ),

@@ -112,7 +112,9 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
         );
     }
     for (i, host) in config.whip.allow_redirect_hosts.iter().enumerate() {
-        if host.is_empty() || host.contains(['/', ':', '@', ' ']) && !host.starts_with('[') {
+        let bracketed = host.starts_with('[') && host.ends_with(']');
+        let bad = |c: char| "/?#@ \\".contains(c) || c.is_control() || (c == ':' && !bracketed);
+        if host.is_empty() || host.contains(bad) {
             v.push(
                 whip.key("allow_redirect_hosts").index(i),
                 format!(

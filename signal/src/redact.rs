@@ -9,7 +9,10 @@ use sha2::{Digest, Sha256};
 /// `url` as `scheme://host:port/…#1a2b3c4d` (the part after the host hashed); a URL with
 /// nothing after the host, and without credentials, stays as it is.
 pub fn url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) if is_scheme(scheme) => (scheme, rest),
+        _ => ("", url),
+    };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
     let host = authority
@@ -23,9 +26,40 @@ pub fn url(url: &str) -> String {
     if secret_free {
         return format!("{shown}{path}");
     }
-    let digest = Sha256::digest(url.as_bytes());
-    let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    // Keyed with a secret of this process's: the tag matches the log lines of one run, and
+    // cannot be checked against guesses of the hidden part.
+    let mut hash = Sha256::new();
+    hash.update(key());
+    hash.update(url.as_bytes());
+    let tag: String = hash.finalize()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("{shown}/…#{tag}")
+}
+
+/// RFC 3986's `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+fn is_scheme(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+}
+
+/// 32 random bytes, made once per process.
+fn key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = [0u8; 32];
+        getrandom(&mut key);
+        key
+    })
+}
+
+/// Fills `buf` from the kernel's random source (a fixed key where there is none: the tag is
+/// then only as good as an unkeyed hash).
+fn getrandom(buf: &mut [u8]) {
+    use std::io::Read as _;
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf));
 }
 
 #[cfg(test)]
@@ -42,6 +76,8 @@ mod tests {
         let query = url("wss://signal.example:8443/ws?token=SECRET");
         assert!(query.starts_with("wss://signal.example:8443/…#"), "{query}");
         assert!(!query.contains("SECRET"));
+        let scheme_less = url("sfu.example/whip/KEY?r=http://x");
+        assert!(scheme_less.starts_with("sfu.example/…#"), "{scheme_less}");
         let credentials = url("https://user:SECRET@sfu.example");
         assert!(
             credentials.starts_with("https://sfu.example/…#"),

@@ -56,7 +56,11 @@ pub struct Webhooks {
 impl std::fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.hooks.iter().map(|(hook, _)| &hook.url))
+            .entries(
+                self.hooks
+                    .iter()
+                    .map(|(hook, _)| crate::redact::url(&hook.url)),
+            )
             .finish()
     }
 }
@@ -126,7 +130,7 @@ impl Queue {
         if let Ok(mut items) = self.items.lock() {
             if items.len() >= QUEUE {
                 items.pop_front();
-                warn!(%url, "webhook queue full: dropped the oldest event");
+                warn!(url = %crate::redact::url(url), "webhook queue full: dropped the oldest event");
             }
             items.push_back(body);
         }
@@ -144,6 +148,8 @@ async fn deliver(url: String, queue: Arc<Queue>) {
         .http_status_as_error(false)
         .build()
         .into();
+    // A webhook URL usually carries its secret in its path: logs show it redacted.
+    let shown = crate::redact::url(&url);
     loop {
         let Some(body) = queue.pop() else {
             queue.ready.notified().await;
@@ -162,15 +168,15 @@ async fn deliver(url: String, queue: Arc<Queue>) {
             .await;
             match sent {
                 Ok(Ok(status)) if (200..300).contains(&status) => {
-                    debug!(%url, status, "webhook delivered");
+                    debug!(url = %shown, status, "webhook delivered");
                     break;
                 }
-                Ok(Ok(status)) => warn!(%url, attempt, "webhook answered HTTP {status}"),
-                Ok(Err(err)) => warn!(%url, attempt, "webhook: {err}"),
-                Err(err) => warn!(%url, attempt, "webhook: {err}"),
+                Ok(Ok(status)) => warn!(url = %shown, attempt, "webhook answered HTTP {status}"),
+                Ok(Err(err)) => warn!(url = %shown, attempt, "webhook: {err}"),
+                Err(err) => warn!(url = %shown, attempt, "webhook: {err}"),
             }
             if attempt == ATTEMPTS {
-                warn!(%url, "webhook: giving up on an event after {ATTEMPTS} attempts: {body}");
+                warn!(url = %shown, "webhook: giving up on an event after {ATTEMPTS} attempts: {body}");
             } else {
                 tokio::time::sleep(delay).await;
                 delay *= 2;

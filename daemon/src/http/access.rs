@@ -97,6 +97,11 @@ fn read_or_make(path: &Path) -> anyhow::Result<(Tokens, bool)> {
         viewer_token: Some(random_token()),
         operator_token: Some(random_token()),
     };
+    // An existing file is only read: nothing is written (a read-only directory, flash that
+    // should not be worn at every start).
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok((read(path)?, false));
+    }
     let text = toml::to_string(&fresh).expect("tokens serialise");
     match make_atomically(path, |file| file.write_all(text.as_bytes())) {
         Ok(()) => {
@@ -113,7 +118,8 @@ fn read_or_make(path: &Path) -> anyhow::Result<(Tokens, bool)> {
 /// Makes `path` (mode 0600) with what `write` puts in it, so that it exists whole or not at
 /// all, whenever the process or the power stops: written to `path.new`, flushed to disk, then
 /// linked to `path` (which fails if `path` exists: nothing is overwritten) and the directory
-/// flushed. A `path.new` left by a crash is written over next time.
+/// flushed. Whatever is at `path.new` (a crash's leftover, a link someone planted) is
+/// removed first, and the new one is made exclusively, never through a link.
 fn make_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
@@ -121,12 +127,19 @@ fn make_atomically(
     let mut staged = path.as_os_str().to_owned();
     staged.push(".new");
     let staged = std::path::PathBuf::from(staged);
+    let named = |err: std::io::Error| {
+        std::io::Error::new(err.kind(), format!("{}: {err}", staged.display()))
+    };
+    match std::fs::remove_file(&staged) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(named(err)),
+        _ => {}
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(&staged)?;
+        .open(&staged)
+        .map_err(named)?;
     let linked = write(&mut file)
         .and_then(|()| file.sync_all())
         .and_then(|()| std::fs::hard_link(&staged, path));

@@ -238,12 +238,13 @@ impl MediaHandle {
         }
     }
 
-    /// Why the camera's pictures stopped coming (it failed or was unplugged), if they did:
+    /// Why the camera stopped delivering pictures (it failed or was unplugged), if it did:
     /// nobody may start watching then. (Before its first picture a viewer may join and wait
-    /// for it, as at start.)
+    /// for it, as at start; so may one while a passthrough camera's pictures wait for its
+    /// next IDR.)
     pub fn camera_gone(&self, now: Instant) -> Option<String> {
-        let age = self.stats.since_last_frame(now)?;
-        (age > STALL).then(|| format!("no video frame for {:.1} s", age.as_secs_f64()))
+        let age = self.stats.since_last_capture(now)?;
+        (age > STALL).then(|| format!("no picture from the camera for {:.1} s", age.as_secs_f64()))
     }
 
     /// The privacy switch, for whoever turns it (the GPIO button, `PUT /api/privacy`).
@@ -259,6 +260,9 @@ pub struct Privacy {
     on: Arc<AtomicBool>,
     layers: Arc<[Layer]>,
     snapshots: Arc<snapshot::Snapshots>,
+    /// One switch at a time (the button and HTTP may switch together): each is whole before
+    /// the next begins.
+    switching: Arc<std::sync::Mutex<()>>,
 }
 
 impl Privacy {
@@ -274,13 +278,17 @@ impl Privacy {
     /// way, and the recorder starts a new segment. Nobody who joins after this returns is
     /// shown a picture from before it.
     pub fn set(&self, on: bool) -> bool {
-        if self.on.swap(on, Ordering::SeqCst) == on {
+        let _one = self.switching.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_on() == on {
             return false;
         }
+        // What new viewers may start from goes first, then the flag the encoders and the
+        // sessions read: the first picture of the new state is then kept.
         for layer in self.layers.iter() {
             layer.feed.reset(on);
         }
         self.snapshots.cut(on);
+        self.on.store(on, Ordering::SeqCst);
         tracing::info!(
             "privacy {}",
             match on {
@@ -291,11 +299,15 @@ impl Privacy {
         true
     }
 
-    /// Switches it over (the privacy button); whether it is on now.
+    /// Switches it over (the privacy button); whether it is on now. Two presses at once
+    /// each switch it once: [`Self::set`] with the opposite of what is, until one sticks.
     pub fn toggle(&self) -> bool {
-        let on = !self.is_on();
-        self.set(on);
-        on
+        loop {
+            let on = !self.is_on();
+            if self.set(on) {
+                return on;
+            }
+        }
     }
 
     /// The flag the capture threads read.
@@ -310,6 +322,7 @@ impl Privacy {
             on: Arc::default(),
             layers: Arc::new([]),
             snapshots: Arc::default(),
+            switching: Arc::default(),
         }
     }
 }
@@ -343,6 +356,7 @@ impl Pipeline {
             on: Arc::default(),
             layers: layers.clone(),
             snapshots: snapshots.clone(),
+            switching: Arc::default(),
         };
 
         // Open everything before starting anything, so a failure leaves no thread behind.

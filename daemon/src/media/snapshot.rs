@@ -126,10 +126,15 @@ impl Snapshots {
         self.handed.notify_waiters();
     }
 
-    /// Privacy was switched (`private`: to on), or the camera went away (`private` as it was):
-    /// nothing made before is served again.
+    /// Privacy was switched (`private`: to on): nothing made before is served again, and
+    /// only pictures of the new state are.
     pub fn cut(&self, private: bool) {
         self.private.store(private, Ordering::SeqCst);
+        self.forget();
+    }
+
+    /// The camera went away: nothing made before is served again.
+    pub fn forget(&self) {
         self.cut.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut slot) = self.still.lock() {
             *slot = None;

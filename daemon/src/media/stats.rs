@@ -30,6 +30,9 @@ pub struct MediaStats {
     audio_frames: AtomicU64,
     /// Microseconds after `started` of the last encoded picture, 0 before the first.
     last_frame_us: AtomicU64,
+    /// Microseconds after `started` of the last picture read from the camera, 0 before the
+    /// first (a passthrough camera's pictures before its IDR are read but not sent).
+    last_captured_us: AtomicU64,
     /// Turns of the video thread's loop (a frame, a failed read, an attempt to reopen): it
     /// moves while the thread is alive, camera or not.
     heartbeat: AtomicU64,
@@ -89,6 +92,7 @@ impl MediaStats {
             video_bytes: AtomicU64::new(0),
             audio_frames: AtomicU64::new(0),
             last_frame_us: AtomicU64::new(0),
+            last_captured_us: AtomicU64::new(0),
             heartbeat: AtomicU64::new(0),
             window: Mutex::new(RateWindow {
                 start: now,
@@ -106,6 +110,16 @@ impl MediaStats {
     /// A picture was read from the source.
     pub fn record_captured(&self) {
         self.frames_captured.fetch_add(1, Ordering::Relaxed);
+        let us = self.started.elapsed().as_micros() as u64;
+        self.last_captured_us.store(us.max(1), Ordering::Relaxed);
+    }
+
+    /// How long ago the last picture was read from the camera; `None` if none yet.
+    pub fn since_last_capture(&self, now: Instant) -> Option<Duration> {
+        match self.last_captured_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(now.saturating_duration_since(self.started + Duration::from_micros(us))),
+        }
     }
 
     /// A picture that was read will not be published.

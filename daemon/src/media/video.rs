@@ -394,7 +394,7 @@ impl VideoThread {
         let format = match read {
             Ok(format) => format,
             Err(err) => {
-                self.lost_camera(work);
+                self.lost_camera();
                 self.input.failed(err, stop);
                 return None;
             }
@@ -424,12 +424,12 @@ impl VideoThread {
     /// The camera failed or went away: nobody may start from its last pictures (the kept
     /// GOPs and snapshots are dropped; joiners wait, and `POST /whep` answers 503, until
     /// pictures come again).
-    fn lost_camera(&mut self, work: &Work) {
-        self.feed.reset(work.was_private);
+    fn lost_camera(&mut self) {
+        self.feed.forget();
         for lower in &self.lower {
-            lower.feed.reset(work.was_private);
+            lower.feed.forget();
         }
-        self.snapshots.cut(work.was_private);
+        self.snapshots.forget();
     }
 
     /// A camera that came back differently: encode (or pass on) what it delivers now.

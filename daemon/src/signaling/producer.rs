@@ -315,8 +315,9 @@ impl Driver<'_> {
                     debug!(%session, "signaling: {MAX_PENDING_CANDIDATES} candidates wait already; dropped one");
                 }
             }
-            (Some(_), PeerMessageInner::Sdp(sdp)) => {
-                warn!(%session, ?sdp, "signaling: unexpected SDP; ending the session");
+            (Some(_), PeerMessageInner::Sdp(_)) => {
+                // Not the SDP itself: it holds the viewer's ICE password.
+                warn!(%session, "signaling: unexpected SDP; ending the session");
                 self.forget(&session);
                 return vec![end(&session)];
             }

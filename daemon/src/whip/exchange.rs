@@ -7,6 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use onair_config::IceServer;
+use onair_signal::redact;
 use url::Url;
 
 /// How long one request may take, connecting included.
@@ -174,9 +175,9 @@ impl Endpoint {
             }
             let location = header("location")
                 .ok_or_else(|| Refused::Protocol("201 Created without a Location".into()))?;
-            let resource = url
-                .join(&location)
-                .map_err(|err| Refused::Protocol(format!("Location {location:?}: {err}")))?;
+            let resource = url.join(&location).map_err(|err| {
+                Refused::Protocol(format!("Location {}: {err}", redact::url(&location)))
+            })?;
             let links: Vec<String> = response
                 .headers()
                 .get_all("link")
@@ -219,12 +220,13 @@ impl Endpoint {
 
 /// Where a redirect from `from` to `location` goes, refusing `https` → `http`.
 fn redirect(from: &Url, location: &str) -> Result<Url, Refused> {
-    let to = from
-        .join(location)
-        .map_err(|err| Refused::Protocol(format!("redirect to {location:?}: {err}")))?;
+    let to = from.join(location).map_err(|err| {
+        Refused::Protocol(format!("redirect to {}: {err}", redact::url(location)))
+    })?;
     if from.scheme() == "https" && to.scheme() != "https" {
         return Err(Refused::Protocol(format!(
-            "refusing a redirect from https to {to} (it would send the token unencrypted)"
+            "refusing a redirect from https to {} (it would send the token unencrypted)",
+            redact::url(to.as_str())
         )));
     }
     Ok(to)
