@@ -170,7 +170,7 @@ impl KeyframePolicy {
     /// The frame [`decide`](Self::decide) made an IDR produced no output: the next frame
     /// must be one, whatever the gap.
     pub fn idr_not_sent(&mut self, reason: KeyframeReason) {
-        self.retry = Some(reason);
+        self.force(reason);
     }
 
     /// The next frame must be an IDR, whatever the gap (privacy was switched: nothing of the
