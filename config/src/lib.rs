@@ -407,6 +407,12 @@ pub struct Http {
     /// (CORS). With a viewer token set, pages of any origin may (the token guards the
     /// stream); without one, only these. Default none.
     pub cors_origins: Vec<String>,
+    /// Host names the device answers to besides its addresses, `localhost`, its own host
+    /// name and that name under `.local` (a request naming another host gets `421`, which
+    /// is what keeps a DNS-rebinding page out). E.g. `["camera.example.com"]` behind a
+    /// reverse proxy or a DNS name of your own. Default none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
     /// PEM certificate chain; with `tls_key`, the server speaks HTTPS only. Default none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
@@ -420,6 +426,7 @@ impl Default for Http {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
             cors_origins: Vec::new(),
+            hostnames: Vec::new(),
             tls_cert: None,
             tls_key: None,
         }

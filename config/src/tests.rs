@@ -99,6 +99,7 @@ required = true
 [http]
 listen = "[::1]:9000"
 cors_origins = ["https://home.example.com"]
+hostnames = ["camera.example.com"]
 tls_cert = "/etc/onair/cert.pem"
 tls_key = "/etc/onair/key.pem"
 
@@ -169,6 +170,7 @@ fn full_config() -> Config {
         http: Http {
             listen: "[::1]:9000".parse().unwrap(),
             cors_origins: vec!["https://home.example.com".into()],
+            hostnames: vec!["camera.example.com".into()],
             tls_cert: Some("/etc/onair/cert.pem".into()),
             tls_key: Some("/etc/onair/key.pem".into()),
         },
@@ -379,6 +381,10 @@ const RULES: &[(&str, &str)] = &[
         "onair.toml:2:39: http.cors_origins[1]: must start with \"http://\" or \"https://\", got \"evil.example\"",
     ),
     (
+        "[http]\nhostnames = [\"camera.example\", \"camera.example:8080\"]",
+        "onair.toml:2:32: http.hostnames[1]: must be a host name or address without a scheme, port or path, got \"camera.example:8080\"",
+    ),
+    (
         "[http]\ncors_origins = [\"https://ok.example/page\"]",
         "onair.toml:2:17: http.cors_origins[0]: must be scheme, host and port only, without a path (e.g. \"https://example.com\"), got \"https://ok.example/page\"",
     ),
@@ -531,7 +537,7 @@ fn unknown_key_names_key_and_line() {
     );
     assert_eq!(
         single("[http]\n  \"listen address\" = \"0.0.0.0:80\"\n"),
-        "onair.toml:2:3: http.\"listen address\": unknown key (expected one of: listen, cors_origins, tls_cert, tls_key)"
+        "onair.toml:2:3: http.\"listen address\": unknown key (expected one of: listen, cors_origins, hostnames, tls_cert, tls_key)"
     );
     assert_eq!(
         single(

@@ -112,19 +112,17 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
         );
     }
     for (i, host) in config.whip.allow_redirect_hosts.iter().enumerate() {
-        let bracketed = host.starts_with('[') && host.ends_with(']');
-        let bad = |c: char| "/?#@ \\".contains(c) || c.is_control() || (c == ':' && !bracketed);
-        if host.is_empty() || host.contains(bad) {
-            v.push(
-                whip.key("allow_redirect_hosts").index(i),
-                format!(
-                    "must be a host name or address without a scheme, port or path, got {host:?}"
-                ),
-            );
+        if let Some(message) = host_name(host) {
+            v.push(whip.key("allow_redirect_hosts").index(i), message);
         }
     }
 
     let http = root.key("http");
+    for (i, host) in config.http.hostnames.iter().enumerate() {
+        if let Some(message) = host_name(host) {
+            v.push(http.key("hostnames").index(i), message);
+        }
+    }
     for (i, origin) in config.http.cors_origins.iter().enumerate() {
         if let Some(message) = web_origin(origin) {
             v.push(http.key("cors_origins").index(i), message);
@@ -238,6 +236,15 @@ fn url_with_host(url: &str, schemes: [&str; 2]) -> Option<String> {
 
 /// A message if `origin` is not a web origin: `http://` or `https://`, a host, an optional
 /// port, and nothing else (browsers send exactly that in `Origin`).
+/// A message if `host` is not a bare host name or address (no scheme, port or path).
+fn host_name(host: &str) -> Option<String> {
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    let bad = |c: char| "/?#@ \\".contains(c) || c.is_control() || (c == ':' && !bracketed);
+    (host.is_empty() || host.contains(bad)).then(|| {
+        format!("must be a host name or address without a scheme, port or path, got {host:?}")
+    })
+}
+
 fn web_origin(origin: &str) -> Option<String> {
     let rest = origin
         .strip_prefix("http://")

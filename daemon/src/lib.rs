@@ -136,7 +136,7 @@ pub async fn run(
         },
         local,
         tokens,
-        &config.http.cors_origins,
+        &config.http,
     );
     // On the signal, sessions close at once (viewers see their connection end), in parallel
     // with HTTP finishing the requests in flight; a client that keeps a request open cannot

@@ -372,6 +372,25 @@ fn rand_suffix() -> u64 {
         ^ u64::from(std::process::id())
 }
 
+/// The operator token of tests that read or do what only operators may.
+pub const OPERATOR: &str = "operator-token-0123456789";
+
+/// `[access]` with [`OPERATOR`] as its operator token (anyone may still watch).
+pub fn operator_access() -> String {
+    format!("[access]\noperator_token = \"{OPERATOR}\"\n")
+}
+
+/// `/api/status` as an operator sees it (the daemon has [`operator_access`]), with the
+/// sessions' `peers`.
+pub fn operator_status(base_url: &str) -> anyhow::Result<serde_json::Value> {
+    let (code, body) = get(&format!("{base_url}/api/status?token={OPERATOR}"))?;
+    anyhow::ensure!(
+        code == 200,
+        "GET /api/status as the operator: {code} {body}"
+    );
+    Ok(serde_json::from_str(&body)?)
+}
+
 /// `GET url` → (status, body).
 pub fn get(url: &str) -> anyhow::Result<(u16, String)> {
     let agent = agent();

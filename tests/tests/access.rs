@@ -6,7 +6,7 @@ use onair_tests::daemon::{Daemon, agent, binary, get};
 use onair_tests::viewer::{Report, Via, Watch, watch, watch_via};
 
 const VIEWER: &str = "viewer-token-0123456789";
-const OPERATOR: &str = "operator-token-0123456789";
+use onair_tests::daemon::OPERATOR;
 const SMALL: &str = "[video]\nwidth = 320\nheight = 240\nfps = 15\n";
 
 fn protected() -> Daemon {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use onair_tests::daemon::{Daemon, get};
+use onair_tests::daemon::{Daemon, operator_access, operator_status};
 use onair_tests::link::{Link, Shape};
 use onair_tests::viewer::{Network, Via, Viewer, Watch};
 
@@ -18,11 +18,14 @@ fn id_of(viewer: &Viewer) -> String {
     url.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
-/// `/api/status`.
+/// `/api/status` as the operator sees it (with the sessions).
 fn status(daemon: &Daemon) -> serde_json::Value {
-    let (code, body) = get(&format!("{}/api/status", daemon.base_url)).unwrap();
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    operator_status(&daemon.base_url).unwrap()
+}
+
+/// The daemon, with an operator token (to read the sessions' figures) and `config` before it.
+fn start(config: &str) -> Daemon {
+    Daemon::start(&format!("{config}{}", operator_access())).unwrap()
 }
 
 /// `/api/status`'s entry for session `id`.
@@ -40,11 +43,10 @@ fn peer(daemon: &Daemon, id: &str) -> serde_json::Value {
 async fn a_viewer_behind_a_narrow_link_is_estimated_below_it_and_one_beside_it_is_not() {
     let _one = ONE_AT_A_TIME.lock().await;
     // 1000 kb/s of video; one viewer behind 400 kb/s.
-    let daemon = Daemon::start(
+    let daemon = start(
         "[video]\nwidth = 640\nheight = 480\nbitrate_kbps = 1000\n[audio]\nenabled = false\n\
          [http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n",
-    )
-    .unwrap();
+    );
     let whep = format!("{}/whep", daemon.base_url);
     let link = Link::start(([127, 0, 0, 1], daemon.media_port).into(), Shape::kbps(400))
         .await
@@ -132,11 +134,10 @@ async fn a_viewer_behind_600_kbps_moves_to_the_low_layer_and_back_while_one_besi
     let _one = ONE_AT_A_TIME.lock().await;
     // The default stream (1280x720, 2000 kb/s; its low layer 640x360 at 400 kb/s), without
     // periodic IDRs: every IDR the free viewer gets is one somebody caused.
-    let daemon = Daemon::start(
+    let daemon = start(
         "[video]\nkeyframe_interval_ms = 60000\n[audio]\nenabled = false\n\
          [http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n",
-    )
-    .unwrap();
+    );
     let whep = format!("{}/whep", daemon.base_url);
     let link = Link::start(([127, 0, 0, 1], daemon.media_port).into(), Shape::kbps(600))
         .await
@@ -206,10 +207,8 @@ async fn chromium_behind_1_mbps_keeps_playing_the_default_stream_with_little_del
     // 23 pictures a second with a glass-to-glass p95 of about 200 ms (docs/PERFORMANCE.md);
     // without congestion control, 1-1.4 a second at a p95 of 1.35 s. The bounds tell the two
     // apart on a loaded machine too.
-    let daemon = Daemon::start(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n",
-    )
-    .unwrap();
+    let daemon =
+        start("[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n");
     let link = Link::start(
         ([127, 0, 0, 1], daemon.media_port).into(),
         Shape::kbps(1000),
@@ -250,11 +249,10 @@ async fn a_viewer_losing_15_percent_of_packets_gets_video_resent_and_audio_with_
     let _one = ONE_AT_A_TIME.lock().await;
     // The test tone and 1000 kb/s of video through a link that loses 15 % of what the camera
     // sends, at random.
-    let daemon = Daemon::start(
+    let daemon = start(
         "[video]\nwidth = 640\nheight = 480\nbitrate_kbps = 1000\n\
          [http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n",
-    )
-    .unwrap();
+    );
     let link = Link::start(
         ([127, 0, 0, 1], daemon.media_port).into(),
         Shape::lossy(0.15),
@@ -336,10 +334,8 @@ async fn aiortc_which_sends_no_twcc_is_moved_to_the_low_layer_by_its_receiver_re
     // The default stream through 600 kb/s to aiortc (receiver reports, NACKs and PLIs, no
     // TWCC feedback): its estimate comes from the loss it reports. (With sound: aiortc
     // refuses an answer whose audio section is rejected.)
-    let daemon = Daemon::start(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n",
-    )
-    .unwrap();
+    let daemon =
+        start("[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n");
     let link = Link::start(([127, 0, 0, 1], daemon.media_port).into(), Shape::kbps(600))
         .await
         .unwrap();

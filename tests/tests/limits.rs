@@ -88,12 +88,12 @@ async fn six_hundred_stalled_connections_neither_keep_viewers_out_nor_stay() {
 #[test]
 fn a_body_that_stops_arriving_is_answered_408() {
     let daemon = Daemon::start(SMALL).unwrap();
-    let mut stream = TcpStream::connect(host_port(&daemon.base_url)).unwrap();
-    stream
-        .write_all(
-            b"POST /whep HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\nContent-Length: 1000\r\n\r\nv=0\r\n",
-        )
-        .unwrap();
+    let addr = host_port(&daemon.base_url);
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /whep HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/sdp\r\nContent-Length: 1000\r\n\r\nv=0\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
     let started = Instant::now();
     let (answer, closed) = read_to_close(&mut stream, Duration::from_secs(45));
     eprintln!(
@@ -108,10 +108,11 @@ fn a_body_that_stops_arriving_is_answered_408() {
 #[test]
 fn a_body_over_64_kib_is_answered_413_on_any_route() {
     let daemon = Daemon::start(SMALL).unwrap();
+    let addr = host_port(&daemon.base_url);
     for path in ["/whep", "/api/status", "/whep/nonexistent"] {
-        let mut stream = TcpStream::connect(host_port(&daemon.base_url)).unwrap();
+        let mut stream = TcpStream::connect(&addr).unwrap();
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\nContent-Length: 10000000\r\n\r\n"
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/sdp\r\nContent-Length: 10000000\r\n\r\n"
         );
         stream.write_all(head.as_bytes()).unwrap();
         // The server may answer and close before all of it is sent.

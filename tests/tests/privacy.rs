@@ -9,7 +9,7 @@ use onair_tests::link::{Link, Shape};
 use onair_tests::picture::bars_match;
 use onair_tests::viewer::{Network, Via, Viewer, Watch, watch};
 
-const OPERATOR: &str = "operator-token-0123456789";
+use onair_tests::daemon::OPERATOR;
 
 /// `PUT /api/privacy` with `body`, presenting `token`: (status, body).
 fn put(base: &str, body: &str, token: Option<&str>) -> (u16, String) {

@@ -268,7 +268,7 @@ fn a_passthrough_cameras_stream_is_recorded_as_it_comes() {
 }
 
 const VIEWER: &str = "viewer-token-0123456789";
-const OPERATOR: &str = "operator-token-0123456789";
+use onair_tests::daemon::OPERATOR;
 
 /// A request to the daemon with `token`: status, headers of interest, body.
 fn request(method: &str, url: &str, token: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use onair_tests::daemon::{Daemon, get};
 
-const OPERATOR: &str = "operator-token-0123456789";
+use onair_tests::daemon::OPERATOR;
 const WHIP_TOKEN: &str = "whip-token-0123456789";
 
 /// One request a [`FakeServer`] received: its path and `Authorization` header.

@@ -9,7 +9,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use onair_tests::daemon::{Daemon, get};
+use onair_tests::daemon::{Daemon, OPERATOR, get};
 use onair_tests::sfu::{ROOM, Sfu};
 use serde_json::Value;
 
@@ -48,14 +48,9 @@ token = "{token}"
     ))
 }
 
-/// The operator's token: `/api/status` shows operators the WHIP URLs whole.
-const OPERATOR: &str = "operator-token-0123456789";
-
-/// `/api/status`, as an operator sees it.
+/// `/api/status`, as an operator sees it (with the WHIP URLs whole).
 fn status(daemon: &Daemon) -> anyhow::Result<Value> {
-    let (code, body) = get(&format!("{}/api/status?token={OPERATOR}", daemon.base_url))?;
-    ensure!(code == 200, "GET /api/status: {code} {body}");
-    Ok(serde_json::from_str(&body)?)
+    onair_tests::daemon::operator_status(&daemon.base_url)
 }
 
 /// Waits up to `within` until onaird's `whip` status satisfies `ready`; returns it.

@@ -19,6 +19,8 @@ use onair_signal::auth::equal;
 use onair_signal::server::{TokenQuery, token};
 use serde::{Deserialize, Serialize};
 
+use super::sites::{Refused, Sites};
+
 /// What a bearer may do; an operator may do everything a viewer may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
@@ -64,6 +66,14 @@ impl Tokens {
             (Some(_), _) if presents(&self.viewer_token) => Some(Role::Viewer),
             (Some(_), _) => None,
         }
+    }
+
+    /// Whether `token` is one of the tokens in force.
+    pub fn recognises(&self, token: &str) -> bool {
+        [&self.viewer_token, &self.operator_token]
+            .into_iter()
+            .flatten()
+            .any(|expected| equal(token, expected))
     }
 
     /// The tokens `access` sets, and from its `token_file` those it does not, making the
@@ -198,23 +208,71 @@ pub fn operator_only(role: Role, what: &str) -> Option<Response> {
     })
 }
 
-/// Middleware: lets a request through if it is for an open path or its token makes its
-/// bearer at least a viewer (then with its [`Role`] in the request's extensions); `401`
-/// otherwise.
+/// `421` for a request that does not name the device, `403` for one from another site's page
+/// without a token (but to an open path); `None` for the rest.
+fn refuse_site(gate: &Gate, request: &Request, presented: Option<&str>) -> Option<Response> {
+    let text = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let tokened = presented.is_some_and(|token| gate.tokens.recognises(token));
+    match gate
+        .sites
+        .check(text(header::HOST), text(header::ORIGIN), tokened)
+    {
+        Ok(()) => None,
+        Err(Refused::Host(host)) => Some(
+            (
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "this camera does not answer to host {host:?}; add the name to \
+                     [http] hostnames (or use its address)\n"
+                ),
+            )
+                .into_response(),
+        ),
+        Err(Refused::Origin(_)) if OPEN_PATHS.contains(&request.uri().path()) => None,
+        Err(Refused::Origin(origin)) => Some(
+            (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "requests from pages of {origin} need a token, or the origin listed in \
+                     [http] cors_origins\n"
+                ),
+            )
+                .into_response(),
+        ),
+    }
+}
+
+/// What [`viewers_only`] goes by: the tokens, and the device's names and its pages' origins.
+pub struct Gate {
+    /// The tokens in force.
+    pub tokens: Arc<Tokens>,
+    /// The names and origins requests may come with.
+    pub sites: Sites,
+}
+
+/// Middleware: lets a request through if it names the device ([`Sites`]), and it is for an
+/// open path or its token makes its bearer at least a viewer (then with its [`Role`] in the
+/// request's extensions), and it does not come from another site's page without a token.
+/// `421`, `401` or `403` otherwise.
 pub async fn viewers_only(
-    State(tokens): State<Arc<Tokens>>,
+    State(gate): State<Arc<Gate>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if OPEN_PATHS.contains(&request.uri().path()) {
-        return next.run(request).await;
-    }
     let query = Query::<TokenQuery>::try_from_uri(request.uri())
         .map(|Query(query)| query)
         .unwrap_or_default();
+    let presented = token(request.headers(), &query);
+    if let Some(refused) = refuse_site(&gate, &request, presented.as_deref()) {
+        return refused;
+    }
+    if OPEN_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     // Handlers that need more than a viewer read the role from the request.
-    if let Some(role) = tokens
-        .role(token(request.headers(), &query).as_deref())
+    if let Some(role) = gate
+        .tokens
+        .role(presented.as_deref())
         .filter(|role| *role >= Role::Viewer)
     {
         request.extensions_mut().insert(role);

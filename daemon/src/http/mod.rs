@@ -10,7 +10,9 @@
 //! | `GET`/`PUT /api/privacy` | privacy, `{"on": …}`; switching needs the operator token ([`privacy`]) |
 //! | `GET /metrics` | Prometheus text format: viewers, sessions, frames, key frames, traffic ([`metrics`]) |
 //!
-//! With `[access]` tokens, all but `/healthz` and `/onair.js` need one ([`access`]).
+//! With `[access]` tokens, all but `/healthz` and `/onair.js` need one ([`access`]). Every
+//! request must name the device in its `Host`, and a browser's from another site's page
+//! needs a token ([`sites`]).
 //!
 //! onair-signal's routes are mounted here too (see [`crate::run`]): `/ws`, `/api/channels`,
 //! `/c/{channel}`, `/onair.js` and the WHEP gateway.
@@ -19,6 +21,7 @@ pub mod access;
 pub mod metrics;
 pub mod privacy;
 pub mod recordings;
+pub mod sites;
 pub mod snapshot;
 pub mod status;
 pub mod whep;
@@ -78,10 +81,14 @@ pub fn router(
     state: AppState,
     service: onair_signal::Service,
     tokens: Arc<access::Tokens>,
-    cors_origins: &[String],
+    http: &onair_config::Http,
 ) -> Router {
     let gateway = onair_signal::whep::Gateway::new(service.clone());
-    let cors = cors(&tokens, cors_origins);
+    let cors = cors(&tokens, &http.cors_origins);
+    let gate = Arc::new(access::Gate {
+        tokens,
+        sites: sites::Sites::of_this_machine(&http.hostnames, &http.cors_origins),
+    });
     Router::new()
         .route("/", get(onair_signal::server::viewer_page))
         .route(
@@ -106,7 +113,7 @@ pub fn router(
         )
         .with_state(state)
         .merge(onair_signal::server::router(service, MAX_WEBSOCKETS))
-        .layer(middleware::from_fn_with_state(tokens, access::viewers_only))
+        .layer(middleware::from_fn_with_state(gate, access::viewers_only))
         .layer(cors)
 }
 

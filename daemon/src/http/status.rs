@@ -44,8 +44,10 @@ pub struct Status {
     signaling: SignalingStatus,
     /// The publication to a media server (`whip.url`); `null` without one.
     whip: Option<WhipStatus>,
-    /// Every session: its state and how its link is doing.
-    peers: Vec<PeerFigures>,
+    /// Every session: its id, its state and how its link is doing. Operators only: a
+    /// session's id is its WHEP resource, which ends or restarts it (viewers see the counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<Vec<PeerFigures>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,7 +71,7 @@ struct VideoStatus {
 
 /// Channel, viewers and encoder figures. URLs that may carry secrets (the signalling
 /// service's, the WHIP endpoint's and session's) are shown whole to operators only, redacted
-/// to viewers.
+/// to viewers; the sessions (with their ids) to operators only.
 pub async fn status(
     State(state): State<AppState>,
     Extension(role): Extension<Role>,
@@ -109,7 +111,10 @@ pub async fn status(
         whip: (state.publisher.as_ref())
             .and_then(|p| p.status())
             .map(|w| if operator { w } else { w.redacted() }),
-        peers: state.sessions.peers().await,
+        peers: match operator {
+            true => Some(state.sessions.peers().await),
+            false => None,
+        },
     })
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::fanout::procfs::CpuMark;
 use super::latency::{run_json, tests_dir};
-use crate::daemon::{Daemon, get};
+use crate::daemon::{Daemon, OPERATOR, get, operator_access, operator_status};
 use crate::link::{Link, Shape};
 use crate::viewer::{Network, Via, Viewer, Watch};
 
@@ -41,8 +41,7 @@ async fn layer_cost(daemon: &Daemon, port: u16) -> anyhow::Result<(f64, f64)> {
     let low = Viewer::join_over(Via::Whep(whep), counting, Network::Link(link.addr())).await?;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let both = cpu_over(daemon.pid(), Duration::from_secs(10)).await?;
-    let status = get(&format!("{}/api/status", daemon.base_url))?.1;
-    let parsed: Value = serde_json::from_str(&status)?;
+    let parsed = operator_status(&daemon.base_url)?;
     let layers: Vec<&Value> = parsed["peers"]
         .as_array()
         .map(|peers| peers.iter().map(|p| &p["layer"]).collect())
@@ -85,7 +84,8 @@ fn free_port() -> u16 {
 pub async fn run(settings: Settings) -> anyhow::Result<Value> {
     let port = free_port();
     let daemon = Daemon::start(&format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = {port}\n"
+        "[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = {port}\n{}",
+        operator_access()
     ))?;
     println!(
         "bad link: onaird's default stream (1280x720 at 30 fps, 2000 kb/s, low layer 640x360 \
@@ -108,7 +108,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<Value> {
     let budget = Duration::from_secs(u64::from(settings.seconds) + 60);
     let chromium = tokio::task::spawn_blocking(move || run_json(command, budget));
     // The estimate as the viewer plays, every second.
-    let status = format!("{}/api/status", daemon.base_url);
+    let status = format!("{}/api/status?token={OPERATOR}", daemon.base_url);
     let mut estimates = Vec::new();
     let mut layers = Vec::new();
     while !chromium.is_finished() {
