@@ -334,7 +334,7 @@ const RULES: &[(&str, &str)] = &[
     ),
     (
         "[whip]\nurl = \"rtmp://sfu.example.com/live\"",
-        "onair.toml:2:7: whip.url: must start with \"http://\" or \"https://\", got \"rtmp://sfu.example.com/live\"",
+        "onair.toml:2:7: whip.url: must start with \"http://\" or \"https://\", not \"rtmp://\"",
     ),
     (
         "[whip]\ntoken = \"two words\"",
@@ -1030,11 +1030,11 @@ impl Drop for TempDir {
 fn signaling_url_must_be_a_websocket_url() {
     assert_eq!(
         single("[signaling]\nurl = \"http://signal.example.com\"\n"),
-        "onair.toml:2:7: signaling.url: must start with \"ws://\" or \"wss://\", got \"http://signal.example.com\""
+        "onair.toml:2:7: signaling.url: must start with \"ws://\" or \"wss://\", not \"http://\""
     );
     assert_eq!(
         single("[signaling]\nurl = \"wss:///ws\"\n"),
-        "onair.toml:2:7: signaling.url: no host in \"wss:///ws\""
+        "onair.toml:2:7: signaling.url: has no host"
     );
     assert_eq!(
         single("[signaling]\nurl = \"ws://127.0.0.1:8443\"\ntoken = \"\"\n"),

@@ -218,24 +218,27 @@ fn http_url(url: &str) -> Option<String> {
 /// A message if `url` does not start with one of `schemes`, has no host, or has spaces or
 /// control characters.
 fn url_with_host(url: &str, schemes: [&str; 2]) -> Option<String> {
+    // The URL is not repeated: its path or query may be a key, and the message is logged.
     let Some(rest) = schemes.iter().find_map(|s| url.strip_prefix(s)) else {
+        let found = match url.split_once("://") {
+            Some((scheme, _)) => format!(", not \"{}://\"", scheme.escape_debug()),
+            None => String::new(),
+        };
         return Some(format!(
-            "must start with \"{}\" or \"{}\", got {url:?}",
+            "must start with \"{}\" or \"{}\"{found}",
             schemes[0], schemes[1]
         ));
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.starts_with(':') {
-        return Some(format!("no host in {url:?}"));
+        return Some("has no host".into());
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Some(format!("must not contain spaces, got {url:?}"));
+        return Some("must not contain spaces or control characters".into());
     }
     None
 }
 
-/// A message if `origin` is not a web origin: `http://` or `https://`, a host, an optional
-/// port, and nothing else (browsers send exactly that in `Origin`).
 /// A message if `host` is not a bare host name or address (no scheme, port or path).
 fn host_name(host: &str) -> Option<String> {
     let bracketed = host.starts_with('[') && host.ends_with(']');
@@ -245,6 +248,8 @@ fn host_name(host: &str) -> Option<String> {
     })
 }
 
+/// A message if `origin` is not a web origin: `http://` or `https://`, a host, an optional
+/// port, and nothing else (browsers send exactly that in `Origin`).
 fn web_origin(origin: &str) -> Option<String> {
     let rest = origin
         .strip_prefix("http://")

@@ -18,7 +18,7 @@ use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use onair_signal::whep::{MAX_OFFER, sdp_offer, with_candidates};
 use onaird::webrtc::nat;
-use onaird::webrtc::negotiate::payload_type;
+use onaird::webrtc::negotiate::{Wanted, payload_type};
 use rtc_sdp::description::session::SessionDescription;
 
 const CONTENT_TYPES: &[Option<&str>] = &[
@@ -70,19 +70,20 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut sdp) = SessionDescription::unmarshal(&mut std::io::Cursor::new(offer)) else {
         return;
     };
-    for (media, codec) in [("video", "H264"), ("audio", "opus")] {
+    let h264 = Wanted::H264 {
+        profile_level_id: "42e01f",
+    };
+    for wanted in [h264, Wanted::Opus] {
         for towards_us_only in ["recvonly", "sendonly"] {
-            let chosen = payload_type(&sdp, media, codec, towards_us_only);
-            assert_eq!(chosen, payload_type(&sdp, media, codec, towards_us_only));
+            let chosen = payload_type(&sdp, wanted, towards_us_only);
+            assert_eq!(chosen, payload_type(&sdp, wanted, towards_us_only));
             if let Some(pt) = chosen {
                 let listed = sdp.media_descriptions.iter().any(|m| {
-                    m.media_name.media == media
+                    m.media_name.media == wanted.media()
                         && m.media_name.formats.iter().any(|f| f.parse() == Ok(pt))
-                        && m.codecs()
-                            .get(&pt)
-                            .is_some_and(|c| c.name.eq_ignore_ascii_case(codec))
+                        && m.codecs().get(&pt).is_some_and(|c| wanted.fits(c))
                 });
-                assert!(listed, "{media} payload type {pt} is not a listed {codec}");
+                assert!(listed, "payload type {pt} is not a listed {wanted:?}");
             }
         }
     }

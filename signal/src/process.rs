@@ -5,6 +5,7 @@ use std::future::Future;
 use std::io::IsTerminal as _;
 use std::pin::Pin;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
@@ -16,18 +17,73 @@ pub type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Logs to stderr, filtered by `RUST_LOG` or else by `default_filter`; colours only on a
 /// terminal, and no timestamps under journald (`JOURNAL_STREAM`), which stamps every line
-/// itself.
+/// itself. Whatever `RUST_LOG` says, what the WebRTC stack logs is [`Quieted`].
 pub fn init_logs(default_filter: &str) {
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let logs = tracing_subscriber::fmt()
+    let quieted = Quieted::default();
+    let quiet = tracing_subscriber::filter::filter_fn(move |meta| quieted.passes(meta));
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        logs.without_time().init();
-    } else {
-        logs.init();
+        .with_ansi(std::io::stderr().is_terminal());
+    let logs = match std::env::var_os("JOURNAL_STREAM") {
+        Some(_) => logs.without_time().boxed(),
+        None => logs.boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter).with_filter(quiet))
+        .init();
+}
+
+/// Targets (and those under them) whose debug and trace lines carry secrets: webrtc-rs's ICE
+/// agent logs the viewer's ICE password when it starts, the HTTP and WebSocket clients the
+/// URLs they fetch (WHIP ingest keys, tokens in query strings). They log at `info` at most.
+const SECRET_BEARING: [&str; 4] = ["rtc_ice::agent", "ureq", "tungstenite", "tokio_tungstenite"];
+
+/// How often one line of the WebRTC stack may be logged.
+const STACK_LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// What may be logged: nothing from [`SECRET_BEARING`] below `info`, and of the WebRTC stack
+/// (webrtc-rs, targets `rtc…` and `webrtc…`) each log line (by source line) at most once
+/// every [`STACK_LINE_EVERY`]. Much of what it logs a stranger can cause (an offer that never
+/// connects made ~100 warnings), and a camera's log is on an SD card.
+#[derive(Default)]
+struct Quieted {
+    /// When each line (a hash of its file, line and target) was last let through.
+    last: std::sync::Mutex<std::collections::HashMap<u64, Instant>>,
+}
+
+impl Quieted {
+    fn passes(&self, meta: &tracing::Metadata<'_>) -> bool {
+        let target = meta.target();
+        if *meta.level() > tracing::Level::INFO
+            && SECRET_BEARING.iter().any(|t| target.starts_with(t))
+        {
+            return false;
+        }
+        if !(target.starts_with("rtc") || target.starts_with("webrtc")) || !meta.is_event() {
+            return true;
+        }
+        let key = {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (meta.file(), meta.line(), target).hash(&mut hasher);
+            hasher.finish()
+        };
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() > 10_000 {
+            last.clear();
+        }
+        match last.get(&key) {
+            Some(at) if now.duration_since(*at) < STACK_LINE_EVERY => false,
+            _ => {
+                last.insert(key, now);
+                true
+            }
+        }
     }
 }
 

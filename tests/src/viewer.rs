@@ -621,6 +621,28 @@ impl Viewer {
         }
     }
 
+    /// The ICE passwords of both sides (`a=ice-pwd` of the offer and the answer): secrets
+    /// neither side may log.
+    pub async fn ice_passwords(&self) -> Vec<String> {
+        let mut sdp = String::new();
+        for description in [
+            self.pc.local_description().await,
+            self.pc.remote_description().await,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            sdp += &description.sdp;
+        }
+        let mut passwords: Vec<String> = sdp
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("a=ice-pwd:"))
+            .map(str::to_owned)
+            .collect();
+        passwords.dedup();
+        passwords
+    }
+
     /// Pictures received so far (decoded ones, when decoding).
     pub fn frames(&self) -> usize {
         self.shared.lock().map_or(0, |s| s.report.frames_decoded)

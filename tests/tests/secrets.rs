@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use onair_tests::daemon::{Daemon, get};
+use onair_tests::viewer::{Via, Viewer, Watch};
 
 use onair_tests::daemon::OPERATOR;
 const WHIP_TOKEN: &str = "whip-token-0123456789";
@@ -130,6 +131,34 @@ fn the_whip_stream_key_is_not_shown_and_a_redirect_elsewhere_gets_no_token() {
     let leaks: Vec<&String> = log
         .iter()
         .filter(|l| l.contains("SECRETKEY") || l.contains(WHIP_TOKEN))
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_passwords_are_not_logged_even_at_trace_level() {
+    let daemon = Daemon::start_with_env(
+        "[video]\nwidth = 320\nheight = 240\nfps = 15\n[audio]\nenabled = false\n",
+        &[("RUST_LOG", "trace".as_ref())],
+    )
+    .unwrap();
+    let whep = format!("{}/whep", daemon.base_url);
+    let how = Watch::decoding(10, Duration::from_secs(30));
+    let viewer = Viewer::join(Via::Whep(whep), how).await.unwrap();
+    let seen = viewer.wait_for(10, Duration::from_secs(30)).await;
+    assert!(seen.frames_decoded >= 10, "{seen:?}");
+    let passwords = viewer.ice_passwords().await;
+    assert_eq!(
+        passwords.len(),
+        2,
+        "the viewer's and the camera's: {passwords:?}"
+    );
+    viewer.leave().await.unwrap();
+    let (_, log) = daemon.stop_with_log().unwrap();
+    assert!(log.len() > 20, "trace logs: {} lines", log.len());
+    let leaks: Vec<&String> = log
+        .iter()
+        .filter(|line| passwords.iter().any(|pwd| line.contains(pwd.as_str())))
         .collect();
     assert!(leaks.is_empty(), "{leaks:#?}");
 }

@@ -165,3 +165,36 @@ fn without_the_viewer_token_there_is_no_snapshot() {
     let (status, kind, _) = fetch(&format!("{url}?token=viewer-token-0123456789"));
     assert_eq!((status, kind.as_str()), (200, "image/jpeg"));
 }
+
+#[test]
+fn a_client_rotating_widths_costs_no_more_encodes_than_a_few_sizes() {
+    let daemon = Daemon::start("[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nport = 0\n").unwrap();
+    let url = format!("{}/snapshot.jpg", daemon.base_url);
+    let encoded = || {
+        scrape(&daemon.base_url, None)
+            .unwrap()
+            .value("onair_snapshots_encoded_total", &[])
+            .unwrap()
+    };
+    let before = encoded();
+    let asked = Instant::now();
+    let mut sizes = std::collections::BTreeSet::new();
+    for width in (16..=615).step_by(3) {
+        let (status, _, jpeg) = fetch(&format!("{url}?width={width}"));
+        assert_eq!(status, 200, "width={width}");
+        let picture = decode(&jpeg);
+        assert!(
+            picture.width <= width.max(160),
+            "{width}: {}",
+            picture.width
+        );
+        sizes.insert(picture.width);
+    }
+    let spent = asked.elapsed();
+    let encodes = encoded() - before;
+    eprintln!("200 widths in {spent:?}: {encodes} encodes, sizes {sizes:?}");
+    // 16..=615 rounds to 160, 320 or 480: three encodes a second at most.
+    assert_eq!(sizes.into_iter().collect::<Vec<_>>(), [160, 320, 480]);
+    let allowed = 3.0 * (1.0 + spent.as_secs_f64().ceil());
+    assert!(encodes <= allowed, "{encodes} encodes in {spent:?}");
+}

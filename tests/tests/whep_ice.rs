@@ -123,6 +123,30 @@ async fn a_viewer_restarts_ice_over_patch_and_keeps_watching() {
     let before = viewer.wait_for(30, Duration::from_secs(60)).await;
     assert!(before.frames_decoded >= 30, "{before:?}");
 
+    // Restarts with unusable credentials are refused, naming them, and leave the session as
+    // it was: the next, good restart is taken.
+    let session = viewer.session_url().unwrap();
+    for (body, named) in [
+        (
+            "a=ice-ufrag:\r\na=ice-pwd:0123456789012345678901234\r\n",
+            "ice-ufrag",
+        ),
+        ("a=ice-ufrag:abcd\r\na=ice-pwd:short\r\n", "ice-pwd"),
+        (
+            "a=ice-ufrag:ab cd\r\na=ice-pwd:0123456789012345678901234\r\n",
+            "ice-ufrag",
+        ),
+    ] {
+        let bad = Patch {
+            content_type: "application/trickle-ice-sdpfrag",
+            if_match: Some("*"),
+            body,
+        };
+        let (code, why) = patch(&session, bad);
+        assert_eq!(code, 400, "{body:?}: {why}");
+        assert!(why.contains(named), "{body:?}: {why}");
+    }
+
     let restarted = viewer.restart_ice().await.unwrap();
     // New credentials from the camera, and a new entity tag for the new ICE session.
     let ufrag = restarted
@@ -145,7 +169,6 @@ async fn a_viewer_restarts_ice_over_patch_and_keeps_watching() {
     assert!(!after.connection_ended, "{after:?}");
 
     // A trickle for the old ICE session is refused; for the new one, taken.
-    let session = viewer.session_url().unwrap();
     let old_tag = restarted.etag.replace(".1\"", ".0\"");
     let trickle = |tag| Patch {
         content_type: "application/trickle-ice-sdpfrag",

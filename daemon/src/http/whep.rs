@@ -10,7 +10,10 @@
 //!   our candidates, and a new `ETag`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
@@ -25,12 +28,18 @@ use onair_signal::whep::{plain, sdp_offer};
 use crate::webrtc::{IceCredentials, Undelivered};
 
 /// `POST /whep`: offer in, `201 Created` with `Location` and the answer out.
-pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn create(
+    State(state): State<AppState>,
+    source: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let offer = match sdp_offer(&headers, &body) {
         Ok(offer) => offer,
         Err((status, why)) => return plain(status, why),
     };
-    match state.sessions.offer(offer.to_owned()).await {
+    let source = source.map(|Extension(ConnectInfo(peer))| peer.ip());
+    match state.sessions.offer(offer.to_owned(), source).await {
         Ok((id, answer)) => {
             let location = format!("/whep/{id}");
             let mut response = (StatusCode::CREATED, answer).into_response();
@@ -59,6 +68,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
         }
         Err(
             err @ (OfferError::Full
+            | OfferError::Crowded(_)
             | OfferError::ShuttingDown
             | OfferError::NotReady
             | OfferError::NoPicture(_)),

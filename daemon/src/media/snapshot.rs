@@ -25,8 +25,9 @@ const FRESH: Duration = Duration::from_secs(1);
 /// How long a request waits for the video thread's next picture.
 const PICTURE_WAIT: Duration = Duration::from_secs(2);
 
-/// JPEGs kept, one per size asked (the oldest go first).
-const SIZES_KEPT: usize = 4;
+/// JPEGs kept, one per size asked (the oldest go first): every size `/snapshot.jpg` makes
+/// (its widths, and the picture's own).
+const SIZES_KEPT: usize = crate::http::snapshot::MADE_WIDTHS.len() + 1;
 
 /// JPEG quality (0 to 100).
 const QUALITY: u8 = 85;

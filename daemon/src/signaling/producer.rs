@@ -247,7 +247,7 @@ impl Driver<'_> {
         tokio::spawn(async move {
             let result = match offer {
                 Some(offer) => sessions
-                    .offer(offer)
+                    .offer(offer, None)
                     .await
                     .map(|(id, sdp)| (id, SdpMessage::Answer { sdp })),
                 None => sessions

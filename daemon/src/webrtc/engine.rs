@@ -385,6 +385,8 @@ struct Slot {
     nominations: Nominations,
     /// The core's next timer.
     due: Option<Instant>,
+    /// Something from the viewer has reached the core (its first ICE check): told once.
+    heard: bool,
 }
 
 /// The port's side of the loop: sockets, routes, streams.
@@ -435,6 +437,7 @@ impl Core {
                     feedback,
                     nominations: Nominations::default(),
                     due: None,
+                    heard: false,
                 };
                 self.conns.insert(id, slot);
                 if reply.send(id).is_err() {
@@ -795,6 +798,11 @@ fn feed(
     transport: TransportContext,
     data: BytesMut,
 ) {
+    if !slot.heard {
+        // Before anything the core may say: a later state (connected) overrides this one.
+        slot.heard = true;
+        slot.events.send_replace(Some(Event::Heard));
+    }
     let again = slot.nominations.inspect(now, transport.peer_addr, &data);
     let mut read = |message: BytesMut| {
         let tagged = TaggedBytesMut {

@@ -37,6 +37,7 @@ pub mod nat;
 pub mod negotiate;
 pub mod nomination;
 pub mod peer;
+pub mod pending;
 pub mod port;
 pub mod reflexive;
 pub mod session;
@@ -98,6 +99,9 @@ pub enum OfferError {
     /// [`MAX_SESSIONS`] are running.
     #[error("too many viewers ({MAX_SESSIONS}); try again later")]
     Full,
+    /// Too many sessions are connecting, from everywhere or from the offer's address.
+    #[error("{0}; try again shortly")]
+    Crowded(pending::Crowded),
     /// An answer or candidate for a session that does not exist (any more).
     #[error("no such session")]
     NoSession,
@@ -130,6 +134,8 @@ struct Inner {
     live: Mutex<Live>,
     /// One permit per session, taken before any work is done for an offer.
     permits: Arc<Semaphore>,
+    /// Sessions not connected yet (see [`pending`]).
+    pending: pending::PendingBudget,
     /// Sessions with media flowing.
     viewers: AtomicUsize,
     /// Every session task and negotiation, so shutdown can wait for them.
@@ -215,6 +221,7 @@ impl Sessions {
                 factory,
                 live: Mutex::new(Live::default()),
                 permits: Arc::new(Semaphore::new(MAX_SESSIONS)),
+                pending: pending::PendingBudget::default(),
                 viewers: AtomicUsize::new(0),
                 tasks: TaskTracker::new(),
                 ended: EndNotices::default(),
@@ -247,29 +254,43 @@ impl Sessions {
     /// The work runs in a task of its own: if the caller gives up (the HTTP client went
     /// away), the negotiation still finishes and its peer connection is closed or handed to
     /// a session that times out, instead of leaking.
-    pub async fn offer(&self, offer_sdp: String) -> Result<(String, String), OfferError> {
-        self.negotiate(Some(offer_sdp)).await
+    /// `source` is the address the offer came from, when known (see [`pending`]).
+    pub async fn offer(
+        &self,
+        offer_sdp: String,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<(String, String), OfferError> {
+        self.negotiate(Some(offer_sdp), source).await
     }
 
     /// Makes an offer for a new viewer (a signaling consumer that asked the producer to
     /// offer) and starts the session. Returns the session id and the offer SDP; the answer
     /// goes to [`Self::answer`].
     pub async fn offer_to_viewer(&self) -> Result<(String, String), OfferError> {
-        self.negotiate(None).await
+        self.negotiate(None, None).await
     }
 
-    async fn negotiate(&self, offer: Option<String>) -> Result<(String, String), OfferError> {
+    async fn negotiate(
+        &self,
+        offer: Option<String>,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<(String, String), OfferError> {
         let permit = self
             .inner
             .permits
             .clone()
             .try_acquire_owned()
             .map_err(|_| OfferError::Full)?;
+        let pending = self
+            .inner
+            .pending
+            .take(source)
+            .map_err(OfferError::Crowded)?;
         let inner = self.inner.clone();
         let task = self
             .inner
             .tasks
-            .spawn(negotiate_and_start(inner, offer, permit));
+            .spawn(negotiate_and_start(inner, offer, (permit, pending)));
         task.await
             .map_err(|e| OfferError::Internal(e.to_string()))?
     }
@@ -422,7 +443,7 @@ fn describe_profile(profile_level_id: &str) -> String {
 async fn negotiate_and_start(
     inner: Arc<Inner>,
     offer: Option<String>,
-    permit: OwnedSemaphorePermit,
+    places: Places,
 ) -> Result<(String, String), OfferError> {
     let offer = offer
         .map(|sdp| {
@@ -450,7 +471,7 @@ async fn negotiate_and_start(
         Err(err) => return Err(err),
     };
     let id = format!("{:032x}", rand::random::<u128>());
-    if register(&inner, &id, peer, media, profile, permit).is_err() {
+    if register(&inner, &id, peer, media, profile, places).is_err() {
         return Err(OfferError::ShuttingDown);
     }
     info!(session = %id, "viewer negotiating");
@@ -466,7 +487,7 @@ fn register(
     peer: peer::NewPeer,
     media: Media,
     profile: String,
-    permit: OwnedSemaphorePermit,
+    places: Places,
 ) -> Result<(), peer::NewPeer> {
     let Ok(mut live) = inner.live.lock() else {
         return Err(peer);
@@ -503,11 +524,15 @@ fn register(
         orders,
         media,
         profile,
-        permit,
+        places,
     );
     inner.tasks.spawn(task);
     Ok(())
 }
+
+/// A session's slot (held to its end) and its place among those connecting (given back when
+/// it connects).
+type Places = (OwnedSemaphorePermit, pending::Pending);
 
 /// The outside's orders to one session task (see [`Handle`] for the sending side).
 struct Orders {
@@ -526,7 +551,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How long an ending session waits for its final stats (what it sent, for `/metrics`).
 const FINAL_STATS_WAIT: Duration = Duration::from_millis(100);
 
-/// Drives one session from negotiation to teardown. Holds the session's permit until the end.
+/// Drives one session from negotiation to teardown. Holds the session's permit until the end,
+/// its place among those connecting until it connects.
 async fn run_session(
     inner: Arc<Inner>,
     id: String,
@@ -534,8 +560,9 @@ async fn run_session(
     mut orders: Orders,
     mut media: Media,
     profile: String,
-    _permit: OwnedSemaphorePermit,
+    (_permit, pending): Places,
 ) {
+    let mut pending = Some(pending);
     let peer::NewPeer {
         conn,
         mut events,
@@ -543,7 +570,7 @@ async fn run_session(
         ..
     } = peer;
     let mut feedback = Some(feedback);
-    let mut session = Session::new(Instant::now());
+    let mut session = Session::new(Instant::now(), matches!(media, Media::Agreed(_)));
     let mut media_tasks = tokio::task::JoinSet::new();
     let reason = loop {
         let deadline = session.deadline();
@@ -564,7 +591,7 @@ async fn run_session(
                     if failed {
                         break CloseReason::Failed;
                     }
-                    continue;
+                    Event::Answered
                 }
                 Some(Control::Candidate(candidate)) => {
                     add_remote_candidate(&id, &conn, &mut orders.candidates_taken, candidate).await;
@@ -585,6 +612,9 @@ async fn run_session(
         };
         let action = session.handle(event, Instant::now());
         orders.watched.set_state(session.state());
+        if !session.pending() {
+            drop(pending.take());
+        }
         match action {
             Action::None => {}
             Action::StartMedia => {

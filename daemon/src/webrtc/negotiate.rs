@@ -57,6 +57,14 @@ pub async fn answer(
     offer: RTCSessionDescription,
 ) -> Result<(String, Vec<Outgoing>), OfferError> {
     let conn = &peer.conn;
+    // webrtc-rs falls back to any H.264 when none fits (packetization mode 0, another
+    // profile): such an offer gets no answer at all.
+    let parsed = offer
+        .unmarshal()
+        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
+    if payload_type(&parsed, Wanted::H264 { profile_level_id }, "sendonly").is_none() {
+        return Err(OfferError::NoVideo(profile_level_id.to_owned()));
+    }
     let codecs = codecs(factory, profile_level_id);
     let profile = profile_level_id.to_owned();
     let added = on_core(conn, move |pc, now| {
@@ -188,6 +196,13 @@ pub async fn restart(
     conn: &Conn,
     (ufrag, pwd): (&str, &str),
 ) -> Result<String, OfferError> {
+    for (name, value, shortest) in [("ice-ufrag", ufrag, 4), ("ice-pwd", pwd, 22)] {
+        if let Some(problem) = ice_credential_problem(value, shortest) {
+            return Err(OfferError::BadOffer(format!(
+                "ICE restart: {name} {problem}"
+            )));
+        }
+    }
     let (ufrag, pwd) = (ufrag.to_owned(), pwd.to_owned());
     on_core(conn, move |pc, now| {
         let remote = pc
@@ -198,12 +213,26 @@ pub async fn restart(
             })?;
         let offer = RTCSessionDescription::offer(with_credentials(&remote.sdp, &ufrag, &pwd))
             .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-        pc.set_remote_description(now, offer)
-            .map_err(|e| OfferError::BadOffer(format!("ICE restart: {e}")))
+        pc.set_remote_description(now, offer).map_err(|e| {
+            // webrtc-rs may have moved to have-remote-offer before failing: back to stable,
+            // so that the next restart can be taken.
+            if let Ok(rollback) = RTCSessionDescription::rollback(None) {
+                let _ = pc.set_remote_description(now, rollback);
+            }
+            OfferError::BadOffer(format!("ICE restart: {e}"))
+        })
     })
     .await?;
     let sdp = describe(conn, RTCSdpType::Answer).await?;
     Ok(ice_fragment(&announced(factory, sdp)))
+}
+
+/// What is wrong with an ICE username fragment or password (RFC 8839 §5.4: `shortest` to 256
+/// characters of A-Z a-z 0-9 + /), if anything.
+fn ice_credential_problem(value: &str, shortest: usize) -> Option<String> {
+    let fits = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/';
+    (!(shortest..=256).contains(&value.len()) || !value.chars().all(fits))
+        .then(|| format!("must be {shortest} to 256 characters of A-Z a-z 0-9 + / (RFC 8839)"))
 }
 
 /// `sdp` with `ufrag` and `pwd` as its ICE credentials and without its candidates.
@@ -259,11 +288,11 @@ fn agreed(
 ) -> Result<Vec<Outgoing>, OfferError> {
     let mut outgoing = Vec::new();
     for Added { kind, sender, ssrc } in added {
-        let (media, codec) = match kind {
-            RtpCodecKind::Audio => ("audio", "opus"),
-            _ => ("video", "H264"),
+        let wanted = match kind {
+            RtpCodecKind::Audio => Wanted::Opus,
+            _ => Wanted::H264 { profile_level_id },
         };
-        match payload_type(sdp, media, codec, towards_us_only) {
+        match payload_type(sdp, wanted, towards_us_only) {
             Some(payload_type) => outgoing.push(Outgoing {
                 kind,
                 rtp: conn.rtp_out(sender),
@@ -279,19 +308,64 @@ fn agreed(
     Ok(outgoing)
 }
 
-/// The payload type `codec` (`"H264"`, `"opus"`; any case) has in `sdp`: the first one in the
-/// `m=` line's order, in the first `media` section (`"video"`, `"audio"`) that is neither
-/// disabled (port 0), `inactive` nor `towards_us_only` (`recvonly` in our answer, `sendonly`
-/// in the viewer's) and has that codec. Pure, for the fuzz target `sdp_offer` too.
-pub fn payload_type(
-    sdp: &SessionDescription,
-    media: &str,
-    codec: &str,
-    towards_us_only: &str,
-) -> Option<u8> {
+/// A codec we send, as a viewer's SDP must accept it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted<'a> {
+    /// H.264 with `packetization-mode=1` and the profile of ours (the first two bytes of
+    /// `profile-level-id`, as webrtc-rs matches them; any level), as RFC 6184 §8.2.2 asks.
+    H264 {
+        /// Ours, e.g. `42e01f`.
+        profile_level_id: &'a str,
+    },
+    /// Opus.
+    Opus,
+}
+
+impl Wanted<'_> {
+    /// The `m=` section kind it goes in.
+    pub fn media(&self) -> &'static str {
+        match self {
+            Wanted::H264 { .. } => "video",
+            Wanted::Opus => "audio",
+        }
+    }
+
+    /// Whether `codec`, as a section describes it, is this one.
+    pub fn fits(&self, codec: &rtc::sdp::util::Codec) -> bool {
+        match self {
+            Wanted::Opus => codec.name.eq_ignore_ascii_case("opus"),
+            Wanted::H264 { profile_level_id } => {
+                let profile = |id: &str| id.get(..4).map(str::to_ascii_lowercase);
+                codec.name.eq_ignore_ascii_case("H264")
+                    && fmtp(&codec.fmtp, "packetization-mode") == Some("1")
+                    && fmtp(&codec.fmtp, "profile-level-id")
+                        .filter(|theirs| {
+                            theirs.len() == 6 && theirs.bytes().all(|b| b.is_ascii_hexdigit())
+                        })
+                        .and_then(profile)
+                        .is_some_and(|theirs| Some(theirs) == profile(profile_level_id))
+            }
+        }
+    }
+}
+
+/// The value of `key` in an `a=fmtp` parameter list (`a=1;b=2`, any case of key).
+fn fmtp<'f>(parameters: &'f str, key: &str) -> Option<&'f str> {
+    parameters
+        .split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(key))
+        .map(|(_, value)| value.trim())
+}
+
+/// The payload type `wanted` has in `sdp`: the first one in the `m=` line's order that
+/// [fits](Wanted::fits), in the first section of its kind that is neither disabled (port 0),
+/// `inactive` nor `towards_us_only` (`recvonly` in our answer, `sendonly` in the viewer's
+/// SDP) and has one. Pure, for the fuzz target `sdp_offer` too.
+pub fn payload_type(sdp: &SessionDescription, wanted: Wanted, towards_us_only: &str) -> Option<u8> {
     sdp.media_descriptions
         .iter()
-        .filter(|m| m.media_name.media == media && m.media_name.port.value != 0)
+        .filter(|m| m.media_name.media == wanted.media() && m.media_name.port.value != 0)
         .filter(|m| !m.has_attribute(towards_us_only) && !m.has_attribute("inactive"))
         .find_map(|m| {
             let codecs = m.codecs();
@@ -299,11 +373,7 @@ pub fn payload_type(
                 .formats
                 .iter()
                 .filter_map(|format| format.parse::<u8>().ok())
-                .find(|pt| {
-                    codecs
-                        .get(pt)
-                        .is_some_and(|c| c.name.eq_ignore_ascii_case(codec))
-                })
+                .find(|pt| codecs.get(pt).is_some_and(|c| wanted.fits(c)))
         })
 }
 
@@ -340,33 +410,119 @@ mod tests {
 
     const HEAD: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n";
 
+    const CB: Wanted = Wanted::H264 {
+        profile_level_id: "42e01f",
+    };
+
+    /// `a=rtpmap` and `a=fmtp` of an H.264 payload type with these format parameters.
+    fn h264(pt: u8, fmtp: &str) -> String {
+        format!("a=rtpmap:{pt} H264/90000\r\na=fmtp:{pt} {fmtp}\r\n")
+    }
+
+    const FITS: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
     #[test]
-    fn the_first_h264_payload_type_of_the_m_line_is_taken_every_time() {
+    fn the_first_fitting_h264_payload_type_of_the_m_line_is_taken_every_time() {
         // Chromium offers several H.264 payload types; the m= line's order is the preference.
         let sdp = parse(&format!(
-            "{HEAD}m=video 9 UDP/TLS/RTP/SAVPF 96 102 106 108 127\r\n\
-             a=rtpmap:96 VP8/90000\r\na=rtpmap:127 H264/90000\r\n\
-             a=rtpmap:108 H264/90000\r\na=rtpmap:106 h264/90000\r\n\
-             a=rtpmap:102 H264/90000\r\na=rtpmap:99 H264/90000\r\n"
+            "{HEAD}m=video 9 UDP/TLS/RTP/SAVPF 96 104 102 106 108 127\r\n\
+             a=rtpmap:96 VP8/90000\r\n{}{}{}{}{}{}",
+            h264(104, "packetization-mode=0;profile-level-id=42e01f"),
+            h264(127, FITS),
+            h264(108, FITS),
+            h264(106, FITS),
+            h264(102, FITS),
+            h264(99, FITS),
         ));
         // codecs() is a HashMap: asking often enough would have shown any of them.
         for _ in 0..50 {
-            assert_eq!(payload_type(&sdp, "video", "H264", "recvonly"), Some(102));
+            assert_eq!(payload_type(&sdp, CB, "recvonly"), Some(102));
         }
     }
 
     #[test]
     fn payload_types_the_m_line_does_not_list_or_closed_sections_are_not_taken() {
         let sdp = parse(&format!(
-            "{HEAD}m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 H264/90000\r\n\
-             m=video 9 UDP/TLS/RTP/SAVPF 97\r\na=recvonly\r\na=rtpmap:97 H264/90000\r\n\
-             m=video 9 UDP/TLS/RTP/SAVPF 98\r\na=rtpmap:99 H264/90000\r\n\
-             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
+            "{HEAD}m=video 0 UDP/TLS/RTP/SAVPF 96\r\n{}\
+             m=video 9 UDP/TLS/RTP/SAVPF 97\r\na=recvonly\r\n{}\
+             m=video 9 UDP/TLS/RTP/SAVPF 98\r\n{}\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n",
+            h264(96, FITS),
+            h264(97, FITS),
+            h264(99, FITS),
         ));
-        assert_eq!(payload_type(&sdp, "video", "H264", "recvonly"), None);
-        assert_eq!(payload_type(&sdp, "video", "H264", "sendonly"), Some(97));
-        assert_eq!(payload_type(&sdp, "audio", "opus", "recvonly"), Some(111));
-        assert_eq!(payload_type(&sdp, "audio", "H264", "recvonly"), None);
+        assert_eq!(payload_type(&sdp, CB, "recvonly"), None);
+        assert_eq!(payload_type(&sdp, CB, "sendonly"), Some(97));
+        assert_eq!(payload_type(&sdp, Wanted::Opus, "recvonly"), Some(111));
+    }
+
+    #[test]
+    fn h264_fits_with_packetization_mode_1_and_our_profile_at_any_level() {
+        let codec = |name: &str, fmtp: &str| rtc::sdp::util::Codec {
+            name: name.into(),
+            fmtp: fmtp.into(),
+            ..Default::default()
+        };
+        for (name, fmtp, fits) in [
+            ("H264", FITS, true),
+            (
+                "h264",
+                "profile-level-id=42E034; packetization-mode=1",
+                true,
+            ),
+            ("H264", "packetization-mode=1;profile-level-id=42e00a", true),
+            (
+                "H264",
+                "packetization-mode=0;profile-level-id=42e01f",
+                false,
+            ),
+            ("H264", "profile-level-id=42e01f", false),
+            ("H264", "packetization-mode=1", false),
+            (
+                "H264",
+                "packetization-mode=1;profile-level-id=42001f",
+                false,
+            ),
+            (
+                "H264",
+                "packetization-mode=1;profile-level-id=42c01f",
+                false,
+            ),
+            (
+                "H264",
+                "packetization-mode=1;profile-level-id=4d001f",
+                false,
+            ),
+            ("H264", "packetization-mode=1;profile-level-id=42e01", false),
+            (
+                "H264",
+                "packetization-mode=1;profile-level-id=42e0zz",
+                false,
+            ),
+            (
+                "H264",
+                "packetization-mode=1;profile-level-id=640c1f",
+                false,
+            ),
+            ("H264", "packetization-mode=1;profile-level-id=4", false),
+            ("H264", "", false),
+            ("VP8", FITS, false),
+        ] {
+            assert_eq!(CB.fits(&codec(name, fmtp)), fits, "{name} {fmtp}");
+        }
+        assert!(Wanted::Opus.fits(&codec("OPUS", "")));
+        let high = Wanted::H264 {
+            profile_level_id: "640028",
+        };
+        assert!(high.fits(&codec(
+            "H264",
+            "packetization-mode=1;profile-level-id=64001f"
+        )));
+        assert!(!high.fits(&codec("H264", FITS)));
+        assert!(!high.fits(&codec(
+            "H264",
+            "packetization-mode=1;profile-level-id=640c1f"
+        )));
     }
 
     const RESTART: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\

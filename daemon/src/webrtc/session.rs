@@ -1,13 +1,23 @@
 //! The life of one viewer's session, as a state machine with time as an input.
 //!
-//! new → negotiating (answer sent) → connected (media flows) → closed. The I/O edge
-//! (`webrtc::peer`) feeds it events from webrtc-rs and HTTP and acts on what it answers;
-//! everything about *when* a session ends lives here and is tested without sockets.
+//! new → negotiating (awaiting the viewer's answer when we offered, then its first ICE check,
+//! then ICE and DTLS) → connected (media flows) → closed. The I/O edge (`webrtc::peer`)
+//! feeds it events from webrtc-rs and HTTP and acts on what it answers; everything about
+//! *when* a session ends lives here and is tested without sockets.
+//!
+//! A session that does not connect is gone soon: an offer nobody follows up (no ICE check
+//! within [`ICE_START_TIMEOUT`] of the answer) holds a viewer's slot for seconds, not for the
+//! whole [`CONNECT_TIMEOUT`] a slow network may need once checks flow.
 
 use std::time::{Duration, Instant};
 
-/// How long a viewer has, from the answer, to complete ICE and DTLS.
+/// How long a viewer has, from the start, to complete ICE and DTLS.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a viewer has, once both sides' descriptions are set, to send its first ICE check
+/// (a viewer sends them at once; TURN relays are allocated before the offer).
+pub const ICE_START_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a viewer we offered to has to answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may stay `disconnected` (no ICE traffic) before it is given up.
 /// ICE may recover on its own inside this window, e.g. after a Wi-Fi roam.
 pub const DISCONNECTED_GRACE: Duration = Duration::from_secs(10);
@@ -15,10 +25,12 @@ pub const DISCONNECTED_GRACE: Duration = Duration::from_secs(10);
 /// Where a session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// Answer sent; waiting for ICE + DTLS.
+    /// Not connected yet: waiting for what `stage` says.
     Negotiating {
         /// Give up at this instant.
         deadline: Instant,
+        /// What is awaited.
+        stage: Stage,
     },
     /// Media flows.
     Connected,
@@ -29,6 +41,17 @@ pub enum State {
     },
     /// Over; resources are released.
     Closed(CloseReason),
+}
+
+/// What a session that has not connected waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The viewer's answer to our offer.
+    Answer,
+    /// The viewer's first ICE check.
+    Ice,
+    /// ICE and DTLS to complete.
+    Connection,
 }
 
 /// Why a session ended, for logs and tests.
@@ -42,6 +65,10 @@ pub enum CloseReason {
     PeerClosed,
     /// ICE did not connect within [`CONNECT_TIMEOUT`].
     ConnectTimeout,
+    /// The viewer we offered to did not answer within [`ANSWER_TIMEOUT`].
+    NoAnswer,
+    /// No ICE check came from the viewer within [`ICE_START_TIMEOUT`].
+    NoIce,
     /// Connectivity was not regained within [`DISCONNECTED_GRACE`].
     Lost,
     /// The daemon is shutting down.
@@ -51,6 +78,10 @@ pub enum CloseReason {
 /// Something that happened to the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
+    /// The viewer's answer to our offer was applied.
+    Answered,
+    /// The viewer's first ICE check arrived.
+    Heard,
     /// The peer connection reached `connected`.
     Connected,
     /// The peer connection went `disconnected`.
@@ -84,17 +115,31 @@ pub struct Session {
     state: State,
     /// Media is started once; a reconnect after `disconnected` keeps the same forwarders.
     media_started: bool,
+    /// [`CONNECT_TIMEOUT`] from the start.
+    connect_by: Instant,
 }
 
 impl Session {
-    /// A session whose answer has just been sent.
-    pub fn new(now: Instant) -> Self {
+    /// A session whose answer (`answered`) or offer has just been sent.
+    pub fn new(now: Instant, answered: bool) -> Self {
+        let connect_by = now + CONNECT_TIMEOUT;
+        let (stage, deadline) = match answered {
+            true => (Stage::Ice, now + ICE_START_TIMEOUT),
+            false => (Stage::Answer, now + ANSWER_TIMEOUT),
+        };
         Session {
             state: State::Negotiating {
-                deadline: now + CONNECT_TIMEOUT,
+                deadline: deadline.min(connect_by),
+                stage,
             },
             media_started: false,
+            connect_by,
         }
+    }
+
+    /// Whether the session has not connected yet.
+    pub fn pending(&self) -> bool {
+        matches!(self.state, State::Negotiating { .. })
     }
 
     /// Current state.
@@ -110,7 +155,9 @@ impl Session {
     /// When the edge must call `handle(Event::Tick, …)` next, if ever.
     pub fn deadline(&self) -> Option<Instant> {
         match self.state {
-            State::Negotiating { deadline } | State::Disconnected { deadline } => Some(deadline),
+            State::Negotiating { deadline, .. } | State::Disconnected { deadline } => {
+                Some(deadline)
+            }
             State::Connected | State::Closed(_) => None,
         }
     }
@@ -121,6 +168,10 @@ impl Session {
             return Action::None;
         }
         let close = match event {
+            Event::Answered | Event::Heard => {
+                self.waited(event, now);
+                return Action::None;
+            }
             Event::Connected => {
                 self.state = State::Connected;
                 if self.media_started {
@@ -142,13 +193,33 @@ impl Session {
             Event::Delete => CloseReason::Deleted,
             Event::Shutdown => CloseReason::Shutdown,
             Event::Tick => match self.state {
-                State::Negotiating { deadline } if now >= deadline => CloseReason::ConnectTimeout,
+                State::Negotiating { deadline, stage } if now >= deadline => match stage {
+                    Stage::Answer => CloseReason::NoAnswer,
+                    Stage::Ice => CloseReason::NoIce,
+                    Stage::Connection => CloseReason::ConnectTimeout,
+                },
                 State::Disconnected { deadline } if now >= deadline => CloseReason::Lost,
                 _ => return Action::None,
             },
         };
         self.state = State::Closed(close);
         Action::Close(close)
+    }
+
+    /// The answer came or ICE started: on to what comes next, with its deadline.
+    fn waited(&mut self, event: Event, now: Instant) {
+        let State::Negotiating { stage, .. } = self.state else {
+            return;
+        };
+        let (stage, deadline) = match (event, stage) {
+            (Event::Answered, Stage::Answer) => (Stage::Ice, now + ICE_START_TIMEOUT),
+            (Event::Heard, Stage::Answer | Stage::Ice) => (Stage::Connection, self.connect_by),
+            _ => return,
+        };
+        self.state = State::Negotiating {
+            deadline: deadline.min(self.connect_by),
+            stage,
+        };
     }
 }
 
@@ -159,7 +230,7 @@ mod tests {
     #[test]
     fn connect_starts_media_once() {
         let t = Instant::now();
-        let mut s = Session::new(t);
+        let mut s = Session::new(t, true);
         assert_eq!(s.handle(Event::Connected, t), Action::StartMedia);
         assert_eq!(s.handle(Event::Disconnected, t), Action::None);
         assert_eq!(s.handle(Event::Connected, t), Action::None);
@@ -169,7 +240,11 @@ mod tests {
     #[test]
     fn viewer_that_never_connects_times_out() {
         let t = Instant::now();
-        let mut s = Session::new(t);
+        let mut s = Session::new(t, true);
+        assert_eq!(
+            s.handle(Event::Heard, t + Duration::from_secs(1)),
+            Action::None
+        );
         assert_eq!(
             s.handle(Event::Tick, t + Duration::from_secs(19)),
             Action::None
@@ -181,9 +256,40 @@ mod tests {
     }
 
     #[test]
+    fn an_offer_nobody_follows_up_is_gone_within_seconds() {
+        let t = Instant::now();
+        let mut s = Session::new(t, true);
+        assert!(s.pending());
+        assert_eq!(s.deadline(), Some(t + ICE_START_TIMEOUT));
+        assert_eq!(
+            s.handle(Event::Tick, t + ICE_START_TIMEOUT),
+            Action::Close(CloseReason::NoIce)
+        );
+        // We offered: the answer first, then the first check, then the connection.
+        let mut s = Session::new(t, false);
+        assert_eq!(s.deadline(), Some(t + ANSWER_TIMEOUT));
+        assert_eq!(
+            s.handle(Event::Tick, t + ANSWER_TIMEOUT),
+            Action::Close(CloseReason::NoAnswer)
+        );
+        let mut s = Session::new(t, false);
+        let answered = t + Duration::from_secs(2);
+        s.handle(Event::Answered, answered);
+        assert_eq!(s.deadline(), Some(answered + ICE_START_TIMEOUT));
+        s.handle(Event::Heard, answered);
+        assert_eq!(s.deadline(), Some(t + CONNECT_TIMEOUT));
+        // A late answer or a second check changes nothing.
+        s.handle(Event::Answered, answered);
+        s.handle(Event::Heard, answered);
+        assert_eq!(s.deadline(), Some(t + CONNECT_TIMEOUT));
+        assert_eq!(s.handle(Event::Connected, answered), Action::StartMedia);
+        assert!(!s.pending());
+    }
+
+    #[test]
     fn disconnected_viewer_gets_a_grace_period() {
         let t = Instant::now();
-        let mut s = Session::new(t);
+        let mut s = Session::new(t, true);
         s.handle(Event::Connected, t);
         s.handle(Event::Disconnected, t);
         assert_eq!(s.deadline(), Some(t + DISCONNECTED_GRACE));
@@ -206,7 +312,7 @@ mod tests {
             (Event::Shutdown, CloseReason::Shutdown),
         ] {
             let t = Instant::now();
-            let mut s = Session::new(t);
+            let mut s = Session::new(t, true);
             s.handle(Event::Connected, t);
             assert_eq!(s.handle(event, t), Action::Close(reason));
             assert_eq!(s.deadline(), None);
