@@ -78,6 +78,38 @@ impl Policy {
     }
 }
 
+/// What a connection may turn out to be, judged by the token it presents when it connects
+/// (the signalling protocol has no later way to present one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// It may be a camera: devices need tokens and it presents one that is a channel's (with
+    /// a device key: one that is not a viewer token, as which channel it is for is not known
+    /// yet). Such connections have room of their own, so strangers never keep cameras out,
+    /// and must publish their channel soon.
+    Device,
+    /// A viewer, or anyone where anyone may watch.
+    Other,
+    /// One that can do nothing: watching needs a viewer token and publishing a device token,
+    /// and it presents neither.
+    Refused,
+}
+
+impl Policy {
+    /// See [`Admission`].
+    pub fn admission(&self, token: Option<&str>) -> Admission {
+        let viewer = token.is_some_and(|t| self.viewer_tokens.iter().any(|v| equal(t, v)));
+        let device = token.is_some_and(|t| {
+            self.devices_need_tokens()
+                && (self.device_key.is_some() || self.channel_tokens.values().any(|c| equal(t, c)))
+        });
+        match (viewer, device) {
+            (false, true) => Admission::Device,
+            _ if self.may_watch(token) || !self.devices_need_tokens() => Admission::Other,
+            _ => Admission::Refused,
+        }
+    }
+}
+
 /// The device token of `channel` under `key`: hex HMAC-SHA256 of the channel name.
 pub fn device_token(key: &str, channel: &str) -> String {
     let mut mac =
@@ -134,6 +166,36 @@ mod tests {
         assert!(!policy.may_publish(Some("run-token-0123456789"), "garden"));
         assert!(!policy.may_publish(None, "garden"));
         assert!(policy.may_watch(None));
+    }
+
+    #[test]
+    fn connections_are_admitted_by_what_their_token_could_make_them() {
+        use Admission::*;
+        let open = Policy::open();
+        assert_eq!(open.admission(None), Other);
+        assert_eq!(open.admission(Some("anything")), Other);
+        let camera = Policy::one_camera("porch", "run-token-0123456789".into());
+        assert_eq!(camera.admission(Some("run-token-0123456789")), Device);
+        assert_eq!(camera.admission(Some("onaird-viewer-token")), Other);
+        assert_eq!(camera.admission(None), Other);
+        let closed = Policy::new(&config(
+            "[auth]\nviewer_tokens = [\"viewer-token-0123456\"]\n\
+             device_key = \"0123456789abcdef0123\"\n",
+        ));
+        assert_eq!(closed.admission(Some("viewer-token-0123456")), Other);
+        assert_eq!(closed.admission(Some("some-camera's-token")), Device);
+        assert_eq!(closed.admission(None), Refused);
+        let listed = Policy::new(&config(
+            "[auth]\nviewer_tokens = [\"viewer-token-0123456\"]\n\
+             [[channels]]\nname = \"porch\"\ntoken = \"porch-token-0123456\"\n",
+        ));
+        assert_eq!(listed.admission(Some("porch-token-0123456")), Device);
+        assert_eq!(listed.admission(Some("porch-token-0123457")), Refused);
+        // Watching needs a token, publishing none: anyone may still publish.
+        let viewers_only = Policy::new(&config(
+            "[auth]\nviewer_tokens = [\"viewer-token-0123456\"]\n",
+        ));
+        assert_eq!(viewers_only.admission(None), Other);
     }
 
     #[test]

@@ -145,6 +145,16 @@ pub struct Hub {
     channels: HashMap<String, PeerId>,
 }
 
+/// `text` (an id or a name a peer sent) quoted for an error message, cut to its first 64
+/// characters: a reply never echoes a message back whole.
+fn shown(text: &str) -> String {
+    const SHOWN: usize = 64;
+    match text.char_indices().nth(SHOWN) {
+        Some((at, _)) => format!("{:?}…", &text[..at]),
+        None => format!("{text:?}"),
+    }
+}
+
 /// The string field `key` of a peer's `meta`.
 fn meta_str<'a>(status: &'a PeerStatus, key: &str) -> Option<&'a str> {
     status.meta.as_ref()?.get(key)?.as_str()
@@ -241,9 +251,21 @@ impl Hub {
         list
     }
 
+    /// How a connection presenting `token` is admitted (see [`Policy::admission`]).
+    pub fn admission(&self, token: Option<&str>) -> crate::auth::Admission {
+        self.policy.admission(token)
+    }
+
     /// Whether the bearer of `token` may watch (see [`Policy::may_watch`]).
     pub fn may_watch(&self, token: Option<&str>) -> bool {
         self.policy.may_watch(token)
+    }
+
+    /// Whether peer `id` publishes a channel.
+    pub fn publishes(&self, id: &str) -> bool {
+        self.peers
+            .get(id)
+            .is_some_and(|peer| peer.channel.is_some())
     }
 
     /// The producer of a live channel.
@@ -327,7 +349,7 @@ impl Hub {
             return Err("a producer must name its channel in meta.channel".into());
         };
         if let Some(problem) = onair_config::channel_name_problem(channel) {
-            return Err(format!("meta.channel {channel:?}: {problem}"));
+            return Err(format!("meta.channel {}: {problem}", shown(channel)));
         }
         if !self.policy.may_publish(token, channel) {
             return Err(format!(
@@ -365,7 +387,7 @@ impl Hub {
         fx: &mut Effects,
     ) -> Result<(), String> {
         let Some(target) = self.peers.get(to) else {
-            return Err(format!("no peer {to:?}"));
+            return Err(format!("no peer {}", shown(to)));
         };
         let (producer, consumer) = if target.status.producing() {
             let token = self.peers[from].token.as_deref();
@@ -376,7 +398,10 @@ impl Hub {
         } else if target.status.consuming() && self.peers[from].status.producing() {
             (from, to)
         } else {
-            return Err(format!("peer {to:?} is neither a producer nor a consumer"));
+            return Err(format!(
+                "peer {} is neither a producer nor a consumer",
+                shown(to)
+            ));
         };
         if producer == consumer {
             return Err("a peer cannot start a session with itself".into());
@@ -430,10 +455,10 @@ impl Hub {
         fx: &mut Effects,
     ) -> Result<(), String> {
         let Some(session) = self.sessions.get(&message.session_id) else {
-            return Err(format!("no session {:?}", message.session_id));
+            return Err(format!("no session {}", shown(&message.session_id)));
         };
         let Some(other) = session.other(from) else {
-            return Err(format!("not in session {:?}", message.session_id));
+            return Err(format!("not in session {}", shown(&message.session_id)));
         };
         if matches!(
             message.peer_message,
@@ -453,9 +478,9 @@ impl Hub {
         fx: &mut Effects,
     ) -> Result<(), String> {
         match self.sessions.get(session_id) {
-            None => Err(format!("no session {session_id:?}")),
+            None => Err(format!("no session {}", shown(session_id))),
             Some(session) if session.other(from).is_none() => {
-                Err(format!("not in session {session_id:?}"))
+                Err(format!("not in session {}", shown(session_id)))
             }
             Some(_) => {
                 self.close_session(session_id, Some(from), fx);

@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use tower_http::cors::{Any, CorsLayer};
 use tracing::{debug, info, warn};
 
+use crate::auth::Admission;
 use crate::service::{Connection, Service};
 use crate::whep::{self, Gateway};
 
@@ -34,12 +35,26 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(20);
 /// Frames beyond this size end the connection (the WebSocket layer refuses them); frames
 /// above `limits.max_message_bytes` but below this are answered with an `error`.
 const HARD_FRAME_LIMIT: usize = 4 << 20;
+/// How long one write may take: a peer that does not read (its TCP window stays shut) is
+/// disconnected after this, however busy it keeps its side, and its memory freed.
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
+/// Messages a peer that publishes no channel may send at once ([`Budget`]).
+const BURST: f64 = 200.0;
+/// ... and a second, on average.
+const PER_SECOND: f64 = 50.0;
+/// Connections that may be cameras ([`Admission::Device`]) at once, beside `max_websockets`.
+const DEVICE_SLOTS: usize = 64;
+/// How long one of them has to publish its channel.
+const REGISTER_WITHIN: Duration = Duration::from_secs(10);
 
 /// The routes of the service, to serve alone or merge into onaird's router (which has a
 /// `/whep/{id}` route of its own, so it mounts [`whep_create`] itself). At most
 /// `max_websockets` WebSocket connections at once; more are answered `503`.
 pub fn router(service: Service, max_websockets: usize) -> Router {
-    let slots = WebSocketSlots(Arc::new(Semaphore::new(max_websockets)));
+    let slots = WebSocketSlots {
+        others: Arc::new(Semaphore::new(max_websockets)),
+        devices: Arc::new(Semaphore::new(DEVICE_SLOTS)),
+    };
     Router::new()
         .route("/ws", get(websocket).layer(Extension(slots)))
         .route("/api/channels", get(channels))
@@ -163,17 +178,27 @@ async fn ice_servers(
     Json(servers.to_vec()).into_response()
 }
 
-/// WebSocket connections that may still open.
+/// WebSocket connections that may still open: those that may be cameras apart from the
+/// others, so that strangers never keep cameras out (see [`Admission`]).
 #[derive(Clone)]
-struct WebSocketSlots(Arc<Semaphore>);
+struct WebSocketSlots {
+    others: Arc<Semaphore>,
+    devices: Arc<Semaphore>,
+}
 
 async fn websocket(
     State(service): State<Service>,
-    Extension(WebSocketSlots(slots)): Extension<WebSocketSlots>,
+    Extension(slots): Extension<WebSocketSlots>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let token = token(&headers, &query);
+    let (slots, register_by) = match service.admission(token.as_deref()) {
+        Admission::Refused => return unauthorized(),
+        Admission::Device => (slots.devices, Some(Instant::now() + REGISTER_WITHIN)),
+        Admission::Other => (slots.others, None),
+    };
     let Ok(slot) = slots.try_acquire_owned() else {
         warn!("refusing a WebSocket connection: all slots are taken");
         return (
@@ -183,33 +208,77 @@ async fn websocket(
         )
             .into_response();
     };
-    let token = token(&headers, &query);
     upgrade
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
         .on_upgrade(move |socket| async move {
-            serve(socket, service.connect(token)).await;
+            serve(socket, service.connect(token), register_by).await;
             drop(slot);
         })
 }
 
+/// What a peer may still send: [`BURST`] messages, refilled at [`PER_SECOND`] (a token
+/// bucket). Time is an input.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    left: f64,
+    at: Instant,
+}
+
+impl Budget {
+    fn new(now: Instant) -> Self {
+        Budget {
+            left: BURST,
+            at: now,
+        }
+    }
+
+    /// Takes one message's worth; `false` if there is none left.
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * PER_SECOND;
+        self.left = (self.left + refill).min(BURST);
+        self.at = now;
+        if self.left < 1.0 {
+            return false;
+        }
+        self.left -= 1.0;
+        true
+    }
+}
+
 /// Pumps one WebSocket: text frames in as messages, queued messages out, pings while quiet.
-async fn serve(mut socket: WebSocket, mut conn: Connection) {
+/// A peer that publishes no channel and sends over its [`Budget`] is disconnected, one that
+/// was admitted as a camera and has not published by `register_by` too, and so is one that
+/// does not take a write within [`WRITE_LIMIT`].
+async fn serve(mut socket: WebSocket, mut conn: Connection, register_by: Option<Instant>) {
     let id = conn.id().to_owned();
     debug!(peer = %id, "connected");
     let mut last_heard = Instant::now();
+    let mut budget = Budget::new(last_heard);
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    let registered = sleep_until(register_by);
+    tokio::pin!(registered);
     let why = loop {
         tokio::select! {
             outgoing = conn.recv() => {
                 let Some(message) = outgoing else { break "disconnected by the service" };
-                if send(&mut socket, &message).await.is_err() {
-                    break "send failed";
+                if let Err(why) = send(&mut socket, &message).await {
+                    break why;
                 }
             }
             incoming = socket.recv() => {
                 last_heard = Instant::now();
+                let flooding = matches!(incoming, Some(Ok(Message::Text(_) | Message::Binary(_))))
+                    && !budget.take(last_heard)
+                    && !conn.publishes();
+                if flooding {
+                    let details = format!(
+                        "over {BURST} messages at once or {PER_SECOND} a second: disconnected"
+                    );
+                    let _ = send(&mut socket, &OutgoingMessage::Error { details }).await;
+                    break "sent too many messages";
+                }
                 match incoming {
                     Some(Ok(Message::Text(text))) => conn.send_text(text.as_str()),
                     Some(Ok(Message::Binary(_))) => {
@@ -224,19 +293,41 @@ async fn serve(mut socket: WebSocket, mut conn: Connection) {
                 if last_heard.elapsed() > SILENCE_LIMIT {
                     break "silent for too long";
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    break "send failed";
+                if let Err(why) = write(&mut socket, Message::Ping(Default::default())).await {
+                    break why;
+                }
+            }
+            () = &mut registered => {
+                if !conn.publishes() {
+                    break "presented a camera's token but published no channel in time";
                 }
             }
         }
     };
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
     info!(peer = %id, "connection ended: {why}");
 }
 
-async fn send(socket: &mut WebSocket, message: &OutgoingMessage) -> Result<(), axum::Error> {
+/// Completes at `at`, never without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn send(socket: &mut WebSocket, message: &OutgoingMessage) -> Result<(), &'static str> {
     let text = serde_json::to_string(message).unwrap_or_default();
-    socket.send(Message::Text(text.into())).await
+    write(socket, Message::Text(text.into())).await
+}
+
+/// Sends one frame, within [`WRITE_LIMIT`].
+async fn write(socket: &mut WebSocket, frame: Message) -> Result<(), &'static str> {
+    match tokio::time::timeout(WRITE_LIMIT, socket.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("send failed"),
+        Err(_) => Err("does not read: a write waited too long"),
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +348,22 @@ mod tests {
         for value in ["Basic abc", "Bearerabc", "Bearer", "Bearer   ", "abc"] {
             assert_eq!(presented(value), None, "{value}");
         }
+    }
+
+    #[test]
+    fn a_budget_allows_a_burst_then_its_rate() {
+        let t = Instant::now();
+        let mut budget = Budget::new(t);
+        let burst = (0..1000).take_while(|_| budget.take(t)).count();
+        assert_eq!(burst as f64, BURST);
+        assert!(!budget.take(t));
+        // A second later, a second's worth; never more than the burst, however long it waited.
+        let later = t + Duration::from_secs(1);
+        let refilled = (0..1000).take_while(|_| budget.take(later)).count();
+        assert_eq!(refilled as f64, PER_SECOND);
+        let much_later = later + Duration::from_secs(3600);
+        let again = (0..1000).take_while(|_| budget.take(much_later)).count();
+        assert_eq!(again as f64, BURST);
     }
 
     #[test]

@@ -8,13 +8,17 @@ use gst_plugin_webrtc_signalling_protocol::{IncomingMessage, OutgoingMessage};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::auth::Policy;
+use crate::auth::{Admission, Policy};
 use crate::hub::{ChannelInfo, Effects, Hub, PeerId};
 use crate::webhooks::Webhooks;
 
 /// Messages a peer may have waiting before it counts as stuck and is disconnected (the
 /// policy for a peer that does not read: disconnect, so it holds no memory and no slot).
+/// When what fills a camera's queue comes from one of its viewers, the viewer is the one
+/// disconnected: a viewer can never knock a camera off its channel.
 const QUEUE: usize = 256;
+/// Places in a camera's queue its viewers' messages never take (see [`Service::apply_from`]).
+const CAMERA_RESERVE: usize = 64;
 
 /// A running signalling service. Cheap to clone.
 #[derive(Clone)]
@@ -91,9 +95,19 @@ impl Service {
             .map(str::to_owned)
     }
 
+    /// Whether the bearer of `token` may connect, and to which room (see [`Admission`]).
+    pub fn admission(&self, token: Option<&str>) -> Admission {
+        lock(&self.inner.hub).admission(token)
+    }
+
+    /// Whether peer `id` publishes a channel.
+    pub fn publishes(&self, id: &str) -> bool {
+        lock(&self.inner.hub).publishes(id)
+    }
+
     fn handle(&self, from: &str, message: IncomingMessage) {
         let effects = lock(&self.inner.hub).handle(from, message);
-        self.apply(effects);
+        self.apply_from(Some(from), effects);
     }
 
     fn disconnect(&self, id: &str) {
@@ -105,18 +119,37 @@ impl Service {
     /// Queues the messages, logs and forwards the events, and disconnects whom the hub (or
     /// a full queue) says to.
     fn apply(&self, effects: Effects) {
+        self.apply_from(None, effects);
+    }
+
+    /// [`Self::apply`] for effects of a message from peer `from`: what it sends a camera
+    /// goes into the camera's queue only while [`CAMERA_RESERVE`] places stay free there
+    /// (for the service's own messages: sessions starting and ending); one that finds no more
+    /// room disconnects `from`, not the camera.
+    fn apply_from(&self, from: Option<&str>, effects: Effects) {
         let Effects {
             messages,
             events,
             close,
         } = effects;
+        let to_camera: Vec<bool> = messages
+            .iter()
+            .map(|(to, _)| from.is_some_and(|from| from != to) && self.publishes(to))
+            .collect();
         let mut stuck = Vec::new();
         {
             let queues = lock(&self.inner.queues);
-            for (to, message) in messages {
+            for ((to, message), to_camera) in messages.into_iter().zip(to_camera) {
                 let Some(queue) = queues.get(&to) else {
                     continue;
                 };
+                if let (true, Some(from)) = (to_camera, from)
+                    && queue.capacity() <= CAMERA_RESERVE
+                {
+                    warn!(peer = %from, camera = %to, "the camera's queue is full of this peer's messages: disconnecting the peer");
+                    stuck.push(from.to_owned());
+                    break;
+                }
                 if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(message) {
                     warn!(peer = %to, "{QUEUE} messages waiting: disconnecting a stuck peer");
                     stuck.push(to);
@@ -144,6 +177,11 @@ impl Connection {
         &self.id
     }
 
+    /// Whether this peer publishes a channel.
+    pub fn publishes(&self) -> bool {
+        self.service.publishes(&self.id)
+    }
+
     /// Sends a message to the service.
     pub fn send(&self, message: IncomingMessage) {
         self.service.handle(&self.id, message);
@@ -162,7 +200,7 @@ impl Connection {
             match serde_json::from_str::<IncomingMessage>(text) {
                 Ok(IncomingMessage::NewPeer) => "newPeer is not a message peers send".into(),
                 Ok(message) => return self.send(message),
-                Err(err) => format!("malformed message: {err}"),
+                Err(err) => malformed(&err),
             }
         };
         self.reply_error(problem);
@@ -187,6 +225,23 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.service.disconnect(&self.id);
     }
+}
+
+/// What is wrong with a message that does not parse, without quoting it (serde's messages
+/// quote the values they did not expect: a reply never echoes the input).
+fn malformed(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match err.classify() {
+        Category::Syntax | Category::Eof | Category::Io => "not JSON",
+        Category::Data => {
+            "not a message of the signalling protocol (a `type` it has, with its fields)"
+        }
+    };
+    format!(
+        "malformed message: {what} (line {}, column {})",
+        err.line(),
+        err.column()
+    )
 }
 
 /// The lock's data even if a panic poisoned it: the hub's state stays consistent message by
@@ -225,9 +280,32 @@ mod tests {
         let mut conn = service.connect(None);
         welcome(&mut conn).await;
         conn.send_text("{not json");
-        assert!(error(&mut conn).await.starts_with("malformed message"));
+        assert!(
+            error(&mut conn)
+                .await
+                .starts_with("malformed message: not JSON")
+        );
         conn.send_text(r#"{"type":"dance"}"#);
-        assert!(error(&mut conn).await.contains("unknown variant `dance`"));
+        let details = error(&mut conn).await;
+        assert!(
+            details.contains("not a message of the signalling"),
+            "{details}"
+        );
+        // Nothing of what was sent comes back.
+        let long = format!(r#"{{"type":"peer","sessionId":"{}"}}"#, "x".repeat(900));
+        conn.send_text(&long);
+        let details = error(&mut conn).await;
+        assert!(
+            details.len() < 200 && !details.contains("xxxx"),
+            "{details}"
+        );
+        let unknown = format!(
+            r#"{{"type":"endSession","sessionId":"{}"}}"#,
+            "y".repeat(900)
+        );
+        conn.send_text(&unknown);
+        let details = error(&mut conn).await;
+        assert!(details.len() < 200, "{details}");
         conn.send_text(&format!(r#"{{"type":"list","x":"{}"}}"#, "a".repeat(2000)));
         assert!(
             error(&mut conn)
@@ -239,6 +317,45 @@ mod tests {
             conn.recv().await,
             Some(OutgoingMessage::List { producers }) if producers.is_empty()
         ));
+    }
+
+    #[tokio::test]
+    async fn a_viewer_that_fills_its_cameras_queue_is_cut_off_not_the_camera() {
+        let service = service();
+        let mut camera = service.connect(None);
+        welcome(&mut camera).await;
+        camera.send_text(
+            r#"{"type":"setPeerStatus","roles":["producer"],"meta":{"channel":"porch"}}"#,
+        );
+        let mut viewer = service.connect(None);
+        welcome(&mut viewer).await;
+        viewer.send_text(&format!(
+            r#"{{"type":"startSession","peerId":"{}"}}"#,
+            camera.id()
+        ));
+        let session = match viewer.recv().await {
+            Some(OutgoingMessage::SessionStarted { session_id, .. }) => session_id,
+            other => panic!("{other:?}"),
+        };
+        // The camera is busy and reads nothing meanwhile; the viewer floods it.
+        let candidate = format!(
+            r#"{{"type":"peer","sessionId":"{session}","ice":{{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMLineIndex":0}}}}"#
+        );
+        for _ in 0..2 * QUEUE {
+            viewer.send_text(&candidate);
+        }
+        assert_eq!(service.producer_of("porch").as_deref(), Some(camera.id()));
+        while viewer.recv().await.is_some() {}
+        // The camera reads what was queued and is still the channel's, its viewer gone.
+        let mut seen = 0;
+        while let Ok(Some(_)) =
+            tokio::time::timeout(std::time::Duration::from_millis(100), camera.recv()).await
+        {
+            seen += 1;
+        }
+        assert!(seen > QUEUE - CAMERA_RESERVE, "{seen}");
+        assert_eq!(service.producer_of("porch").as_deref(), Some(camera.id()));
+        assert_eq!(service.channels()[0].viewers, 0);
     }
 
     #[tokio::test]

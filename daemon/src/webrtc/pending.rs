@@ -1,4 +1,5 @@
-//! The budget of sessions still connecting.
+//! The budget of sessions still connecting (and, with other limits, of ICE-TCP connections
+//! that have not sent their first check: [`super::tcp`]).
 //!
 //! An offer costs one of the [`super::MAX_SESSIONS`] slots from the moment it is taken. A
 //! stranger who posts offers and never follows them up would hold them all; so sessions that
@@ -17,21 +18,30 @@ pub const MAX_PENDING: usize = 40;
 /// Sessions connecting at once from one address (a household behind one NAT joins a few).
 pub const MAX_PENDING_PER_SOURCE: usize = 16;
 
-/// Which limit an offer met.
+/// Which limit an offer met, and the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Crowded {
-    /// [`MAX_PENDING`].
-    #[error("{MAX_PENDING} viewers are connecting already")]
-    Everywhere,
-    /// [`MAX_PENDING_PER_SOURCE`].
-    #[error("{MAX_PENDING_PER_SOURCE} sessions from this address are connecting already")]
-    Source,
+    /// The overall one.
+    #[error("{0} viewers are connecting already")]
+    Everywhere(usize),
+    /// The one per source address.
+    #[error("{0} connections from this address are connecting already")]
+    Source(usize),
 }
 
 /// The counts. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PendingBudget {
     counts: Arc<Mutex<Counts>>,
+    total: usize,
+    per_source: usize,
+}
+
+impl Default for PendingBudget {
+    /// [`MAX_PENDING`], [`MAX_PENDING_PER_SOURCE`].
+    fn default() -> Self {
+        PendingBudget::new(MAX_PENDING, MAX_PENDING_PER_SOURCE)
+    }
 }
 
 #[derive(Default)]
@@ -47,16 +57,25 @@ pub struct Pending {
 }
 
 impl PendingBudget {
+    /// At most `total` at once, `per_source` from one address.
+    pub fn new(total: usize, per_source: usize) -> Self {
+        PendingBudget {
+            counts: Arc::default(),
+            total,
+            per_source,
+        }
+    }
+
     /// A place for a session from `source` (`None`: not known, e.g. through signalling).
     pub fn take(&self, source: Option<IpAddr>) -> Result<Pending, Crowded> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if counts.total >= MAX_PENDING {
-            return Err(Crowded::Everywhere);
+        if counts.total >= self.total {
+            return Err(Crowded::Everywhere(self.total));
         }
         if let Some(source) = source {
             let from = counts.by_source.entry(source).or_default();
-            if *from >= MAX_PENDING_PER_SOURCE {
-                return Err(Crowded::Source);
+            if *from >= self.per_source {
+                return Err(Crowded::Source(self.per_source));
             }
             *from += 1;
         }
@@ -104,7 +123,10 @@ mod tests {
         let mut held: Vec<Pending> = (0..MAX_PENDING_PER_SOURCE)
             .map(|_| budget.take(Some(stranger)).unwrap())
             .collect();
-        assert_eq!(budget.take(Some(stranger)).err(), Some(Crowded::Source));
+        assert_eq!(
+            budget.take(Some(stranger)).err(),
+            Some(Crowded::Source(MAX_PENDING_PER_SOURCE))
+        );
         let viewer = budget.take(Some([192, 168, 1, 20].into())).unwrap();
         drop(held.pop());
         let again = budget.take(Some(stranger)).unwrap();
@@ -119,7 +141,10 @@ mod tests {
         let held: Vec<Pending> = (0..MAX_PENDING)
             .map(|i| budget.take(Some([10, 0, 0, i as u8].into())).unwrap())
             .collect();
-        assert_eq!(budget.take(None).err(), Some(Crowded::Everywhere));
+        assert_eq!(
+            budget.take(None).err(),
+            Some(Crowded::Everywhere(MAX_PENDING))
+        );
         drop(held);
         assert!(budget.take(None).is_ok());
     }

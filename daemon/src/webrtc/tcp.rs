@@ -9,27 +9,30 @@
 //! would lose them).
 //!
 //! A connection that sends no such check within [`FIRST_FRAME_WITHIN`] is closed, and at
-//! most [`PENDING`] wait at once: an idle client cannot hold sockets open. A stream the
-//! engine does not take (nobody has that ufrag) is closed.
+//! most [`PENDING`] wait at once, [`PENDING_PER_SOURCE`] from one address: an idle client
+//! cannot hold sockets open, nor keep other viewers' connections out. A stream the engine
+//! does not take (nobody has that ufrag) is closed.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rtc::shared::tcp_framing::frame_packet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::pending::PendingBudget;
 use super::port::Arrival;
 
 /// How long a new TCP connection may take to send its first STUN check.
 pub const FIRST_FRAME_WITHIN: Duration = Duration::from_secs(5);
 /// TCP connections waiting for their first check at most; more are closed at once.
 pub const PENDING: usize = 64;
+/// ... from one address (a viewer opens one per candidate pair it checks over TCP).
+pub const PENDING_PER_SOURCE: usize = 8;
 /// The largest first frame taken: a connectivity check is a few hundred bytes.
 const MAX_FIRST_FRAME: usize = 2048;
 /// Frames waiting to be written to one stream; more are dropped.
@@ -63,7 +66,7 @@ pub enum TcpArrival {
 
 /// Listens on every address of `addrs` and starts accepting, for the engine at `to`.
 pub fn listen(addrs: &[SocketAddr], to: &mpsc::Sender<Arrival>) -> io::Result<()> {
-    let pending = Arc::new(Semaphore::new(PENDING));
+    let pending = PendingBudget::new(PENDING, PENDING_PER_SOURCE);
     for addr in addrs {
         let listener = bind(*addr).map_err(|e| {
             io::Error::new(
@@ -93,11 +96,11 @@ fn bind(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
 }
 
 /// Accepts every connection and serves it ([`serve`]), [`PENDING`] waiting for their first
-/// frame at a time.
+/// frame at a time ([`PENDING_PER_SOURCE`] from one address).
 async fn accept(
     listener: tokio::net::TcpListener,
     to: mpsc::Sender<Arrival>,
-    pending: Arc<Semaphore>,
+    pending: PendingBudget,
 ) {
     let at = listener.local_addr().ok();
     loop {
@@ -110,9 +113,12 @@ async fn accept(
                 continue;
             }
         };
-        let Ok(permit) = pending.clone().try_acquire_owned() else {
-            debug!(%peer, "ICE-TCP: {PENDING} connections already wait for a check; closed");
-            continue;
+        let permit = match pending.take(Some(peer.ip())) {
+            Ok(permit) => permit,
+            Err(crowded) => {
+                debug!(%peer, "ICE-TCP: {crowded} (waiting for their first check); closed");
+                continue;
+            }
         };
         let to = to.clone();
         tokio::spawn(async move {
