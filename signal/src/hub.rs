@@ -517,12 +517,16 @@ impl Hub {
         from: &str,
         filter: impl Fn(&PeerStatus) -> bool,
     ) -> Result<Vec<p::Peer>, String> {
-        if !self.policy.may_watch(self.peers[from].token.as_deref()) {
+        // A camera lists the producers to see its registration taken (the protocol has no
+        // acknowledgement); without a viewer token it sees itself only.
+        let watcher = self.policy.may_watch(self.peers[from].token.as_deref());
+        if !watcher && !self.publishes(from) {
             return Err("a viewer token is needed to list peers".into());
         }
         let mut peers: Vec<p::Peer> = self
             .peers
             .iter()
+            .filter(|(id, _)| watcher || id.as_str() == from)
             .filter(|(_, peer)| filter(&peer.status))
             .map(|(id, peer)| p::Peer {
                 id: id.clone(),

@@ -17,7 +17,7 @@ pub type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Logs to stderr, filtered by `RUST_LOG` or else by `default_filter`; colours only on a
 /// terminal, and no timestamps under journald (`JOURNAL_STREAM`), which stamps every line
-/// itself. Whatever `RUST_LOG` says, what the WebRTC stack logs is [`Quieted`].
+/// itself. Whatever `RUST_LOG` says, warnings and what the WebRTC stack logs are [`Quieted`].
 pub fn init_logs(default_filter: &str) {
     use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -42,13 +42,14 @@ pub fn init_logs(default_filter: &str) {
 /// URLs they fetch (WHIP ingest keys, tokens in query strings). They log at `info` at most.
 const SECRET_BEARING: [&str; 4] = ["rtc_ice::agent", "ureq", "tungstenite", "tokio_tungstenite"];
 
-/// How often one line of the WebRTC stack may be logged.
+/// How often one warning, or one line of the WebRTC stack, may be logged.
 const STACK_LINE_EVERY: Duration = Duration::from_secs(10);
 
-/// What may be logged: nothing from [`SECRET_BEARING`] below `info`, and of the WebRTC stack
-/// (webrtc-rs, targets `rtc…` and `webrtc…`) each log line (by source line) at most once
-/// every [`STACK_LINE_EVERY`]. Much of what it logs a stranger can cause (an offer that never
-/// connects made ~100 warnings), and a camera's log is on an SD card.
+/// What may be logged: nothing from [`SECRET_BEARING`] below `info`, and each warning, and
+/// each line of the WebRTC stack (webrtc-rs, targets `rtc…` and `webrtc…`), at most once
+/// every [`STACK_LINE_EVERY`] (by source line). Much of that a stranger can cause (an offer
+/// that never connected made ~100 warnings, every refused connection one), and a camera's
+/// log is on an SD card.
 #[derive(Default)]
 struct Quieted {
     /// When each line (a hash of its file, line and target) was last let through.
@@ -63,7 +64,8 @@ impl Quieted {
         {
             return false;
         }
-        if !(target.starts_with("rtc") || target.starts_with("webrtc")) || !meta.is_event() {
+        let stack = target.starts_with("rtc") || target.starts_with("webrtc");
+        if !meta.is_event() || !(stack || *meta.level() == tracing::Level::WARN) {
             return true;
         }
         let key = {

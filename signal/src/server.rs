@@ -305,7 +305,12 @@ async fn serve(mut socket: WebSocket, mut conn: Connection, register_by: Option<
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
-    info!(peer = %id, "connection ended: {why}");
+    // A camera's connection ending is news; a viewer's at info level would let strangers
+    // write the log as fast as they connect.
+    match conn.publishes() {
+        true => info!(peer = %id, "camera connection ended: {why}"),
+        false => debug!(peer = %id, "connection ended: {why}"),
+    }
 }
 
 /// Completes at `at`, never without one.

@@ -409,7 +409,10 @@ async fn malformed_and_oversized_messages_get_an_error_and_nothing_else_changes(
     let mut rude = Consumer::connect(&signal.ws_url(), None).await.unwrap();
     for (text, expected) in [
         ("{\"type\": ", "malformed message"),
-        ("{\"type\": \"teleport\"}", "not a message of the signalling protocol"),
+        (
+            "{\"type\": \"teleport\"}",
+            "not a message of the signalling protocol",
+        ),
         (
             &format!("{{\"type\":\"list\",\"pad\":\"{}\"}}", "x".repeat(8192)),
             "larger than the limit",

@@ -474,7 +474,7 @@ async fn negotiate_and_start(
     if register(&inner, &id, peer, media, profile, places).is_err() {
         return Err(OfferError::ShuttingDown);
     }
-    info!(session = %id, "viewer negotiating");
+    debug!(session = %id, "viewer negotiating");
     Ok((id, sdp))
 }
 
@@ -658,7 +658,13 @@ async fn run_session(
         inner.viewers.fetch_sub(1, Ordering::Relaxed);
     }
     inner.ended.publish(&id);
-    info!(session = %id, ?reason, viewers = inner.viewers.load(Ordering::Relaxed), "viewer gone");
+    // Only viewers who watched are news: an offer that never connected is a stranger's to
+    // repeat at will (debug).
+    let viewers = inner.viewers.load(Ordering::Relaxed);
+    match session.media_started() {
+        true => info!(session = %id, ?reason, viewers, "viewer gone"),
+        false => debug!(session = %id, ?reason, viewers, "session that never connected gone"),
+    }
 }
 
 /// Adds one of the viewer's candidates, unless it has sent [`MAX_REMOTE_CANDIDATES`]

@@ -262,6 +262,19 @@ fn viewer_tokens_guard_listing_and_joining() {
         1
     );
     assert!(errors(&hub.handle("viewer", start("cam", None))).is_empty());
+    // A camera without a viewer token lists to see its registration, and sees itself only.
+    join(&mut hub, "cam2", None);
+    hub.handle("cam2", producer("garden"));
+    let listed = hub.handle("cam2", IncomingMessage::List);
+    assert!(errors(&listed).is_empty(), "{listed:?}");
+    match &listed.messages[..] {
+        [(to, OutgoingMessage::List { producers })] => {
+            assert_eq!(to, "cam2");
+            let ids: Vec<&str> = producers.iter().map(|p| p.id.as_str()).collect();
+            assert_eq!(ids, ["cam2"]);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
