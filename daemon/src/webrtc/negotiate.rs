@@ -457,6 +457,29 @@ mod tests {
     }
 
     #[test]
+    fn restart_credentials_are_what_rfc_8839_allows() {
+        for (value, shortest, fine) in [
+            ("abcd", 4, true),
+            ("a+b/", 4, true),
+            ("abc", 4, false),
+            ("", 4, false),
+            ("ab cd", 4, false),
+            ("abcd\r\na=x", 4, false),
+            ("abcé", 4, false),
+            ("0123456789012345678901", 22, true),
+            ("012345678901234567890", 22, false),
+        ] {
+            assert_eq!(
+                ice_credential_problem(value, shortest).is_none(),
+                fine,
+                "{value:?}"
+            );
+        }
+        assert!(ice_credential_problem(&"a".repeat(256), 22).is_none());
+        assert!(ice_credential_problem(&"a".repeat(257), 22).is_some());
+    }
+
+    #[test]
     fn h264_fits_with_packetization_mode_1_and_our_profile_at_any_level() {
         let codec = |name: &str, fmtp: &str| rtc::sdp::util::Codec {
             name: name.into(),
