@@ -7,7 +7,9 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use tracing::subscriber::Interest;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::Context;
 
 /// How long blocking tasks still running after the service stopped may take to finish.
 const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
@@ -19,22 +21,31 @@ pub type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// terminal, and no timestamps under journald (`JOURNAL_STREAM`), which stamps every line
 /// itself. Whatever `RUST_LOG` says, warnings and what the WebRTC stack logs are [`Quieted`].
 pub fn init_logs(default_filter: &str) {
-    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let quieted = Quieted::default();
-    let quiet = tracing_subscriber::filter::filter_fn(move |meta| quieted.passes(meta));
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    logs(filter, std::io::stderr, journal).init();
+}
+
+/// What [`init_logs`] installs, writing to `writer`. Its filters are the whole subscriber's
+/// (no per-layer filters: their state is per thread, and nested ones have lost events).
+fn logs<W>(filter: EnvFilter, writer: W, journal: bool) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
     let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let logs = match std::env::var_os("JOURNAL_STREAM") {
-        Some(_) => logs.without_time().boxed(),
-        None => logs.boxed(),
+        .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal() && !journal);
+    let logs = match journal {
+        true => logs.without_time().boxed(),
+        false => logs.boxed(),
     };
     tracing_subscriber::registry()
-        .with(logs.with_filter(filter).with_filter(quiet))
-        .init();
+        .with(filter)
+        .with(Quieted::default())
+        .with(logs)
 }
 
 /// Targets (and those under them) whose debug and trace lines carry secrets: webrtc-rs's ICE
@@ -54,6 +65,21 @@ const STACK_LINE_EVERY: Duration = Duration::from_secs(10);
 struct Quieted {
     /// When each line (a hash of its file, line and target) was last let through.
     last: std::sync::Mutex<std::collections::HashMap<u64, Instant>>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Quieted {
+    /// Decided event by event ([`Self::enabled`]): a callsite's interest is cached for good,
+    /// and `log` records share a few callsites whatever their target.
+    fn register_callsite(&self, meta: &'static tracing::Metadata<'static>) -> Interest {
+        match meta.is_event() {
+            true => Interest::sometimes(),
+            false => Interest::always(),
+        }
+    }
+
+    fn enabled(&self, meta: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
+        self.passes(meta)
+    }
 }
 
 impl Quieted {
@@ -148,4 +174,52 @@ async fn stop_requested(program: &'static str) {
         }
     }
     tracing::info!("stop requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what is written.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Written {
+        type Writer = Written;
+        fn make_writer(&'w self) -> Written {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn repeated_warnings_are_quieted_secrets_dropped_and_nothing_else_lost() {
+        let written = Written::default();
+        let subscriber = logs(EnvFilter::new("debug"), written.clone(), true);
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..100 {
+                tracing::warn!(target: "rtc_ice::agent", "pingAllCandidates {i}");
+                tracing::debug!(target: "rtc_ice::agent", "remotePwd: SECRET{i}");
+                tracing::debug!(target: "ureq::run", "POST http://sfu/whip/KEY{i}");
+                tracing::info!(target: "onaird::webrtc", "viewer gone {i}");
+                tracing::warn!(target: "onaird::webrtc", "refused {i}");
+            }
+        });
+        let text = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
+        let count = |what: &str| text.lines().filter(|l| l.contains(what)).count();
+        assert_eq!(count("viewer gone"), 100, "{text}");
+        assert_eq!(count("pingAllCandidates"), 1, "{text}");
+        assert_eq!(count("refused"), 1, "{text}");
+        assert_eq!(count("SECRET") + count("KEY"), 0, "{text}");
+    }
 }

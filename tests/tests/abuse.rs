@@ -2,7 +2,7 @@
 //! loopback (the attacker from 127.0.0.2 where its address matters): the victim keeps
 //! working — the camera stays registered and watchable, a new viewer joins and decodes —,
 //! its memory comes back, and its log stays short. Each attack is bounded in count and time.
-//! (Snapshot widths: `snapshot.rs`; wrong answers and restarts: `answers.rs`, `whep_ice.rs`.)
+//! (The answers themselves are tabled in `answers.rs`, restarts in `whep_ice.rs`.)
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -438,4 +438,92 @@ async fn idle_ice_tcp_connections_from_one_address_keep_no_viewer_out() {
     );
     assert!(seen.frames_decoded >= 30, "over ICE-TCP: {seen:?}");
     drop(idle);
+}
+
+/// `GET` `url` → the status.
+fn status_of(url: &str) -> u16 {
+    get(url).map_or(0, |(code, _)| code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_snapshot_widths_and_wrong_offers_leave_the_camera_watchable() {
+    let camera = Daemon::start(SMALL).unwrap();
+    let base = camera.base_url.clone();
+    let whep = format!("{base}/whep");
+    let how = Watch::decoding(usize::MAX, Duration::from_secs(300));
+    let viewer = Viewer::join(Via::Whep(whep.clone()), how).await.unwrap();
+    let seen = viewer.wait_for(10, Duration::from_secs(30)).await;
+    assert!(seen.frames_decoded >= 10, "{seen:?}");
+    let rss = rss_kib(camera.pid());
+    let _ = drain(&camera.log);
+    let attacked = Instant::now();
+
+    // Snapshots at 200 widths: a few sizes made, not 200.
+    let snapshots = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            (16..=615)
+                .step_by(3)
+                .filter(|w| status_of(&format!("{base}/snapshot.jpg?width={w}")) == 200)
+                .count()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(snapshots, 200);
+    let metrics = get(&format!("{base}/metrics")).unwrap().1;
+    let encoded: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("onair_snapshots_encoded_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    let allowed = 3.0 * (1.0 + attacked.elapsed().as_secs_f64().ceil());
+    assert!(encoded <= allowed, "{encoded} JPEGs for 200 widths");
+
+    // Offers in the wrong mode or profile, and restarts with unusable credentials.
+    let plain = plain_offer().await.unwrap();
+    for (from, to) in [
+        ("packetization-mode=1", "packetization-mode=0"),
+        ("profile-level-id=42e0", "profile-level-id=6400"),
+    ] {
+        for _ in 0..25 {
+            let mut response = onair_tests::daemon::agent()
+                .post(&whep)
+                .header("content-type", "application/sdp")
+                .send(plain.replace(from, to))
+                .unwrap();
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            assert_eq!(response.status().as_u16(), 400, "{to}: {body}");
+        }
+    }
+    let session = viewer.session_url().unwrap();
+    for _ in 0..25 {
+        let response = onair_tests::daemon::agent()
+            .patch(&session)
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .header("if-match", "*")
+            .send("a=ice-ufrag:\r\na=ice-pwd:x\r\n")
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400);
+    }
+    let spent = attacked.elapsed();
+    still_decodes(&viewer, "snapshots and wrong offers").await;
+    // The session still restarts: the failed restarts left it as it was.
+    let restarted = viewer.restart_ice().await.unwrap();
+    assert!(restarted.etag.ends_with(".1\""), "{restarted:?}");
+    still_decodes(&viewer, "after the restart").await;
+    let newcomer = Viewer::join(
+        Via::Whep(whep),
+        Watch::decoding(10, Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    let seen = newcomer.wait_for(10, Duration::from_secs(30)).await;
+    assert!(seen.frames_decoded >= 10, "{seen:?}");
+    quiet(&drain(&camera.log), spent, "the camera");
+    let after = rss_kib(camera.pid());
+    eprintln!(
+        "{encoded} JPEGs for 200 widths in {spent:?}; RSS {rss} KiB before, {after} KiB after"
+    );
+    assert!(after * 10 <= rss * 12, "RSS {rss} → {after} KiB");
 }

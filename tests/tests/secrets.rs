@@ -127,7 +127,10 @@ fn the_whip_stream_key_is_not_shown_and_a_redirect_elsewhere_gets_no_token() {
 
     // Nothing the daemon logged at debug level shows the key or the token.
     let (_, log) = daemon.stop_with_log().unwrap();
-    assert!(log.len() > 20, "{log:?}");
+    assert!(
+        log.iter().any(|l| l.contains(" DEBUG ")),
+        "debug is on: {log:?}"
+    );
     let leaks: Vec<&String> = log
         .iter()
         .filter(|l| l.contains("SECRETKEY") || l.contains(WHIP_TOKEN))
@@ -155,7 +158,10 @@ async fn ice_passwords_are_not_logged_even_at_trace_level() {
     );
     viewer.leave().await.unwrap();
     let (_, log) = daemon.stop_with_log().unwrap();
-    assert!(log.len() > 20, "trace logs: {} lines", log.len());
+    assert!(
+        log.iter().any(|l| l.contains(" TRACE ")),
+        "trace is on: {log:?}"
+    );
     let leaks: Vec<&String> = log
         .iter()
         .filter(|line| passwords.iter().any(|pwd| line.contains(pwd.as_str())))
