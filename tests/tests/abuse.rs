@@ -57,6 +57,27 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// Has one viewer watch `camera` and leave, then gives the daemon's resident memory (KiB):
+/// the baseline, with what the first session sets up for good (the encoder's first IDR,
+/// buffers, pools) in it.
+async fn warmed_rss(camera: &Daemon) -> u64 {
+    let whep = format!("{}/whep", camera.base_url);
+    let viewer = Viewer::join(
+        Via::Whep(whep),
+        Watch::decoding(10, Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    let seen = viewer.wait_for(10, Duration::from_secs(30)).await;
+    assert!(seen.frames_decoded >= 10, "{seen:?}");
+    viewer.leave().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sessions(&camera.base_url) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rss_kib(camera.pid())
+}
+
 /// Log lines the daemon printed since the last call.
 fn drain(log: &std::sync::mpsc::Receiver<String>) -> Vec<String> {
     log.try_iter().collect()
@@ -358,6 +379,7 @@ async fn offers_that_never_connect_hold_few_places_briefly_and_log_little() {
          Content-Length: {}\r\nConnection: close\r\n\r\n{offer}",
         offer.len()
     );
+    let rss = warmed_rss(&camera).await;
     let _ = drain(&camera.log);
     let attacked = Instant::now();
     let mut answered = std::collections::BTreeMap::new();
@@ -390,6 +412,15 @@ async fn offers_that_never_connect_hold_few_places_briefly_and_log_little() {
     );
     still_decodes(&viewer, "pending offers").await;
     quiet(&drain(&camera.log), attacked.elapsed(), "the camera");
+    // Memory once everyone has left, as in the baseline.
+    viewer.leave().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sessions(&camera.base_url) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = rss_kib(camera.pid());
+    eprintln!("RSS {rss} KiB before, {after} KiB after");
+    assert!(after * 10 <= rss * 12, "RSS {rss} → {after} KiB");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,6 +430,9 @@ async fn idle_ice_tcp_connections_from_one_address_keep_no_viewer_out() {
     ))
     .unwrap();
     let media = SocketAddr::from(([127, 0, 0, 1], camera.media_port));
+    let rss = warmed_rss(&camera).await;
+    let _ = drain(&camera.log);
+    let attacked = Instant::now();
     // 64 idle connections from one address, and ~20 new ones a second while a viewer joins.
     let mut idle = Vec::new();
     for _ in 0..64 {
@@ -438,6 +472,10 @@ async fn idle_ice_tcp_connections_from_one_address_keep_no_viewer_out() {
     );
     assert!(seen.frames_decoded >= 30, "over ICE-TCP: {seen:?}");
     drop(idle);
+    quiet(&drain(&camera.log), attacked.elapsed(), "the camera");
+    let after = rss_kib(camera.pid());
+    eprintln!("RSS {rss} KiB before, {after} KiB after");
+    assert!(after * 10 <= rss * 12, "RSS {rss} → {after} KiB");
 }
 
 /// `GET` `url` → the status.
