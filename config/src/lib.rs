@@ -408,9 +408,10 @@ pub struct Http {
     /// stream); without one, only these. Default none.
     pub cors_origins: Vec<String>,
     /// Host names the device answers to besides its addresses, `localhost`, its own host
-    /// name and that name under `.local` (a request naming another host gets `421`, which
-    /// is what keeps a DNS-rebinding page out). E.g. `["camera.example.com"]` behind a
-    /// reverse proxy or a DNS name of your own. Default none.
+    /// name alone, under `.local` and under the DNS domains of `/etc/resolv.conf` (a request
+    /// naming another host gets `421`, which is what keeps a DNS-rebinding page out). E.g.
+    /// `["camera.example.com"]` behind a reverse proxy or a DNS name of your own. Default
+    /// none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hostnames: Vec<String>,
     /// PEM certificate chain; with `tls_key`, the server speaks HTTPS only. Default none.

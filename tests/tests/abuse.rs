@@ -57,24 +57,30 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// A new WHEP viewer of `base_url` that has decoded 10 pictures.
+async fn whep_viewer(base_url: &str) -> Viewer {
+    let whep = format!("{base_url}/whep");
+    let how = Watch::decoding(usize::MAX, Duration::from_secs(300));
+    let viewer = Viewer::join(Via::Whep(whep), how).await.unwrap();
+    let seen = viewer.wait_for(10, Duration::from_secs(30)).await;
+    assert!(seen.frames_decoded >= 10, "{seen:?}");
+    viewer
+}
+
+/// Waits (10 s at most) until the camera has no session.
+async fn all_gone(base_url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sessions(base_url) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Has one viewer watch `camera` and leave, then gives the daemon's resident memory (KiB):
 /// the baseline, with what the first session sets up for good (the encoder's first IDR,
 /// buffers, pools) in it.
 async fn warmed_rss(camera: &Daemon) -> u64 {
-    let whep = format!("{}/whep", camera.base_url);
-    let viewer = Viewer::join(
-        Via::Whep(whep),
-        Watch::decoding(10, Duration::from_secs(30)),
-    )
-    .await
-    .unwrap();
-    let seen = viewer.wait_for(10, Duration::from_secs(30)).await;
-    assert!(seen.frames_decoded >= 10, "{seen:?}");
-    viewer.leave().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sessions(&camera.base_url) > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    whep_viewer(&camera.base_url).await.leave().await.unwrap();
+    all_gone(&camera.base_url).await;
     rss_kib(camera.pid())
 }
 
@@ -392,11 +398,7 @@ async fn offers_that_never_connect_hold_few_places_briefly_and_log_little() {
     assert_eq!(answered.get(&201).copied(), Some(16), "{answered:?}");
     assert_eq!(answered.get(&503).copied(), Some(83), "{answered:?}");
     // A viewer from elsewhere joins meanwhile and decodes.
-    let whep = format!("{}/whep", camera.base_url);
-    let how = Watch::decoding(usize::MAX, Duration::from_secs(120));
-    let viewer = Viewer::join(Via::Whep(whep), how).await.unwrap();
-    let seen = viewer.wait_for(15, Duration::from_secs(30)).await;
-    assert!(seen.frames_decoded >= 15, "{seen:?}");
+    let viewer = whep_viewer(&camera.base_url).await;
     // The stranger's sessions are gone once they had 5 s to start ICE.
     let deadline = Instant::now() + Duration::from_secs(20);
     while sessions(&camera.base_url) > 1 {
@@ -414,10 +416,7 @@ async fn offers_that_never_connect_hold_few_places_briefly_and_log_little() {
     quiet(&drain(&camera.log), attacked.elapsed(), "the camera");
     // Memory once everyone has left, as in the baseline.
     viewer.leave().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sessions(&camera.base_url) > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    all_gone(&camera.base_url).await;
     let after = rss_kib(camera.pid());
     eprintln!("RSS {rss} KiB before, {after} KiB after");
     assert!(after * 10 <= rss * 12, "RSS {rss} → {after} KiB");
@@ -488,10 +487,7 @@ async fn rotating_snapshot_widths_and_wrong_offers_leave_the_camera_watchable() 
     let camera = Daemon::start(SMALL).unwrap();
     let base = camera.base_url.clone();
     let whep = format!("{base}/whep");
-    let how = Watch::decoding(usize::MAX, Duration::from_secs(300));
-    let viewer = Viewer::join(Via::Whep(whep.clone()), how).await.unwrap();
-    let seen = viewer.wait_for(10, Duration::from_secs(30)).await;
-    assert!(seen.frames_decoded >= 10, "{seen:?}");
+    let viewer = whep_viewer(&base).await;
     let rss = rss_kib(camera.pid());
     let _ = drain(&camera.log);
     let attacked = Instant::now();
@@ -550,14 +546,7 @@ async fn rotating_snapshot_widths_and_wrong_offers_leave_the_camera_watchable() 
     let restarted = viewer.restart_ice().await.unwrap();
     assert!(restarted.etag.ends_with(".1\""), "{restarted:?}");
     still_decodes(&viewer, "after the restart").await;
-    let newcomer = Viewer::join(
-        Via::Whep(whep),
-        Watch::decoding(10, Duration::from_secs(30)),
-    )
-    .await
-    .unwrap();
-    let seen = newcomer.wait_for(10, Duration::from_secs(30)).await;
-    assert!(seen.frames_decoded >= 10, "{seen:?}");
+    drop(whep_viewer(&base).await);
     quiet(&drain(&camera.log), spent, "the camera");
     let after = rss_kib(camera.pid());
     eprintln!(

@@ -32,12 +32,22 @@ pub struct Sites {
 }
 
 impl Sites {
-    /// `localhost`, `own_name` (the host name, if known) and `own_name.local`, `hostnames`
-    /// and the `cors_origins`.
-    pub fn new(own_name: Option<&str>, hostnames: &[String], cors_origins: &[String]) -> Self {
+    /// `localhost`, `own_name` (the host name, if known) under `.local` and each of the
+    /// local network's DNS `domains` and alone, `hostnames` and the `cors_origins`.
+    pub fn new(
+        own_name: Option<&str>,
+        domains: &[String],
+        hostnames: &[String],
+        cors_origins: &[String],
+    ) -> Self {
         let mut names = vec!["localhost".to_owned()];
         if let Some(own) = own_name.map(normal).filter(|own| !own.is_empty()) {
             names.push(format!("{own}.local"));
+            names.extend(
+                domains
+                    .iter()
+                    .map(|domain| format!("{own}.{}", normal(domain))),
+            );
             names.push(own);
         }
         names.extend(hostnames.iter().map(|name| normal(name)));
@@ -48,10 +58,18 @@ impl Sites {
         Sites { names, origins }
     }
 
-    /// [`Self::new`] with this machine's host name.
+    /// [`Self::new`] with this machine's host name and the DNS domains of its network (the
+    /// `search` and `domain` lines of `/etc/resolv.conf`: a home router's `lan`, `home`,
+    /// `fritz.box`…).
     pub fn of_this_machine(hostnames: &[String], cors_origins: &[String]) -> Self {
         let own = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
-        Sites::new(own.as_deref(), hostnames, cors_origins)
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        Sites::new(
+            own.as_deref(),
+            &search_domains(&resolv),
+            hostnames,
+            cors_origins,
+        )
     }
 
     /// Whether a request with this `Host` and `Origin` (`tokened`: it presented a token that
@@ -98,6 +116,20 @@ impl Sites {
     }
 }
 
+/// The domains of `resolv.conf`'s `search` and `domain` lines.
+fn search_domains(resolv: &str) -> Vec<String> {
+    resolv
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            matches!(words.next(), Some("search" | "domain")).then_some(words)
+        })
+        .flatten()
+        .filter(|domain| *domain != ".")
+        .map(str::to_owned)
+        .collect()
+}
+
 /// `name` in lower case without surrounding space or a trailing dot.
 fn normal(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()
@@ -123,6 +155,7 @@ mod tests {
     fn sites() -> Sites {
         Sites::new(
             Some("porchcam\n"),
+            &search_domains("# router\nnameserver 192.168.1.1\nsearch fritz.box Lan.\n"),
             &["Camera.Example.com".into()],
             &["https://home.example".into()],
         )
@@ -143,6 +176,8 @@ mod tests {
             "porchcam",
             "porchcam.local:8080",
             "porchcam.local.",
+            "porchcam.fritz.box:8080",
+            "porchcam.lan",
             "camera.example.com",
             "camera.example.com:443",
         ] {
@@ -154,6 +189,8 @@ mod tests {
             "127.0.0.1.evil.example",
             "localhost.evil.example",
             "porchcam.evil",
+            "fritz.box",
+            "porchcam.fritz.box.evil.example",
             "",
             "[::1",
         ] {
@@ -197,7 +234,7 @@ mod tests {
 
     #[test]
     fn without_a_host_name_only_addresses_and_localhost() {
-        let sites = Sites::new(None, &[], &[]);
+        let sites = Sites::new(None, &["lan".into()], &[], &[]);
         assert!(sites.answers("10.0.0.1"));
         assert!(sites.answers("localhost"));
         assert!(!sites.answers(".local"));
