@@ -259,6 +259,8 @@ async fn serve(mut socket: WebSocket, mut conn: Connection, register_by: Option<
     ping.tick().await;
     let registered = sleep_until(register_by);
     tokio::pin!(registered);
+    // Checked once: a finished future must not be polled again.
+    let mut awaiting_registration = register_by.is_some();
     let why = loop {
         tokio::select! {
             outgoing = conn.recv() => {
@@ -297,7 +299,8 @@ async fn serve(mut socket: WebSocket, mut conn: Connection, register_by: Option<
                     break why;
                 }
             }
-            () = &mut registered => {
+            () = &mut registered, if awaiting_registration => {
+                awaiting_registration = false;
                 if !conn.publishes() {
                     break "presented a camera's token but published no channel in time";
                 }

@@ -159,6 +159,15 @@ async fn a_viewer_flooding_its_camera_is_cut_off_and_the_camera_stays_on_its_cha
     ))
     .unwrap();
     let ws = signal.ws_url();
+    // A camera must publish within 10 s of connecting with a device token; once it has, it
+    // stays past that (registered once, not again).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let log = drain(&camera.log);
+    let registrations = log
+        .iter()
+        .filter(|l| l.contains("channel registered with ws://"))
+        .count();
+    assert_eq!(registrations, 1, "{}", log.join("\n"));
     let watching = channel_viewer(&ws, Some(VIEWER_TOKEN)).await;
     let attacked = Instant::now();
     let _ = drain(&camera.log);
