@@ -84,6 +84,13 @@ async fn warmed_rss(camera: &Daemon) -> u64 {
     rss_kib(camera.pid())
 }
 
+/// Asserts the daemon's resident memory is within 20% of `before` (KiB).
+fn memory_came_back(camera: &Daemon, before: u64) {
+    let after = rss_kib(camera.pid());
+    eprintln!("RSS {before} KiB before, {after} KiB after");
+    assert!(after * 10 <= before * 12, "RSS {before} → {after} KiB");
+}
+
 /// Log lines the daemon printed since the last call.
 fn drain(log: &std::sync::mpsc::Receiver<String>) -> Vec<String> {
     log.try_iter().collect()
@@ -215,9 +222,7 @@ async fn a_viewer_flooding_its_camera_is_cut_off_and_the_camera_stays_on_its_cha
     assert!(listed.contains("\"porch\""), "{listed}");
     let newcomer = channel_viewer(&ws, None).await;
     drop(newcomer);
-    let after = rss_kib(camera.pid());
-    eprintln!("RSS {rss} KiB before, {after} KiB after");
-    assert!(after * 10 <= rss * 12, "RSS {rss} → {after} KiB");
+    memory_came_back(&camera, rss);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,17 +343,7 @@ async fn clients_that_never_read_are_dropped_and_their_memory_comes_back() {
     let newcomer = channel_viewer(&ws, None).await;
     drop(newcomer);
     quiet(&drain(&camera.log), spent, "the camera");
-    // Memory: back to within 20% of before (it may take the allocator a moment).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let after = loop {
-        let now = rss_kib(camera.pid());
-        if now * 10 <= rss * 12 || Instant::now() > deadline {
-            break now;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    eprintln!("RSS {rss} KiB before, {after} KiB after");
-    assert!(after * 10 <= rss * 12, "RSS {rss} → {after} KiB");
+    memory_came_back(&camera, rss);
 }
 
 /// Sends `request` (a whole HTTP/1.1 request) from `from` to `to`; the response's status.
@@ -426,9 +421,7 @@ async fn offers_that_never_connect_hold_few_places_briefly_and_log_little() {
     // Memory once everyone has left, as in the baseline.
     viewer.leave().await.unwrap();
     all_gone(&camera.base_url).await;
-    let after = rss_kib(camera.pid());
-    eprintln!("RSS {rss} KiB before, {after} KiB after");
-    assert!(after * 10 <= rss * 12, "RSS {rss} → {after} KiB");
+    memory_came_back(&camera, rss);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,9 +474,7 @@ async fn idle_ice_tcp_connections_from_one_address_keep_no_viewer_out() {
     assert!(seen.frames_decoded >= 30, "over ICE-TCP: {seen:?}");
     drop(idle);
     quiet(&drain(&camera.log), attacked.elapsed(), "the camera");
-    let after = rss_kib(camera.pid());
-    eprintln!("RSS {rss} KiB before, {after} KiB after");
-    assert!(after * 10 <= rss * 12, "RSS {rss} → {after} KiB");
+    memory_came_back(&camera, rss);
 }
 
 /// `GET` `url` → the status.
@@ -557,9 +548,6 @@ async fn rotating_snapshot_widths_and_wrong_offers_leave_the_camera_watchable() 
     still_decodes(&viewer, "after the restart").await;
     drop(whep_viewer(&base).await);
     quiet(&drain(&camera.log), spent, "the camera");
-    let after = rss_kib(camera.pid());
-    eprintln!(
-        "{encoded} JPEGs for 200 widths in {spent:?}; RSS {rss} KiB before, {after} KiB after"
-    );
-    assert!(after * 10 <= rss * 12, "RSS {rss} → {after} KiB");
+    eprintln!("{encoded} JPEGs for 200 widths in {spent:?}");
+    memory_came_back(&camera, rss);
 }
