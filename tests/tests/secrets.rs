@@ -127,13 +127,19 @@ fn the_whip_stream_key_is_not_shown_and_a_redirect_elsewhere_gets_no_token() {
 
     // Nothing the daemon logged at debug level shows the key or the token.
     let (_, log) = daemon.stop_with_log().unwrap();
+    assert_no_secret(&log, " DEBUG ", &["SECRETKEY", WHIP_TOKEN]);
+}
+
+/// Asserts `log` has lines at `level` (so the test logged what it meant to) and none holding
+/// any of `secrets`.
+fn assert_no_secret(log: &[String], level: &str, secrets: &[&str]) {
     assert!(
-        log.iter().any(|l| l.contains(" DEBUG ")),
-        "debug is on: {log:?}"
+        log.iter().any(|l| l.contains(level)),
+        "{level} is on: {log:?}"
     );
     let leaks: Vec<&String> = log
         .iter()
-        .filter(|l| l.contains("SECRETKEY") || l.contains(WHIP_TOKEN))
+        .filter(|line| secrets.iter().any(|secret| line.contains(secret)))
         .collect();
     assert!(leaks.is_empty(), "{leaks:#?}");
 }
@@ -158,13 +164,6 @@ async fn ice_passwords_are_not_logged_even_at_trace_level() {
     );
     viewer.leave().await.unwrap();
     let (_, log) = daemon.stop_with_log().unwrap();
-    assert!(
-        log.iter().any(|l| l.contains(" TRACE ")),
-        "trace is on: {log:?}"
-    );
-    let leaks: Vec<&String> = log
-        .iter()
-        .filter(|line| passwords.iter().any(|pwd| line.contains(pwd.as_str())))
-        .collect();
-    assert!(leaks.is_empty(), "{leaks:#?}");
+    let passwords: Vec<&str> = passwords.iter().map(String::as_str).collect();
+    assert_no_secret(&log, " TRACE ", &passwords);
 }
