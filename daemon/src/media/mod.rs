@@ -11,6 +11,7 @@
 
 pub mod audio;
 pub mod convert;
+pub mod encoder;
 pub mod fec;
 pub mod gop;
 pub mod h264;
