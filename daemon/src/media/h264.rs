@@ -6,12 +6,17 @@
 
 use std::time::Duration;
 
+use onair_config::VideoEncoder;
 use openh264::OpenH264API;
 use openh264::encoder::{
     BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level, Profile,
     RateControlMode, UsageType, VuiConfig,
 };
 use openh264::formats::YUVSlices;
+use openh264_sys2::{ENCODER_OPTION_BITRATE, SBitrateInfo, SPATIAL_LAYER_ALL};
+
+pub use super::encoder::EncodedPicture;
+use super::encoder::{EncodeError, Encoder as LayerCodec};
 
 /// An H.264 level with the limits that decide whether a stream fits it (ITU-T H.264 table A-1,
 /// baseline bitrates).
@@ -175,14 +180,6 @@ pub struct H264Settings {
     pub bitrate_kbps: u32,
 }
 
-/// One encoded access unit in Annex B form (start codes before every NAL unit).
-pub struct EncodedPicture<'a> {
-    /// SPS, PPS (before an IDR) and the slices of one picture.
-    pub annex_b: &'a [u8],
-    /// Whether this picture is an IDR a decoder can start from.
-    pub keyframe: bool,
-}
-
 /// openh264 configured for WebRTC.
 pub struct H264Encoder {
     encoder: Encoder,
@@ -266,6 +263,50 @@ impl H264Encoder {
             annex_b: &self.out,
             keyframe,
         }))
+    }
+}
+
+impl LayerCodec for H264Encoder {
+    fn kind(&self) -> VideoEncoder {
+        VideoEncoder::Openh264
+    }
+
+    fn describe(&self) -> String {
+        "openh264".into()
+    }
+
+    fn encode(
+        &mut self,
+        picture: &[u8],
+        force_idr: bool,
+        pts: Duration,
+    ) -> Result<Option<EncodedPicture<'_>>, EncodeError> {
+        Ok(H264Encoder::encode(self, picture, force_idr, pts)?)
+    }
+
+    /// openh264's own run-time option (what WebRTC's wrapper does): no new encoder, no IDR.
+    fn set_bitrate(&mut self, kbps: u32) -> Result<(), EncodeError> {
+        let bps = i32::try_from(u64::from(kbps) * 1000)
+            .map_err(|_| EncodeError(format!("{kbps} kb/s is too high a bitrate")))?;
+        let mut info = SBitrateInfo {
+            iLayer: SPATIAL_LAYER_ALL,
+            iBitrate: bps,
+        };
+        // SAFETY: the encoder is initialised (`new` made it); SetOption reads the struct,
+        // which lives until the call returns; the bitrate is an option openh264 documents for
+        // use between frames.
+        let status = unsafe {
+            self.encoder
+                .raw_api()
+                .set_option(ENCODER_OPTION_BITRATE, (&raw mut info).cast())
+        };
+        if status != 0 {
+            return Err(EncodeError(format!(
+                "openh264 refused a bitrate of {kbps} kb/s (status {status})"
+            )));
+        }
+        self.settings.bitrate_kbps = kbps;
+        Ok(())
     }
 }
 

@@ -12,6 +12,13 @@
 //! - the SDP `profile-level-id` is read from the SPS, since the camera, not onair, picked
 //!   the profile (High, Main or Baseline) and level.
 
+use std::time::Duration;
+
+use onair_config::VideoEncoder;
+use onair_hal::PixelFormat;
+
+use super::encoder::{EncodeError, EncodedPicture, Encoder};
+
 /// NAL unit types (ITU-T H.264 table 7-1) that matter here.
 const NAL_IDR: u8 = 5;
 const NAL_SPS: u8 = 7;
@@ -91,15 +98,6 @@ pub fn profile_level_id(sps: &[u8]) -> Result<String, String> {
     Ok(format!("{profile}{level:02x}"))
 }
 
-/// One access unit ready to send.
-#[derive(Debug, PartialEq, Eq)]
-pub struct AccessUnit<'a> {
-    /// Annex-B, with SPS and PPS in front when it is an IDR.
-    pub annex_b: &'a [u8],
-    /// Whether a decoder can start here.
-    pub keyframe: bool,
-}
-
 /// Makes a camera's access units startable on every IDR; see the module documentation.
 #[derive(Debug, Default)]
 pub struct Passthrough {
@@ -129,7 +127,7 @@ impl Passthrough {
 
     /// Takes one access unit from the camera; `None` while it cannot be decoded by itself
     /// or from what was sent before (no IDR yet, or no SPS/PPS known).
-    pub fn access_unit(&mut self, annex_b: &[u8]) -> Option<AccessUnit<'_>> {
+    pub fn access_unit(&mut self, annex_b: &[u8]) -> Option<EncodedPicture<'_>> {
         // Parameter sets count as brought only before the IDR: a decoder needs them first.
         let (mut has_sps, mut has_pps, mut keyframe) = (false, false, false);
         for nal in nal_units(annex_b) {
@@ -166,10 +164,42 @@ impl Passthrough {
         for nal in nal_units(annex_b) {
             push_nal(&mut self.out, nal);
         }
-        Some(AccessUnit {
+        Some(EncodedPicture {
             annex_b: &self.out,
             keyframe,
         })
+    }
+}
+
+/// The camera encodes: a key frame cannot be forced, the bitrate cannot be changed.
+impl Encoder for Passthrough {
+    fn kind(&self) -> VideoEncoder {
+        VideoEncoder::Passthrough
+    }
+
+    fn describe(&self) -> String {
+        "the camera's own H.264".into()
+    }
+
+    fn input(&self) -> PixelFormat {
+        PixelFormat::H264
+    }
+
+    fn encode(
+        &mut self,
+        picture: &[u8],
+        _force_idr: bool,
+        _pts: Duration,
+    ) -> Result<Option<EncodedPicture<'_>>, EncodeError> {
+        Ok(self.access_unit(picture))
+    }
+
+    fn set_bitrate(&mut self, _kbps: u32) -> Result<(), EncodeError> {
+        Ok(())
+    }
+
+    fn restart(&mut self) {
+        Passthrough::restart(self);
     }
 }
 
