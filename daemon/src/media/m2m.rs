@@ -104,7 +104,11 @@ pub struct M2mEncoder {
     params: Passthrough,
     /// The last coded picture, copied out of its CAPTURE buffer.
     coded: Vec<u8>,
-    /// The encoder stopped (a LAST buffer came): every later picture fails.
+    /// Why a picture failed: the device is in an unknown state (a coded picture may still
+    /// come, for the wrong picture), so every later picture fails too and the caller falls
+    /// back or reopens.
+    failed: Option<String>,
+    /// A LAST buffer came: the encoder has stopped, there is nothing to drain.
     stopped: bool,
 }
 
@@ -156,6 +160,7 @@ impl M2mEncoder {
             controls,
             params: Passthrough::new(),
             coded: Vec::with_capacity(256 * 1024),
+            failed: None,
             stopped: false,
         })
     }
@@ -199,20 +204,14 @@ impl M2mEncoder {
         picture: &[u8],
         force_key_frame: bool,
     ) -> Result<Option<EncodedPicture<'_>>, EncodeError> {
-        if self.stopped {
-            return Err(self.error("the encoder has stopped".into()));
+        if let Some(why) = &self.failed {
+            return Err(self.error(format!("failed before ({why})")));
         }
-        let deadline = Instant::now() + TIMEOUT;
-        if force_key_frame {
-            self.force_key_frame()?;
-        }
-        self.queue_picture(picture, deadline)?;
-        let flagged = loop {
-            let flagged = self.await_coded(deadline)?;
-            if self.settings.coded == Coded::Fwht
-                || !keep_parameter_sets(&mut self.params, &self.coded)
-            {
-                break flagged;
+        let flagged = match self.code(picture, force_key_frame) {
+            Ok(flagged) => flagged,
+            Err(e) => {
+                self.failed = Some(e.0.clone());
+                return Err(e);
             }
         };
         Ok(match self.settings.coded {
@@ -228,6 +227,24 @@ impl M2mEncoder {
                     keyframe: unit.keyframe,
                 }),
         })
+    }
+
+    /// Has `picture` coded into `self.coded` (H.264 parameter sets in a buffer of their own
+    /// are kept and the wait goes on); whether the driver flagged it as a key frame.
+    fn code(&mut self, picture: &[u8], force_key_frame: bool) -> Result<bool, EncodeError> {
+        let deadline = Instant::now() + TIMEOUT;
+        if force_key_frame {
+            self.force_key_frame()?;
+        }
+        self.queue_picture(picture, deadline)?;
+        loop {
+            let flagged = self.await_coded(deadline)?;
+            if self.settings.coded == Coded::Fwht
+                || !keep_parameter_sets(&mut self.params, &self.coded)
+            {
+                return Ok(flagged);
+            }
+        }
     }
 
     /// Makes the next picture a key frame: the driver's button, or else the stateful
