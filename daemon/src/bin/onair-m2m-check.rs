@@ -86,6 +86,11 @@ fn main() -> ExitCode {
 
 /// Every check; whether all passed (the failures are printed).
 fn run(args: &Args) -> Result<bool, String> {
+    // What onaird would be told looking for H.264 here (vicodec codes FWHT only).
+    match m2m::find_encoder(Coded::H264) {
+        Ok((path, card)) => println!("H.264 encoder: {} ({card})", path.display()),
+        Err(e) => println!("{e}"),
+    }
     let (encoder_path, card) = m2m::find_encoder(Coded::Fwht)?;
     let decoder_path = find_fwht_decoder()?;
     println!(
