@@ -283,6 +283,12 @@ pub enum VideoEncoder {
     /// The camera delivers H.264 and onair forwards it unchanged; with `source = "test"` the
     /// test pattern is encoded the way such a camera would (fixed key-frame period).
     Passthrough,
+    /// A V4L2 memory-to-memory H.264 encoder (the Raspberry Pi's bcm2835-codec): the same
+    /// stream as openh264 (constrained baseline, key frames on demand) for a fraction of the
+    /// CPU. Falls back to openh264 if the device fails.
+    V4l2m2m,
+    /// The V4L2 memory-to-memory encoder where the board has one, openh264 elsewhere.
+    Auto,
 }
 
 /// Where video frames come from (`video.source`), written in TOML as a string.

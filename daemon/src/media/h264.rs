@@ -159,12 +159,15 @@ fn level_for(width: u32, height: u32, fps: u32, bitrate_kbps: u32) -> &'static L
         .unwrap_or(&LEVELS[LEVELS.len() - 1])
 }
 
+/// The `level_idc` (31 = level 3.1) of the smallest level whose limits fit the stream: what
+/// the SDP offers, and what a hardware encoder is asked for.
+pub fn level_idc(width: u32, height: u32, fps: u32, bitrate_kbps: u32) -> u8 {
+    level_for(width, height, fps, bitrate_kbps).idc
+}
+
 /// The SDP `profile-level-id` for constrained baseline at the level that fits the stream.
 pub fn profile_level_id(width: u32, height: u32, fps: u32, bitrate_kbps: u32) -> String {
-    format!(
-        "42e0{:02x}",
-        level_for(width, height, fps, bitrate_kbps).idc
-    )
+    format!("42e0{:02x}", level_idc(width, height, fps, bitrate_kbps))
 }
 
 /// What the encoder is asked to produce.

@@ -19,6 +19,7 @@ pub mod h264_camera;
 pub mod input;
 pub mod keyframe;
 pub mod layers;
+pub mod m2m;
 pub mod passthrough;
 pub mod snapshot;
 pub mod stats;
@@ -347,7 +348,9 @@ impl Pipeline {
         let v = &config.video;
         let layers = match v.encoder {
             VideoEncoder::Passthrough => 1,
-            VideoEncoder::Openh264 => v.layers,
+            // The layers are encoded from the same pictures whichever encoder takes the top
+            // one (the video thread uses openh264 for every layer until encoders are chosen).
+            VideoEncoder::Openh264 | VideoEncoder::V4l2m2m | VideoEncoder::Auto => v.layers,
         };
         let layers: Arc<[Layer]> = layers::specs(v.width, v.height, v.bitrate_kbps, layers)
             .into_iter()

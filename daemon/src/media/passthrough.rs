@@ -56,6 +56,12 @@ pub fn nal_units(annex_b: &[u8]) -> impl Iterator<Item = &[u8]> {
         })
 }
 
+/// Whether an Annex-B buffer holds a picture (a coded slice, NAL unit types 1 to 5), rather
+/// than only parameter sets or SEI: some encoders deliver SPS and PPS in a buffer of their own.
+pub fn carries_picture(annex_b: &[u8]) -> bool {
+    nal_units(annex_b).any(|nal| matches!(nal_type(nal), 1..=NAL_IDR))
+}
+
 fn nal_type(nal: &[u8]) -> u8 {
     nal.first().map_or(0, |header| header & 0x1f)
 }
@@ -243,6 +249,15 @@ mod tests {
         assert_eq!(nals, [AUD, SPS, PPS, IDR]);
         assert_eq!(nal_units(&[0, 0, 1]).count(), 0);
         assert_eq!(nal_units(b"no start code").count(), 0);
+    }
+
+    #[test]
+    fn pictures_are_told_from_parameter_sets() {
+        assert!(!carries_picture(&annex_b(&[SPS, PPS])));
+        assert!(!carries_picture(&annex_b(&[AUD, SPS, PPS])));
+        assert!(carries_picture(&annex_b(&[SPS, PPS, IDR])));
+        assert!(carries_picture(&annex_b(&[P])));
+        assert!(!carries_picture(b""));
     }
 
     #[test]
