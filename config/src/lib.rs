@@ -233,11 +233,18 @@ pub struct Video {
     /// camera), `"auto"` (the first usable camera) or a device path such as `"/dev/video0"`.
     /// Default `"test"`.
     pub source: VideoSourceSetting,
-    /// Who encodes the H.264: `"openh264"` (onair, in software, from the camera's raw or MJPEG
-    /// pictures) or `"passthrough"` (the camera itself: its H.264 is sent as it comes, which
-    /// costs no CPU but means a viewer that joins or loses a packet waits for the camera's next
-    /// key frame, as nobody can force one). Default `"openh264"`.
+    /// Who encodes the H.264: `"auto"` (a V4L2 memory-to-memory H.264 encoder where the board
+    /// has one, such as the Raspberry Pi's bcm2835-codec, otherwise openh264), `"v4l2m2m"` (that
+    /// encoder, `encoder_device` or the first found; openh264 if there is none), `"openh264"`
+    /// (onair, in software, from the camera's raw or MJPEG pictures) or `"passthrough"` (the
+    /// camera itself: its H.264 is sent as it comes, which costs no CPU but means a viewer that
+    /// joins or loses a packet waits for the camera's next key frame, as nobody can force
+    /// one). Default `"auto"`.
     pub encoder: VideoEncoder,
+    /// The V4L2 memory-to-memory encoder's device node for `encoder = "v4l2m2m"` or `"auto"`,
+    /// a path starting with `/dev/` (e.g. `"/dev/video11"`); unset: the first device that
+    /// encodes H.264.
+    pub encoder_device: Option<PathBuf>,
     /// Frame width in pixels; even (the encoder works on 2x2 chroma blocks), 16 to 4096.
     /// Default 1280.
     pub width: u32,
@@ -261,7 +268,8 @@ impl Default for Video {
     fn default() -> Self {
         Self {
             source: VideoSourceSetting::Test,
-            encoder: VideoEncoder::Openh264,
+            encoder: VideoEncoder::Auto,
+            encoder_device: None,
             width: 1280,
             height: 720,
             fps: 30,
@@ -276,19 +284,19 @@ impl Default for Video {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VideoEncoder {
+    /// A V4L2 memory-to-memory H.264 encoder where the board has one, openh264 elsewhere.
+    #[default]
+    Auto,
     /// onair encodes the camera's pictures with openh264: constrained baseline, key frames
     /// on demand.
-    #[default]
     Openh264,
+    /// A V4L2 memory-to-memory H.264 encoder (the Raspberry Pi's bcm2835-codec): the same
+    /// stream as openh264 (constrained baseline, key frames on demand) for a fraction of the
+    /// CPU. Falls back to openh264 if there is none, or if it fails.
+    V4l2m2m,
     /// The camera delivers H.264 and onair forwards it unchanged; with `source = "test"` the
     /// test pattern is encoded the way such a camera would (fixed key-frame period).
     Passthrough,
-    /// A V4L2 memory-to-memory H.264 encoder (the Raspberry Pi's bcm2835-codec): the same
-    /// stream as openh264 (constrained baseline, key frames on demand) for a fraction of the
-    /// CPU. Falls back to openh264 if the device fails.
-    V4l2m2m,
-    /// The V4L2 memory-to-memory encoder where the board has one, openh264 elsewhere.
-    Auto,
 }
 
 /// Where video frames come from (`video.source`), written in TOML as a string.
@@ -310,7 +318,7 @@ pub enum VideoSourceSetting {
 impl VideoSourceSetting {
     /// Whether `path` is acceptable as [`VideoSourceSetting::Device`]: it starts with `/dev/`
     /// and names something below it.
-    fn is_device_path(path: &Path) -> bool {
+    pub(crate) fn is_device_path(path: &Path) -> bool {
         path.as_os_str()
             .as_encoded_bytes()
             .strip_prefix(b"/dev/")

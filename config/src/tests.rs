@@ -83,6 +83,7 @@ name = "Front door ✓"
 [video]
 source = "/dev/v4l/by-id/usb-Cam-video-index0"
 encoder = "passthrough"
+encoder_device = "/dev/video11"
 width = 640
 height = 480
 fps = 15
@@ -154,6 +155,7 @@ fn full_config() -> Config {
         video: Video {
             source: VideoSourceSetting::Device("/dev/v4l/by-id/usb-Cam-video-index0".into()),
             encoder: VideoEncoder::Passthrough,
+            encoder_device: Some("/dev/video11".into()),
             width: 640,
             height: 480,
             fps: 15,
@@ -520,8 +522,15 @@ fn validation_boundaries_are_accepted() {
 fn encoder_names_the_choices() {
     assert_eq!(
         single("[video]\nencoder = \"x264\"\n"),
-        "onair.toml:2:11: video.encoder: unknown variant `x264`, expected `openh264` or `passthrough`"
+        "onair.toml:2:11: video.encoder: unknown variant `x264`, expected one of `auto`, `openh264`, `v4l2m2m`, `passthrough`"
     );
+    assert_eq!(
+        single("[video]\nencoder = \"v4l2m2m\"\nencoder_device = \"video11\"\n"),
+        "onair.toml:3:18: video.encoder_device: expected a device path starting with \"/dev/\", got \"video11\""
+    );
+    let parsed = Config::from_toml_str("[video]\nencoder = \"v4l2m2m\"\n", "t").unwrap();
+    assert_eq!(parsed.video.encoder, VideoEncoder::V4l2m2m);
+    assert_eq!(Config::default().video.encoder, VideoEncoder::Auto);
 }
 
 #[test]
@@ -529,7 +538,7 @@ fn unknown_key_names_key_and_line() {
     assert_eq!(
         single("# camera\n\n[video]\nwidht = 1280\n"),
         "onair.toml:4:1: video.widht: unknown key \
-         (expected one of: source, encoder, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers)"
+         (expected one of: source, encoder, encoder_device, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers)"
     );
     assert_eq!(
         single("[vidoe]\nwidth = 1280\n"),
@@ -612,7 +621,7 @@ secret = 1
         "onair.toml:8:9: video.width: must be even, got 1279",
         "onair.toml:9:10: video.height: invalid type: string \"720\", expected u32",
         "onair.toml:10:7: video.fps: must be between 1 and 60, got 0",
-        "onair.toml:12:1: video.typo: unknown key (expected one of: source, encoder, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers)",
+        "onair.toml:12:1: video.typo: unknown key (expected one of: source, encoder, encoder_device, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers)",
         "onair.toml:15:16: audio.bitrate_kbps: must be between 6 and 510, got 1000",
         "onair.toml:18:18: webrtc.udp_port_range: is gone: every viewer now shares one UDP port, webrtc.port (default 8190); replace udp_port_range = [2000, 1000] with e.g. port = 2000",
         "onair.toml:19:23: webrtc.nat_ips[1]: invalid IP address syntax",

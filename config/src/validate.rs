@@ -33,6 +33,17 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
             );
         }
     }
+    if let Some(path) = &config.video.encoder_device
+        && !VideoSourceSetting::is_device_path(path)
+    {
+        v.push(
+            video.key("encoder_device"),
+            format!(
+                "expected a device path starting with \"/dev/\", got {:?}",
+                path.display().to_string()
+            ),
+        );
+    }
     v.even_in_range(video.key("width"), config.video.width, 16, 4096);
     v.even_in_range(video.key("height"), config.video.height, 16, 4096);
     v.in_range(video.key("fps"), config.video.fps, 1, 60);

@@ -61,5 +61,9 @@ async fn an_encoder_that_fails_while_watched_is_replaced_and_the_viewer_keeps_de
     let status: serde_json::Value =
         serde_json::from_str(&get(&format!("{}/api/status", daemon.base_url)).unwrap().1).unwrap();
     assert_eq!(status["video"]["encoder"], "openh264", "{status}");
+    let detail = status["video"]["encoder_detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(detail.contains("failed: injected fault"), "{status}");
     viewer.leave().await.unwrap();
 }

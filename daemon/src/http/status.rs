@@ -61,8 +61,10 @@ struct SignalingStatus {
 #[derive(Debug, Serialize)]
 struct VideoStatus {
     codec: &'static str,
-    /// "openh264" or "passthrough".
+    /// "openh264", "v4l2m2m" or "passthrough".
     encoder: VideoEncoder,
+    /// Which encoder (the device) and why it was chosen, or why it was given up.
+    encoder_detail: String,
     /// `null` while a passthrough camera has not sent its first SPS.
     profile_level_id: Option<String>,
     width: u32,
@@ -95,6 +97,7 @@ pub async fn status(
         video: VideoStatus {
             codec: "H264",
             encoder: video.encoder,
+            encoder_detail: video.encoder_detail,
             profile_level_id: video.profile_level_id,
             width: video.width,
             height: video.height,

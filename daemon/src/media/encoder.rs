@@ -18,7 +18,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use onair_config::VideoEncoder;
+use std::path::PathBuf;
+
+use onair_config::{Video, VideoEncoder};
 use onair_hal::{PixelFormat, VideoFormat};
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
@@ -28,6 +30,7 @@ use super::gop::VideoFeed;
 use super::h264::{H264Encoder, H264Settings, profile_level_id};
 use super::keyframe::{KeyframeMailbox, KeyframePolicy, KeyframeReason};
 use super::layers::halve_i420;
+use super::m2m::{self, Coded, M2mEncoder, M2mSettings};
 use super::passthrough::{self, Passthrough, nal_units};
 use super::{Layer, LogThrottle, RtpClock, VideoDescription, VideoUnit};
 
@@ -103,6 +106,8 @@ pub trait Encoder: Send {
 pub enum Choice {
     /// openh264, in software.
     Openh264,
+    /// A V4L2 memory-to-memory H.264 encoder: its device node and what it is.
+    M2m(PathBuf, String),
     /// Test only (`ONAIR_TEST_ENCODER_FAILS_AFTER`): openh264 that fails for good after this
     /// many pictures, as a hardware encoder that lost its device would; the layer then falls
     /// back to a new openh264.
@@ -110,11 +115,30 @@ pub enum Choice {
 }
 
 impl Choice {
-    /// What `video.encoder` asks for, with the test-only fault if its variable is set.
-    pub fn configured() -> Choice {
-        match std::env::var("ONAIR_TEST_ENCODER_FAILS_AFTER").map(|n| n.parse()) {
-            Ok(Ok(after)) => Choice::FailsAfter(after),
-            _ => Choice::Openh264,
+    /// What `video.encoder` and `video.encoder_device` come to on this board (the test-only
+    /// fault if its variable is set), and why, for the log and `/api/status`. Passthrough
+    /// cameras' privacy pictures are encoded like any camera's.
+    pub fn resolve(video: &Video) -> (Choice, String) {
+        if let Ok(Ok(after)) = std::env::var("ONAIR_TEST_ENCODER_FAILS_AFTER").map(|n| n.parse()) {
+            return (Choice::FailsAfter(after), "fault injected".into());
+        }
+        let found = match (&video.encoder, &video.encoder_device) {
+            (VideoEncoder::Openh264 | VideoEncoder::Passthrough, _) => {
+                return (Choice::Openh264, "configured".into());
+            }
+            (_, Some(device)) => Ok((device.clone(), device.display().to_string())),
+            (_, None) => m2m::find_encoder(Coded::H264),
+        };
+        let asked = match video.encoder {
+            VideoEncoder::Auto => "video.encoder = \"auto\"",
+            _ => "video.encoder = \"v4l2m2m\"",
+        };
+        match found {
+            Ok((path, card)) => {
+                let why = format!("{asked}: {} ({card})", path.display());
+                (Choice::M2m(path, card), why)
+            }
+            Err(none) => (Choice::Openh264, format!("{asked}: {none}")),
         }
     }
 
@@ -126,20 +150,39 @@ impl Choice {
             fps,
             bitrate_kbps,
         };
-        let openh264 = H264Encoder::new(settings)?;
         Ok(match self {
-            Choice::Openh264 => Box::new(openh264),
+            Choice::Openh264 => Box::new(H264Encoder::new(settings)?),
+            Choice::M2m(path, _) => Box::new(M2mEncoder::open(
+                path,
+                M2mSettings {
+                    width,
+                    height,
+                    fps,
+                    bitrate_kbps,
+                    gop: 0,
+                    coded: Coded::H264,
+                },
+            )?),
             Choice::FailsAfter(after) => Box::new(FailsAfter {
-                inner: openh264,
+                inner: H264Encoder::new(settings)?,
                 left: *after,
             }),
         })
     }
 
-    /// What the SDP offers for a stream this choice encodes.
-    pub fn describe(&self, format: VideoFormat, bitrate_kbps: u32) -> VideoDescription {
+    /// What the SDP offers for a stream this choice encodes: constrained baseline at the
+    /// level that fits, which is also what a memory-to-memory encoder is asked for.
+    pub fn describe(&self, format: VideoFormat, bitrate_kbps: u32, why: &str) -> VideoDescription {
+        let (encoder, name) = match self {
+            Choice::M2m(path, card) => (
+                VideoEncoder::V4l2m2m,
+                format!("{} ({card})", path.display()),
+            ),
+            _ => (VideoEncoder::Openh264, "openh264".to_owned()),
+        };
         VideoDescription {
-            encoder: VideoEncoder::Openh264,
+            encoder,
+            encoder_detail: format!("{name}; {why}"),
             profile_level_id: Some(profile_level_id(
                 format.width,
                 format.height,
@@ -274,8 +317,16 @@ impl LayerEncoder {
 
     /// Makes the encoder for pictures of `format` now rather than at the first picture, so
     /// one that cannot be made is known at start.
+    /// An encoder other than openh264 that cannot be made is replaced by openh264 here too.
     pub fn prepare(&mut self, format: VideoFormat) -> Result<(), EncodeError> {
-        self.encoder(format).map(|_| ())
+        if let Err(err) = self.encoder(format) {
+            if self.choice == Choice::Openh264 {
+                return Err(err);
+            }
+            self.failed(err);
+            self.encoder(format)?;
+        }
+        Ok(())
     }
 
     /// Encodes and publishes `picture` if this layer is encoded now: the top layer always,
@@ -464,7 +515,10 @@ impl LayerEncoder {
                 "video: {what} failed: {err}; encoding with openh264 from now on"
             );
             self.choice = Choice::Openh264;
-            self.update_description(|d| d.encoder = VideoEncoder::Openh264);
+            self.update_description(|d| {
+                d.encoder = VideoEncoder::Openh264;
+                d.encoder_detail = format!("openh264; {what} failed: {err}");
+            });
         } else if let Some(count) = self.failures.hit() {
             error!(count, layer = self.index, "video: {err}");
         }
@@ -687,7 +741,11 @@ mod tests {
     fn an_encoder_that_fails_is_replaced_by_openh264_and_viewers_keep_decoding() {
         let run = Run::new();
         let top = layer(800);
-        let description = Arc::new(RwLock::new(Choice::Openh264.describe(FORMAT, 800)));
+        let description = Arc::new(RwLock::new(Choice::Openh264.describe(
+            FORMAT,
+            800,
+            "configured",
+        )));
         let mut encoder = run
             .encoder(&top, 0, Choice::FailsAfter(10))
             .describing(description.clone());

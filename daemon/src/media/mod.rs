@@ -85,6 +85,9 @@ pub struct AudioUnit {
 pub struct VideoDescription {
     /// Who encodes it.
     pub encoder: VideoEncoder,
+    /// Which encoder and why: "/dev/video11 (bcm2835-codec-encode); video.encoder = …",
+    /// "openh264; video.encoder = \"auto\": no V4L2 H.264 encoder: …".
+    pub encoder_detail: String,
     /// `profile-level-id` of the stream, e.g. `42e01f`; `None` while a passthrough camera
     /// has not sent its SPS yet.
     pub profile_level_id: Option<String>,
@@ -348,8 +351,7 @@ impl Pipeline {
         let v = &config.video;
         let layers = match v.encoder {
             VideoEncoder::Passthrough => 1,
-            // The layers are encoded from the same pictures whichever encoder takes the top
-            // one (the video thread uses openh264 for every layer until encoders are chosen).
+            // Every layer is encoded from the same pictures by the same kind of encoder.
             VideoEncoder::Openh264 | VideoEncoder::V4l2m2m | VideoEncoder::Auto => v.layers,
         };
         let layers: Arc<[Layer]> = layers::specs(v.width, v.height, v.bitrate_kbps, layers)

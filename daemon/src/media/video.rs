@@ -24,8 +24,9 @@ pub struct VideoThread {
     /// What the encoders are set up for; a reopened camera may deliver something else.
     format: VideoFormat,
     bitrate_kbps: u32,
-    /// Who encodes pictures.
+    /// Who encodes pictures, and why.
     choice: Choice,
+    why: String,
     /// What viewers are offered; updated when the camera or its stream changes.
     description: Arc<RwLock<VideoDescription>>,
     stats: Arc<MediaStats>,
@@ -38,17 +39,24 @@ pub struct VideoThread {
     snapshots: Arc<Snapshots>,
 }
 
-/// What viewers are offered for `format`, before anything was encoded.
-fn describe(format: VideoFormat, bitrate_kbps: u32, choice: &Choice) -> VideoDescription {
+/// What viewers are offered for `format`, before anything was encoded (`why`: how the
+/// encoder was chosen).
+fn describe(
+    format: VideoFormat,
+    bitrate_kbps: u32,
+    choice: &Choice,
+    why: &str,
+) -> VideoDescription {
     match format.pixel {
         // A passthrough camera's profile is known from its first SPS.
         PixelFormat::H264 => VideoDescription {
             encoder: VideoEncoder::Passthrough,
+            encoder_detail: "the camera's own H.264".into(),
             profile_level_id: None,
             width: format.width,
             height: format.height,
         },
-        _ => choice.describe(format, bitrate_kbps),
+        _ => choice.describe(format, bitrate_kbps, why),
     }
 }
 
@@ -150,8 +158,13 @@ impl VideoThread {
         let name = first
             .as_ref()
             .map_or_else(|| setting.to_string(), |source| source.describe());
-        let choice = Choice::configured();
-        let description = Arc::new(RwLock::new(describe(format, video.bitrate_kbps, &choice)));
+        let (choice, why) = Choice::resolve(video);
+        let description = Arc::new(RwLock::new(describe(
+            format,
+            video.bitrate_kbps,
+            &choice,
+            &why,
+        )));
         let keyframe_interval = Duration::from_millis(u64::from(video.keyframe_interval_ms));
         let mut layers: Vec<_> = layers
             .iter()
@@ -177,6 +190,7 @@ impl VideoThread {
         match &description_now.profile_level_id {
             Some(profile) => info!(
                 source = %name,
+                encoder = %description_now.encoder_detail,
                 "video: {}x{}@{} {:?} → H.264 constrained baseline {profile} at {} kb/s, IDR every {} ms",
                 format.width,
                 format.height,
@@ -200,6 +214,7 @@ impl VideoThread {
             format,
             bitrate_kbps: video.bitrate_kbps,
             choice,
+            why,
             description,
             stats,
             layers,
@@ -300,7 +315,7 @@ impl VideoThread {
     fn adopt(&mut self, format: VideoFormat) {
         warn!(?format, "video format changed (viewers get an IDR)");
         self.format = format;
-        let description = describe(format, self.bitrate_kbps, &self.choice);
+        let description = describe(format, self.bitrate_kbps, &self.choice, &self.why);
         set_description(&self.description, description);
         for layer in &mut self.layers {
             layer.restart();
