@@ -4,8 +4,10 @@
 //! vivid's pictures (640x480, through the HAL and `media::convert`) are encoded to FWHT by
 //! [`M2mEncoder`] on vicodec's encoder, with a forced key frame, a GOP and a bitrate changed
 //! while encoding; vicodec's stateful decoder (v4l2r's decoder module) decodes the stream
-//! back, and the decoded pictures must be 640x480 and show vivid's 75 % colour bars. Prints a
-//! summary line and exits 0 only when every check passed.
+//! back, and the decoded pictures must be 640x480 and show vivid's 75 % colour bars. Then
+//! onair's own test pattern goes the same way, and the stamp read from every decoded picture
+//! must be the number of the picture that went in. Prints a summary line and exits 0 only when
+//! every check passed.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use onair_hal::synthetic::{BARS, bar_probe_points, rgb_to_yuv};
+use onair_hal::synthetic::{BARS, TestPattern, bar_probe_points, read_stamp, rgb_to_yuv};
 use onair_hal::v4l2::V4l2Camera;
 use onair_hal::{VideoFormatRequest, VideoFrame, VideoSource};
 use onaird::media::convert;
@@ -58,17 +60,20 @@ struct Args {
     encode_only: bool,
 }
 
-/// One encoded picture.
+/// One encoded picture, and the source's number for it.
 struct Picture {
     data: Vec<u8>,
     keyframe: bool,
+    sequence: u64,
 }
 
-/// One decoded picture: its size, the driver's key-frame flag, Y/Cb/Cr at the bar probes.
+/// One decoded picture: its size, the driver's key-frame flag, Y/Cb/Cr at the bar probes,
+/// the stamp's picture number if it has one.
 struct Decoded {
     size: (u32, u32),
     keyframe: bool,
     bars: [[u8; 3]; 8],
+    stamp: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -99,9 +104,12 @@ fn run(args: &Args) -> Result<bool, String> {
         decoder_path.display()
     );
     let started = Instant::now();
-    let (coded, lacks, encode_ms) = encode(args, &encoder_path)?;
+    let (coded, lacks, encode_ms) = encode(args, &encoder_path, &mut open_camera(args)?)?;
     let mut failures = Vec::new();
     check_encoded(args, &coded, &mut failures);
+    if !args.encode_only {
+        check_stamps(args, &encoder_path, &decoder_path, &mut failures)?;
+    }
     let decoded = match args.encode_only {
         true => "not decoded (--encode-only)".to_string(),
         false => {
@@ -132,17 +140,26 @@ fn run(args: &Args) -> Result<bool, String> {
     Ok(failures.is_empty())
 }
 
-/// Encodes `args.pictures` of vivid's pictures; the coded pictures, the controls the encoder
-/// lacks, and the milliseconds an encode took on average.
-fn encode(args: &Args, path: &Path) -> Result<(Vec<Picture>, Vec<&'static str>, f64), String> {
+/// vivid at 640x480.
+fn open_camera(args: &Args) -> Result<V4l2Camera, String> {
     let wanted = VideoFormatRequest {
         width: 640,
         height: 480,
         fps: 25,
         h264: false,
     };
-    let mut camera = V4l2Camera::open(&args.camera, wanted).map_err(|e| e.to_string())?;
+    let camera = V4l2Camera::open(&args.camera, wanted).map_err(|e| e.to_string())?;
     println!("camera: {}; {}", camera.describe(), camera.negotiation());
+    Ok(camera)
+}
+
+/// Encodes `args.pictures` of `camera`'s pictures; the coded pictures, the controls the
+/// encoder lacks, and the milliseconds an encode took on average.
+fn encode(
+    args: &Args,
+    path: &Path,
+    camera: &mut dyn VideoSource,
+) -> Result<(Vec<Picture>, Vec<&'static str>, f64), String> {
     let format = camera.format();
     let settings = M2mSettings {
         width: format.width,
@@ -178,6 +195,7 @@ fn encode(args: &Args, path: &Path) -> Result<(Vec<Picture>, Vec<&'static str>, 
         coded.push(Picture {
             data: picture.annex_b.to_vec(),
             keyframe: picture.keyframe,
+            sequence: frame.sequence,
         });
     }
     let lacks = encoder.lacks();
@@ -297,6 +315,31 @@ fn check_decoded(args: &Args, coded: &[Picture], decoded: &[Decoded], failures: 
     }
 }
 
+/// onair's stamped test pattern through the same encoder and decoder: every decoded picture's
+/// stamp must name the picture that went in, in order.
+fn check_stamps(
+    args: &Args,
+    encoder: &Path,
+    decoder: &Path,
+    failures: &mut Vec<String>,
+) -> Result<(), String> {
+    let mut pattern = TestPattern::new(640, 480, 25);
+    let (coded, _, _) = encode(args, encoder, &mut pattern)?;
+    let decoded = decode(decoder, &coded)?;
+    let sent: Vec<Option<u32>> = coded.iter().map(|c| Some(c.sequence as u32)).collect();
+    let read: Vec<Option<u32>> = decoded.iter().map(|d| d.stamp).collect();
+    match sent == read {
+        true => println!(
+            "stamps: {} pictures of the test pattern decoded with their own numbers ({:?}..={:?})",
+            read.len(),
+            read.first().copied().flatten(),
+            read.last().copied().flatten()
+        ),
+        false => failures.push(format!("stamps sent {sent:?}, read {read:?}")),
+    }
+    Ok(())
+}
+
 /// vicodec's stateful decoder: the memory-to-memory device whose OUTPUT queue takes FWHT.
 fn find_fwht_decoder() -> Result<PathBuf, String> {
     let fwht = PixelFormat::from(b"FWHT");
@@ -410,9 +453,14 @@ fn read_bars(data: &[u8], (width, height, stride): (u32, u32, u32), keyframe: bo
             at(luma + cstride * lines / 2 + c),
         ]
     });
+    let stamp = data
+        .get(..luma)
+        .and_then(|y| read_stamp(y, stride, width, height))
+        .map(|stamp| stamp.sequence);
     Decoded {
         size: (width, height),
         keyframe,
         bars,
+        stamp,
     }
 }

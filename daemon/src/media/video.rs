@@ -254,10 +254,8 @@ impl VideoThread {
             let Some(format) = self.capture(&mut work, stop) else {
                 continue;
             };
-            let started = Instant::now();
             match self.encode_picture(&mut work, format) {
                 Some(sent) => {
-                    self.stats.record_encode_time(started.elapsed());
                     self.stats
                         .record_video(Instant::now(), sent.bytes, sent.keyframe);
                 }
@@ -363,10 +361,14 @@ impl VideoThread {
             private,
             privacy_switched: private != was_private,
         };
+        let started = Instant::now();
         let mut layers = self.layers.iter_mut();
         let top = layers.next()?.encode(&picture);
         for layer in layers {
             layer.encode(&picture);
+        }
+        if top.is_some() && format.pixel == PixelFormat::I420 {
+            self.stats.record_encode_time(started.elapsed());
         }
         top
     }
