@@ -230,9 +230,15 @@ impl Default for Device {
 #[serde(default, deny_unknown_fields)]
 pub struct Video {
     /// Where frames come from: `"test"` (a generated test pattern, so the daemon works without a
-    /// camera), `"auto"` (the first usable camera) or a device path such as `"/dev/video0"`.
-    /// Default `"test"`.
+    /// camera), `"auto"` (the first usable V4L2 camera), a device path such as `"/dev/video0"`,
+    /// or `"libcamera"` (a camera through libcamera: Raspberry Pi camera modules and other
+    /// cameras behind an ISP; needs Debian's libcamera0.0.3 or libcamera0.4). Default `"test"`.
     pub source: VideoSourceSetting,
+    /// With `source = "libcamera"`: which camera, by libcamera's id (as `onair-camera --list`
+    /// shows it, e.g. `"/base/soc/i2c0mux/i2c@1/imx708@1a"`) or by its index in libcamera's
+    /// list (`"0"`, `"1"`). Unset: the first camera. Other sources ignore it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub camera: Option<String>,
     /// Who encodes the H.264: `"auto"` (a V4L2 memory-to-memory H.264 encoder where the board
     /// has one, such as the Raspberry Pi's bcm2835-codec, otherwise openh264), `"v4l2m2m"` (that
     /// encoder, `encoder_device` or the first found; openh264 if there is none), `"openh264"`
@@ -268,6 +274,7 @@ impl Default for Video {
     fn default() -> Self {
         Self {
             source: VideoSourceSetting::Test,
+            camera: None,
             encoder: VideoEncoder::Auto,
             encoder_device: None,
             width: 1280,
@@ -310,6 +317,8 @@ pub enum VideoSourceSetting {
     Test,
     /// `"auto"`: the first camera found that can deliver the configured format.
     Auto,
+    /// `"libcamera"`: a camera through libcamera (which one: `video.camera`).
+    Libcamera,
     /// A V4L2 device node, written as a path starting with `/dev/` (`"/dev/video0"`,
     /// `"/dev/v4l/by-id/usb-..."`).
     Device(PathBuf),
@@ -336,7 +345,7 @@ impl fmt::Display for ParseVideoSourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "expected \"test\", \"auto\" or a device path starting with \"/dev/\", got {:?}",
+            "expected \"test\", \"auto\", \"libcamera\" or a device path starting with \"/dev/\", got {:?}",
             self.input
         )
     }
@@ -351,6 +360,7 @@ impl FromStr for VideoSourceSetting {
         match s {
             "test" => Ok(Self::Test),
             "auto" => Ok(Self::Auto),
+            "libcamera" => Ok(Self::Libcamera),
             _ if Self::is_device_path(Path::new(s)) => Ok(Self::Device(PathBuf::from(s))),
             _ => Err(ParseVideoSourceError {
                 input: s.to_owned(),
@@ -364,6 +374,7 @@ impl fmt::Display for VideoSourceSetting {
         match self {
             Self::Test => f.write_str("test"),
             Self::Auto => f.write_str("auto"),
+            Self::Libcamera => f.write_str("libcamera"),
             Self::Device(path) => write!(f, "{}", path.display()),
         }
     }

@@ -82,6 +82,7 @@ name = "Front door ✓"
 
 [video]
 source = "/dev/v4l/by-id/usb-Cam-video-index0"
+camera = "1"
 encoder = "passthrough"
 encoder_device = "/dev/video11"
 width = 640
@@ -154,6 +155,7 @@ fn full_config() -> Config {
         },
         video: Video {
             source: VideoSourceSetting::Device("/dev/v4l/by-id/usb-Cam-video-index0".into()),
+            camera: Some("1".into()),
             encoder: VideoEncoder::Passthrough,
             encoder_device: Some("/dev/video11".into()),
             width: 640,
@@ -280,11 +282,11 @@ const RULES: &[(&str, &str)] = &[
     ),
     (
         "[video]\nsource = \"video0\"",
-        "onair.toml:2:10: video.source: expected \"test\", \"auto\" or a device path starting with \"/dev/\", got \"video0\"",
+        "onair.toml:2:10: video.source: expected \"test\", \"auto\", \"libcamera\" or a device path starting with \"/dev/\", got \"video0\"",
     ),
     (
         "[video]\nsource = \"/dev/\"",
-        "onair.toml:2:10: video.source: expected \"test\", \"auto\" or a device path starting with \"/dev/\", got \"/dev/\"",
+        "onair.toml:2:10: video.source: expected \"test\", \"auto\", \"libcamera\" or a device path starting with \"/dev/\", got \"/dev/\"",
     ),
     (
         "[video]\nwidth = 1279",
@@ -538,7 +540,7 @@ fn unknown_key_names_key_and_line() {
     assert_eq!(
         single("# camera\n\n[video]\nwidht = 1280\n"),
         "onair.toml:4:1: video.widht: unknown key \
-         (expected one of: source, encoder, encoder_device, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers)"
+         (expected one of: source, camera, encoder, encoder_device, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers)"
     );
     assert_eq!(
         single("[vidoe]\nwidth = 1280\n"),
@@ -617,11 +619,11 @@ secret = 1
     let expected = [
         "onair.toml:3:11: device.channel: invalid character ' ' (allowed: A-Z a-z 0-9 _ . -)",
         "onair.toml:4:1: device.colour: unknown key (expected one of: channel, name)",
-        "onair.toml:7:10: video.source: expected \"test\", \"auto\" or a device path starting with \"/dev/\", got \"webcam\"",
+        "onair.toml:7:10: video.source: expected \"test\", \"auto\", \"libcamera\" or a device path starting with \"/dev/\", got \"webcam\"",
         "onair.toml:8:9: video.width: must be even, got 1279",
         "onair.toml:9:10: video.height: invalid type: string \"720\", expected u32",
         "onair.toml:10:7: video.fps: must be between 1 and 60, got 0",
-        "onair.toml:12:1: video.typo: unknown key (expected one of: source, encoder, encoder_device, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers)",
+        "onair.toml:12:1: video.typo: unknown key (expected one of: source, camera, encoder, encoder_device, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers)",
         "onair.toml:15:16: audio.bitrate_kbps: must be between 6 and 510, got 1000",
         "onair.toml:18:18: webrtc.udp_port_range: is gone: every viewer now shares one UDP port, webrtc.port (default 8190); replace udp_port_range = [2000, 1000] with e.g. port = 2000",
         "onair.toml:19:23: webrtc.nat_ips[1]: invalid IP address syntax",
@@ -725,7 +727,7 @@ fn validate_reports_without_position() {
     assert_eq!(
         lines,
         [
-            "video.source: expected \"test\", \"auto\" or a device path starting with \"/dev/\", got \"video0\"",
+            "video.source: expected \"test\", \"auto\", \"libcamera\" or a device path starting with \"/dev/\", got \"video0\"",
             "video.width: must be even, got 641",
             "webrtc.udp_port_range: is gone: every viewer now shares one UDP port, webrtc.port (default 8190); replace udp_port_range = [0, 10] with e.g. port = 0",
         ]
@@ -742,6 +744,7 @@ fn video_source_setting_parses_and_displays() {
     for (text, expected) in [
         ("test", VideoSourceSetting::Test),
         ("auto", VideoSourceSetting::Auto),
+        ("libcamera", VideoSourceSetting::Libcamera),
         (
             "/dev/video0",
             VideoSourceSetting::Device(PathBuf::from("/dev/video0")),
@@ -1048,5 +1051,31 @@ fn signaling_url_must_be_a_websocket_url() {
     assert_eq!(
         single("[signaling]\nurl = \"ws://127.0.0.1:8443\"\ntoken = \"\"\n"),
         "onair.toml:3:9: signaling.token: must not be empty"
+    );
+}
+
+#[test]
+fn video_camera_names_a_libcamera_camera() {
+    let config = Config::from_toml_str(
+        "[video]\nsource = \"libcamera\"\ncamera = \"/base/soc/i2c0mux/i2c@1/imx708@1a\"\n",
+        "onair.toml",
+    )
+    .unwrap();
+    assert_eq!(config.video.source, VideoSourceSetting::Libcamera);
+    assert_eq!(
+        config.video.camera.as_deref(),
+        Some("/base/soc/i2c0mux/i2c@1/imx708@1a")
+    );
+    let default = Config::from_toml_str("[video]\nsource = \"libcamera\"\n", "x").unwrap();
+    assert_eq!(default.video.camera, None);
+    let message = Config::from_toml_str(
+        "[video]\nsource = \"libcamera\"\ncamera = \" \"\n",
+        "onair.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("video.camera: expected libcamera's id"),
+        "{message}"
     );
 }

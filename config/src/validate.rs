@@ -27,7 +27,7 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
             v.push(
                 video.key("source"),
                 format!(
-                    "expected \"test\", \"auto\" or a device path starting with \"/dev/\", got {:?}",
+                    "expected \"test\", \"auto\", \"libcamera\" or a device path starting with \"/dev/\", got {:?}",
                     path.display().to_string()
                 ),
             );
@@ -42,6 +42,18 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
                 "expected a device path starting with \"/dev/\", got {:?}",
                 path.display().to_string()
             ),
+        );
+    }
+    // Only libcamera reads it; other sources ignore it (so the example file, uncommented as a
+    // whole, stays valid).
+    if let Some(camera) = &config.video.camera
+        && (camera.trim().is_empty()
+            || camera.chars().count() > 256
+            || camera.chars().any(char::is_control))
+    {
+        v.push(
+            video.key("camera"),
+            "expected libcamera's id of the camera or its index (\"0\"), 1 to 256 characters without control characters".to_owned(),
         );
     }
     v.even_in_range(video.key("width"), config.video.width, 16, 4096);

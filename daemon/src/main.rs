@@ -23,7 +23,7 @@ struct Cli {
     /// HTTP listen address, overriding http.listen (e.g. 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Video source, overriding video.source: "test", "auto" or a device path (/dev/videoN).
+    /// Video source, overriding video.source: "test", "auto", "libcamera" or a device path (/dev/videoN).
     #[arg(long, value_name = "SRC")]
     video_source: Option<VideoSourceSetting>,
     /// Print the viewer page's URL, with the viewer token when one is needed, and exit.

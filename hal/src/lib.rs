@@ -12,6 +12,8 @@
 //!   embedded default and the test suites use it; hardware backends slot in beside it.
 //! - [`v4l2`]: cameras through Video4Linux2 (USB UVC webcams, the Pi's camera drivers,
 //!   vivid), raw YUV or MJPEG decoded to I420.
+//! - [`libcamera`]: cameras through libcamera (Raspberry Pi camera modules, SoC ISPs), by a
+//!   helper process built against the installed libcamera, so onaird never links it.
 //! - [`alsa`]: microphones through ALSA, delivered in exact 20 ms periods at 48 kHz.
 //! - [`gpio`]: indicator LEDs and a privacy button on a Raspberry Pi's header (`rppal`),
 //!   and a fake for tests.
@@ -26,6 +28,7 @@ use std::time::Instant;
 
 pub mod alsa;
 pub mod gpio;
+pub mod libcamera;
 pub mod synthetic;
 pub mod v4l2;
 
@@ -38,6 +41,10 @@ pub enum PixelFormat {
     Nv12,
     /// Packed 4:2:2: Y0 U Y1 V for every two pixels.
     Yuyv,
+    /// Packed RGB, 3 bytes a pixel in the order R, G, B (V4L2 `RGB24`, libcamera `BGR888`).
+    Rgb24,
+    /// Packed RGB, 3 bytes a pixel in the order B, G, R (V4L2 `BGR24`, libcamera `RGB888`).
+    Bgr24,
     /// Not pictures but H.264 the camera encoded: one access unit per frame, as an Annex-B
     /// byte stream (NAL units behind `00 00 01` or `00 00 00 01` start codes).
     H264,
@@ -51,6 +58,7 @@ impl PixelFormat {
         match self {
             PixelFormat::I420 | PixelFormat::Nv12 => Some(w * h * 3 / 2),
             PixelFormat::Yuyv => Some(w * h * 2),
+            PixelFormat::Rgb24 | PixelFormat::Bgr24 => Some(w * h * 3),
             PixelFormat::H264 => None,
         }
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use onair_config::{Video, VideoEncoder, VideoSourceSetting};
+use onair_hal::libcamera::{LibcameraCamera, LibcameraSettings};
 use onair_hal::synthetic::TestPattern;
 use onair_hal::v4l2::{self, V4l2Camera};
 use onair_hal::{HalError, PixelFormat, VideoFormat, VideoFormatRequest, VideoFrame, VideoSource};
@@ -93,6 +94,14 @@ fn open_source(
             let camera = V4l2Camera::open(&path.to_string_lossy(), wanted)?;
             info!("{}", camera.negotiation());
             Ok(Box::new(camera))
+        }
+        VideoSourceSetting::Libcamera => {
+            let camera = video.camera.clone();
+            let settings = LibcameraSettings {
+                camera,
+                ..Default::default()
+            };
+            Ok(Box::new(LibcameraCamera::open(&settings, wanted)?))
         }
         _ if wanted.h264 => {
             let idr_every = Duration::from_millis(u64::from(video.keyframe_interval_ms));

@@ -23,7 +23,7 @@
 //! read error.
 
 mod choose;
-mod clock;
+pub(crate) mod clock;
 mod mjpeg;
 mod pack;
 
