@@ -450,6 +450,15 @@ impl LibcameraCamera {
         reason
     }
 
+    /// The helper has gone: this handle never delivers again, so the camera is opened anew
+    /// (a new helper) at once, then with a backoff.
+    fn gone(&self, reason: String) -> HalError {
+        HalError::Gone {
+            device: self.name.clone(),
+            reason,
+        }
+    }
+
     fn read_error(&self, reason: String) -> HalError {
         HalError::Read {
             device: self.name.clone(),
@@ -545,7 +554,7 @@ impl VideoSource for LibcameraCamera {
 
     fn read_frame(&mut self, frame: &mut VideoFrame) -> Result<(), HalError> {
         if let Some(reason) = &self.dead {
-            return Err(self.read_error(reason.clone()));
+            return Err(self.gone(reason.clone()));
         }
         let timeout = match self.started {
             true => self.frame_timeout,
@@ -563,12 +572,12 @@ impl VideoSource for LibcameraCamera {
             Ok(Err(e)) => {
                 let reason = self.why_dead(e);
                 self.dead = Some(reason.clone());
-                return Err(self.read_error(reason));
+                return Err(self.gone(reason));
             }
             Err(RecvTimeoutError::Disconnected) => {
                 let reason = self.why_dead("the helper's reader stopped".into());
                 self.dead = Some(reason.clone());
-                return Err(self.read_error(reason));
+                return Err(self.gone(reason));
             }
         };
         self.started = true;
@@ -751,11 +760,25 @@ mod tests {
         }
         script.push_str(then);
         let path = dir.join(format!("helper-{frames}"));
-        std::fs::write(&path, script).unwrap();
-        let mut perms = std::fs::metadata(&path).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&path, perms).unwrap();
+        install_script(&path, &script);
         path
+    }
+
+    /// Writes an executable script. Another process writes it (`install`): a file this
+    /// process had open for writing could be inherited by a child another test thread is
+    /// forking just then, and executing it would fail with "Text file busy" until that child
+    /// execs.
+    fn install_script(path: &Path, text: &str) {
+        let source = path.with_extension("txt");
+        std::fs::write(&source, text).unwrap();
+        let status = std::process::Command::new("install")
+            .arg("-m")
+            .arg("755")
+            .arg(&source)
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "install {}", path.display());
     }
 
     fn request() -> VideoFormatRequest {
@@ -787,8 +810,10 @@ mod tests {
             assert_eq!(frame.data, b"RGBRGBRGBRGBRGBRGBRGBRGB");
             assert_eq!(frame.sequence, 0x1_0000_0002);
         }
-        let err = camera.read_frame(&mut frame).unwrap_err().to_string();
-        assert!(err.starts_with("libcamera camera 0: read failed"), "{err}");
+        let err = camera.read_frame(&mut frame).unwrap_err();
+        assert!(err.is_gone(), "a dead helper is opened anew at once: {err}");
+        let err = err.to_string();
+        assert!(err.starts_with("libcamera camera 0: device gone"), "{err}");
         assert!(
             err.contains("exited with status 3: onair-camera: camera unplugged"),
             "{err}"
@@ -803,14 +828,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("onair-lcam-o-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("failing");
-        std::fs::write(
+        install_script(
             &path,
             "#!/bin/sh\necho \"onair-camera: no camera 'x'; cameras: 0: /base/vimc\" >&2\nexit 3\n",
-        )
-        .unwrap();
-        let mut perms = std::fs::metadata(&path).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&path, perms).unwrap();
+        );
         let settings = LibcameraSettings {
             camera: Some("x".into()),
             extra_args: Vec::new(),
