@@ -268,7 +268,92 @@ pub struct Video {
     /// (at least 100 kb/s), encoded only while someone watches it. A passthrough camera's
     /// stream has one layer whatever this says.
     pub layers: u32,
+    /// `[video.libcamera]`: how a libcamera camera is set up (`source = "libcamera"`).
+    pub libcamera: LibcameraControls,
 }
+
+/// `[video.libcamera]`: what a libcamera camera is asked for. A control the camera does not
+/// have (a fixed-focus lens has no autofocus; HDR needs libcamera 0.2 or later and a sensor
+/// that has it) is logged once at start, not an error. Other sources ignore this table.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LibcameraControls {
+    /// Rotation in degrees, 0 or 180 (90 and 270 where the pipeline can transpose). Default 0.
+    pub rotation: u32,
+    /// Mirror left to right. Default false.
+    pub hflip: bool,
+    /// Mirror top to bottom. Default false.
+    pub vflip: bool,
+    /// Autofocus (`AfMode`): `"manual"` (with `lens_position`), `"auto"` (focus once) or
+    /// `"continuous"`. Unset: the camera's default.
+    pub autofocus: Option<Autofocus>,
+    /// With `autofocus = "manual"`: the lens position in dioptres (1 / distance in metres;
+    /// 0 = infinity), 0 to 32.
+    pub lens_position: Option<Dioptres>,
+    /// Exposure time in microseconds (`ExposureTime`, automatic exposure off), 1 to 10000000.
+    /// Unset: automatic.
+    pub exposure_us: Option<u32>,
+    /// White balance (`AwbMode`): `"auto"`, `"incandescent"`, `"tungsten"`, `"fluorescent"`,
+    /// `"indoor"`, `"daylight"` or `"cloudy"`. Unset: the camera's default.
+    pub white_balance: Option<WhiteBalance>,
+    /// HDR (`HdrMode`): `"off"`, `"single"` (single-exposure), `"multi"` (multi-exposure) or
+    /// `"night"`. Unset: the camera's default.
+    pub hdr: Option<Hdr>,
+}
+
+/// `video.libcamera.autofocus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Autofocus {
+    /// The lens stays at `lens_position`.
+    Manual,
+    /// Focus once, at start.
+    Auto,
+    /// Keep focusing.
+    Continuous,
+}
+
+/// `video.libcamera.white_balance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhiteBalance {
+    #[allow(missing_docs)]
+    Auto,
+    #[allow(missing_docs)]
+    Incandescent,
+    #[allow(missing_docs)]
+    Tungsten,
+    #[allow(missing_docs)]
+    Fluorescent,
+    #[allow(missing_docs)]
+    Indoor,
+    #[allow(missing_docs)]
+    Daylight,
+    #[allow(missing_docs)]
+    Cloudy,
+}
+
+/// `video.libcamera.hdr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hdr {
+    #[allow(missing_docs)]
+    Off,
+    /// Single-exposure HDR.
+    Single,
+    /// Multi-exposure HDR.
+    Multi,
+    /// Night mode.
+    Night,
+}
+
+/// A lens position in dioptres. Validation refuses anything outside 0 to 32 (NaN included),
+/// so equality is total.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Dioptres(pub f32);
+
+impl Eq for Dioptres {}
 
 impl Default for Video {
     fn default() -> Self {
@@ -283,6 +368,7 @@ impl Default for Video {
             bitrate_kbps: 2000,
             keyframe_interval_ms: 2000,
             layers: 2,
+            libcamera: LibcameraControls::default(),
         }
     }
 }

@@ -92,6 +92,16 @@ bitrate_kbps = 800
 keyframe_interval_ms = 1000
 layers = 1
 
+[video.libcamera]
+rotation = 180
+hflip = true
+vflip = true
+autofocus = "manual"
+lens_position = 0.5
+exposure_us = 10000
+white_balance = "daylight"
+hdr = "night"
+
 [audio]
 enabled = false
 source = "hw:1,0"
@@ -164,6 +174,16 @@ fn full_config() -> Config {
             bitrate_kbps: 800,
             keyframe_interval_ms: 1000,
             layers: 1,
+            libcamera: LibcameraControls {
+                rotation: 180,
+                hflip: true,
+                vflip: true,
+                autofocus: Some(Autofocus::Manual),
+                lens_position: Some(Dioptres(0.5)),
+                exposure_us: Some(10_000),
+                white_balance: Some(WhiteBalance::Daylight),
+                hdr: Some(Hdr::Night),
+            },
         },
         audio: Audio {
             enabled: false,
@@ -540,7 +560,7 @@ fn unknown_key_names_key_and_line() {
     assert_eq!(
         single("# camera\n\n[video]\nwidht = 1280\n"),
         "onair.toml:4:1: video.widht: unknown key \
-         (expected one of: source, camera, encoder, encoder_device, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers)"
+         (expected one of: source, camera, encoder, encoder_device, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers, libcamera)"
     );
     assert_eq!(
         single("[vidoe]\nwidth = 1280\n"),
@@ -623,7 +643,7 @@ secret = 1
         "onair.toml:8:9: video.width: must be even, got 1279",
         "onair.toml:9:10: video.height: invalid type: string \"720\", expected u32",
         "onair.toml:10:7: video.fps: must be between 1 and 60, got 0",
-        "onair.toml:12:1: video.typo: unknown key (expected one of: source, camera, encoder, encoder_device, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers)",
+        "onair.toml:12:1: video.typo: unknown key (expected one of: source, camera, encoder, encoder_device, width, height, fps, bitrate_kbps, keyframe_interval_ms, layers, libcamera)",
         "onair.toml:15:16: audio.bitrate_kbps: must be between 6 and 510, got 1000",
         "onair.toml:18:18: webrtc.udp_port_range: is gone: every viewer now shares one UDP port, webrtc.port (default 8190); replace udp_port_range = [2000, 1000] with e.g. port = 2000",
         "onair.toml:19:23: webrtc.nat_ips[1]: invalid IP address syntax",
@@ -1077,5 +1097,25 @@ fn video_camera_names_a_libcamera_camera() {
     assert!(
         message.contains("video.camera: expected libcamera's id"),
         "{message}"
+    );
+}
+
+#[test]
+fn libcamera_controls_are_checked_and_named() {
+    assert_eq!(
+        single("[video.libcamera]\nrotation = 45\n"),
+        "onair.toml:2:12: video.libcamera.rotation: must be 0, 90, 180 or 270, got 45"
+    );
+    assert_eq!(
+        single("[video.libcamera]\nlens_position = 40.0\n"),
+        "onair.toml:2:17: video.libcamera.lens_position: must be between 0 and 32 dioptres, got 40"
+    );
+    assert_eq!(
+        single("[video.libcamera]\nexposure_us = 0\n"),
+        "onair.toml:2:15: video.libcamera.exposure_us: must be between 1 and 10000000, got 0"
+    );
+    assert_eq!(
+        single("[video.libcamera]\nautofocus = \"sometimes\"\n"),
+        "onair.toml:2:13: video.libcamera.autofocus: unknown variant `sometimes`, expected one of `manual`, `auto`, `continuous`"
     );
 }

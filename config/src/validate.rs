@@ -56,6 +56,25 @@ pub(crate) fn check(config: &Config) -> Vec<(KeyPath, String)> {
             "expected libcamera's id of the camera or its index (\"0\"), 1 to 256 characters without control characters".to_owned(),
         );
     }
+    let libcamera = video.key("libcamera");
+    let controls = &config.video.libcamera;
+    if ![0, 90, 180, 270].contains(&controls.rotation) {
+        v.push(
+            libcamera.key("rotation"),
+            format!("must be 0, 90, 180 or 270, got {}", controls.rotation),
+        );
+    }
+    if let Some(crate::Dioptres(d)) = controls.lens_position
+        && !(0.0..=32.0).contains(&d)
+    {
+        v.push(
+            libcamera.key("lens_position"),
+            format!("must be between 0 and 32 dioptres, got {d}"),
+        );
+    }
+    if let Some(us) = controls.exposure_us {
+        v.in_range(libcamera.key("exposure_us"), us, 1, 10_000_000);
+    }
     v.even_in_range(video.key("width"), config.video.width, 16, 4096);
     v.even_in_range(video.key("height"), config.video.height, 16, 4096);
     v.in_range(video.key("fps"), config.video.fps, 1, 60);

@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use onair_config::{Video, VideoEncoder, VideoSourceSetting};
+use onair_config::{Dioptres, LibcameraControls, Video, VideoEncoder, VideoSourceSetting};
 use onair_hal::libcamera::{LibcameraCamera, LibcameraSettings};
 use onair_hal::synthetic::TestPattern;
 use onair_hal::v4l2::{self, V4l2Camera};
@@ -38,6 +38,47 @@ pub struct VideoThread {
     privacy: Arc<AtomicBool>,
     /// Where a picture is handed over when a snapshot is asked for.
     snapshots: Arc<Snapshots>,
+}
+
+/// `[video.libcamera]` as the helper's arguments (cross/libcamera/README.md).
+fn libcamera_args(controls: &LibcameraControls) -> Vec<String> {
+    // The spelling of the config file, which is the helper's.
+    fn name(value: &impl serde::Serialize) -> String {
+        serde_json::to_value(value)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+    let mut args = Vec::new();
+    let mut push = |flag: &str, value: Option<String>| {
+        args.push(flag.to_owned());
+        args.extend(value);
+    };
+    if controls.rotation != 0 {
+        push("--rotation", Some(controls.rotation.to_string()));
+    }
+    if controls.hflip {
+        push("--hflip", None);
+    }
+    if controls.vflip {
+        push("--vflip", None);
+    }
+    if let Some(mode) = controls.autofocus {
+        push("--af-mode", Some(name(&mode)));
+    }
+    if let Some(Dioptres(d)) = controls.lens_position {
+        push("--lens-position", Some(d.to_string()));
+    }
+    if let Some(us) = controls.exposure_us {
+        push("--exposure", Some(us.to_string()));
+    }
+    if let Some(mode) = controls.white_balance {
+        push("--awb-mode", Some(name(&mode)));
+    }
+    if let Some(mode) = controls.hdr {
+        push("--hdr-mode", Some(name(&mode)));
+    }
+    args
 }
 
 /// What viewers are offered for `format`, before anything was encoded (`why`: how the
@@ -96,10 +137,9 @@ fn open_source(
             Ok(Box::new(camera))
         }
         VideoSourceSetting::Libcamera => {
-            let camera = video.camera.clone();
             let settings = LibcameraSettings {
-                camera,
-                ..Default::default()
+                camera: video.camera.clone(),
+                extra_args: libcamera_args(&video.libcamera),
             };
             Ok(Box::new(LibcameraCamera::open(&settings, wanted)?))
         }
@@ -436,5 +476,26 @@ mod tests {
         // A new size refills; the same size keeps the buffer.
         assert_eq!(black_i420(16, 16, &mut buf).len(), 384);
         assert!(buf[..256].iter().all(|&b| b == 16) && buf[256..].iter().all(|&b| b == 128));
+    }
+
+    #[test]
+    fn libcamera_controls_become_the_helpers_arguments() {
+        use onair_config::{Autofocus, Hdr, WhiteBalance};
+        assert!(libcamera_args(&LibcameraControls::default()).is_empty());
+        let all = LibcameraControls {
+            rotation: 180,
+            hflip: true,
+            vflip: true,
+            autofocus: Some(Autofocus::Manual),
+            lens_position: Some(Dioptres(0.5)),
+            exposure_us: Some(10_000),
+            white_balance: Some(WhiteBalance::Daylight),
+            hdr: Some(Hdr::Single),
+        };
+        assert_eq!(
+            libcamera_args(&all).join(" "),
+            "--rotation 180 --hflip --vflip --af-mode manual --lens-position 0.5 \
+             --exposure 10000 --awb-mode daylight --hdr-mode single"
+        );
     }
 }
