@@ -533,10 +533,14 @@ fn read_stderr(err: impl Read, name: &str, state: &Mutex<Stderr>) {
             continue;
         }
         lines += 1;
+        // At info: the log keeps one warning per source line every 10 s (onair_signal::process),
+        // which would leave one of the helper's lines (a control the camera lacks, libcamera's
+        // own warnings) and drop the rest. MAX_LOGGED_LINES bounds them; a failure's last line
+        // comes back in the error.
         if lines <= MAX_LOGGED_LINES {
-            warn!("{name}: {line}");
+            info!("{name}: {line}");
         } else if lines.is_multiple_of(1000) {
-            warn!("{name}: {lines} lines from the helper so far; latest: {line}");
+            info!("{name}: {lines} lines from the helper so far; latest: {line}");
         }
         state.lock().unwrap_or_else(|p| p.into_inner()).last = line;
     }
