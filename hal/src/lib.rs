@@ -22,7 +22,8 @@
 //! functions with unit tests; the ioctl and PCM calls are a thin edge around them, because
 //! the machines that build and test onair have no camera or sound card.
 
-#![forbid(unsafe_code)]
+// One audited exception: `v4l2::Fd` borrows the `v4l` crate's file descriptor.
+#![deny(unsafe_code)]
 
 use std::time::Instant;
 
@@ -83,12 +84,20 @@ pub struct VideoFormat {
 /// loop reuses one buffer and allocates nothing per frame.
 #[derive(Debug, Clone)]
 pub struct VideoFrame {
-    /// The picture, laid out as the source's [`VideoFormat::pixel`] says.
+    /// The picture, laid out as the source's [`VideoFormat::pixel`] says. Empty when the
+    /// picture is [`shared`](Self::shared) and the caller did not [`want`](Self::want_data)
+    /// its bytes.
     pub data: Vec<u8>,
     /// Frame counter of the source, from 0; a gap means the source dropped frames.
     pub sequence: u64,
     /// When the picture was captured (monotonic clock): drives RTP timestamps and latency.
     pub captured: Instant,
+    /// The source's own buffer the picture is in, as a DMABUF, when the source shares its
+    /// buffers ([`VideoSource::share`]). It is the caller's until its next `read_frame`.
+    pub shared: Option<SharedPicture>,
+    /// Set by the caller before a read: fill `data` even when the picture is shared (true
+    /// unless changed; a source that does not share fills `data` whatever it says).
+    pub want_data: bool,
 }
 
 impl VideoFrame {
@@ -98,8 +107,40 @@ impl VideoFrame {
             data: Vec::new(),
             sequence: 0,
             captured: Instant::now(),
+            shared: None,
+            want_data: true,
         }
     }
+}
+
+/// How a source's shared buffers hold a picture: what an importer (a hardware encoder) has
+/// to be set up for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedLayout {
+    /// The V4L2 four character code: `YUYV`, `NV12`, `YU12`.
+    pub fourcc: [u8; 4],
+    /// Picture width in pixels.
+    pub width: u32,
+    /// Picture height in pixels.
+    pub height: u32,
+    /// Bytes from one line to the next (of the first plane).
+    pub stride: u32,
+    /// How many buffers the source cycles through.
+    pub buffers: usize,
+}
+
+/// A picture in a source's buffer, exported as a DMABUF (see [`VideoSource::share`]).
+#[derive(Debug, Clone)]
+pub struct SharedPicture {
+    /// The buffer.
+    pub dmabuf: v4l2::Dmabuf,
+    /// Which of the source's buffers it is (`0..layout.buffers`); the same number is always
+    /// the same buffer.
+    pub index: usize,
+    /// Bytes of the buffer the picture takes.
+    pub bytes_used: usize,
+    /// How the picture lies in the buffer.
+    pub layout: SharedLayout,
 }
 
 impl Default for VideoFrame {
@@ -135,6 +176,14 @@ pub trait VideoSource: Send {
     ///
     /// `frame.data` is resized to the frame's length; its allocation is reused.
     fn read_frame(&mut self, frame: &mut VideoFrame) -> Result<(), HalError>;
+
+    /// From the next read on, hand out each picture in the source's own buffer as a DMABUF
+    /// ([`VideoFrame::shared`]) so that a hardware encoder can read it where it is, and copy
+    /// it into [`VideoFrame::data`] only when the caller wants it. How the buffers hold a
+    /// picture; an error (in words) when the source cannot share (the default).
+    fn share(&mut self) -> Result<SharedLayout, String> {
+        Err(format!("{} does not share its buffers", self.describe()))
+    }
 }
 
 /// What an audio source delivers; fixed for the life of an opened source.

@@ -20,7 +20,7 @@ use onair_hal::v4l2::V4l2Camera;
 use onair_hal::{VideoFormatRequest, VideoFrame, VideoSource};
 use onaird::media::convert;
 use onaird::media::encoder::Encoder as _;
-use onaird::media::m2m::{self, Coded, M2mEncoder, M2mSettings};
+use onaird::media::m2m::{self, Coded, Input, M2mEncoder, M2mSettings};
 use v4l2r::decoder::stateful::Decoder;
 use v4l2r::decoder::{DecoderEvent, FormatChangedReply};
 use v4l2r::device::queue::FormatBuilder;
@@ -58,6 +58,11 @@ struct Args {
     /// without `multiplanar=1`).
     #[arg(long)]
     encode_only: bool,
+    /// The camera shares its buffers (VIDIOC_EXPBUF) and the encoder reads them where they
+    /// are (DMABUF import): no copy, no conversion; the stamp check is left out (the test
+    /// pattern has no buffers to share).
+    #[arg(long)]
+    dmabuf: bool,
 }
 
 /// One encoded picture, and the source's number for it.
@@ -65,6 +70,15 @@ struct Picture {
     data: Vec<u8>,
     keyframe: bool,
     sequence: u64,
+}
+
+/// What [`encode`] did: the coded pictures, the controls the encoder lacks, the milliseconds
+/// an encode took on average, the bytes the CPU wrote per picture on its way to the encoder.
+struct Encoded {
+    coded: Vec<Picture>,
+    lacks: Vec<&'static str>,
+    ms: f64,
+    written: usize,
 }
 
 /// One decoded picture: its size, the driver's key-frame flag, Y/Cb/Cr at the bar probes,
@@ -104,16 +118,26 @@ fn run(args: &Args) -> Result<bool, String> {
         decoder_path.display()
     );
     let started = Instant::now();
-    let (coded, lacks, encode_ms) = encode(args, &encoder_path, &mut open_camera(args)?)?;
+    let mut camera = open_camera(args)?;
+    let Encoded {
+        coded,
+        lacks,
+        ms: encode_ms,
+        written,
+    } = encode(args, &encoder_path, &mut camera, args.dmabuf)?;
     let mut failures = Vec::new();
     check_encoded(args, &coded, &mut failures);
-    if !args.encode_only {
+    if !args.encode_only && !args.dmabuf {
         check_stamps(args, &encoder_path, &decoder_path, &mut failures)?;
     }
     let decoded = match args.encode_only {
         true => "not decoded (--encode-only)".to_string(),
         false => {
-            let decoded = decode(&decoder_path, &coded)?;
+            let raw = match args.dmabuf {
+                true => camera.format().pixel,
+                false => onair_hal::PixelFormat::I420,
+            };
+            let decoded = decode(&decoder_path, &coded, raw)?;
             check_decoded(args, &coded, &decoded, &mut failures);
             describe_decoded(&decoded, &decoder_path)
         }
@@ -121,11 +145,19 @@ fn run(args: &Args) -> Result<bool, String> {
     let keys: Vec<usize> = (0..coded.len()).filter(|&i| coded[i].keyframe).collect();
     let bytes: usize = coded.iter().map(|c| c.data.len()).sum();
     println!(
-        "onair-m2m-check: {} pictures 640x480 FWHT on {} ({card}), key frames at {keys:?} \
+        "onair-m2m-check: {} pictures 640x480 FWHT on {} ({card}), {}, key frames at {keys:?} \
          ({} of {}), {bytes} bytes ({} per picture), {encode_ms:.2} ms per picture encoded; \
          {decoded}; vicodec lacks: {}; {:.1} s; {}",
         coded.len(),
         encoder_path.display(),
+        match args.dmabuf {
+            true => format!(
+                "read in the camera's buffers (DMABUF import), {written} bytes written by the CPU per picture"
+            ),
+            false => format!(
+                "converted to I420 and copied in, {written} bytes written by the CPU per picture"
+            ),
+        },
         keys.len(),
         coded.len(),
         bytes / coded.len().max(1),
@@ -153,14 +185,33 @@ fn open_camera(args: &Args) -> Result<V4l2Camera, String> {
     Ok(camera)
 }
 
-/// Encodes `args.pictures` of `camera`'s pictures; the coded pictures, the controls the
-/// encoder lacks, and the milliseconds an encode took on average.
+/// Encodes `args.pictures` of `camera`'s pictures (converted to I420 and copied, or if
+/// `shared` read in the camera's buffers); the coded pictures, the controls the encoder
+/// lacks, and the milliseconds an encode took on average.
 fn encode(
     args: &Args,
     path: &Path,
     camera: &mut dyn VideoSource,
-) -> Result<(Vec<Picture>, Vec<&'static str>, f64), String> {
+    shared: bool,
+) -> Result<Encoded, String> {
     let format = camera.format();
+    let mut frame = VideoFrame::new();
+    let input = match shared {
+        true => {
+            let layout = camera.share()?;
+            println!(
+                "camera shares {} buffers: {} {}x{}, lines of {} bytes",
+                layout.buffers,
+                String::from_utf8_lossy(&layout.fourcc),
+                layout.width,
+                layout.height,
+                layout.stride
+            );
+            frame.want_data = false;
+            Input::Imported(layout)
+        }
+        false => Input::Copied,
+    };
     let settings = M2mSettings {
         width: format.width,
         height: format.height,
@@ -168,9 +219,13 @@ fn encode(
         bitrate_kbps: 1000,
         gop: args.gop,
         coded: Coded::Fwht,
+        input,
     };
     let mut encoder = M2mEncoder::open(path, settings).map_err(|e| e.to_string())?;
-    let (mut frame, mut converted) = (VideoFrame::new(), Vec::new());
+    let mut converted = Vec::new();
+    // Bytes the CPU writes per picture on its way to the encoder: the HAL's copy out of the
+    // camera's buffer, the conversion to I420, the copy into the encoder's buffer.
+    let mut written = 0;
     let (mut coded, mut spent) = (Vec::new(), Duration::ZERO);
     for i in 0..args.pictures {
         if i == args.change_at {
@@ -178,19 +233,35 @@ fn encode(
             encoder.set_bitrate(500).map_err(|e| e.to_string())?;
         }
         camera.read_frame(&mut frame).map_err(|e| e.to_string())?;
-        let i420 = convert::to_i420(
-            format.pixel,
-            format.width,
-            format.height,
-            &frame.data,
-            &mut converted,
-        )
-        .ok_or("the camera delivered no picture")?;
+        let force = i == args.force_at;
         let t = Instant::now();
-        let picture = encoder
-            .encode(i420, i == args.force_at, Duration::ZERO)
-            .map_err(|e| format!("picture {i}: {e}"))?
-            .ok_or(format!("picture {i}: nothing came out"))?;
+        let picture = match shared {
+            true => {
+                if !frame.data.is_empty() {
+                    return Err(format!("picture {i}: copied although no bytes were wanted"));
+                }
+                let buffer = frame.shared.as_ref().ok_or("the camera shared no buffer")?;
+                encoder.encode_shared(buffer, force)
+            }
+            false => {
+                let i420 = convert::to_i420(
+                    format.pixel,
+                    format.width,
+                    format.height,
+                    &frame.data,
+                    &mut converted,
+                )
+                .ok_or("the camera delivered no picture")?;
+                let converted = match format.pixel {
+                    onair_hal::PixelFormat::I420 => 0,
+                    _ => i420.len(),
+                };
+                written += frame.data.len() + converted + i420.len();
+                encoder.encode(i420, force, Duration::ZERO)
+            }
+        }
+        .map_err(|e| format!("picture {i}: {e}"))?
+        .ok_or(format!("picture {i}: nothing came out"))?;
         spent += t.elapsed();
         coded.push(Picture {
             data: picture.annex_b.to_vec(),
@@ -206,7 +277,12 @@ fn encode(
         t.elapsed().as_millis()
     );
     let ms = spent.as_secs_f64() * 1000.0 / args.pictures.max(1) as f64;
-    Ok((coded, lacks, ms))
+    Ok(Encoded {
+        coded,
+        lacks,
+        ms,
+        written: written / args.pictures.max(1),
+    })
 }
 
 /// How many pictures were decoded, which the driver flagged as key frames, how far the bars
@@ -324,8 +400,8 @@ fn check_stamps(
     failures: &mut Vec<String>,
 ) -> Result<(), String> {
     let mut pattern = TestPattern::new(640, 480, 25);
-    let (coded, _, _) = encode(args, encoder, &mut pattern)?;
-    let decoded = decode(decoder, &coded)?;
+    let coded = encode(args, encoder, &mut pattern, false)?.coded;
+    let decoded = decode(decoder, &coded, onair_hal::PixelFormat::I420)?;
     let sent: Vec<Option<u32>> = coded.iter().map(|c| Some(c.sequence as u32)).collect();
     let read: Vec<Option<u32>> = decoded.iter().map(|d| d.stamp).collect();
     match sent == read {
@@ -360,8 +436,18 @@ fn find_fwht_decoder() -> Result<PathBuf, String> {
         .ok_or_else(|| "no FWHT decoder (vicodec's stateful decoder) among /dev/video*".into())
 }
 
-/// Decodes `coded` on `path` with v4l2r's stateful decoder; the decoded pictures in order.
-fn decode(path: &Path, coded: &[Picture]) -> Result<Vec<Decoded>, String> {
+/// Decodes `coded` on `path` with v4l2r's stateful decoder to `raw` (what was encoded: vicodec
+/// decodes to the family of the stream's pixel format); the decoded pictures in order.
+fn decode(
+    path: &Path,
+    coded: &[Picture],
+    raw: onair_hal::PixelFormat,
+) -> Result<Vec<Decoded>, String> {
+    let fourcc: &'static [u8; 4] = match raw {
+        onair_hal::PixelFormat::Yuyv => b"YUYV",
+        onair_hal::PixelFormat::Nv12 => b"NV12",
+        _ => b"YU12",
+    };
     let (sender, receiver) = mpsc::channel();
     let on_event = move |event: DecoderEvent<MmapProvider>| {
         if let DecoderEvent::FrameDecoded(buffer) = event {
@@ -376,7 +462,14 @@ fn decode(path: &Path, coded: &[Picture]) -> Result<Vec<Decoded>, String> {
     };
     let (size_tx, size_rx) = mpsc::channel();
     let on_format = move |builder: FormatBuilder, visible: Rect, buffers: usize| {
-        let format: Format = builder.set_pixelformat(b"YU12").apply()?;
+        let format: Format = builder.set_pixelformat(fourcc).apply()?;
+        if format.pixelformat != PixelFormat::from(fourcc) {
+            eprintln!(
+                "the decoder gives {} instead of {}",
+                format.pixelformat,
+                PixelFormat::from(fourcc)
+            );
+        }
         let stride = format
             .plane_fmt
             .first()
@@ -429,8 +522,23 @@ fn decode(path: &Path, coded: &[Picture]) -> Result<Vec<Decoded>, String> {
         .recv_timeout(Duration::from_secs(2))
         .map_err(|_| "the decoder reported no format")?;
     let mut decoded = Vec::new();
+    let mut i420 = Vec::new();
     while let Ok((data, keyframe)) = receiver.recv_timeout(Duration::from_secs(2)) {
-        decoded.push(read_bars(&data, size, keyframe));
+        let (width, height, stride) = size;
+        let picture = match raw {
+            onair_hal::PixelFormat::I420 => (&data[..], size),
+            // Tight lines (vicodec's), as the conversion takes them.
+            _ => (
+                convert::to_i420(raw, width, height, &data, &mut i420)
+                    .filter(|_| match raw {
+                        onair_hal::PixelFormat::Yuyv => stride == 2 * width,
+                        _ => stride == width,
+                    })
+                    .ok_or(format!("cannot read a {width}x{height} {raw:?} picture with lines of {stride} bytes"))?,
+                (width, height, width),
+            ),
+        };
+        decoded.push(read_bars(picture.0, picture.1, keyframe));
         if decoded.len() == coded.len() {
             break;
         }

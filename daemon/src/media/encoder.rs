@@ -21,7 +21,7 @@ use bytes::Bytes;
 use std::path::PathBuf;
 
 use onair_config::{Video, VideoEncoder};
-use onair_hal::{PixelFormat, VideoFormat};
+use onair_hal::{PixelFormat, SharedPicture, VideoFormat};
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
 use tracing::{error, info};
@@ -30,7 +30,7 @@ use super::gop::VideoFeed;
 use super::h264::{H264Encoder, H264Settings, profile_level_id};
 use super::keyframe::{KeyframeMailbox, KeyframePolicy, KeyframeReason};
 use super::layers::halve_i420;
-use super::m2m::{self, Coded, M2mEncoder, M2mSettings};
+use super::m2m::{self, Coded, Input, M2mEncoder, M2mSettings};
 use super::passthrough::{self, Passthrough, nal_units};
 use super::{Layer, LogThrottle, RtpClock, VideoDescription, VideoUnit};
 
@@ -93,6 +93,21 @@ pub trait Encoder: Send {
         pts: Duration,
     ) -> Result<Option<EncodedPicture<'_>>, EncodeError>;
 
+    /// Encodes the picture in a camera's buffer where it is (a memory-to-memory encoder
+    /// made for [`Input::Imported`]); the others cannot.
+    fn encode_shared(
+        &mut self,
+        picture: &SharedPicture,
+        force_idr: bool,
+        pts: Duration,
+    ) -> Result<Option<EncodedPicture<'_>>, EncodeError> {
+        let _ = (picture, force_idr, pts);
+        Err(EncodeError(format!(
+            "{} cannot take a camera's buffer",
+            self.describe()
+        )))
+    }
+
     /// Changes the target bitrate from the next picture on.
     fn set_bitrate(&mut self, kbps: u32) -> Result<(), EncodeError>;
 
@@ -142,8 +157,15 @@ impl Choice {
         }
     }
 
-    /// An encoder of I420 pictures of `width`x`height` at `fps`.
-    fn make(&self, (width, height): (u32, u32), fps: u32, bitrate_kbps: u32) -> Made {
+    /// An encoder of pictures of `width`x`height` at `fps` that come as `input` says (only a
+    /// memory-to-memory encoder takes a camera's buffers).
+    fn make(
+        &self,
+        (width, height): (u32, u32),
+        fps: u32,
+        bitrate_kbps: u32,
+        input: Input,
+    ) -> Maker {
         let settings = H264Settings {
             width,
             height,
@@ -161,6 +183,7 @@ impl Choice {
                     bitrate_kbps,
                     gop: 0,
                     coded: Coded::H264,
+                    input,
                 },
             )?),
             Choice::FailsAfter(after) => Box::new(FailsAfter {
@@ -195,7 +218,14 @@ impl Choice {
     }
 }
 
-type Made = Result<Box<dyn Encoder>, EncodeError>;
+type Maker = Result<Box<dyn Encoder>, EncodeError>;
+
+/// What a layer's encoder was made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Made {
+    size: (u32, u32),
+    input: Input,
+}
 
 /// See [`Choice::FailsAfter`].
 struct FailsAfter {
@@ -239,6 +269,9 @@ pub struct Picture<'a> {
     pub format: VideoFormat,
     /// When it was captured.
     pub captured: Instant,
+    /// The same picture where the camera captured it (not a privacy picture), for an encoder
+    /// that reads it there; `data` may then be empty if no layer wanted its bytes.
+    pub shared: Option<&'a SharedPicture>,
     /// It is a privacy picture.
     pub private: bool,
     /// Privacy was switched since the last picture: this one must start a new stream.
@@ -262,8 +295,10 @@ pub struct LayerEncoder {
     divisor: u32,
     bitrate_kbps: u32,
     choice: Choice,
-    /// Encodes the layer's I420 pictures, made for this size.
-    encoder: Option<(Box<dyn Encoder>, (u32, u32))>,
+    /// The memory-to-memory encoder could not take the camera's buffers: it is given copies.
+    import_refused: bool,
+    /// Encodes the layer's pictures, made for this size and input.
+    encoder: Option<(Box<dyn Encoder>, Made)>,
     /// Passes the camera's own H.264 on.
     camera: Passthrough,
     /// What the last picture sent was: switching between the two starts the other anew.
@@ -294,6 +329,7 @@ impl LayerEncoder {
             divisor: 1 << index.min(8),
             bitrate_kbps: layer.spec.bitrate_kbps,
             choice,
+            import_refused: false,
             encoder: None,
             camera: Passthrough::new(),
             last_input: None,
@@ -319,14 +355,29 @@ impl LayerEncoder {
     /// one that cannot be made is known at start.
     /// An encoder other than openh264 that cannot be made is replaced by openh264 here too.
     pub fn prepare(&mut self, format: VideoFormat) -> Result<(), EncodeError> {
-        if let Err(err) = self.encoder(format) {
+        if let Err(err) = self.encoder(format, Input::Copied) {
             if self.choice == Choice::Openh264 {
                 return Err(err);
             }
             self.failed(err);
-            self.encoder(format)?;
+            self.encoder(format, Input::Copied)?;
         }
         Ok(())
+    }
+
+    /// Whether the next picture's bytes are needed here, or only the camera's buffer it is
+    /// in (if the camera shares them): the top layer on a memory-to-memory encoder reads
+    /// the buffer; a lower layer (halved) needs bytes while someone watches it.
+    pub fn wants_bytes(&self) -> bool {
+        match self.index {
+            0 => !self.imports(),
+            _ => self.feed.watched(),
+        }
+    }
+
+    /// Whether the layer's encoder takes the camera's buffers.
+    fn imports(&self) -> bool {
+        self.divisor == 1 && matches!(self.choice, Choice::M2m(..)) && !self.import_refused
     }
 
     /// Encodes and publishes `picture` if this layer is encoded now: the top layer always,
@@ -397,19 +448,28 @@ impl LayerEncoder {
         }
     }
 
-    /// The encoder for this layer's pictures of a camera delivering `format`, made (again)
-    /// when the size changed.
-    fn encoder(&mut self, format: VideoFormat) -> Result<&mut Box<dyn Encoder>, EncodeError> {
+    /// The encoder for this layer's pictures of a camera delivering `format` as `input`,
+    /// made (again) when the size or the input changed.
+    fn encoder(
+        &mut self,
+        format: VideoFormat,
+        input: Input,
+    ) -> Result<&mut Box<dyn Encoder>, EncodeError> {
         let size = (
             (format.width / self.divisor) & !1,
             (format.height / self.divisor) & !1,
         );
+        let wanted = Made { size, input };
         if self
             .encoder
             .as_ref()
-            .is_none_or(|(_, made_for)| *made_for != size)
+            .is_none_or(|(_, made_for)| *made_for != wanted)
         {
-            let encoder = self.choice.make(size, format.fps, self.bitrate_kbps)?;
+            // The old one stops (and lets go of its device) before the new one opens.
+            self.encoder = None;
+            let encoder = self
+                .choice
+                .make(size, format.fps, self.bitrate_kbps, input)?;
             info!(
                 layer = self.index,
                 width = size.0,
@@ -419,7 +479,7 @@ impl LayerEncoder {
                 encoder.describe()
             );
             self.policy.idr_not_sent(KeyframeReason::Start);
-            self.encoder = Some((encoder, size));
+            self.encoder = Some((encoder, wanted));
         }
         match self.encoder.as_mut() {
             Some((encoder, _)) => Ok(encoder),
@@ -427,11 +487,43 @@ impl LayerEncoder {
         }
     }
 
-    /// An I420 picture (halved for a lower layer) through the encoder.
+    /// The encoder for `picture`: one that reads the camera's buffer where it is, if the
+    /// picture is in one and this layer's encoder can; otherwise one that takes bytes. The
+    /// buffer to read, if any. An encoder that will not take the camera's buffers is asked
+    /// once; `Ok(None)` here means this picture has no bytes to give it instead.
+    fn encoder_for<'a>(
+        &mut self,
+        picture: &Picture<'a>,
+    ) -> Result<Option<Option<&'a SharedPicture>>, EncodeError> {
+        let format = picture.format;
+        if let Some(shared) = picture.shared.filter(|_| self.imports()) {
+            match self.encoder(format, Input::Imported(shared.layout)) {
+                Ok(_) => return Ok(Some(Some(shared))),
+                Err(err) => {
+                    info!(
+                        layer = self.index,
+                        "video: the encoder cannot read the camera's buffers ({err}); pictures are copied into it"
+                    );
+                    self.import_refused = true;
+                }
+            }
+        }
+        let needed = PixelFormat::I420.frame_len(format.width, format.height);
+        if picture.data.len() < needed.unwrap_or(usize::MAX) {
+            return Ok(None);
+        }
+        self.encoder(format, Input::Copied)?;
+        Ok(Some(None))
+    }
+
+    /// A picture (halved for a lower layer) through the encoder: its I420 bytes, or the
+    /// camera's buffer it is in.
     fn encode_picture(&mut self, picture: &Picture) -> Outcome {
         let format = picture.format;
         // Made first: a new encoder's first picture is the IDR decided below.
-        self.encoder(format)?;
+        let Some(shared) = self.encoder_for(picture)? else {
+            return Ok(None);
+        };
         let force = self.policy.decide(picture.captured);
         let pts = self.clock.since_origin(picture.captured);
         let size = (
@@ -446,11 +538,14 @@ impl LayerEncoder {
                 &self.halved[..]
             }
         };
-        let result = match self.encoder.as_mut() {
-            Some((encoder, _)) => encoder
+        let result = match (self.encoder.as_mut(), shared) {
+            (Some((encoder, _)), Some(shared)) => encoder
+                .encode_shared(shared, force.is_some(), pts)
+                .map(|out| out.map(|p| (Bytes::copy_from_slice(p.annex_b), p.keyframe))),
+            (Some((encoder, _)), None) => encoder
                 .encode(data, force.is_some(), pts)
                 .map(|out| out.map(|p| (Bytes::copy_from_slice(p.annex_b), p.keyframe))),
-            None => Err(EncodeError("no encoder".into())),
+            (None, _) => Err(EncodeError("no encoder".into())),
         };
         let keyframe = result
             .as_ref()
@@ -503,12 +598,27 @@ impl LayerEncoder {
         Some(sent)
     }
 
-    /// An encoder failed: one that is not openh264 is replaced by openh264 for good (viewers
-    /// get an IDR from it and keep watching); openh264 is made anew.
+    /// An encoder failed: one reading the camera's buffers is given copies from now on;
+    /// otherwise one that is not openh264 is replaced by openh264 for good (viewers get an
+    /// IDR from it and keep watching); openh264 is made anew.
     fn failed(&mut self, err: EncodeError) {
         let failed = self.encoder.take();
         self.policy.idr_not_sent(KeyframeReason::Start);
-        if self.choice != Choice::Openh264 {
+        if let Some((
+            encoder,
+            Made {
+                input: Input::Imported(_),
+                ..
+            },
+        )) = &failed
+        {
+            error!(
+                layer = self.index,
+                "video: {} failed reading the camera's buffers: {err}; pictures are copied into it from now on",
+                encoder.describe()
+            );
+            self.import_refused = true;
+        } else if self.choice != Choice::Openh264 {
             let what = failed.map_or_else(|| format!("{:?}", self.choice), |(e, _)| e.describe());
             error!(
                 layer = self.index,
@@ -648,6 +758,7 @@ mod tests {
             private: bool,
         ) -> Option<Sent> {
             encoder.encode(&Picture {
+                shared: None,
                 data,
                 format: FORMAT,
                 captured: self.start + Duration::from_millis(u64::from(n) * 33),
@@ -773,6 +884,61 @@ mod tests {
     }
 
     #[test]
+    fn an_encoder_that_cannot_read_the_cameras_buffers_gets_copies_then_openh264_takes_over() {
+        let run = Run::new();
+        let top = layer(800);
+        // Not an encoder: reading the camera's buffer fails, and so does taking copies.
+        let choice = Choice::M2m("/dev/null".into(), "null".into());
+        let mut encoder = run.encoder(&top, 0, choice);
+        let mut rx = top.feed.subscribe();
+        // A "camera buffer": any file will do for a device that refuses it anyway.
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let shared = SharedPicture {
+            dmabuf: onair_hal::v4l2::Dmabuf::new(file.into(), 0),
+            index: 0,
+            bytes_used: 320 * 240 * 2,
+            layout: onair_hal::SharedLayout {
+                fourcc: *b"YUYV",
+                width: 320,
+                height: 240,
+                stride: 640,
+                buffers: 4,
+            },
+        };
+        assert!(
+            !encoder.wants_bytes(),
+            "the top layer would read the buffer"
+        );
+        let send = |encoder: &mut LayerEncoder, n: u32, data: &[u8]| {
+            encoder.encode(&Picture {
+                shared: Some(&shared),
+                data,
+                format: FORMAT,
+                captured: run.start + Duration::from_millis(u64::from(n) * 33),
+                private: false,
+                privacy_switched: false,
+            })
+        };
+        // The buffer alone: refused, and there are no bytes to copy: nothing this time.
+        assert_eq!(send(&mut encoder, 0, &[]), None);
+        assert!(encoder.wants_bytes(), "copies are wanted from now on");
+        // With bytes: the copying encoder cannot be made either (that picture is lost);
+        // openh264 from the next one on, starting with an IDR.
+        let sent: Vec<_> = (1..10)
+            .map(|n| send(&mut encoder, n, &picture(n)))
+            .collect();
+        assert!(
+            sent[0].is_none() && sent[1..].iter().all(Option::is_some),
+            "{sent:?}"
+        );
+        assert_eq!(
+            sent[1].and_then(|s| s.keyframe),
+            Some(KeyframeReason::Start)
+        );
+        assert_eq!(decode_all(&mut rx).len(), 8);
+    }
+
+    #[test]
     fn privacy_switches_are_idrs_and_a_passthrough_camera_waits_for_its_next_idr() {
         let run = Run::new();
         let top = layer(800);
@@ -797,6 +963,7 @@ mod tests {
             let switched = n == 5 || n == 12;
             let out = match private {
                 true => encoder.encode(&Picture {
+                    shared: None,
                     data: black_i420(FORMAT.width, FORMAT.height, &mut black),
                     format: FORMAT,
                     captured: run.start,
@@ -804,6 +971,7 @@ mod tests {
                     privacy_switched: switched,
                 }),
                 false => encoder.encode(&Picture {
+                    shared: None,
                     data: camera_unit.as_deref().unwrap_or_default(),
                     format: VideoFormat {
                         pixel: PixelFormat::H264,

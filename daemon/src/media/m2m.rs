@@ -25,6 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use onair_config::VideoEncoder;
+use onair_hal::v4l2::queue::Queue;
+use onair_hal::{SharedLayout, SharedPicture};
 use tracing::{info, warn};
 use v4l2r::controls::codec::FwhtFlags;
 use v4l2r::device::poller::{DeviceEvent, PollError, Poller};
@@ -35,7 +37,7 @@ use v4l2r::ioctl::{
 };
 use v4l2r::{Format, PixelFormat, PlaneLayout, QueueType, Rect, bindings};
 
-use self::buffers::{Layout, Queue, Raw};
+use self::buffers::{Layout, Raw};
 use self::controls::{Control, Controls, Want};
 use super::encoder::{EncodeError, EncodedPicture, Encoder};
 use super::passthrough::{self, Passthrough};
@@ -87,6 +89,37 @@ pub struct M2mSettings {
     pub gop: u32,
     /// The coded format.
     pub coded: Coded,
+    /// Where the pictures come from.
+    pub input: Input,
+}
+
+/// Where an encoder's pictures come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// I420 pictures ([`Encoder::encode`]), copied into the encoder's own buffers as YU12 or
+    /// NV12.
+    Copied,
+    /// The camera's own buffers ([`M2mEncoder::encode_shared`]), imported as DMABUFs: no copy.
+    /// The encoder takes the camera's pixel format and line length as they are, or refuses.
+    Imported(SharedLayout),
+}
+
+/// How pictures reach the OUTPUT queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    /// Copied into MMAP buffers laid out so.
+    Copy(Layout),
+    /// Imported from the camera's buffers laid out so.
+    Import(SharedLayout),
+}
+
+/// One picture for the OUTPUT queue.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// I420 bytes.
+    Bytes(&'a [u8]),
+    /// A camera's buffer.
+    Shared(&'a SharedPicture),
 }
 
 /// A V4L2 memory-to-memory encoder, streaming.
@@ -96,7 +129,7 @@ pub struct M2mEncoder {
     device: Arc<Device>,
     poller: Poller,
     settings: M2mSettings,
-    layout: Layout,
+    feed: Feed,
     output: Queue,
     capture: Queue,
     controls: Controls,
@@ -115,31 +148,54 @@ pub struct M2mEncoder {
 impl M2mEncoder {
     /// Opens `device`, sets it up for `settings` and starts streaming.
     pub fn open(device: &Path, settings: M2mSettings) -> Result<M2mEncoder, EncodeError> {
-        let fail = |what: String| EncodeError(format!("{}: {what}", device.display()));
+        let fail =
+            |what: &dyn std::fmt::Display| EncodeError(format!("{}: {what}", device.display()));
         let mut handle = Device::open(device, DeviceConfig::new().non_blocking_dqbuf())
-            .map_err(|e| fail(open_error(e)))?;
+            .map_err(|e| fail(&open_error(e)))?;
         let caps = handle.caps();
         let name = format!("{} ({})", device.display(), caps.card);
         let (output_kind, capture_kind) = queue_types(caps.device_caps())
-            .ok_or_else(|| fail(format!("{} is not a memory-to-memory device", caps.card)))?;
-        let raw = choose_raw(&handle, output_kind, capture_kind, settings.coded).map_err(&fail)?;
-        set_coded_format(&mut handle, capture_kind, &settings).map_err(&fail)?;
-        let layout = set_raw_format(&mut handle, output_kind, raw, &settings).map_err(&fail)?;
+            .ok_or_else(|| fail(&format!("{} is not a memory-to-memory device", caps.card)))?;
+        let raw =
+            choose_raw(&handle, output_kind, capture_kind, settings.coded).map_err(|e| fail(&e))?;
+        set_coded_format(&mut handle, capture_kind, &settings).map_err(|e| fail(&e))?;
+        let feed = match settings.input {
+            Input::Copied => {
+                set_raw_format(&mut handle, output_kind, raw, &settings).map(Feed::Copy)
+            }
+            Input::Imported(shared) => {
+                set_imported_format(&mut handle, output_kind, shared).map(|()| Feed::Import(shared))
+            }
+        }
+        .map_err(|e| fail(&e))?;
         set_frame_rate(&handle, output_kind, settings.fps, &name);
         let mut controls = Controls::query(&handle, name.clone(), settings.coded);
         apply_initial(&handle, &mut controls, &settings, &name);
         let device = Arc::new(handle);
-        let output = Queue::allocate(&device, output_kind, BUFFERS).map_err(&fail)?;
-        let mut capture = Queue::allocate(&device, capture_kind, BUFFERS).map_err(&fail)?;
-        capture.queue_all(&device).map_err(&fail)?;
-        output.stream_on(&device).map_err(&fail)?;
-        capture.stream_on(&device).map_err(&fail)?;
-        let poller = poller(&device).map_err(&fail)?;
+        let output = match feed {
+            Feed::Copy(_) => Queue::allocate(&*device, output_kind, BUFFERS),
+            Feed::Import(shared) => Queue::import(&*device, output_kind, shared.buffers as u32),
+        }
+        .map_err(|e| fail(&e))?;
+        let mut capture = Queue::allocate(&*device, capture_kind, BUFFERS).map_err(|e| fail(&e))?;
+        capture.queue_all(&*device).map_err(|e| fail(&e))?;
+        output.stream_on(&*device).map_err(|e| fail(&e))?;
+        capture.stream_on(&*device).map_err(|e| fail(&e))?;
+        let poller = poller(&device).map_err(|e| fail(&e))?;
+        let pictures = match feed {
+            Feed::Copy(layout) => format!(
+                "pictures copied in as {}",
+                String::from_utf8_lossy(layout.raw.fourcc())
+            ),
+            Feed::Import(shared) => format!(
+                "the camera's {} buffers read where they are (DMABUF import)",
+                String::from_utf8_lossy(&shared.fourcc)
+            ),
+        };
         info!(
-            "{name}: encoding {}x{} {} to {} ({} OUTPUT and {} CAPTURE buffers, {})",
+            "{name}: encoding {}x{} to {} ({} OUTPUT buffers, {pictures}; {} CAPTURE buffers; {})",
             settings.width,
             settings.height,
-            String::from_utf8_lossy(raw.fourcc()),
             settings.coded.name(),
             output.len(),
             capture.len(),
@@ -154,7 +210,7 @@ impl M2mEncoder {
             device,
             poller,
             settings,
-            layout,
+            feed,
             output,
             capture,
             controls,
@@ -194,14 +250,31 @@ impl M2mEncoder {
             .map_err(|e| self.error(e))
     }
 
-    fn error(&self, what: String) -> EncodeError {
+    fn error(&self, what: impl std::fmt::Display) -> EncodeError {
         EncodeError(format!("{}: {what}", self.name))
     }
 
-    /// Encodes one I420 picture; the coded picture and whether a decoder can start there.
+    /// Encodes the picture in a camera's buffer without copying it; the encoder must have
+    /// been opened with [`Input::Imported`] for the buffer's layout. The buffer is the
+    /// camera's again when this returns: the encoder has let go of it.
+    pub fn encode_shared(
+        &mut self,
+        picture: &SharedPicture,
+        force_idr: bool,
+    ) -> Result<Option<EncodedPicture<'_>>, EncodeError> {
+        if self.feed != Feed::Import(picture.layout) {
+            return Err(self.error(format!(
+                "the camera's buffers are laid out as {:?}, the encoder was set up for {:?}",
+                picture.layout, self.settings.input
+            )));
+        }
+        self.encode_picture(Source::Shared(picture), force_idr)
+    }
+
+    /// Encodes one picture; the coded picture and whether a decoder can start there.
     fn encode_picture(
         &mut self,
-        picture: &[u8],
+        picture: Source<'_>,
         force_key_frame: bool,
     ) -> Result<Option<EncodedPicture<'_>>, EncodeError> {
         if let Some(why) = &self.failed {
@@ -231,19 +304,35 @@ impl M2mEncoder {
 
     /// Has `picture` coded into `self.coded` (H.264 parameter sets in a buffer of their own
     /// are kept and the wait goes on); whether the driver flagged it as a key frame.
-    fn code(&mut self, picture: &[u8], force_key_frame: bool) -> Result<bool, EncodeError> {
+    fn code(&mut self, picture: Source<'_>, force_key_frame: bool) -> Result<bool, EncodeError> {
         let deadline = Instant::now() + TIMEOUT;
         if force_key_frame {
             self.force_key_frame()?;
         }
-        self.queue_picture(picture, deadline)?;
-        loop {
+        let index = self.queue_picture(picture, deadline)?;
+        let flagged = loop {
             let flagged = self.await_coded(deadline)?;
             if self.settings.coded == Coded::Fwht
                 || !keep_parameter_sets(&mut self.params, &self.coded)
             {
-                return Ok(flagged);
+                break flagged;
             }
+        };
+        if let Source::Shared(_) = picture {
+            self.await_released(index, deadline)?;
+        }
+        Ok(flagged)
+    }
+
+    /// Waits until the driver has given OUTPUT buffer `index` back: a camera's buffer in it
+    /// may then be filled again.
+    fn await_released(&mut self, index: usize, deadline: Instant) -> Result<(), EncodeError> {
+        loop {
+            self.reclaim_output()?;
+            if !self.output.is_queued(index) {
+                return Ok(());
+            }
+            self.wait(deadline, "the encoder to let go of the camera's buffer")?;
         }
     }
 
@@ -262,31 +351,57 @@ impl M2mEncoder {
             .map_err(|e| self.error(e))
     }
 
-    /// Copies `picture` into a free OUTPUT buffer and queues it.
-    fn queue_picture(&mut self, picture: &[u8], deadline: Instant) -> Result<(), EncodeError> {
+    /// Puts `picture` into a free OUTPUT buffer (a copy, or the camera's buffer imported) and
+    /// queues it; which buffer.
+    fn queue_picture(
+        &mut self,
+        picture: Source<'_>,
+        deadline: Instant,
+    ) -> Result<usize, EncodeError> {
         let index = loop {
             self.reclaim_output()?;
-            if let Some(index) = self.output.free() {
+            // A camera's buffer goes into the same slot each time, where the driver can keep
+            // it attached.
+            let slot = match picture {
+                Source::Shared(shared) => Some(shared.index % self.output.len())
+                    .filter(|&slot| !self.output.is_queued(slot))
+                    .or_else(|| self.output.free()),
+                Source::Bytes(_) => self.output.free(),
+            };
+            if let Some(index) = slot {
                 break index;
             }
             self.wait(deadline, "a free OUTPUT buffer")?;
         };
-        let layout = self.layout;
-        let filled = match self.output.memory(index) {
-            Some(memory) => layout.fill(picture, memory),
-            None => Err(format!("no OUTPUT buffer {index}")),
+        let device = &*self.device;
+        let queued = match (picture, self.feed) {
+            (Source::Bytes(i420), Feed::Copy(layout)) => match self.output.memory(index) {
+                Some(memory) => layout.fill(i420, memory).and_then(|used| {
+                    self.output
+                        .queue(device, index, used)
+                        .map_err(|e| e.to_string())
+                }),
+                None => Err(format!("no OUTPUT buffer {index}")),
+            },
+            (Source::Shared(shared), Feed::Import(_)) => self
+                .output
+                .queue_imported(device, index, &shared.dmabuf, shared.bytes_used)
+                .map_err(|e| e.to_string()),
+            (Source::Bytes(_), Feed::Import(_)) => {
+                Err("set up for a camera's buffers, given a picture".into())
+            }
+            (Source::Shared(_), Feed::Copy(_)) => {
+                Err("set up for pictures, given a camera's buffer".into())
+            }
         };
-        let used = filled.map_err(|e| self.error(e))?;
-        self.output
-            .queue(&self.device, index, used)
-            .map_err(|e| self.error(e))
+        queued.map(|()| index).map_err(|e| self.error(e))
     }
 
     /// Takes back the OUTPUT buffers the driver is done with.
     fn reclaim_output(&mut self) -> Result<(), EncodeError> {
         while self
             .output
-            .dequeue(&self.device)
+            .dequeue(&*self.device)
             .map_err(|e| self.error(e))?
             .is_some()
         {}
@@ -300,7 +415,7 @@ impl M2mEncoder {
             self.reclaim_output()?;
             let Some(done) = self
                 .capture
-                .dequeue(&self.device)
+                .dequeue(&*self.device)
                 .map_err(|e| self.error(e))?
             else {
                 self.wait(deadline, "the coded picture")?;
@@ -309,17 +424,17 @@ impl M2mEncoder {
             let flags = done.buffer.flags();
             if flags.contains(BufferFlags::LAST) {
                 self.stopped = true;
-                return Err(self.error("the encoder stopped (LAST buffer)".into()));
+                return Err(self.error("the encoder stopped (LAST buffer)"));
             }
             let payload = self.capture.payload(&done).unwrap_or_default();
             let broken = flags.contains(BufferFlags::ERROR);
             self.coded.clear();
             self.coded.extend_from_slice(payload);
             self.capture
-                .queue(&self.device, done.index, 0)
+                .queue(&*self.device, done.index, 0)
                 .map_err(|e| self.error(e))?;
             if broken {
-                return Err(self.error("the driver marked the coded picture broken".into()));
+                return Err(self.error("the driver marked the coded picture broken"));
             }
             if !self.coded.is_empty() {
                 return Ok(flags.contains(BufferFlags::KEYFRAME));
@@ -352,7 +467,7 @@ impl M2mEncoder {
             info!("{}: stopped without draining: {e}", self.name);
         }
         for queue in [&mut self.capture, &mut self.output] {
-            if let Err(e) = queue.stream_off(&self.device) {
+            if let Err(e) = queue.stream_off(&*self.device) {
                 info!("{}: {e}", self.name);
             }
         }
@@ -361,7 +476,11 @@ impl M2mEncoder {
     fn drain(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            match self.capture.dequeue(&self.device)? {
+            match self
+                .capture
+                .dequeue(&*self.device)
+                .map_err(|e| e.to_string())?
+            {
                 Some(done) if done.buffer.is_last() => return Ok(()),
                 Some(_) => {}
                 None => self.wait(deadline, "the LAST buffer").map_err(|e| e.0)?,
@@ -391,7 +510,16 @@ impl Encoder for M2mEncoder {
         force_idr: bool,
         _pts: Duration,
     ) -> Result<Option<EncodedPicture<'_>>, EncodeError> {
-        self.encode_picture(picture, force_idr)
+        self.encode_picture(Source::Bytes(picture), force_idr)
+    }
+
+    fn encode_shared(
+        &mut self,
+        picture: &SharedPicture,
+        force_idr: bool,
+        _pts: Duration,
+    ) -> Result<Option<EncodedPicture<'_>>, EncodeError> {
+        M2mEncoder::encode_shared(self, picture, force_idr)
     }
 
     fn set_bitrate(&mut self, kbps: u32) -> Result<(), EncodeError> {
@@ -538,6 +666,45 @@ fn set_raw_format(
         stride: (plane.bytesperline.max(set.width)) as usize,
         lines: set.height as usize,
     })
+}
+
+/// S_FMT on the OUTPUT queue for a camera's buffers: its pixel format, size and line length
+/// exactly, or an error saying what the encoder wanted instead.
+fn set_imported_format(
+    device: &mut Device,
+    kind: QueueType,
+    shared: SharedLayout,
+) -> Result<(), String> {
+    let (w, h) = (shared.width, shared.height);
+    let fourcc = PixelFormat::from(&shared.fourcc);
+    let wanted = Format {
+        width: w,
+        height: h,
+        pixelformat: fourcc,
+        plane_fmt: vec![PlaneLayout {
+            sizeimage: 0,
+            bytesperline: shared.stride,
+        }],
+    };
+    let set: Format = ioctl::s_fmt(device, (kind, &wanted))
+        .map_err(|e| format!("VIDIOC_S_FMT {kind} {fourcc} {w}x{h}: {e}"))?;
+    let stride = set.plane_fmt.first().map_or(0, |plane| plane.bytesperline);
+    if set.pixelformat != fourcc
+        || (set.width, set.height) != (w, h)
+        || set.plane_fmt.len() != 1
+        || stride != shared.stride
+    {
+        return Err(format!(
+            "it takes {} {}x{} in {} plane(s) with lines of {stride} bytes, not the camera's {fourcc} \
+             {w}x{h} with lines of {} bytes",
+            set.pixelformat,
+            set.width,
+            set.height,
+            set.plane_fmt.len(),
+            shared.stride
+        ));
+    }
+    Ok(())
 }
 
 /// Asks the encoder to code only the top-left `width` x `height` of its OUTPUT pictures.

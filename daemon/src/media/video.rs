@@ -124,16 +124,27 @@ fn resolve(setting: &VideoSourceSetting) -> VideoSourceSetting {
     }
 }
 
-/// Opens a (resolved) source.
+/// Opens a (resolved) source; a V4L2 camera shares its buffers with a memory-to-memory
+/// encoder if `share` and it can.
 fn open_source(
     setting: &VideoSourceSetting,
     wanted: VideoFormatRequest,
     video: &Video,
+    share: bool,
 ) -> Result<Box<dyn VideoSource>, HalError> {
     match setting {
         VideoSourceSetting::Device(path) => {
-            let camera = V4l2Camera::open(&path.to_string_lossy(), wanted)?;
+            let mut camera = V4l2Camera::open(&path.to_string_lossy(), wanted)?;
             info!("{}", camera.negotiation());
+            if share {
+                match camera.share() {
+                    Ok(layout) => info!(
+                        "video: the camera's {} buffers are shared with the encoder (DMABUF)",
+                        layout.buffers
+                    ),
+                    Err(why) => info!("video: the camera's buffers are not shared: {why}"),
+                }
+            }
             Ok(Box::new(camera))
         }
         VideoSourceSetting::Libcamera => {
@@ -178,6 +189,8 @@ impl VideoThread {
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(!layers.is_empty(), "no video layer");
         let setting = resolve(&video.source);
+        let (choice, why) = Choice::resolve(video);
+        let share = matches!(choice, Choice::M2m(..));
         let passthrough = video.encoder == VideoEncoder::Passthrough;
         let wanted = VideoFormatRequest {
             width: video.width,
@@ -185,7 +198,7 @@ impl VideoThread {
             fps: video.fps,
             h264: passthrough,
         };
-        let first = match open_source(&setting, wanted, video) {
+        let first = match open_source(&setting, wanted, video, share) {
             Ok(source) => Some(source),
             Err(err) => {
                 warn!("{err}; retrying until it opens (/healthz answers 503 meanwhile)");
@@ -207,7 +220,6 @@ impl VideoThread {
         let name = first
             .as_ref()
             .map_or_else(|| setting.to_string(), |source| source.describe());
-        let (choice, why) = Choice::resolve(video);
         let description = Arc::new(RwLock::new(describe(
             format,
             video.bitrate_kbps,
@@ -258,8 +270,10 @@ impl VideoThread {
         }
         let config = video.clone();
         Ok(VideoThread {
-            input: Supervised::new(name, first, move || open_source(&setting, wanted, &config))
-                .counting(stats.video_reopens.clone()),
+            input: Supervised::new(name, first, move || {
+                open_source(&setting, wanted, &config, share)
+            })
+            .counting(stats.video_reopens.clone()),
             format,
             bitrate_kbps: video.bitrate_kbps,
             choice,
@@ -316,6 +330,7 @@ impl VideoThread {
     /// Reads the next picture into `work.frame`; its format, or `None` when there is
     /// nothing to encode this turn (no camera, a failed read, a short frame).
     fn capture(&mut self, work: &mut Work, stop: &AtomicBool) -> Option<VideoFormat> {
+        work.frame.want_data = self.wants_bytes();
         let source = self.input.get(stop)?;
         let read = source.read_frame(&mut work.frame).map(|()| source.format());
         let format = match read {
@@ -332,7 +347,9 @@ impl VideoThread {
             self.adopt(format);
         }
         let expected_len = format.pixel.frame_len(format.width, format.height);
-        if work.frame.data.len() < expected_len.unwrap_or(1) {
+        // A shared picture without bytes was checked by the source.
+        let shared_only = work.frame.data.is_empty() && work.frame.shared.is_some();
+        if !shared_only && work.frame.data.len() < expected_len.unwrap_or(1) {
             if let Some(count) = work.bad_frames.hit() {
                 warn!(
                     count,
@@ -345,6 +362,14 @@ impl VideoThread {
             return None;
         }
         Some(format)
+    }
+
+    /// Whether the next picture's bytes are needed, or (if the camera shares its buffers)
+    /// only the buffer: nobody needs them while private, and otherwise a snapshot or any layer
+    /// that cannot read the buffer does.
+    fn wants_bytes(&self) -> bool {
+        !self.privacy.load(Ordering::Relaxed)
+            && (self.snapshots.wanted() || self.layers.iter().any(LayerEncoder::wants_bytes))
     }
 
     /// The camera failed or went away: nobody may start from its last pictures (the kept
@@ -389,6 +414,14 @@ impl VideoThread {
                 },
             ),
             (false, PixelFormat::H264) => (&frame.data[..], format),
+            // In the camera's buffer only: the top layer's encoder reads it there.
+            (false, _) if frame.data.is_empty() && frame.shared.is_some() => (
+                &[][..],
+                VideoFormat {
+                    pixel: PixelFormat::I420,
+                    ..format
+                },
+            ),
             (false, pixel) => (
                 convert::to_i420(pixel, format.width, format.height, &frame.data, converted)?,
                 VideoFormat {
@@ -407,6 +440,7 @@ impl VideoThread {
             data,
             format,
             captured: frame.captured,
+            shared: frame.shared.as_ref().filter(|_| !private),
             private,
             privacy_switched: private != was_private,
         };

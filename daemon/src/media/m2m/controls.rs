@@ -322,6 +322,7 @@ mod tests {
             bitrate_kbps: 2000,
             gop,
             coded,
+            input: crate::media::m2m::Input::Copied,
         }
     }
 
