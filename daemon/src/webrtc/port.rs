@@ -23,7 +23,7 @@ use rtc::stun::message::{CLASS_REQUEST, Message};
 use rtc::stun::textattrs::TextAttribute;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
-use webrtc::runtime::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
 use super::tcp::{self, TcpArrival};
 
