@@ -392,3 +392,58 @@ async fn aiortc_which_sends_no_twcc_is_moved_to_the_low_layer_by_its_receiver_re
         "the link dropped nothing: aiortc went round it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_which_sends_no_twcc_behind_1_mbps_sees_pictures_a_few_hundred_ms_old() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The default stream (1280x720, 2000 kb/s) through 1 Mbit/s with a 400 ms drop-tail queue
+    // to aiortc, whose estimate comes from its receiver reports alone. Every decoded picture's
+    // stamp is read: glass-to-glass, after its first 2 s.
+    let daemon =
+        start("[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n");
+    let link = Link::start(
+        ([127, 0, 0, 1], daemon.media_port).into(),
+        Shape::kbps(1000),
+    )
+    .await
+    .unwrap();
+    let mut command = std::process::Command::new(onair_tests::metrics::whep_python().unwrap());
+    command
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/whep/whep_client.py"))
+        .arg(format!("{}/whep", daemon.base_url))
+        .args(["--relay", &link.addr().to_string()])
+        .args([
+            "--watch", "30", "--frames", "150", "--glass", "1280x720", "--json",
+        ]);
+    let aiortc = tokio::task::spawn_blocking(move || {
+        onair_tests::bench::latency::run_json(command, Duration::from_secs(120))
+    });
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let during = peer_summary(&daemon);
+    let result = aiortc.await.unwrap().unwrap();
+    let viewer = &result["viewers"][0];
+    let glass = &viewer["glass"];
+    eprintln!(
+        "aiortc through 1 Mbit/s: {} pictures {}; glass-to-glass {glass}; after 20 s: {during}",
+        viewer["frames"], viewer["frames_by_size"],
+    );
+    assert_eq!(viewer["errors"], serde_json::json!([]), "{viewer}");
+    // 8.3 s before a jump in sequence numbers cleared aiortc's jitter buffer at its first
+    // IDR after loss (`webrtc::forward::Gaps`); about 60-75 ms since, on a quiet machine.
+    let p95 = glass["p95"].as_f64().expect("stamps read");
+    assert!(glass["measured"].as_u64().unwrap_or(0) >= 300, "{glass}");
+    assert!(p95 <= 400.0, "glass-to-glass p95 {p95} ms: {glass}");
+    let dropped = link
+        .counters()
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        dropped > 0,
+        "the link dropped nothing: aiortc went round it"
+    );
+}
+
+/// What `/api/status` says of the sessions, in short.
+fn peer_summary(daemon: &Daemon) -> String {
+    status(daemon)["peers"].to_string()
+}

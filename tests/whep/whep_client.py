@@ -3,7 +3,7 @@
 
     whep_client.py URL [--frames 60] [--within 5] [--expect-size 1280x720] [--expect-audio]
                        [--viewers N] [--joins N [--join-gap 1]] [--watch S] [--relay HOST:PORT]
-                       [--json]
+                       [--glass WxH [--glass-after S]] [--json]
 
 URL is the daemon (http://127.0.0.1:18080, meaning /whep) or the WHEP endpoint itself. Each
 viewer POSTs a recvonly video+audio offer carrying all its candidates, checks for 201 Created +
@@ -17,7 +17,9 @@ time to first frame, docs/PERFORMANCE.md). With --watch S each viewer decodes fo
 from the POST whatever it gets, then needs --frames frames in all; the pictures of each size
 are counted (a viewer moved between quality layers sees two). With --relay HOST:PORT the
 answer's candidates are replaced by one at HOST:PORT, so the viewer reaches the camera only
-through that relay (the bad-link harness, tests/src/link.rs).
+through that relay (the bad-link harness, tests/src/link.rs). With --glass WxH the stamp of
+onair's test pattern (drawn at WxH; stamp.py) is read off every decoded picture and the
+glass-to-glass figures (p50/p95/max after the first --glass-after seconds) are reported.
 """
 import argparse
 import array
@@ -36,6 +38,8 @@ from urllib.parse import urljoin, urlsplit
 import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+
+import stamp
 
 # --- ICE stays on loopback ------------------------------------------------------------------
 # aioice gathers a host candidate on every address of every interface (via ifaddr) and
@@ -146,7 +150,8 @@ class Receiver:
         self.pc, self.args = pc, args
         self.loop = asyncio.get_running_loop()
         self.enough_video, self.failed = asyncio.Event(), asyncio.Event()
-        self.video = {"frames": 0, "sizes": set(), "by_size": {}, "first": None, "last": None}
+        self.video = {"frames": 0, "sizes": set(), "by_size": {}, "first": None, "last": None,
+                      "glass": []}
         self.audio = {"frames": 0, "samples": 0, "sum_sq": 0, "rate": None}
         self.tasks = []
         pc.on("track", lambda track: self.tasks.append(asyncio.ensure_future(self.consume(track))))
@@ -164,6 +169,8 @@ class Receiver:
                     video["by_size"][size] = video["by_size"].get(size, 0) + 1
                     video["first"] = video["first"] or self.loop.time()
                     video["last"] = frame
+                    if getattr(self.args, "glass", None):
+                        self.glass(frame)
                     if video["frames"] >= self.args.frames:
                         self.enough_video.set()
                 else:
@@ -175,6 +182,16 @@ class Receiver:
                         audio["sum_sq"] += sum(s * s for s in pcm)
         except MediaStreamError:
             pass
+
+    def glass(self, frame):
+        """Glass-to-glass of a decoded picture: now minus the wall clock in its stamp (read at
+        the size --glass names: the top layer's), kept with the time it was read."""
+        now = time.time() * 1000
+        plane = frame.planes[0]
+        read = stamp.read(memoryview(plane), plane.line_size, frame.width, frame.height,
+                          self.args.glass)
+        if read:
+            self.video["glass"].append((self.loop.time(), stamp.latency_ms(read[1], now)))
 
     async def judge(self, res, t0):
         """Waits for --frames frames until --within s after t0, then checks them into res."""
@@ -188,6 +205,8 @@ class Receiver:
             w.cancel()
         res["frames"] = video["frames"]
         res["frames_by_size"] = dict(video["by_size"])
+        if getattr(args, "glass", None):
+            res["glass"] = glass_figures(video["glass"], video["first"], args.glass_after)
         if video["last"] is not None:
             res["last_size"] = f"{video['last'].width}x{video['last'].height}"
         if video["first"]:
@@ -315,6 +334,9 @@ def summary(r):
     if "bars" in r:
         parts.append("bars " + " ".join(f"{k}({','.join(map(str, v))})" for k, v in r["bars"].items())
                      + f" [{r['matrix']}]")
+    if r.get("glass", {}).get("measured"):
+        g = r["glass"]
+        parts.append(f"glass-to-glass p50 {g['p50']} ms, p95 {g['p95']} ms, max {g['max']} ms ({g['measured']} pictures)")
     if "delete" in r:
         parts.append(f"DELETE {r['delete']}")
     if "left" in r:
@@ -323,6 +345,19 @@ def summary(r):
     lines += [f"  warning: {w}" for w in r["warnings"]]
     lines += [f"  error: {e}" for e in r["errors"]]
     return "\n".join(lines)
+
+
+def glass_figures(samples, first, after):
+    """p50/p95/max of the glass-to-glass samples taken `after` seconds past the first picture,
+    how many, and every 30th sample (seconds since the first picture, ms)."""
+    if not samples or first is None:
+        return {"measured": 0}
+    later = sorted(ms for at, ms in samples if at - first >= after)
+    figures = {"measured": len(later), "timeline": [(round(at - first, 1), ms) for at, ms in samples[::30]]}
+    if later:
+        figures.update(p50=later[len(later) // 2], p95=later[min(len(later) - 1, len(later) * 95 // 100)],
+                       max=later[-1])
+    return figures
 
 
 def first_frame_ms(results):
@@ -352,11 +387,20 @@ async def main():
                     help="decode for S seconds from the POST (not until --frames), then need --frames in all")
     ap.add_argument("--relay", metavar="HOST:PORT",
                     help="reach the camera only through this UDP relay (its answer's candidates replaced)")
+    ap.add_argument("--glass", metavar="WxH",
+                    help="read the test pattern's stamp (drawn at WxH, the top layer's size) off every "
+                         "decoded picture: glass-to-glass p50/p95/max")
+    ap.add_argument("--glass-after", type=float, default=2.0, metavar="S",
+                    help="glass-to-glass figures leave out the first S seconds after the first picture (default 2)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead")
     ap.add_argument("-v", "--verbose", action="store_true", help="aiortc/aioice debug logs on stderr")
     args = ap.parse_args()
     if args.expect_size and not re.fullmatch(r"\d+x\d+", args.expect_size):
         ap.error("--expect-size wants WxH, e.g. 1280x720")
+    if args.glass:
+        if not re.fullmatch(r"\d+x\d+", args.glass):
+            ap.error("--glass wants WxH, e.g. 1280x720")
+        args.glass = tuple(int(v) for v in args.glass.split("x"))
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG)
     whep_url = args.url if urlsplit(args.url).path not in ("", "/") else urljoin(args.url, "/whep")

@@ -17,7 +17,7 @@
 //! and climbs slowly, but it moves such a viewer to the low layer when its link cannot carry
 //! the top one. The pacer keeps its starting rate for them.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -54,6 +54,11 @@ pub struct Estimate {
     retransmitted: AtomicU64,
     /// Resends its NACKs asked for that the budget refused.
     refused: AtomicU64,
+    /// Its receiver reports that showed loss.
+    lossy_reports: AtomicU64,
+    /// Video sequence numbers skipped on purpose (`webrtc::forward`'s flush) that no receiver
+    /// report has accounted for yet: they are not loss.
+    skipped: AtomicU64,
 }
 
 /// Where a viewer's estimate comes from.
@@ -75,7 +80,40 @@ impl Estimate {
             source: AtomicU64::new(Source::Start as u64),
             retransmitted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            lossy_reports: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
         }
+    }
+
+    /// For tests: an estimate from receiver reports (or not yet measured), with so many lossy
+    /// reports and refused resends.
+    #[cfg(test)]
+    pub(crate) fn reporting(from_reports: bool, lossy_reports: u64, refused: u64) -> Self {
+        let estimate = Estimate::new(1_000_000.0);
+        if from_reports {
+            estimate.publish_reports(1_000_000.0);
+        }
+        estimate
+            .lossy_reports
+            .store(lossy_reports, Ordering::Relaxed);
+        estimate.refused.store(refused, Ordering::Relaxed);
+        estimate
+    }
+
+    /// Whether the estimate comes from receiver reports (the viewer sends no TWCC).
+    pub fn from_reports(&self) -> bool {
+        self.source() == Source::Reports
+    }
+
+    /// Receiver reports that showed loss, so far.
+    pub fn lossy_reports(&self) -> u64 {
+        self.lossy_reports.load(Ordering::Relaxed)
+    }
+
+    /// The video skipped `count` sequence numbers on purpose: the next receiver report that
+    /// counts them lost is corrected.
+    pub fn skipped(&self, count: u64) {
+        self.skipped.fetch_add(count, Ordering::Relaxed);
     }
 
     /// Packets resent for the viewer's NACKs.
@@ -215,6 +253,8 @@ struct Feedback {
     last: Option<Instant>,
     /// The estimate from receiver reports.
     reports: LossController,
+    /// Per stream (SSRC), its last report block's highest sequence number and packets lost.
+    counted: HashMap<u32, (u32, u32)>,
     inbound: VecDeque<TaggedPacket>,
     outbound: VecDeque<TaggedPacket>,
 }
@@ -226,6 +266,7 @@ impl Feedback {
             budget_bits: 0.0,
             last: None,
             reports,
+            counted: HashMap::new(),
             inbound: VecDeque::new(),
             outbound: VecDeque::new(),
         }
@@ -237,8 +278,34 @@ impl Feedback {
         if self.estimate.source() == Source::Twcc {
             return;
         }
+        if fraction_lost > 0 {
+            self.estimate.lossy_reports.fetch_add(1, Ordering::Relaxed);
+        }
         let bps = self.reports.update(now, usize::from(fraction_lost), 256);
         self.estimate.publish_reports(bps);
+    }
+
+    /// The loss (in 256ths) of a report block on stream `ssrc` (its extended `highest`
+    /// sequence number, `lost` so far, its own `fraction` lost): its own, unless sequence
+    /// numbers were skipped on purpose since the last block, which it counts as lost; then
+    /// the loss between the two blocks without them.
+    fn loss(&mut self, ssrc: u32, highest: u32, lost: u32, fraction: u8) -> u8 {
+        let before = self.counted.insert(ssrc, (highest, lost));
+        let skipped = self.estimate.skipped.load(Ordering::Relaxed);
+        let Some((highest_before, lost_before)) = before.filter(|_| skipped > 0) else {
+            return fraction;
+        };
+        let expected = u64::from(highest.wrapping_sub(highest_before));
+        let lost = u64::from(lost.wrapping_sub(lost_before) & 0x00ff_ffff);
+        if expected < skipped || lost < skipped || expected > u64::from(u16::MAX) {
+            return fraction;
+        }
+        self.estimate.skipped.fetch_sub(skipped, Ordering::Relaxed);
+        let (expected, lost) = (expected - skipped, lost - skipped);
+        match expected {
+            0 => 0,
+            _ => (lost * 256 / expected).min(255) as u8,
+        }
     }
 
     /// Whether a resend of `bits` fits at `now`.
@@ -267,10 +334,22 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Feedback {
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            let losses: Vec<u8> = packets
+            let blocks: Vec<(u32, u32, u32, u8)> = packets
                 .iter()
                 .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
-                .flat_map(|rr| rr.reports.iter().map(|block| block.fraction_lost))
+                .flat_map(|rr| rr.reports.iter())
+                .map(|b| {
+                    (
+                        b.ssrc,
+                        b.last_sequence_number,
+                        b.total_lost,
+                        b.fraction_lost,
+                    )
+                })
+                .collect();
+            let losses: Vec<u8> = blocks
+                .into_iter()
+                .map(|(ssrc, highest, lost, fraction)| self.loss(ssrc, highest, lost, fraction))
                 .collect();
             for fraction_lost in losses {
                 self.reported(msg.now, fraction_lost);
@@ -456,6 +535,35 @@ mod tests {
             "{}",
             viewer.estimate.bps()
         );
+    }
+
+    #[test]
+    fn sequence_numbers_skipped_on_purpose_are_not_counted_as_loss() {
+        let mut viewer = feedback(2_000_000.0);
+        let (video, audio) = (0x1111, 0x2222);
+        assert_eq!(
+            viewer.loss(video, 1000, 10, 5),
+            5,
+            "the first block as it says"
+        );
+        assert_eq!(viewer.loss(audio, 500, 0, 0), 0);
+        // 1024 skipped, then 40 sent, 2 of them lost: the block says 1026 of 1064 lost.
+        viewer.estimate.skipped(1024);
+        assert_eq!(
+            viewer.loss(audio, 550, 1, 5),
+            5,
+            "audio's block is left alone"
+        );
+        assert_eq!(
+            viewer.loss(video, 1000 + 1064, 10 + 1026, 245),
+            (2 * 256 / 40) as u8
+        );
+        assert_eq!(viewer.estimate.skipped.load(Ordering::Relaxed), 0);
+        // Later blocks are read as they come.
+        assert_eq!(viewer.loss(video, 1000 + 1104, 10 + 1030, 25), 25);
+        assert_eq!(viewer.estimate.lossy_reports(), 0, "loss() only reads");
+        viewer.reported(Instant::now(), 25);
+        assert_eq!(viewer.estimate.lossy_reports(), 1);
     }
 
     #[test]

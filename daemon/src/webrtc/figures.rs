@@ -322,6 +322,11 @@ impl Watched {
         }
     }
 
+    /// Where the viewer's estimate comes from, and what its feedback said.
+    pub fn feedback(&self) -> &Estimate {
+        &self.estimate
+    }
+
     /// The viewer's bandwidth estimate (bits per second), once its feedback moved it.
     pub fn estimate(&self) -> Option<f64> {
         self.estimate.measured().then(|| self.estimate.bps())

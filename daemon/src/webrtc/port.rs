@@ -18,12 +18,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::message::{CLASS_REQUEST, Message};
 use rtc::stun::textattrs::TextAttribute;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
-use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
 use super::tcp::{self, TcpArrival};
 
