@@ -39,6 +39,49 @@ fn peer(daemon: &Daemon, id: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no peer {id} in {status}"))
 }
 
+/// The default stream (1280x720, 2000 kb/s, two layers) and a link of `kbps` to it.
+async fn default_stream_behind(kbps: u64) -> (Daemon, Link) {
+    let daemon =
+        start("[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n");
+    let link = Link::start(
+        ([127, 0, 0, 1], daemon.media_port).into(),
+        Shape::kbps(kbps),
+    )
+    .await
+    .unwrap();
+    (daemon, link)
+}
+
+/// aiortc (`whep_client.py`, receiver reports and NACKs, no TWCC) watching `daemon` through
+/// `link` with `args`; its JSON result.
+fn aiortc(
+    daemon: &Daemon,
+    link: &Link,
+    args: &[&str],
+) -> tokio::task::JoinHandle<anyhow::Result<serde_json::Value>> {
+    let mut command = std::process::Command::new(onair_tests::metrics::whep_python().unwrap());
+    command
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/whep/whep_client.py"))
+        .arg(format!("{}/whep", daemon.base_url))
+        .args(["--relay", &link.addr().to_string(), "--json"])
+        .args(args);
+    tokio::task::spawn_blocking(move || {
+        onair_tests::bench::latency::run_json(command, Duration::from_secs(120))
+    })
+}
+
+/// The link dropped packets: it was a bottleneck, and the viewer did not go round it.
+fn assert_dropped(link: &Link) {
+    let dropped = link
+        .counters()
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        dropped > 0,
+        "the link dropped nothing: no bottleneck, or the viewer went round it"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_behind_a_narrow_link_is_estimated_below_it_and_one_beside_it_is_not() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -207,14 +250,7 @@ async fn chromium_behind_1_mbps_keeps_playing_the_default_stream_with_little_del
     // 23 pictures a second with a glass-to-glass p95 of about 200 ms (docs/PERFORMANCE.md);
     // without congestion control, 1-1.4 a second at a p95 of 1.35 s. The bounds tell the two
     // apart on a loaded machine too.
-    let daemon =
-        start("[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n");
-    let link = Link::start(
-        ([127, 0, 0, 1], daemon.media_port).into(),
-        Shape::kbps(1000),
-    )
-    .await
-    .unwrap();
+    let (daemon, link) = default_stream_behind(1000).await;
     let mut command = std::process::Command::new("node");
     command
         .arg(onair_tests::bench::latency::tests_dir().join("browser/latency.mjs"))
@@ -234,14 +270,7 @@ async fn chromium_behind_1_mbps_keeps_playing_the_default_stream_with_little_del
     assert!(fps >= 8.0, "{fps} pictures a second");
     assert!(p95 <= 900.0, "glass-to-glass p95 {p95} ms");
     assert!(glass["measured"].as_u64().unwrap_or(0) >= 300, "{glass}");
-    let dropped = link
-        .counters()
-        .dropped
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        dropped > 0,
-        "the link dropped nothing: it was no bottleneck"
-    );
+    assert_dropped(&link);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,20 +363,8 @@ async fn aiortc_which_sends_no_twcc_is_moved_to_the_low_layer_by_its_receiver_re
     // The default stream through 600 kb/s to aiortc (receiver reports, NACKs and PLIs, no
     // TWCC feedback): its estimate comes from the loss it reports. (With sound: aiortc
     // refuses an answer whose audio section is rejected.)
-    let daemon =
-        start("[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n");
-    let link = Link::start(([127, 0, 0, 1], daemon.media_port).into(), Shape::kbps(600))
-        .await
-        .unwrap();
-    let mut command = std::process::Command::new(onair_tests::metrics::whep_python().unwrap());
-    command
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/whep/whep_client.py"))
-        .arg(format!("{}/whep", daemon.base_url))
-        .args(["--relay", &link.addr().to_string()])
-        .args(["--watch", "25", "--frames", "150", "--json"]);
-    let aiortc = tokio::task::spawn_blocking(move || {
-        onair_tests::bench::latency::run_json(command, Duration::from_secs(120))
-    });
+    let (daemon, link) = default_stream_behind(600).await;
+    let aiortc = aiortc(&daemon, &link, &["--watch", "25", "--frames", "150"]);
 
     // On the low layer soon after joining (a few seconds on a quiet machine).
     let start = Instant::now();
@@ -383,14 +400,7 @@ async fn aiortc_which_sends_no_twcc_is_moved_to_the_low_layer_by_its_receiver_re
         low >= 300 && low * 2 > all,
         "{low} of {all} pictures 640x360 in 25 s"
     );
-    let dropped = link
-        .counters()
-        .dropped
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        dropped > 0,
-        "the link dropped nothing: aiortc went round it"
-    );
+    assert_dropped(&link);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,25 +409,12 @@ async fn aiortc_which_sends_no_twcc_behind_1_mbps_sees_pictures_a_few_hundred_ms
     // The default stream (1280x720, 2000 kb/s) through 1 Mbit/s with a 400 ms drop-tail queue
     // to aiortc, whose estimate comes from its receiver reports alone. Every decoded picture's
     // stamp is read: glass-to-glass, after its first 2 s.
-    let daemon =
-        start("[http]\nlisten = \"127.0.0.1:0\"\n[webrtc]\nbind_ips = [\"127.0.0.1\"]\nport = 0\n");
-    let link = Link::start(
-        ([127, 0, 0, 1], daemon.media_port).into(),
-        Shape::kbps(1000),
-    )
-    .await
-    .unwrap();
-    let mut command = std::process::Command::new(onair_tests::metrics::whep_python().unwrap());
-    command
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/whep/whep_client.py"))
-        .arg(format!("{}/whep", daemon.base_url))
-        .args(["--relay", &link.addr().to_string()])
-        .args([
-            "--watch", "30", "--frames", "150", "--glass", "1280x720", "--json",
-        ]);
-    let aiortc = tokio::task::spawn_blocking(move || {
-        onair_tests::bench::latency::run_json(command, Duration::from_secs(120))
-    });
+    let (daemon, link) = default_stream_behind(1000).await;
+    let aiortc = aiortc(
+        &daemon,
+        &link,
+        &["--watch", "30", "--frames", "150", "--glass", "1280x720"],
+    );
     tokio::time::sleep(Duration::from_secs(20)).await;
     let during = peer_summary(&daemon);
     let result = aiortc.await.unwrap().unwrap();
@@ -433,14 +430,7 @@ async fn aiortc_which_sends_no_twcc_behind_1_mbps_sees_pictures_a_few_hundred_ms
     let p95 = glass["p95"].as_f64().expect("stamps read");
     assert!(glass["measured"].as_u64().unwrap_or(0) >= 300, "{glass}");
     assert!(p95 <= 400.0, "glass-to-glass p95 {p95} ms: {glass}");
-    let dropped = link
-        .counters()
-        .dropped
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        dropped > 0,
-        "the link dropped nothing: aiortc went round it"
-    );
+    assert_dropped(&link);
 }
 
 /// What `/api/status` says of the sessions, in short.
