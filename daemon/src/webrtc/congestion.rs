@@ -296,15 +296,16 @@ impl Feedback {
             return fraction;
         };
         let expected = u64::from(highest.wrapping_sub(highest_before));
-        let lost = u64::from(lost.wrapping_sub(lost_before) & 0x00ff_ffff);
-        if expected < skipped || lost < skipped || expected > u64::from(u16::MAX) {
+        if expected < skipped || expected > u64::from(u16::MAX) {
             return fraction;
         }
         self.estimate.skipped.fetch_sub(skipped, Ordering::Relaxed);
-        let (expected, lost) = (expected - skipped, lost - skipped);
-        match expected {
+        // Packets lost is 24 bits, signed: duplicates (resends that came after all) lower it.
+        let lost = i64::from(((lost.wrapping_sub(lost_before) << 8) as i32) >> 8);
+        let lost = (lost - skipped as i64).max(0) as u64;
+        match expected - skipped {
             0 => 0,
-            _ => (lost * 256 / expected).min(255) as u8,
+            expected => (lost * 256 / expected).min(255) as u8,
         }
     }
 
@@ -561,6 +562,16 @@ mod tests {
         assert_eq!(viewer.estimate.skipped.load(Ordering::Relaxed), 0);
         // Later blocks are read as they come.
         assert_eq!(viewer.loss(video, 1000 + 1104, 10 + 1030, 25), 25);
+        // A jump in an interval where resends arrived after all (fewer lost than before,
+        // besides the jump): no loss, not "all lost".
+        viewer.estimate.skipped(1024);
+        let before = 1040 + 1024 - 5;
+        assert_eq!(viewer.loss(video, 1000 + 1104 + 1064, before, 240), 0);
+        assert_eq!(viewer.estimate.skipped.load(Ordering::Relaxed), 0);
+        // Even with fewer lost than before in all (24 bits, signed): no loss.
+        viewer.estimate.skipped(1024);
+        assert_eq!(viewer.loss(video, 1000 + 1104 + 2128, before - 2000, 0), 0);
+        assert_eq!(viewer.estimate.skipped.load(Ordering::Relaxed), 0);
         assert_eq!(viewer.estimate.lossy_reports(), 0, "loss() only reads");
         viewer.reported(Instant::now(), 25);
         assert_eq!(viewer.estimate.lossy_reports(), 1);
