@@ -18,8 +18,8 @@
 //! the top one. The pacer keeps its starting rate for them.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rtc::interceptor::{
@@ -56,10 +56,20 @@ pub struct Estimate {
     refused: AtomicU64,
     /// Its receiver reports that showed loss.
     lossy_reports: AtomicU64,
-    /// Video sequence numbers skipped on purpose (`webrtc::forward`'s flush) that no receiver
-    /// report has accounted for yet: they are not loss.
-    skipped: AtomicU64,
+    /// Jumps in the video's sequence numbers made on purpose (`webrtc::forward`'s flush)
+    /// that no receiver report has accounted for yet: what they skip is not loss.
+    jumps: Mutex<VecDeque<Jump>>,
 }
+
+/// A jump in the video's sequence numbers: `count` left out before `first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Jump {
+    first: u16,
+    count: u16,
+}
+
+/// Jumps kept until a receiver report accounts for them (they are at least 2 s apart).
+const JUMPS_KEPT: usize = 8;
 
 /// Where a viewer's estimate comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +91,7 @@ impl Estimate {
             retransmitted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             lossy_reports: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
+            jumps: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -110,10 +120,40 @@ impl Estimate {
         self.lossy_reports.load(Ordering::Relaxed)
     }
 
-    /// The video skipped `count` sequence numbers on purpose: the next receiver report that
-    /// counts them lost is corrected.
-    pub fn skipped(&self, count: u64) {
-        self.skipped.fetch_add(count, Ordering::Relaxed);
+    /// The video left out `count` sequence numbers on purpose, before `first`: the receiver
+    /// report whose range takes them in is corrected.
+    pub fn jumped(&self, first: u16, count: u16) {
+        if let Ok(mut jumps) = self.jumps.lock() {
+            if jumps.len() == JUMPS_KEPT {
+                jumps.pop_front();
+            }
+            jumps.push_back(Jump { first, count });
+        }
+    }
+
+    /// The sequence numbers left out on purpose in a receiver's report range after
+    /// `before` up to `highest` (extended sequence numbers); jumps the receiver has passed
+    /// are forgotten, later ones kept.
+    fn skipped_between(&self, before: u32, highest: u32) -> u64 {
+        let span = highest.wrapping_sub(before);
+        let Ok(mut jumps) = self.jumps.lock() else {
+            return 0;
+        };
+        let mut skipped = 0;
+        jumps.retain(|jump| {
+            let offset = u32::from(jump.first.wrapping_sub(before as u16));
+            match offset {
+                // In the range (the jump itself and its first packet).
+                _ if offset >= 1 && offset <= span && span < 0x8000 => {
+                    skipped += u64::from(jump.count);
+                    false
+                }
+                // Behind what the receiver has seen: nothing to correct any more.
+                0 | 0x8000.. => false,
+                _ => true,
+            }
+        });
+        skipped
     }
 
     /// Packets resent for the viewer's NACKs.
@@ -253,8 +293,9 @@ struct Feedback {
     last: Option<Instant>,
     /// The estimate from receiver reports.
     reports: LossController,
-    /// Per stream (SSRC), its last report block's highest sequence number and packets lost.
-    counted: HashMap<u32, (u32, u32)>,
+    /// Our video streams (SSRC): their last report block's highest sequence number and
+    /// packets lost, once one came.
+    video: HashMap<u32, Option<(u32, u32)>>,
     inbound: VecDeque<TaggedPacket>,
     outbound: VecDeque<TaggedPacket>,
 }
@@ -266,7 +307,7 @@ impl Feedback {
             budget_bits: 0.0,
             last: None,
             reports,
-            counted: HashMap::new(),
+            video: HashMap::new(),
             inbound: VecDeque::new(),
             outbound: VecDeque::new(),
         }
@@ -286,20 +327,21 @@ impl Feedback {
     }
 
     /// The loss (in 256ths) of a report block on stream `ssrc` (its extended `highest`
-    /// sequence number, `lost` so far, its own `fraction` lost): its own, unless sequence
-    /// numbers were skipped on purpose since the last block, which it counts as lost; then
-    /// the loss between the two blocks without them.
+    /// sequence number, `lost` so far, its own `fraction` lost): its own, unless it is our
+    /// video's and takes in a jump made on purpose (which it counts as lost); then the loss
+    /// between this block and the one before without the jump.
     fn loss(&mut self, ssrc: u32, highest: u32, lost: u32, fraction: u8) -> u8 {
-        let before = self.counted.insert(ssrc, (highest, lost));
-        let skipped = self.estimate.skipped.load(Ordering::Relaxed);
-        let Some((highest_before, lost_before)) = before.filter(|_| skipped > 0) else {
+        let Some(last) = self.video.get_mut(&ssrc) else {
             return fraction;
         };
+        let Some((highest_before, lost_before)) = last.replace((highest, lost)) else {
+            return fraction;
+        };
+        let skipped = self.estimate.skipped_between(highest_before, highest);
         let expected = u64::from(highest.wrapping_sub(highest_before));
-        if expected < skipped || expected > u64::from(u16::MAX) {
+        if skipped == 0 || expected < skipped {
             return fraction;
         }
-        self.estimate.skipped.fetch_sub(skipped, Ordering::Relaxed);
         // Packets lost is 24 bits, signed: duplicates (resends that came after all) lower it.
         let lost = i64::from(((lost.wrapping_sub(lost_before) << 8) as i32) >> 8);
         let lost = (lost - skipped as i64).max(0) as u64;
@@ -386,8 +428,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Feedback {
 }
 
 impl Interceptor for Feedback {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if info.mime_type.to_ascii_lowercase().starts_with("video/") {
+            self.video.entry(info.ssrc).or_insert(None);
+        }
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.video.remove(&info.ssrc);
+    }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
@@ -542,16 +590,18 @@ mod tests {
     fn sequence_numbers_skipped_on_purpose_are_not_counted_as_loss() {
         let mut viewer = feedback(2_000_000.0);
         let (video, audio) = (0x1111, 0x2222);
+        viewer.video.insert(video, None);
         assert_eq!(
             viewer.loss(video, 1000, 10, 5),
             5,
             "the first block as it says"
         );
         assert_eq!(viewer.loss(audio, 500, 0, 0), 0);
-        // 1024 skipped, then 40 sent, 2 of them lost: the block says 1026 of 1064 lost.
-        viewer.estimate.skipped(1024);
+        // A jump of 1024 before sequence number 1020, then 40 more sent, 2 of them lost:
+        // the block says 1026 of 1064 lost.
+        viewer.estimate.jumped(1020 + 1024, 1024);
         assert_eq!(
-            viewer.loss(audio, 550, 1, 5),
+            viewer.loss(audio, 2000, 1, 5),
             5,
             "audio's block is left alone"
         );
@@ -559,19 +609,22 @@ mod tests {
             viewer.loss(video, 1000 + 1064, 10 + 1026, 245),
             (2 * 256 / 40) as u8
         );
-        assert_eq!(viewer.estimate.skipped.load(Ordering::Relaxed), 0);
         // Later blocks are read as they come.
         assert_eq!(viewer.loss(video, 1000 + 1104, 10 + 1030, 25), 25);
-        // A jump in an interval where resends arrived after all (fewer lost than before,
-        // besides the jump): no loss, not "all lost".
-        viewer.estimate.skipped(1024);
-        let before = 1040 + 1024 - 5;
-        assert_eq!(viewer.loss(video, 1000 + 1104 + 1064, before, 240), 0);
-        assert_eq!(viewer.estimate.skipped.load(Ordering::Relaxed), 0);
-        // Even with fewer lost than before in all (24 bits, signed): no loss.
-        viewer.estimate.skipped(1024);
-        assert_eq!(viewer.loss(video, 1000 + 1104 + 2128, before - 2000, 0), 0);
-        assert_eq!(viewer.estimate.skipped.load(Ordering::Relaxed), 0);
+        // A report from before a jump (however long its range) is not corrected, and the
+        // one that takes the jump in is.
+        let first = (2104 + 300 + 1024) as u16;
+        viewer.estimate.jumped(first, 1024);
+        assert_eq!(viewer.loss(video, 2104 + 200, 1040, 0), 0);
+        assert_eq!(viewer.loss(video, 2104 + 200 + 1124, 1040 + 1024, 240), 0);
+        // With fewer lost than before in all (24 bits, signed; resends that came late):
+        // no loss either.
+        viewer.estimate.jumped((3428 + 10 + 1024) as u16, 1024);
+        assert_eq!(viewer.loss(video, 3428 + 1100, 2064 + 1024 - 2000, 0), 0);
+        // A jump the receiver never saw (its report went past it): forgotten.
+        viewer.estimate.jumped(100, 1024);
+        assert_eq!(viewer.loss(video, 4528 + 40, 1088, 0), 0);
+        assert!(viewer.estimate.jumps.lock().unwrap().is_empty());
         assert_eq!(viewer.estimate.lossy_reports(), 0, "loss() only reads");
         viewer.reported(Instant::now(), 25);
         assert_eq!(viewer.estimate.lossy_reports(), 1);

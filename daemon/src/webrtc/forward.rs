@@ -119,9 +119,10 @@ impl RtpStamper {
         self.waiting_for_keyframe = true;
     }
 
-    /// Leaves out the next `count` sequence numbers (see [`Gaps`]).
-    pub fn skip(&mut self, count: u16) {
+    /// Leaves out the next `count` sequence numbers (see [`Gaps`]); the next one used.
+    pub fn skip(&mut self, count: u16) -> u16 {
         self.next_sequence = self.next_sequence.wrapping_add(count);
+        self.next_sequence
     }
 
     /// The RTP packets of one picture, none while waiting for an IDR. The marker bit ends
@@ -371,8 +372,8 @@ async fn send(
     }
     if unit.keyframe && gaps.flush(viewer.watched.feedback(), Instant::now()) {
         debug!(session = %viewer.session, "viewer may wait for lost packets: the IDR starts after a jump in sequence numbers");
-        stamper.skip(FLUSH);
-        viewer.watched.feedback().skipped(u64::from(FLUSH));
+        let first = stamper.skip(FLUSH);
+        viewer.watched.feedback().jumped(first, FLUSH);
     }
     let mut sent = false;
     for packet in stamper.video_at(unit, timestamp) {

@@ -324,6 +324,9 @@ impl Queue {
             }
             Err(e) => return Err(QueueError::other(what(), e)),
         };
+        if buffer.num_planes() == 0 {
+            return Err(QueueError::other(what(), "a buffer with no plane"));
+        }
         let index = buffer.index() as usize;
         let count = self.queued.len();
         let Some(queued) = self.queued.get_mut(index) else {
@@ -351,7 +354,11 @@ impl Queue {
     }
 }
 
-/// VIDIOC_REQBUFS: how many buffers the driver gave (at least one).
+/// More buffers than any queue here asks for; a driver that gives more has the rest unused.
+const MOST_BUFFERS: usize = 32;
+
+/// VIDIOC_REQBUFS: how many buffers the driver gave (at least one; at most
+/// [`MOST_BUFFERS`] are used).
 fn request(
     device: &impl AsRawFd,
     kind: QueueType,
@@ -364,5 +371,5 @@ fn request(
     if got == 0 {
         return Err(QueueError::other(what(), "no buffers"));
     }
-    Ok(got)
+    Ok(got.min(MOST_BUFFERS))
 }
