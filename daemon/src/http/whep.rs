@@ -54,6 +54,7 @@ pub async fn create(
             if let Some(value) = state
                 .sessions
                 .ice_tag(&id)
+                .await
                 .and_then(|tag| HeaderValue::from_str(&tag).ok())
             {
                 h.insert(header::ETAG, value);
@@ -104,7 +105,7 @@ pub async fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(tag) = state.sessions.ice_tag(&id) else {
+    let Some(tag) = state.sessions.ice_tag(&id).await else {
         return plain(StatusCode::NOT_FOUND, "no such session\n");
     };
     let fragment = match fragment(&headers, &body) {
@@ -142,6 +143,7 @@ pub async fn patch(
             if let Some(value) = state
                 .sessions
                 .ice_tag(&id)
+                .await
                 .and_then(|tag| HeaderValue::from_str(&tag).ok())
             {
                 h.insert(header::ETAG, value);

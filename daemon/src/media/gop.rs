@@ -101,6 +101,11 @@ impl VideoFeed {
         }
     }
 
+    /// The GOP so far (oldest first).
+    pub fn kept(&self) -> Vec<Arc<VideoUnit>> {
+        self.gop().units.clone()
+    }
+
     /// The live pictures only, from the next one published.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<VideoUnit>> {
         self.live.subscribe()

@@ -149,6 +149,12 @@ impl MediaHandle {
         self.layers[0].feed.join()
     }
 
+    /// The newest IDR of the top layer and the pictures since it (see [`gop`]); empty when
+    /// there is none at hand.
+    pub fn kept_gop(&self) -> Vec<Arc<VideoUnit>> {
+        self.layers[0].feed.kept()
+    }
+
     /// The live pictures of `layer` only, from the next one encoded; `None` if there is no
     /// such layer. Subscribing is what makes a lower layer be encoded.
     pub fn subscribe_layer(&self, layer: usize) -> Option<broadcast::Receiver<Arc<VideoUnit>>> {

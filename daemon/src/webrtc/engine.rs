@@ -1,151 +1,212 @@
-//! The one loop: every viewer's peer connection, driven by one task over the one port.
+//! The one loop: every viewer, driven by one task over the one port.
 //!
 //! webrtc-rs's sans-IO core (`rtc::RTCPeerConnection`) does ICE, DTLS, SRTP, RTCP and the
-//! interceptors (NACK, reports, TWCC, congestion control) with time as an input and no I/O.
-//! This task owns every connection's core and the port's sockets, and is their only driver:
+//! interceptors (NACK, reports, TWCC, congestion control, the pacer) with time as an input
+//! and no I/O. This task owns every [`Viewer`] (its core and everything else onaird keeps for
+//! it) and the port's sockets, and is their only driver:
 //!
-//! - **In**: datagrams and ICE-TCP frames from the port ([`Arrival`]) go to the connection
-//!   [`Routes`] names (a browser's first nomination is handed to it again once its pair
-//!   works: [`Nominations`]); answers to our STUN requests, to [`Reflexive`].
-//! - **Out**: whatever a core has to send leaves through the port's socket serving its
-//!   local address (a full socket buffer queues up to [`UNSENT`] datagrams) or the
-//!   connection's ICE-TCP stream.
-//! - **Time**: each core's next timer; the loop wakes for the earliest.
-//! - **From the sessions**: orders ([`Conn::with`] runs a closure on the core: negotiation,
-//!   stats) and RTP packets ([`RtpOut`]), through bounded queues; a connection's state
-//!   changes and its viewer's key frame requests go back through a one-slot watch and a
-//!   small queue. The loop never waits on a session.
+//! - **Requests** ([`Request`], one bounded queue): offers, answers, trickled candidates,
+//!   ICE restarts, figures, shutdown; each answered once, by a reply channel. Ends
+//!   (WHEP DELETE) come through a second queue that holds at most one per live session.
+//! - **Media**: one subscription per layer that a viewer watches, and one to the audio
+//!   ([`Feeds`]); each new picture goes to every viewer on its layer in one wake.
+//! - **In**: datagrams and ICE-TCP frames from the port ([`Arrival`]) go to the viewer
+//!   [`Routes`] names; answers to our STUN requests, to [`Reflexive`].
+//! - **Out**: whatever a core has to send leaves through the port's socket serving its local
+//!   address, at the end of the wake: a viewer's datagrams of one wake (a picture's packets
+//!   that its pacer let out) leave in one system call where the kernel has UDP GSO
+//!   ([`Net::send_outbox`]); a full socket buffer queues up to [`UNSENT`] datagrams. ICE-TCP
+//!   frames go to the viewer's stream.
+//! - **Time**: each viewer's next deadline (its core's timer, its session's, its catch-up's);
+//!   every [`CHOOSE_EVERY`] each viewer's layer is reconsidered, every [`REPORT_LOSS_EVERY`]
+//!   its loss goes to the audio encoder. The loop wakes for the earliest.
 //!
-//! A connection costs its core and a few table entries: no socket, no task (an ICE-TCP
-//! viewer's stream has one task reading and writing it, see [`super::tcp`]).
+//! The loop never waits on anyone: replies go into one-shot channels, media into the cores
+//! (each viewer's pacer holds at most `congestion::PACER_QUEUE_PACKETS`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 use rtc::ice::candidate::CandidateConfig;
 use rtc::ice::candidate::candidate_host::CandidateHostConfig;
 use rtc::ice::candidate::candidate_server_reflexive::CandidateServerReflexiveConfig;
 use rtc::ice::tcp_type::TcpType;
-use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::event::RTCPeerConnectionEvent;
-use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::sdp::{RTCSdpType, RTCSessionDescription};
 use rtc::peer_connection::transport::{RTCIceCandidate, RTCIceCandidateInit};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtp;
-use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, error, warn};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::BroadcastStream;
+use tracing::{debug, error, info, warn};
 
-use super::nomination::Nominations;
-use super::port::{ARRIVALS, Arrival, ConnId, Port, Routes, Socket, stun};
+use super::ended::EndNotices;
+use super::figures::{PeerFigures, Phase, SessionFigures, Traffic};
+use super::peer::{self, PeerFactory};
+use super::port::{ARRIVALS, Arrival, Port, Routes, Socket, stun};
 use super::reflexive::Reflexive;
-use super::session::Event;
+use super::session::{Action, CloseReason, Event, SessionId};
 use super::tcp::{StreamKey, TcpArrival};
-use crate::media::KeyframeReason;
+use super::viewer::{Parts, Tracks, Viewer};
+use super::{IceCredentials, OfferError, Places, Undelivered, negotiate};
+use crate::media::{AudioUnit, KeyframeReason, MediaHandle, VideoUnit};
 
-/// Orders waiting for the loop (negotiations, stats): a few per session at most.
-const ORDERS: usize = 256;
-/// RTP packets waiting for the loop, from every session. A full queue makes the sessions'
-/// senders wait (they wait for their encoder anyway); the loop never does.
-const RTP_QUEUE: usize = 4096;
+/// Requests waiting for the loop, from everyone. Each takes the loop microseconds; offers
+/// wait for room, candidates find it full only when the loop is overwhelmed, and are then
+/// refused (`503`, try again).
+const REQUESTS: usize = 256;
 /// Datagrams waiting for room in a socket's send buffer; more drop the oldest.
 const UNSENT: usize = 4096;
-/// Key frame requests waiting for a session (it takes them at once; a flood is dropped).
-const FEEDBACK: usize = 16;
-/// Arrivals and RTP packets handled per wake before the loop looks at its timers again.
+/// The most bytes one system call sends (UDP GSO's limit is 64 KiB).
+const SEND_AT_ONCE: usize = 60_000;
+/// Arrivals and pictures handled per wake before the loop looks at its timers again.
 const BURST: usize = 64;
+/// How often each viewer's layer is reconsidered.
+pub const CHOOSE_EVERY: Duration = Duration::from_millis(250);
+/// How often each viewer's loss is reported to the audio encoder.
+pub const REPORT_LOSS_EVERY: Duration = Duration::from_secs(1);
 
-/// The connection is gone (closed, or the loop stopped).
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the peer connection is gone")]
-pub struct Gone;
+/// A reply the loop owes.
+pub type Reply<T> = oneshot::Sender<Result<T, OfferError>>;
 
-type Work = Box<dyn FnOnce(&mut RTCPeerConnection, Instant) + Send>;
-
-enum Order {
-    Add {
-        pc: Box<RTCPeerConnection>,
-        events: watch::Sender<Option<Event>>,
-        feedback: mpsc::Sender<KeyframeReason>,
-        reply: oneshot::Sender<ConnId>,
+/// What the front ends ask of the loop: one kind per request, one reply each.
+pub enum Request {
+    /// A new viewer: answer its offer (WHEP), or offer to it (`None`: signalling, WHIP).
+    /// Replies with its id and our SDP.
+    Offer {
+        /// The viewer's offer, if it made one.
+        offer: Option<Box<RTCSessionDescription>>,
+        /// Its slot and its place among those connecting.
+        places: Places,
+        /// Where the id and our SDP go.
+        reply: Reply<(SessionId, String)>,
     },
-    With(ConnId, Work),
-    AnswerAs(ConnId, String),
-    Candidates(ConnId, oneshot::Sender<()>),
+    /// The viewer's answer to our offer.
+    Answer(SessionId, String, Reply<()>),
+    /// One of the viewer's ICE candidates (trickled).
+    Candidate(SessionId, RTCIceCandidateInit),
+    /// The viewer restarts ICE with these credentials; the reply is our ICE fragment.
+    Restart(SessionId, IceCredentials, Reply<String>),
+    /// The ICE session's number (its WHEP entity tag), if the session is live.
+    IceGeneration(SessionId, oneshot::Sender<Option<u32>>),
+    /// Where a session is, if it is live.
+    Phase(SessionId, oneshot::Sender<Option<Phase>>),
+    /// Every session's figures, for `/metrics`.
+    Figures(oneshot::Sender<SessionFigures>),
+    /// Each live session's figures, for `/api/status`.
+    Peers(oneshot::Sender<Vec<PeerFigures>>),
+    /// Ask these STUN servers for the port's public address from now on.
     StunServers(Vec<SocketAddr>),
+    /// Close every session, refuse new ones; replies once the close alerts are out.
+    Shutdown(oneshot::Sender<()>),
 }
 
-struct Rtp {
-    conn: ConnId,
-    sender: RTCRtpSenderId,
-    packet: rtp::Packet,
+/// What the front ends may read without asking the loop: which sessions are live, how many
+/// viewers receive media, and who wants to hear of a session's end. Written by the loop only.
+#[derive(Default)]
+pub struct Directory {
+    /// Live sessions, each with whether its end was asked for already.
+    live: Mutex<HashMap<SessionId, bool>>,
+    /// Sessions with media flowing.
+    viewers: AtomicUsize,
+    /// Ids of sessions that ended, for front ends that must tell someone (signalling).
+    pub ended: EndNotices,
+}
+
+impl Directory {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, bool>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether session `id` is live.
+    pub fn contains(&self, id: SessionId) -> bool {
+        self.live().contains_key(&id)
+    }
+
+    /// Live sessions, negotiating ones included.
+    pub fn len(&self) -> usize {
+        self.live().len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Viewers receiving media.
+    pub fn viewers(&self) -> usize {
+        self.viewers.load(Ordering::Relaxed)
+    }
 }
 
 /// The way to the loop. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    orders: mpsc::Sender<Order>,
-    rtp: mpsc::Sender<Rtp>,
-    /// Unbounded, but each connection sends one or two (its close, then its drop): at most
-    /// twice `MAX_SESSIONS` wait. With whom to tell once it is closed.
-    closes: mpsc::UnboundedSender<(ConnId, Option<oneshot::Sender<()>>)>,
+    requests: mpsc::Sender<Request>,
+    /// Ends asked for (WHEP DELETE): at most one per live session waits (see
+    /// [`Directory::live`]), so at most `MAX_SESSIONS`.
+    ends: mpsc::UnboundedSender<SessionId>,
+    directory: Arc<Directory>,
     number: u16,
 }
 
-/// What comes with a new connection.
-pub struct Added {
-    /// The connection.
-    pub conn: Conn,
-    /// Its newest state change (`None` before the first).
-    pub events: watch::Receiver<Option<Event>>,
-    /// Its viewer's key frame requests (PLI, FIR).
-    pub feedback: mpsc::Receiver<KeyframeReason>,
-}
-
 impl Engine {
-    /// Binds `port` on `ips` and starts the loop. Our host candidates are the bound
-    /// addresses (a wildcard's: its family's on the machine's interfaces).
-    pub fn start(ips: &[IpAddr], port: u16) -> std::io::Result<Engine> {
+    /// Binds the port `factory` names and starts the loop, serving `media`. Our host
+    /// candidates are the bound addresses (a wildcard's: its family's on the machine's
+    /// interfaces).
+    pub fn start(factory: PeerFactory, media: MediaHandle) -> std::io::Result<Engine> {
         let (arrivals_tx, arrivals) = mpsc::channel(ARRIVALS);
-        let port = Port::bind(ips, port, &arrivals_tx)?;
-        let (orders_tx, orders) = mpsc::channel(ORDERS);
-        let (rtp_tx, rtp) = mpsc::channel(RTP_QUEUE);
-        let (closes_tx, closes) = mpsc::unbounded_channel();
+        let (ips, number) = factory.binding();
+        let port = Port::bind(ips, number, &arrivals_tx)?;
+        let (requests_tx, requests) = mpsc::channel(REQUESTS);
+        let (ends_tx, ends) = mpsc::unbounded_channel();
         let number = port.number();
+        let directory = Arc::new(Directory::default());
+        let now = Instant::now();
         let core = Core {
             net: Net {
                 hosts: host_addresses(&port.sockets),
                 sockets: port.sockets,
                 routes: Routes::default(),
                 streams: HashMap::new(),
+                outbox: Vec::new(),
                 unsent: VecDeque::new(),
                 dropped: 0,
+                joined: Vec::new(),
             },
-            conns: HashMap::new(),
+            viewers: HashMap::new(),
+            factory,
+            feeds: Feeds::default(),
+            media,
             reflexive: Reflexive::default(),
             waiting: Vec::new(),
-            next_id: 1,
+            directory: directory.clone(),
+            ended: Traffic::default(),
+            closing: false,
+            next_choice: now + CHOOSE_EVERY,
+            next_loss_report: now + REPORT_LOSS_EVERY,
+            scratch: Vec::new(),
         };
         tokio::spawn(run(
             core,
             Inputs {
-                orders,
-                rtp,
-                closes,
+                requests,
+                ends,
                 arrivals,
             },
         ));
         Ok(Engine {
-            orders: orders_tx,
-            rtp: rtp_tx,
-            closes: closes_tx,
+            requests: requests_tx,
+            ends: ends_tx,
+            directory,
             number,
         })
     }
@@ -155,126 +216,46 @@ impl Engine {
         self.number
     }
 
-    /// Ask these STUN servers for the port's public address from now on.
-    pub async fn set_stun_servers(&self, servers: Vec<SocketAddr>) {
-        let _ = self.orders.send(Order::StunServers(servers)).await;
+    /// What may be read without asking the loop.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
     }
 
-    /// Hands a new connection to the loop.
-    pub async fn add(&self, pc: RTCPeerConnection) -> Result<Added, Gone> {
-        let (events_tx, events) = watch::channel(None);
-        let (feedback_tx, feedback) = mpsc::channel(FEEDBACK);
-        let (reply, id) = oneshot::channel();
-        let order = Order::Add {
-            pc: Box::new(pc),
-            events: events_tx,
-            feedback: feedback_tx,
-            reply,
-        };
-        self.orders.send(order).await.map_err(|_| Gone)?;
-        let id = id.await.map_err(|_| Gone)?;
-        Ok(Added {
-            conn: Conn {
-                id,
-                engine: self.clone(),
-            },
-            events,
-            feedback,
+    /// Hands `request` to the loop, waiting for room; `Err` once the loop has stopped.
+    pub async fn ask(&self, request: Request) -> Result<(), OfferError> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| OfferError::ShuttingDown)
+    }
+
+    /// Hands `request` to the loop if there is room at once.
+    pub fn try_ask(&self, request: Request) -> Result<(), Undelivered> {
+        self.requests.try_send(request).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => Undelivered::Full,
+            mpsc::error::TrySendError::Closed(_) => Undelivered::NoSession,
         })
     }
-}
 
-/// One connection in the loop. Dropping it closes the connection.
-pub struct Conn {
-    id: ConnId,
-    engine: Engine,
-}
-
-impl Conn {
-    /// Runs `work` on the connection's core, in the loop, and returns what it returned.
-    pub async fn with<R: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut RTCPeerConnection, Instant) -> R + Send + 'static,
-    ) -> Result<R, Gone> {
-        let (reply, result) = oneshot::channel();
-        let work: Work = Box::new(move |pc, now| {
-            let _ = reply.send(work(pc, now));
-        });
-        self.engine
-            .orders
-            .send(Order::With(self.id, work))
-            .await
-            .map_err(|_| Gone)?;
-        result.await.map_err(|_| Gone)
+    /// Ask these STUN servers for the port's public address from now on.
+    pub async fn set_stun_servers(&self, servers: Vec<SocketAddr>) -> Result<(), OfferError> {
+        self.ask(Request::StunServers(servers)).await
     }
 
-    /// Checks addressed to `ufrag` reach this connection from now on (its local
-    /// description has it), and no longer those to the one before.
-    pub async fn answer_as(&self, ufrag: String) -> Result<(), Gone> {
-        self.engine
-            .orders
-            .send(Order::AnswerAs(self.id, ufrag))
-            .await
-            .map_err(|_| Gone)
-    }
-
-    /// Gives the connection our candidates: host (UDP and passive TCP) on the port, and the
-    /// port's public address once STUN has told it (waiting for that at most
-    /// [`super::reflexive::FIRST_ANSWER_WITHIN`] after the first request).
-    pub async fn add_our_candidates(&self) -> Result<(), Gone> {
-        let (reply, done) = oneshot::channel();
-        self.engine
-            .orders
-            .send(Order::Candidates(self.id, reply))
-            .await
-            .map_err(|_| Gone)?;
-        done.await.map_err(|_| Gone)
-    }
-
-    /// Closes the connection (its DTLS close alert goes out, telling the viewer at once)
-    /// and returns once that is done. Dropping it does the same without waiting.
-    pub async fn close(&self) -> Result<(), Gone> {
-        let (closed, done) = oneshot::channel();
-        self.engine
-            .closes
-            .send((self.id, Some(closed)))
-            .map_err(|_| Gone)?;
-        done.await.map_err(|_| Gone)
-    }
-
-    /// Where to write the RTP of the connection's sender `sender`.
-    pub fn rtp_out(&self, sender: RTCRtpSenderId) -> RtpOut {
-        RtpOut {
-            conn: self.id,
-            sender,
-            rtp: self.engine.rtp.clone(),
+    /// Ends session `id` (WHEP DELETE): `false` if there is no such session. Never waits;
+    /// asking twice sends one end.
+    pub fn end(&self, id: SessionId) -> bool {
+        let mut live = self.directory.live();
+        match live.get_mut(&id) {
+            Some(asked) => {
+                if !*asked {
+                    *asked = true;
+                    let _ = self.ends.send(id);
+                }
+                true
+            }
+            None => false,
         }
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        let _ = self.engine.closes.send((self.id, None));
-    }
-}
-
-/// One sender of one connection, for RTP.
-#[derive(Clone)]
-pub struct RtpOut {
-    conn: ConnId,
-    sender: RTCRtpSenderId,
-    rtp: mpsc::Sender<Rtp>,
-}
-
-impl RtpOut {
-    /// Queues `packet` for sending (waiting for room in the loop's queue).
-    pub async fn write_rtp(&self, packet: rtp::Packet) -> Result<(), Gone> {
-        let rtp = Rtp {
-            conn: self.conn,
-            sender: self.sender,
-            packet,
-        };
-        self.rtp.send(rtp).await.map_err(|_| Gone)
     }
 }
 
@@ -311,27 +292,26 @@ fn host_addresses(sockets: &[Arc<Socket>]) -> Vec<(usize, IpAddr)> {
 }
 
 struct Inputs {
-    orders: mpsc::Receiver<Order>,
-    rtp: mpsc::Receiver<Rtp>,
-    closes: mpsc::UnboundedReceiver<(ConnId, Option<oneshot::Sender<()>>)>,
+    requests: mpsc::Receiver<Request>,
+    ends: mpsc::UnboundedReceiver<SessionId>,
     arrivals: mpsc::Receiver<Arrival>,
 }
 
-/// The loop. Ends when every [`Engine`] is dropped.
+/// The loop. Ends at shutdown, or when every [`Engine`] is dropped.
 async fn run(mut core: Core, mut inputs: Inputs) {
     loop {
         let deadline = core.deadline();
         let flushing = !core.net.unsent.is_empty();
         tokio::select! {
             biased;
-            Some((id, closed)) = inputs.closes.recv() => {
-                core.remove(id);
-                if let Some(closed) = closed {
-                    let _ = closed.send(());
+            Some(id) = inputs.ends.recv() => core.event(id, Event::Delete, Instant::now()),
+            request = inputs.requests.recv() => match request {
+                Some(Request::Shutdown(done)) => {
+                    core.shutdown(Instant::now());
+                    let _ = done.send(());
+                    break;
                 }
-            }
-            order = inputs.orders.recv() => match order {
-                Some(order) => core.order(order),
+                Some(request) => core.request(request, Instant::now()),
                 None => break,
             },
             Some(arrival) = inputs.arrivals.recv() => {
@@ -343,31 +323,16 @@ async fn run(mut core: Core, mut inputs: Inputs) {
                     }
                 }
             }
-            Some(rtp) = inputs.rtp.recv() => {
-                let now = Instant::now();
-                let mut touched = vec![core.write_rtp(rtp, now)];
-                for _ in 0..BURST {
-                    let Ok(rtp) = inputs.rtp.try_recv() else {
-                        break;
-                    };
-                    let conn = core.write_rtp(rtp, now);
-                    if !touched.contains(&conn) {
-                        touched.push(conn);
-                    }
-                }
-                // Each connection's packets leave together.
-                for conn in touched {
-                    core.drain(conn);
-                }
+            Some((feed, unit)) = core.feeds.next() => {
+                core.publish(feed, unit, Instant::now());
             }
             _ = core.net.first_unsent_writable(), if flushing => core.net.flush(),
             () = sleep_until(deadline) => {}
         }
         core.on_time(Instant::now());
+        core.net.send_outbox();
     }
-    for id in core.conns.keys().copied().collect::<Vec<_>>() {
-        core.remove(id);
-    }
+    core.shutdown(Instant::now());
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -377,16 +342,104 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// One connection's core and where its news go.
-struct Slot {
-    pc: Box<RTCPeerConnection>,
-    events: watch::Sender<Option<Event>>,
-    feedback: mpsc::Sender<KeyframeReason>,
-    nominations: Nominations,
-    /// The core's next timer.
-    due: Option<Instant>,
-    /// Something from the viewer has reached the core (its first ICE check): told once.
-    heard: bool,
+/// Which published stream a subscription is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Feed {
+    Video(usize),
+    Audio,
+}
+
+/// One published unit, or the news that some were missed.
+enum Unit {
+    Video(Arc<VideoUnit>),
+    Audio(Arc<AudioUnit>),
+    /// The loop fell so far behind that the broadcast ring overwrote units.
+    Lost,
+}
+
+type UnitStream = Pin<Box<dyn Stream<Item = Unit> + Send>>;
+
+/// The loop's subscriptions to the encoded media: one per layer that a viewer is on or
+/// moving to (subscribing is what makes a lower layer be encoded), one to the audio while a
+/// viewer hears it.
+#[derive(Default)]
+struct Feeds {
+    streams: StreamMap<Feed, UnitStream>,
+}
+
+impl Feeds {
+    async fn next(&mut self) -> Option<(Feed, Unit)> {
+        if self.streams.is_empty() {
+            return std::future::pending().await;
+        }
+        self.streams.next().await
+    }
+
+    /// Subscribes to `feed` unless subscribed already.
+    fn want(&mut self, feed: Feed, media: &MediaHandle) {
+        if self.streams.contains_key(&feed) {
+            return;
+        }
+        let stream: UnitStream = match feed {
+            Feed::Video(layer) => match media.subscribe_layer(layer) {
+                Some(live) => Box::pin(BroadcastStream::new(live).map(|unit| match unit {
+                    Ok(unit) => Unit::Video(unit),
+                    Err(_) => Unit::Lost,
+                })),
+                None => return,
+            },
+            Feed::Audio => match media.subscribe_audio() {
+                Some(live) => Box::pin(BroadcastStream::new(live).map(|unit| match unit {
+                    Ok(unit) => Unit::Audio(unit),
+                    Err(_) => Unit::Lost,
+                })),
+                None => return,
+            },
+        };
+        self.streams.insert(feed, stream);
+    }
+
+    /// Keeps only the subscriptions in `wanted`.
+    fn keep(&mut self, wanted: &HashSet<Feed>) {
+        let unwanted: Vec<Feed> = self
+            .streams
+            .keys()
+            .filter(|feed| !wanted.contains(feed))
+            .copied()
+            .collect();
+        for feed in unwanted {
+            self.streams.remove(&feed);
+        }
+    }
+}
+
+/// What a viewer waits for before its SDP can be described: our candidates, which wait for
+/// the port's public address (STUN) for a moment after the start.
+enum Describing {
+    /// A new session: our answer to its offer, or our offer.
+    New(RTCSdpType, Reply<(SessionId, String)>),
+    /// An ICE restart: our answer's ICE part.
+    Restart(Reply<String>),
+}
+
+/// One datagram to send.
+struct Datagram {
+    /// The port's socket it leaves by.
+    socket: usize,
+    from: IpAddr,
+    to: SocketAddr,
+    data: BytesMut,
+}
+
+impl Datagram {
+    /// Whether `next` may follow this one in one GSO send: same way, and this one full size.
+    fn takes(&self, next: &Datagram, size: usize) -> bool {
+        self.socket == next.socket
+            && self.from == next.from
+            && self.to == next.to
+            && self.data.len() == size
+            && next.data.len() <= size
+    }
 }
 
 /// The port's side of the loop: sockets, routes, streams.
@@ -395,92 +448,271 @@ struct Net {
     /// (socket, address) of our host candidates.
     hosts: Vec<(usize, IpAddr)>,
     routes: Routes,
-    streams: HashMap<StreamKey, (ConnId, mpsc::Sender<Bytes>)>,
-    /// Datagrams that found their socket's buffer full: (socket, from, to, datagram).
-    unsent: VecDeque<(usize, IpAddr, SocketAddr, BytesMut)>,
+    streams: HashMap<StreamKey, (SessionId, mpsc::Sender<Bytes>)>,
+    /// This wake's datagrams, in order, sent at its end ([`Net::send_outbox`]).
+    outbox: Vec<Datagram>,
+    /// Datagrams that found their socket's buffer full.
+    unsent: VecDeque<Datagram>,
     dropped: u64,
+    /// Where datagrams sent together are put end to end.
+    joined: Vec<u8>,
 }
 
 struct Core {
     net: Net,
-    conns: HashMap<ConnId, Slot>,
+    viewers: HashMap<SessionId, Viewer>,
+    factory: PeerFactory,
+    feeds: Feeds,
+    media: MediaHandle,
     reflexive: Reflexive,
-    /// Connections waiting for the port's public address before their candidates are added.
-    waiting: Vec<(ConnId, oneshot::Sender<()>)>,
-    next_id: ConnId,
+    /// Viewers waiting for the port's public address before their SDP is described.
+    waiting: Vec<(SessionId, Describing)>,
+    directory: Arc<Directory>,
+    /// What the sessions that ended had sent, so `/metrics` counters never go down.
+    ended: Traffic,
+    /// Shutting down: no session may be added any more.
+    closing: bool,
+    next_choice: Instant,
+    next_loss_report: Instant,
+    /// Ids, reused for each fan-out.
+    scratch: Vec<SessionId>,
 }
 
 impl Core {
     fn deadline(&self) -> Option<Instant> {
-        let timers = self.conns.values().filter_map(|s| s.due);
+        let viewers = self.viewers.values().filter_map(Viewer::deadline);
         let stun = self.reflexive.deadline();
         let settle = (!self.waiting.is_empty())
             .then(|| self.reflexive.settles_by())
             .flatten();
-        timers.chain(stun).chain(settle).min()
+        let watched = self.directory.viewers() > 0;
+        let ticks = watched.then(|| self.next_choice.min(self.next_loss_report));
+        viewers.chain(stun).chain(settle).chain(ticks).min()
     }
 
-    fn order(&mut self, order: Order) {
-        let now = Instant::now();
-        match order {
-            Order::Add {
-                pc,
-                events,
-                feedback,
+    fn request(&mut self, request: Request, now: Instant) {
+        match request {
+            Request::Offer {
+                offer,
+                places,
                 reply,
-            } => {
-                let id = self.next_id;
-                self.next_id += 1;
-                let slot = Slot {
-                    pc,
-                    events,
-                    feedback,
-                    nominations: Nominations::default(),
-                    due: None,
-                    heard: false,
-                };
-                self.conns.insert(id, slot);
-                if reply.send(id).is_err() {
-                    self.remove(id);
+            } => self.offer(offer, places, reply, now),
+            Request::Answer(id, answer, reply) => {
+                let taken = self.on_viewer(id, now, |viewer, _| viewer.take_answer(&answer, now));
+                match taken {
+                    Some(Ok(())) => {
+                        let _ = reply.send(Ok(()));
+                        self.event(id, Event::Answered, now);
+                    }
+                    Some(Err(err)) => {
+                        warn!(session = %id, "{err}");
+                        let _ = reply.send(Err(err));
+                        self.end(id, CloseReason::Failed, now);
+                    }
+                    None => {
+                        let _ = reply.send(Err(OfferError::NoSession));
+                    }
                 }
             }
-            Order::With(id, work) => {
-                self.on_slot(id, |net, slot| {
-                    work(&mut slot.pc, now);
-                    net.drain(id, slot);
+            Request::Candidate(id, candidate) => {
+                self.on_viewer(id, now, |viewer, _| viewer.add_remote_candidate(candidate));
+            }
+            Request::Restart(id, IceCredentials { ufrag, pwd }, reply) => {
+                let restarted = self.on_viewer(id, now, |viewer, _| {
+                    negotiate::restart(viewer.pc(), now, (&ufrag, &pwd))
                 });
+                match restarted {
+                    Some(Ok(())) => {
+                        self.waiting.push((id, Describing::Restart(reply)));
+                        self.release_waiting(now);
+                    }
+                    Some(Err(err)) => {
+                        warn!(session = %id, "ICE restart failed: {err}");
+                        let _ = reply.send(Err(err));
+                    }
+                    None => {
+                        let _ = reply.send(Err(OfferError::NoSession));
+                    }
+                }
             }
-            Order::AnswerAs(id, ufrag) => self.net.routes.answer_as(id, &ufrag),
-            Order::Candidates(id, reply) => {
-                self.waiting.push((id, reply));
-                self.release_waiting(now);
+            Request::IceGeneration(id, reply) => {
+                let _ = reply.send(self.viewers.get(&id).map(|v| v.ice_generation));
             }
-            Order::StunServers(servers) => self.reflexive.set_servers(now, servers),
+            Request::Phase(id, reply) => {
+                let _ = reply.send(self.viewers.get(&id).map(Viewer::phase));
+            }
+            Request::Figures(reply) => {
+                let start = SessionFigures {
+                    traffic: self.ended,
+                    ..SessionFigures::default()
+                };
+                let readings = self.readings(now);
+                let figures = readings
+                    .into_iter()
+                    .map(|(_, reading)| reading)
+                    .fold(start, SessionFigures::count);
+                let _ = reply.send(figures);
+            }
+            Request::Peers(reply) => {
+                let mut peers: Vec<PeerFigures> = self
+                    .readings(now)
+                    .into_iter()
+                    .map(|(id, reading)| PeerFigures::of(id.to_string(), reading))
+                    .collect();
+                peers.sort_by(|a, b| a.id.cmp(&b.id));
+                let _ = reply.send(peers);
+            }
+            Request::StunServers(servers) => self.reflexive.set_servers(now, servers),
+            Request::Shutdown(done) => {
+                self.shutdown(now);
+                let _ = done.send(());
+            }
         }
     }
 
-    /// Adds our candidates to the connections that wait for them, once STUN has answered
-    /// or been waited for long enough.
+    fn readings(&mut self, now: Instant) -> Vec<(SessionId, super::figures::Reading)> {
+        let mut readings = Vec::with_capacity(self.viewers.len());
+        for (id, viewer) in &mut self.viewers {
+            if let Ok(reading) = std::panic::catch_unwind(AssertUnwindSafe(|| viewer.reading(now)))
+            {
+                readings.push((*id, reading));
+            }
+        }
+        readings
+    }
+
+    /// A new viewer: its core built, the offer applied (or our tracks added), waiting for
+    /// our candidates before its SDP is described.
+    fn offer(
+        &mut self,
+        offer: Option<Box<RTCSessionDescription>>,
+        places: Places,
+        reply: Reply<(SessionId, String)>,
+        now: Instant,
+    ) {
+        match self.new_viewer(offer, places, now) {
+            Ok((viewer, kind)) => {
+                let id = viewer.id;
+                self.directory.live().insert(id, false);
+                self.viewers.insert(id, viewer);
+                self.waiting.push((id, Describing::New(kind, reply)));
+                self.release_waiting(now);
+            }
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+
+    fn new_viewer(
+        &mut self,
+        offer: Option<Box<RTCSessionDescription>>,
+        places: Places,
+        now: Instant,
+    ) -> Result<(Viewer, RTCSdpType), OfferError> {
+        if self.closing {
+            return Err(OfferError::ShuttingDown);
+        }
+        if let Some(why) = self.media.camera_gone(now) {
+            return Err(OfferError::NoPicture(why));
+        }
+        let profile = self.media.video_description().profile_level_id;
+        let profile = profile.ok_or(OfferError::NotReady)?;
+        let peer = self
+            .factory
+            .build(&peer::h264_codec(&profile))
+            .map_err(|e| OfferError::Internal(e.to_string()))?;
+        let mut pc = peer.pc;
+        let (added, kind) = match offer {
+            Some(offer) => (
+                negotiate::take_offer(&self.factory, &profile, &mut pc, now, *offer)?,
+                RTCSdpType::Answer,
+            ),
+            None => (
+                negotiate::add_tracks(&self.factory, &profile, &mut pc)?,
+                RTCSdpType::Offer,
+            ),
+        };
+        let parts = Parts {
+            pc,
+            rtcp: peer.rtcp,
+            estimate: peer.estimate,
+            tracks: Tracks::AwaitingAnswer(added),
+            answering: kind == RTCSdpType::Answer,
+            profile,
+            places,
+        };
+        Ok((Viewer::new(SessionId::random(), parts, now), kind))
+    }
+
+    /// Describes the SDP of the viewers that wait for it, once STUN has answered or been
+    /// waited for long enough.
     fn release_waiting(&mut self, now: Instant) {
-        if !self.reflexive.settled(now) {
+        if self.waiting.is_empty() || !self.reflexive.settled(now) {
             return;
         }
         let candidates = self.candidates();
-        for (id, reply) in std::mem::take(&mut self.waiting) {
-            self.on_slot(id, |net, slot| {
-                for candidate in &candidates {
-                    if let Err(err) = slot.pc.add_local_candidate(candidate.clone()) {
-                        warn!(
-                            "webrtc: our candidate {} refused: {err}",
-                            candidate.candidate
-                        );
-                    }
+        for (id, describing) in std::mem::take(&mut self.waiting) {
+            self.describe(id, describing, &candidates, now);
+        }
+    }
+
+    fn describe(
+        &mut self,
+        id: SessionId,
+        describing: Describing,
+        candidates: &[RTCIceCandidateInit],
+        now: Instant,
+    ) {
+        let kind = match &describing {
+            Describing::New(kind, _) => *kind,
+            Describing::Restart(_) => RTCSdpType::Answer,
+        };
+        let described = self.on_viewer(id, now, |viewer, _| {
+            for candidate in candidates {
+                if let Err(err) = viewer.pc().add_local_candidate(candidate.clone()) {
+                    warn!(
+                        "webrtc: our candidate {} refused: {err}",
+                        candidate.candidate
+                    );
                 }
-                // Gathering is complete: the answer says so.
-                let _ = slot.pc.add_local_candidate(RTCIceCandidateInit::default());
-                net.drain(id, slot);
-                let _ = reply.send(());
-            });
+            }
+            // Gathering is complete: the SDP says so.
+            let _ = viewer
+                .pc()
+                .add_local_candidate(RTCIceCandidateInit::default());
+            let (sdp, ufrag) = negotiate::describe(viewer.pc(), now, kind)?;
+            if let Describing::New(RTCSdpType::Answer, _) = &describing {
+                viewer.answered(&sdp)?;
+            }
+            Ok::<_, OfferError>((sdp, ufrag))
+        });
+        let described = described
+            .unwrap_or(Err(OfferError::NoSession))
+            .map(|(sdp, ufrag)| (negotiate::announced(&self.factory, sdp), ufrag));
+        if let Ok((_, ufrag)) = &described {
+            self.net.routes.answer_as(id, ufrag);
+        }
+        match (describing, described) {
+            (Describing::New(_, reply), Ok((sdp, _))) => {
+                debug!(session = %id, "viewer negotiating");
+                let _ = reply.send(Ok((id, sdp)));
+            }
+            (Describing::Restart(reply), Ok((sdp, _))) => {
+                if let Some(viewer) = self.viewers.get_mut(&id) {
+                    viewer.restarted();
+                }
+                info!(session = %id, "ICE restarted");
+                let _ = reply.send(Ok(negotiate::ice_fragment(&sdp)));
+            }
+            (Describing::New(_, reply), Err(err)) => {
+                let _ = reply.send(Err(err));
+                self.end(id, CloseReason::Failed, now);
+            }
+            (Describing::Restart(reply), Err(err)) => {
+                warn!(session = %id, "ICE restart failed: {err}");
+                let _ = reply.send(Err(err));
+            }
         }
     }
 
@@ -529,7 +761,7 @@ impl Core {
                     return;
                 };
                 let transport = transport(local, from, TransportProtocol::UDP);
-                self.feed(id, now, transport, data);
+                self.on_viewer(id, now, |viewer, _| viewer.read(now, transport, data));
             }
             Arrival::Tcp(TcpArrival::Opened { key, first, out }) => {
                 let ufrag = stun(&first).filter(|s| s.request).and_then(|s| s.ufrag);
@@ -538,22 +770,14 @@ impl Core {
                     return;
                 };
                 self.net.streams.insert(key, (id, out));
-                self.feed(
-                    id,
-                    now,
-                    transport(key.0, key.1, TransportProtocol::TCP),
-                    first,
-                );
+                let transport = transport(key.0, key.1, TransportProtocol::TCP);
+                self.on_viewer(id, now, |viewer, _| viewer.read(now, transport, first));
             }
             Arrival::Tcp(TcpArrival::Frame { key, data }) => {
                 if let Some((id, _)) = self.net.streams.get(&key) {
                     let id = *id;
-                    self.feed(
-                        id,
-                        now,
-                        transport(key.0, key.1, TransportProtocol::TCP),
-                        data,
-                    );
+                    let transport = transport(key.0, key.1, TransportProtocol::TCP);
+                    self.on_viewer(id, now, |viewer, _| viewer.read(now, transport, data));
                 }
             }
             Arrival::Tcp(TcpArrival::Closed(key)) => {
@@ -562,52 +786,141 @@ impl Core {
         }
     }
 
-    /// [`feed`]s connection `id`.
-    fn feed(&mut self, id: ConnId, now: Instant, transport: TransportContext, data: BytesMut) {
-        self.on_slot(id, |net, slot| feed(net, id, slot, now, transport, data));
+    /// A published unit: to every viewer it is for.
+    fn publish(&mut self, feed: Feed, unit: Unit, now: Instant) {
+        self.scratch.clear();
+        self.scratch.extend(self.viewers.keys().copied());
+        let ids = std::mem::take(&mut self.scratch);
+        let keyframe = matches!(&unit, Unit::Video(u) if u.keyframe);
+        for id in &ids {
+            self.on_viewer(*id, now, |viewer, media| match (&unit, feed) {
+                (Unit::Video(unit), Feed::Video(layer)) => viewer.video(layer, unit, now, media),
+                (Unit::Audio(unit), _) => viewer.audio(unit, now),
+                (Unit::Lost, Feed::Video(layer)) => viewer.lost_pictures(layer, media),
+                _ => {}
+            });
+        }
+        self.scratch = ids;
+        // A viewer that moved to another layer at this IDR may have left a layer nobody
+        // watches.
+        if keyframe {
+            self.keep_feeds();
+        }
     }
 
-    /// Hands an RTP packet to its connection's core (sent by [`Self::drain`]); returns the
-    /// connection.
-    fn write_rtp(&mut self, rtp: Rtp, now: Instant) -> ConnId {
-        let Rtp {
-            conn,
-            sender,
-            packet,
-        } = rtp;
-        self.on_slot(conn, |_, slot| {
-            if let Some(mut sender) = slot.pc.rtp_sender(sender)
-                && let Err(err) = sender.write_rtp(now, packet)
-            {
-                debug!(conn, "webrtc: RTP not sent: {err}");
+    /// Runs `f` on viewer `id`, then sends what its core has to send and acts on what it
+    /// says. A panic in it (a bug in the core, set off by what a peer sent) ends that viewer
+    /// alone, never the loop and everyone else's.
+    fn on_viewer<R>(
+        &mut self,
+        id: SessionId,
+        now: Instant,
+        f: impl FnOnce(&mut Viewer, &MediaHandle) -> R,
+    ) -> Option<R> {
+        let viewer = self.viewers.get_mut(&id)?;
+        let (net, media) = (&mut self.net, &self.media);
+        let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let done = f(viewer, media);
+            net.send(viewer);
+            (done, viewer.poll(now, media))
+        }));
+        match done {
+            Ok((done, action)) => {
+                self.act(id, action, now);
+                Some(done)
             }
-        });
-        conn
-    }
-
-    fn drain(&mut self, id: ConnId) {
-        self.on_slot(id, |net, slot| net.drain(id, slot));
-    }
-
-    /// Runs `f` on connection `id`. A panic in it (a bug in the core, set off by what a
-    /// peer sent) ends that connection alone, never the loop and everyone else's.
-    fn on_slot<R>(&mut self, id: ConnId, f: impl FnOnce(&mut Net, &mut Slot) -> R) -> Option<R> {
-        let slot = self.conns.get_mut(&id)?;
-        let net = &mut self.net;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| f(net, slot))) {
-            Ok(done) => Some(done),
             Err(_) => {
-                error!(
-                    conn = id,
-                    "webrtc: the connection's core panicked; it is ended"
-                );
-                if let Some(slot) = self.conns.remove(&id) {
-                    slot.events.send_replace(Some(Event::Failed));
-                }
-                self.forget(id);
+                error!(session = %id, "webrtc: the connection's core panicked; it is ended");
+                self.end(id, CloseReason::Failed, now);
                 None
             }
         }
+    }
+
+    fn act(&mut self, id: SessionId, action: Action, now: Instant) {
+        match action {
+            Action::None => {}
+            Action::StartMedia => self.start_media(id, now),
+            Action::Close(reason) => self.end(id, reason, now),
+        }
+    }
+
+    /// An event from outside for viewer `id`.
+    fn event(&mut self, id: SessionId, event: Event, now: Instant) {
+        if let Some(action) = self.on_viewer(id, now, |viewer, _| viewer.event(event, now)) {
+            self.act(id, action, now);
+        }
+    }
+
+    /// Viewer `id` connected: it joins the top layer from the kept GOP (taken after the
+    /// subscription, so that nothing falls between the two), and the audio.
+    fn start_media(&mut self, id: SessionId, now: Instant) {
+        self.feeds.want(Feed::Video(0), &self.media);
+        self.feeds.want(Feed::Audio, &self.media);
+        let gop = self.media.kept_gop();
+        let started = self.on_viewer(id, now, |viewer, media| {
+            let video = viewer.start_media(gop, media);
+            viewer.on_time(now, media);
+            video
+        });
+        if started.is_some() {
+            let viewers = self.directory.viewers.fetch_add(1, Ordering::Relaxed) + 1;
+            info!(session = %id, viewers, "viewer connected");
+        }
+        self.keep_feeds();
+    }
+
+    /// Ends viewer `id`: its close alert goes out, its figures join the ended sessions', and
+    /// whoever watches its end is told.
+    fn end(&mut self, id: SessionId, reason: CloseReason, now: Instant) {
+        let Some(mut viewer) = self.viewers.remove(&id) else {
+            return;
+        };
+        let closed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let sent = viewer.close(now);
+            self.net.send(&mut viewer);
+            sent
+        }));
+        self.ended = self.ended.plus(closed.unwrap_or_default());
+        self.net.routes.forget(id);
+        self.net.streams.retain(|_, (conn, _)| *conn != id);
+        self.waiting.retain(|(conn, _)| *conn != id);
+        self.directory.live().remove(&id);
+        if viewer.media_started() {
+            self.directory.viewers.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.directory.ended.publish(&viewer.name);
+        // Only viewers who watched are news: an offer that never connected is a stranger's
+        // to repeat at will (debug).
+        let viewers = self.directory.viewers();
+        match viewer.media_started() {
+            true => info!(session = %id, ?reason, viewers, "viewer gone"),
+            false => debug!(session = %id, ?reason, viewers, "session that never connected gone"),
+        }
+        self.keep_feeds();
+    }
+
+    /// Keeps the subscriptions the viewers need, and only those.
+    fn keep_feeds(&mut self) {
+        let mut wanted = HashSet::new();
+        for viewer in self.viewers.values() {
+            let (on, moving_to) = viewer.layers();
+            wanted.extend(on.into_iter().chain(moving_to).map(Feed::Video));
+            if viewer.hears() {
+                wanted.insert(Feed::Audio);
+            }
+        }
+        self.feeds.keep(&wanted);
+    }
+
+    fn shutdown(&mut self, now: Instant) {
+        self.closing = true;
+        let ids: Vec<SessionId> = self.viewers.keys().copied().collect();
+        for id in ids {
+            self.end(id, CloseReason::Shutdown, now);
+        }
+        self.net.send_outbox();
+        self.net.flush();
     }
 
     fn on_time(&mut self, now: Instant) {
@@ -616,78 +929,55 @@ impl Core {
             self.net
                 .send_from_socket(request.socket, None, request.server, &request.datagram);
         }
-        if !self.waiting.is_empty() {
-            self.release_waiting(now);
-        }
-        let due: Vec<ConnId> = self
-            .conns
+        self.release_waiting(now);
+        let due: Vec<SessionId> = self
+            .viewers
             .iter()
-            .filter(|(_, slot)| slot.due.is_some_and(|at| at <= now))
+            .filter(|(_, viewer)| viewer.deadline().is_some_and(|at| at <= now))
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            self.on_slot(id, |net, slot| {
-                if let Err(err) = slot.pc.handle_timeout(now) {
-                    debug!(conn = id, "webrtc: timer: {err}");
-                }
-                net.drain(id, slot);
-            });
+            self.on_viewer(id, now, |viewer, media| viewer.on_time(now, media));
+        }
+        if now >= self.next_choice {
+            self.next_choice = now + CHOOSE_EVERY;
+            self.choose_layers(now);
+        }
+        if now >= self.next_loss_report {
+            self.next_loss_report = now + REPORT_LOSS_EVERY;
+            for viewer in self.viewers.values() {
+                viewer.report_loss(&self.media);
+            }
         }
     }
 
-    /// Closes connection `id` (its DTLS close alert goes out) and forgets it.
-    fn remove(&mut self, id: ConnId) {
-        self.on_slot(id, |net, slot| {
-            let _ = slot.pc.close();
-            net.drain(id, slot);
-        });
-        self.conns.remove(&id);
-        self.forget(id);
-    }
-
-    fn forget(&mut self, id: ConnId) {
-        self.net.routes.forget(id);
-        self.net.streams.retain(|_, (conn, _)| *conn != id);
-        self.waiting.retain(|(conn, _)| *conn != id);
+    /// Reconsiders every viewer's layer: a move starts by subscribing to the layer (which
+    /// makes it encoded) and asking for its IDR.
+    fn choose_layers(&mut self, now: Instant) {
+        let mut moves = Vec::new();
+        for viewer in self.viewers.values_mut() {
+            if let Some(layer) = viewer.choose_layer(now) {
+                moves.push((viewer.name.clone(), layer));
+            }
+        }
+        for (name, layer) in moves {
+            self.feeds.want(Feed::Video(layer), &self.media);
+            self.media
+                .request_keyframe(layer, KeyframeReason::Switch, &name);
+        }
+        self.keep_feeds();
     }
 }
 
 impl Net {
-    /// Sends what the core has to send, passes on its events and key frame requests, and
-    /// notes its next timer.
-    fn drain(&mut self, id: ConnId, slot: &mut Slot) {
-        while let Some(out) = slot.pc.poll_write() {
-            self.transmit(id, out);
+    /// Sends what the viewer's core has to send.
+    fn send(&mut self, viewer: &mut Viewer) {
+        while let Some(out) = viewer.transmit() {
+            self.transmit(viewer.id, out);
         }
-        while let Some(event) = slot.pc.poll_event() {
-            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
-                let event = match state {
-                    RTCPeerConnectionState::Connected => Event::Connected,
-                    RTCPeerConnectionState::Disconnected => Event::Disconnected,
-                    RTCPeerConnectionState::Failed => Event::Failed,
-                    RTCPeerConnectionState::Closed => Event::Closed,
-                    _ => continue,
-                };
-                slot.events.send_replace(Some(event));
-            }
-        }
-        while let Some(message) = slot.pc.poll_read() {
-            // Only PLI and FIR come this far (see `keyframe_requests`); what the viewer
-            // sends us (it sends no media) is dropped.
-            if let RTCMessage::RtcpPacket(_, packets) = message.message {
-                let fir = packets.iter().any(|p| p.as_any().is::<FullIntraRequest>());
-                let reason = if fir {
-                    KeyframeReason::Fir
-                } else {
-                    KeyframeReason::Pli
-                };
-                let _ = slot.feedback.try_send(reason);
-            }
-        }
-        slot.due = slot.pc.poll_timeout();
     }
 
-    fn transmit(&mut self, id: ConnId, out: TaggedBytesMut) {
+    fn transmit(&mut self, id: SessionId, out: TaggedBytesMut) {
         let TransportContext {
             local_addr,
             peer_addr,
@@ -705,7 +995,7 @@ impl Net {
                         peer_addr,
                         &out.message,
                     ),
-                    None => debug!(conn = id, %local_addr, "webrtc: no socket sends from here"),
+                    None => debug!(session = %id, %local_addr, "webrtc: no socket sends from here"),
                 }
             }
             TransportProtocol::TCP => {
@@ -715,12 +1005,13 @@ impl Net {
                 }
             }
             _ => debug!(
-                conn = id,
+                session = %id,
                 "webrtc: no way to send over {transport_protocol:?}"
             ),
         }
     }
 
+    /// Puts a datagram in this wake's outbox.
     fn send_from_socket(
         &mut self,
         socket: usize,
@@ -731,17 +1022,71 @@ impl Net {
         let Some(s) = self.sockets.get(socket) else {
             return;
         };
-        if self.unsent.is_empty() {
-            match s.try_send(from, to, data) {
-                Ok(()) => return,
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-                // A viewer gone away (ICMP), a route missing: UDP loses it.
-                Err(err) => {
-                    debug!(%to, "webrtc.port: send: {err}");
-                    return;
-                }
+        self.outbox.push(Datagram {
+            socket,
+            from: from.unwrap_or(s.bound().ip()),
+            to,
+            data: BytesMut::from(data),
+        });
+    }
+
+    /// Sends this wake's datagrams: each run of them that goes the same way with the same
+    /// size (the last may be shorter) in one system call, as many as the socket's GSO takes.
+    /// Behind datagrams still unsent, they queue.
+    fn send_outbox(&mut self) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let mut datagrams = outbox.drain(..).peekable();
+        while let Some(first) = datagrams.next() {
+            let size = first.data.len().max(1);
+            let most = self
+                .sockets
+                .get(first.socket)
+                .map_or(1, |s| s.max_segments())
+                .min(SEND_AT_ONCE / size)
+                .max(1);
+            let mut run = vec![first];
+            while run.len() < most
+                && let Some(next) = datagrams.next_if(|next| run[run.len() - 1].takes(next, size))
+            {
+                run.push(next);
             }
+            self.send_run(run, size);
         }
+        // Keep the allocation for the next wake.
+        drop(datagrams);
+        self.outbox = outbox;
+    }
+
+    /// Sends datagrams that go the same way, all of `size` but the last.
+    fn send_run(&mut self, run: Vec<Datagram>, size: usize) {
+        if !self.unsent.is_empty() {
+            run.into_iter().for_each(|d| self.queue_unsent(d));
+            return;
+        }
+        let Some(socket) = run.first().and_then(|d| self.sockets.get(d.socket)) else {
+            return;
+        };
+        let (from, to) = (run[0].from, run[0].to);
+        let sent = match run.len() {
+            1 => socket.try_send(Some(from), to, &run[0].data, None),
+            _ => {
+                self.joined.clear();
+                run.iter()
+                    .for_each(|d| self.joined.extend_from_slice(&d.data));
+                socket.try_send(Some(from), to, &self.joined, Some(size))
+            }
+        };
+        match sent {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                run.into_iter().for_each(|d| self.queue_unsent(d));
+            }
+            // A viewer gone away (ICMP), a route missing: UDP loses it.
+            Err(err) => debug!(%to, "webrtc.port: send: {err}"),
+        }
+    }
+
+    fn queue_unsent(&mut self, datagram: Datagram) {
         if self.unsent.len() >= UNSENT {
             self.unsent.pop_front();
             self.dropped += 1;
@@ -752,14 +1097,12 @@ impl Net {
                 );
             }
         }
-        let from = from.unwrap_or(s.bound().ip());
-        self.unsent
-            .push_back((socket, from, to, BytesMut::from(data)));
+        self.unsent.push_back(datagram);
     }
 
     /// Waits until the socket of the oldest unsent datagram has room.
     async fn first_unsent_writable(&self) {
-        let socket = self.unsent.front().and_then(|(s, ..)| self.sockets.get(*s));
+        let socket = self.unsent.front().and_then(|d| self.sockets.get(d.socket));
         match socket {
             Some(socket) => {
                 if socket.writable().await.is_err() {
@@ -772,54 +1115,20 @@ impl Net {
 
     /// Sends unsent datagrams until a socket buffer is full again.
     fn flush(&mut self) {
-        while let Some((socket, from, to, data)) = self.unsent.pop_front() {
-            let Some(s) = self.sockets.get(socket) else {
+        while let Some(datagram) = self.unsent.pop_front() {
+            let Some(s) = self.sockets.get(datagram.socket) else {
                 continue;
             };
-            match s.try_send(Some(from), to, &data) {
+            match s.try_send(Some(datagram.from), datagram.to, &datagram.data, None) {
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.unsent.push_front((socket, from, to, data));
+                    self.unsent.push_front(datagram);
                     return;
                 }
-                Err(err) => debug!(%to, "webrtc.port: send: {err}"),
+                Err(err) => debug!(to = %datagram.to, "webrtc.port: send: {err}"),
                 Ok(()) => {}
             }
         }
     }
-}
-
-/// Hands `data` to the connection's core (and a kept nomination after it, see
-/// [`Nominations`]).
-fn feed(
-    net: &mut Net,
-    id: ConnId,
-    slot: &mut Slot,
-    now: Instant,
-    transport: TransportContext,
-    data: BytesMut,
-) {
-    if !slot.heard {
-        // Before anything the core may say: a later state (connected) overrides this one.
-        slot.heard = true;
-        slot.events.send_replace(Some(Event::Heard));
-    }
-    let again = slot.nominations.inspect(now, transport.peer_addr, &data);
-    let mut read = |message: BytesMut| {
-        let tagged = TaggedBytesMut {
-            now,
-            transport,
-            message,
-        };
-        if let Err(err) = slot.pc.handle_read(tagged) {
-            debug!(conn = id, "webrtc: {err}");
-        }
-    };
-    read(data);
-    if let Some(again) = again {
-        debug!(peer = %transport.peer_addr, "ICE: the peer's nomination given again once our check to it succeeded");
-        read(BytesMut::from(&again[..]));
-    }
-    net.drain(id, slot);
 }
 
 fn transport(local: SocketAddr, peer: SocketAddr, protocol: TransportProtocol) -> TransportContext {
@@ -848,35 +1157,55 @@ fn init(candidate: &rtc::ice::candidate::Candidate) -> Option<RTCIceCandidateIni
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::peer_connection::RTCPeerConnectionBuilder;
 
-    fn core() -> RTCPeerConnection {
-        RTCPeerConnectionBuilder::new()
-            .build(Instant::now())
-            .unwrap()
+    async fn receive(socket: &tokio::net::UdpSocket, count: usize) -> Vec<(u8, usize)> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 2000];
+        for _ in 0..count {
+            let read = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf));
+            let len = read.await.expect("a datagram within 5 s").unwrap();
+            got.push((buf[0], len));
+        }
+        got
     }
 
     #[tokio::test]
-    async fn a_panic_in_one_connection_ends_it_alone() {
-        let engine = Engine::start(&[IpAddr::from([127, 0, 0, 1])], 0).unwrap();
-        let first = engine.add(core()).await.unwrap();
-        let mut events = first.events;
-        let second = engine.add(core()).await.unwrap();
-        let panicked = first
-            .conn
-            .with(|_, _| panic!("a bug set off by a peer"))
-            .await;
-        assert!(panicked.is_err());
-        events.changed().await.unwrap();
-        assert_eq!(*events.borrow(), Some(Event::Failed));
-        // The loop goes on: the other connection, and new ones, still work.
-        let ok = second
-            .conn
-            .with(|pc, _| pc.local_description().is_none())
-            .await;
-        assert_eq!(ok.ok(), Some(true));
-        let third = engine.add(core()).await.unwrap();
-        assert!(third.conn.with(|_, _| ()).await.is_ok());
-        assert!(first.conn.with(|_, _| ()).await.is_err());
+    async fn datagrams_sent_together_arrive_one_by_one_and_in_order() {
+        let (to_engine, _arrivals) = mpsc::channel(16);
+        let port = Port::bind(&[IpAddr::from([127, 0, 0, 1])], 0, &to_engine).unwrap();
+        let mut net = Net {
+            hosts: Vec::new(),
+            sockets: port.sockets,
+            routes: Routes::default(),
+            streams: HashMap::new(),
+            outbox: Vec::new(),
+            unsent: VecDeque::new(),
+            dropped: 0,
+            joined: Vec::new(),
+        };
+        let a = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        // The loop learns that a socket has room from the reactor; a new one has.
+        net.sockets[0].writable().await.unwrap();
+        // A picture's packets to one viewer (the last shorter), one to another viewer, then
+        // the first one's again; more than one send takes, too.
+        for n in 0..5 {
+            net.send_from_socket(0, None, to_a, &[n; 1200]);
+        }
+        net.send_from_socket(0, None, to_a, &[5; 300]);
+        net.send_from_socket(0, None, to_b, &[6; 1200]);
+        net.send_from_socket(0, None, to_a, &[7; 1200]);
+        for _ in 0..60 {
+            net.send_from_socket(0, None, to_b, &[8; 1100]);
+        }
+        net.send_outbox();
+        let mut expected: Vec<(u8, usize)> = (0..5).map(|n| (n, 1200)).collect();
+        expected.extend([(5, 300), (7, 1200)]);
+        assert_eq!(receive(&a, 7).await, expected);
+        let mut expected = vec![(6, 1200)];
+        expected.extend(std::iter::repeat_n((8, 1100), 60));
+        assert_eq!(receive(&b, 61).await, expected);
+        assert!(net.outbox.is_empty() && net.unsent.is_empty());
     }
 }

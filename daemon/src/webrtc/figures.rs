@@ -7,39 +7,28 @@
 //! last interceptor of the chain, which sees every RTCP packet anyway
 //! (`webrtc::keyframe_requests`), counts them in an [`RtcpSeen`].
 //!
-//! The figures are read when someone asks (a scrape), never on the media path: each live
-//! session's stats are asked of webrtc-rs at once, each with [`STATS_WAIT`], so a scrape
-//! takes at most about that long however many viewers there are. A session that does not
-//! answer in time counts with the figures it last gave.
+//! The figures are read when someone asks (a scrape), never on the media path: the loop
+//! that owns the viewers ([`super::engine`]) reads every viewer's at once, in one step.
 //!
-//! **Counters stay monotonic across leaving viewers.** A session that ends adds its final
-//! figures to a running total of ended sessions, in the same step that removes it from the
-//! registry, so a scrape sees each session either live or ended, never both or neither. A
-//! session's figures only ever grow ([`Traffic::max`]), and once it has ended a late reading
-//! no longer changes them, so what the total takes over is at least what scrapes showed.
+//! **Counters stay monotonic across leaving viewers.** A viewer that ends adds its final
+//! figures to a running total of ended sessions, in the same step of the loop that removes
+//! it, so a scrape sees each session either live or ended, never both or neither; and a
+//! viewer's figures only ever grow ([`Traffic::max`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures_util::future::join_all;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
-use rtc::statistics::StatsSelector;
 use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
 use rtc::statistics::stats::rtp_stream::received::remote_inbound::RTCRemoteInboundRtpStreamStats;
 
 use serde::Serialize;
 
-use super::Sessions;
 use super::congestion::Estimate;
-use super::engine::Conn;
 use super::session::State;
-
-/// How long a scrape waits for one session's stats (all are asked at once).
-pub const STATS_WAIT: Duration = Duration::from_millis(250);
 
 /// Where a live session is, as `/metrics` counts them (`onair_sessions{state=…}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,20 +62,14 @@ impl Phase {
         }
     }
 
-    fn of(state: State) -> Phase {
+    /// Where a session in `state` is.
+    pub fn of(state: State) -> Phase {
         match state {
             State::Negotiating { .. } => Phase::Negotiating,
             State::Connected => Phase::Connected,
             State::Disconnected { .. } => Phase::Disconnected,
             State::Closed(_) => Phase::Closing,
         }
-    }
-
-    fn from_index(index: u8) -> Phase {
-        Phase::ALL
-            .get(usize::from(index))
-            .copied()
-            .unwrap_or(Phase::Closing)
     }
 }
 
@@ -139,8 +122,9 @@ impl Traffic {
         }
     }
 
-    /// What a session's stats `report` (if one came) and `rtcp` count.
-    fn of(report: Option<&RTCStatsReport>, rtcp: &RtcpSeen) -> Traffic {
+    /// What a session's stats `report` (if one came), its `rtcp` and its `estimate` (the
+    /// resends our budget let out and refused) count.
+    pub fn of(report: Option<&RTCStatsReport>, rtcp: &RtcpSeen, estimate: &Estimate) -> Traffic {
         let sent = report
             .into_iter()
             .flat_map(RTCStatsReport::outbound_rtp_streams)
@@ -151,9 +135,12 @@ impl Traffic {
                 ..Traffic::default()
             })
             .fold(Traffic::default(), Traffic::plus);
+        // webrtc-rs counts resends only on an RTX stream, and onair sends none.
         Traffic {
             nacks_received: rtcp.nacks(),
             packets_lost: rtcp.lost(),
+            retransmitted_packets: sent.retransmitted_packets.max(estimate.retransmitted()),
+            retransmissions_refused: estimate.refused(),
             ..sent
         }
     }
@@ -274,29 +261,8 @@ fn ice_rtt(report: &RTCStatsReport) -> Option<f64> {
         .reduce(f64::max)
 }
 
-/// What a scrape may read of one live session; shared by the session task (which sets its
-/// phase and retires it) and the registry.
-pub struct Watched {
-    conn: Arc<Conn>,
-    rtcp: Arc<RtcpSeen>,
-    estimate: Arc<Estimate>,
-    /// The quality layer the viewer receives (0: the top).
-    layer: AtomicUsize,
-    /// [`Phase`] as its index in [`Phase::ALL`].
-    phase: AtomicU8,
-    latest: Mutex<Latest>,
-}
-
-#[derive(Default)]
-struct Latest {
-    /// The largest figures read so far.
-    traffic: Traffic,
-    /// The session ended: `traffic` is final and counted among the ended sessions.
-    retired: bool,
-}
-
 /// One session as a scrape saw it.
-struct Reading {
+pub struct Reading {
     phase: Phase,
     traffic: Traffic,
     link: Link,
@@ -308,118 +274,29 @@ struct Reading {
     layer: usize,
 }
 
-impl Watched {
-    /// A new session's (negotiating): its connection, where its interceptor counts the
-    /// viewer's RTCP, and its bandwidth estimate.
-    pub fn new(conn: Arc<Conn>, rtcp: Arc<RtcpSeen>, estimate: Arc<Estimate>) -> Self {
-        Watched {
-            conn,
-            rtcp,
-            estimate,
-            layer: AtomicUsize::new(0),
-            phase: AtomicU8::new(0),
-            latest: Mutex::default(),
-        }
-    }
-
-    /// Where the viewer's estimate comes from, and what its feedback said.
-    pub fn feedback(&self) -> &Estimate {
-        &self.estimate
-    }
-
-    /// The viewer's bandwidth estimate (bits per second), once its feedback moved it.
-    pub fn estimate(&self) -> Option<f64> {
-        self.estimate.measured().then(|| self.estimate.bps())
-    }
-
-    /// The largest fraction lost (0 to 1) in the viewer's newest receiver reports on our
-    /// streams; `None` before the first.
-    pub fn fraction_lost(&self) -> Option<f64> {
-        self.rtcp.fraction_lost()
-    }
-
-    /// The quality layer the viewer receives.
-    pub fn layer(&self) -> usize {
-        self.layer.load(Ordering::Relaxed)
-    }
-
-    /// The viewer now receives `layer`.
-    pub fn set_layer(&self, layer: usize) {
-        self.layer.store(layer, Ordering::Relaxed);
-    }
-
-    /// Where the session is.
-    pub fn phase(&self) -> Phase {
-        Phase::from_index(self.phase.load(Ordering::Relaxed))
-    }
-
-    /// The session's state machine moved to `state`.
-    pub fn set_state(&self, state: State) {
-        self.set_phase(Phase::of(state));
-    }
-
-    /// The session is in `phase`.
-    pub fn set_phase(&self, phase: Phase) {
-        let index = Phase::ALL.iter().position(|p| *p == phase).unwrap_or(0);
-        self.phase.store(index as u8, Ordering::Relaxed);
-    }
-
-    /// Asks webrtc-rs for the connection's stats, waiting at most `wait`.
-    pub async fn report(&self, wait: Duration) -> Option<RTCStatsReport> {
-        let asked = self
-            .conn
-            .with(|pc, now| pc.get_stats(now, StatsSelector::None));
-        tokio::time::timeout(wait, asked).await.ok()?.ok()
-    }
-
-    /// The session ended: its final figures (the larger of `last_report`'s and any read
-    /// before), which from now on no reading changes.
-    pub fn retire(&self, last_report: Option<&RTCStatsReport>) -> Traffic {
-        self.update(self.traffic(last_report), true)
-    }
-
-    /// What webrtc-rs counted, with the resends our budget let out (webrtc-rs counts only
-    /// those on an RTX stream, and onair sends none).
-    fn traffic(&self, report: Option<&RTCStatsReport>) -> Traffic {
-        let traffic = Traffic::of(report, &self.rtcp);
-        Traffic {
-            retransmitted_packets: traffic
-                .retransmitted_packets
-                .max(self.estimate.retransmitted()),
-            retransmissions_refused: self.estimate.refused(),
-            ..traffic
-        }
-    }
-
-    async fn read(&self, wait: Duration) -> Reading {
-        let report = self.report(wait).await;
-        let traffic = self.update(self.traffic(report.as_ref()), false);
+impl Reading {
+    /// A viewer in `phase` that sent `traffic`, on `layer`, as its stats `report`, its
+    /// `rtcp` and its `estimate` say.
+    pub fn new(
+        phase: Phase,
+        traffic: Traffic,
+        report: &RTCStatsReport,
+        rtcp: &RtcpSeen,
+        estimate: &Estimate,
+        layer: usize,
+    ) -> Self {
         Reading {
-            phase: Phase::from_index(self.phase.load(Ordering::Relaxed)),
+            phase,
             traffic,
-            link: Link::of(report.as_ref(), &self.rtcp),
-            estimate_bps: self.estimate(),
-            estimate_from: self.estimate.measured_from(),
-            layer: self.layer(),
+            link: Link::of(Some(report), rtcp),
+            estimate_bps: estimate.measured().then(|| estimate.bps()),
+            estimate_from: estimate.measured_from(),
+            layer,
         }
     }
 
-    fn update(&self, fresh: Traffic, retire: bool) -> Traffic {
-        match self.latest.lock() {
-            Ok(mut latest) => latest.take(fresh, retire),
-            Err(_) => fresh,
-        }
-    }
-}
-
-impl Latest {
-    /// Takes in `fresh` figures unless retired (and retires if `retire`); the figures to
-    /// report.
-    fn take(&mut self, fresh: Traffic, retire: bool) -> Traffic {
-        if !self.retired {
-            self.traffic = self.traffic.max(fresh);
-            self.retired = retire;
-        }
+    /// What it sent.
+    pub fn traffic(&self) -> Traffic {
         self.traffic
     }
 }
@@ -442,7 +319,8 @@ pub struct SessionFigures {
 }
 
 impl SessionFigures {
-    fn add(mut self, reading: Reading) -> Self {
+    /// Counts one live session in.
+    pub fn count(mut self, reading: Reading) -> Self {
         if let Some(count) = Phase::ALL
             .iter()
             .position(|p| *p == reading.phase)
@@ -494,7 +372,8 @@ pub struct PeerFigures {
 }
 
 impl PeerFigures {
-    fn of(id: String, reading: Reading) -> Self {
+    /// Session `id` as `reading` saw it.
+    pub fn of(id: String, reading: Reading) -> Self {
         PeerFigures {
             id,
             state: reading.phase.as_str(),
@@ -508,51 +387,6 @@ impl PeerFigures {
             retransmitted: reading.traffic.retransmitted_packets,
             retransmissions_refused: reading.traffic.retransmissions_refused,
         }
-    }
-}
-
-impl Sessions {
-    /// Where session `id` is; `None` once it has ended.
-    pub fn phase(&self, id: &str) -> Option<Phase> {
-        self.handle(id).map(|handle| handle.watched.phase())
-    }
-
-    /// Each live session's figures; takes at most about [`STATS_WAIT`].
-    pub async fn peers(&self) -> Vec<PeerFigures> {
-        let watched: Vec<(String, Arc<Watched>)> = match self.inner.live.lock() {
-            Ok(live) => live
-                .sessions
-                .iter()
-                .map(|(id, h)| (id.clone(), h.watched.clone()))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        let readings = join_all(watched.iter().map(|(_, w)| w.read(STATS_WAIT))).await;
-        let mut peers: Vec<PeerFigures> = watched
-            .into_iter()
-            .zip(readings)
-            .map(|((id, _), reading)| PeerFigures::of(id, reading))
-            .collect();
-        peers.sort_by(|a, b| a.id.cmp(&b.id));
-        peers
-    }
-
-    /// The live sessions' states and the traffic of all sessions so far; takes at most about
-    /// [`STATS_WAIT`].
-    pub async fn figures(&self) -> SessionFigures {
-        let (ended, watched): (Traffic, Vec<Arc<Watched>>) = match self.inner.live.lock() {
-            Ok(live) => (
-                live.ended,
-                live.sessions.values().map(|h| h.watched.clone()).collect(),
-            ),
-            Err(_) => (Traffic::default(), Vec::new()),
-        };
-        let readings = join_all(watched.iter().map(|w| w.read(STATS_WAIT))).await;
-        let start = SessionFigures {
-            traffic: ended,
-            ..SessionFigures::default()
-        };
-        readings.into_iter().fold(start, SessionFigures::add)
     }
 }
 
@@ -588,19 +422,6 @@ mod tests {
     }
 
     #[test]
-    fn a_retired_session_keeps_its_final_figures() {
-        let mut latest = Latest::default();
-        assert_eq!(latest.take(traffic(100), false), traffic(100));
-        // A reading that timed out (zeros), or an older one, never lowers the figures.
-        assert_eq!(latest.take(Traffic::default(), false), traffic(100));
-        assert_eq!(latest.take(traffic(50), false), traffic(100));
-        assert_eq!(latest.take(traffic(150), true), traffic(150));
-        // After the end: the total of ended sessions holds these; a late scrape's
-        // reading must not raise them above it.
-        assert_eq!(latest.take(traffic(400), false), traffic(150));
-    }
-
-    #[test]
     fn rtcp_from_the_viewer_is_counted() {
         use rtc::rtcp::reception_report::ReceptionReport;
         let seen = RtcpSeen::default();
@@ -629,11 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn phases_round_trip_through_their_index() {
-        for (i, phase) in Phase::ALL.into_iter().enumerate() {
-            assert_eq!(Phase::from_index(i as u8), phase);
-        }
-        assert_eq!(Phase::from_index(200), Phase::Closing);
+    fn phases_of_states() {
         assert_eq!(Phase::of(State::Connected), Phase::Connected);
     }
 
@@ -677,7 +494,7 @@ mod tests {
             reading(Phase::Negotiating, 0, None),
         ]
         .into_iter()
-        .fold(SessionFigures::default(), SessionFigures::add);
+        .fold(SessionFigures::default(), SessionFigures::count);
         assert_eq!(figures.by_phase, [1, 2, 0, 0]);
         assert_eq!(figures.traffic, traffic(300));
         assert_eq!(figures.rtt_seconds, [0.01]);

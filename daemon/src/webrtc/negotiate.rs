@@ -3,7 +3,9 @@
 //! the producer to) and the viewer answers. Either way every one of our candidates is in
 //! our SDP: no trickle needed from our side.
 //!
-//! Each step runs on the connection's core in the engine ([`Conn::with`]).
+//! Each step is a function over the connection's core, run by the loop that owns it
+//! (`webrtc::engine`): applying the remote description and adding our tracks first, then
+//! (once our candidates are in the core) describing ours.
 
 use std::time::Instant;
 
@@ -17,9 +19,8 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use rtc::sdp::description::session::SessionDescription;
 use tracing::debug;
 
-use super::engine::Conn;
-use super::forward::Outgoing;
-use super::peer::{self, NewPeer, PeerFactory};
+use super::peer::{self, PeerFactory};
+use super::viewer::Track;
 use super::{OfferError, nat};
 
 /// One of our tracks on a viewer's connection, before the viewer has agreed on a payload type.
@@ -38,25 +39,16 @@ fn codecs(factory: &PeerFactory, profile_level_id: &str) -> Vec<(RtpCodecKind, R
     codecs
 }
 
-/// Runs `step` on `conn`'s core; the engine being gone is an internal error.
-async fn on_core<R: Send + 'static>(
-    conn: &Conn,
-    step: impl FnOnce(&mut RTCPeerConnection, Instant) -> Result<R, OfferError> + Send + 'static,
-) -> Result<R, OfferError> {
-    conn.with(step)
-        .await
-        .map_err(|e| OfferError::Internal(e.to_string()))?
-}
-
-/// The viewer offered: applies the offer, adds our tracks and answers. Fails if the answer
-/// would not carry H.264 video (audio is optional for the viewer).
-pub async fn answer(
+/// The viewer offered: applies the offer and adds our tracks; the answer is described
+/// once our candidates are in ([`describe`], then [`agreed`]). Fails if the answer would not
+/// carry H.264 video (audio is optional for the viewer).
+pub fn take_offer(
     factory: &PeerFactory,
     profile_level_id: &str,
-    peer: &NewPeer,
+    pc: &mut RTCPeerConnection,
+    now: Instant,
     offer: RTCSessionDescription,
-) -> Result<(String, Vec<Outgoing>), OfferError> {
-    let conn = &peer.conn;
+) -> Result<Vec<Added>, OfferError> {
     // webrtc-rs falls back to any H.264 when none fits (packetization mode 0, another
     // profile): such an offer gets no answer at all.
     let parsed = offer
@@ -65,114 +57,94 @@ pub async fn answer(
     if payload_type(&parsed, Wanted::H264 { profile_level_id }, "sendonly").is_none() {
         return Err(OfferError::NoVideo(profile_level_id.to_owned()));
     }
-    let codecs = codecs(factory, profile_level_id);
-    let profile = profile_level_id.to_owned();
-    let added = on_core(conn, move |pc, now| {
-        pc.set_remote_description(now, offer)
-            .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-        let mut added = Vec::new();
-        for (kind, codec) in codecs {
-            let (track, ssrc) = local_track(kind, codec);
-            // webrtc-rs refuses a track whose codec the offer does not accept.
-            match pc.add_track(track) {
-                Ok(sender) => added.push(Added { kind, sender, ssrc }),
-                Err(err) if kind == RtpCodecKind::Video => {
-                    debug!("video track refused: {err}");
-                    return Err(OfferError::NoVideo(profile));
-                }
-                Err(err) => debug!("viewer takes no Opus audio: {err}"),
+    pc.set_remote_description(now, offer)
+        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
+    let mut added = Vec::new();
+    for (kind, codec) in codecs(factory, profile_level_id) {
+        let (track, ssrc) = local_track(kind, codec);
+        // webrtc-rs refuses a track whose codec the offer does not accept.
+        match pc.add_track(track) {
+            Ok(sender) => added.push(Added { kind, sender, ssrc }),
+            Err(err) if kind == RtpCodecKind::Video => {
+                debug!("video track refused: {err}");
+                return Err(OfferError::NoVideo(profile_level_id.to_owned()));
             }
+            Err(err) => debug!("viewer takes no Opus audio: {err}"),
         }
-        Ok(added)
-    })
-    .await?;
-    let sdp = describe(conn, RTCSdpType::Answer).await?;
-    // What the answer agreed to send is what we send: its payload types, per medium.
-    let outgoing = agreed(conn, &sdp, "recvonly", added, profile_level_id)?;
-    Ok((announced(factory, sdp), outgoing))
+    }
+    Ok(added)
 }
 
-/// We offer: adds our tracks (send only) and returns the offer, with the tracks waiting for
-/// the viewer's answer ([`accept`]).
-pub async fn offer(
+/// We offer: adds our tracks (send only); the offer is described once our candidates are
+/// in ([`describe`]) and the tracks wait for the viewer's answer ([`accept`]).
+pub fn add_tracks(
     factory: &PeerFactory,
     profile_level_id: &str,
-    peer: &NewPeer,
-) -> Result<(String, Vec<Added>), OfferError> {
-    let conn = &peer.conn;
-    let codecs = codecs(factory, profile_level_id);
-    let added = on_core(conn, move |pc, _| {
-        let mut added = Vec::new();
-        for (kind, codec) in codecs {
-            let (track, ssrc) = local_track(kind, codec);
-            let init = RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Sendonly,
-                ..Default::default()
-            };
-            let transceiver = pc
-                .add_transceiver_from_track(track, Some(init))
-                .map_err(|e| OfferError::Internal(format!("adding our {kind} track: {e}")))?;
-            let sender = RTCRtpSenderId::from(transceiver);
-            added.push(Added { kind, sender, ssrc });
-        }
-        Ok(added)
-    })
-    .await?;
-    let sdp = describe(conn, RTCSdpType::Offer).await?;
-    Ok((announced(factory, sdp), added))
+    pc: &mut RTCPeerConnection,
+) -> Result<Vec<Added>, OfferError> {
+    let mut added = Vec::new();
+    for (kind, codec) in codecs(factory, profile_level_id) {
+        let (track, ssrc) = local_track(kind, codec);
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            ..Default::default()
+        };
+        let transceiver = pc
+            .add_transceiver_from_track(track, Some(init))
+            .map_err(|e| OfferError::Internal(format!("adding our {kind} track: {e}")))?;
+        let sender = RTCRtpSenderId::from(transceiver);
+        added.push(Added { kind, sender, ssrc });
+    }
+    Ok(added)
 }
 
 /// The viewer answered our offer: applies the answer and returns what to send.
-pub async fn accept(
-    conn: &Conn,
+pub fn accept(
+    pc: &mut RTCPeerConnection,
+    now: Instant,
     answer: &str,
     added: Vec<Added>,
     profile_level_id: &str,
-) -> Result<Vec<Outgoing>, OfferError> {
+) -> Result<Vec<Track>, OfferError> {
     let answer = RTCSessionDescription::answer(answer.to_owned())
         .map_err(|e| OfferError::BadOffer(format!("bad answer: {e}")))?;
     let sdp = answer
         .unmarshal()
         .map_err(|e| OfferError::BadOffer(format!("bad answer: {e}")))?;
-    on_core(conn, move |pc, now| {
-        pc.set_remote_description(now, answer)
-            .map_err(|e| OfferError::BadOffer(format!("bad answer: {e}")))
-    })
-    .await?;
-    agreed(conn, &sdp, "sendonly", added, profile_level_id)
+    pc.set_remote_description(now, answer)
+        .map_err(|e| OfferError::BadOffer(format!("bad answer: {e}")))?;
+    agreed(&sdp, "sendonly", added, profile_level_id)
 }
 
-/// Adds our candidates, creates our offer or answer (`kind`), applies it, and routes the
-/// checks addressed to its ICE username fragment to the connection. Returns it parsed.
-async fn describe(conn: &Conn, kind: RTCSdpType) -> Result<SessionDescription, OfferError> {
-    conn.add_our_candidates()
-        .await
+/// Creates our offer or answer (`kind`) and applies it; our candidates must be in the core
+/// already. Returns it parsed, and its ICE username fragment (checks addressed to it are
+/// this connection's).
+pub fn describe(
+    pc: &mut RTCPeerConnection,
+    now: Instant,
+    kind: RTCSdpType,
+) -> Result<(SessionDescription, String), OfferError> {
+    let description = match kind {
+        RTCSdpType::Offer => pc.create_offer(None),
+        _ => pc.create_answer(None),
+    }
+    .map_err(|e| OfferError::Internal(format!("creating our {kind}: {e}")))?;
+    pc.set_local_description(now, description)
         .map_err(|e| OfferError::Internal(e.to_string()))?;
-    let local = on_core(conn, move |pc, now| {
-        let description = match kind {
-            RTCSdpType::Offer => pc.create_offer(None),
-            _ => pc.create_answer(None),
-        }
-        .map_err(|e| OfferError::Internal(format!("creating our {kind}: {e}")))?;
-        pc.set_local_description(now, description)
-            .map_err(|e| OfferError::Internal(e.to_string()))?;
-        pc.local_description()
-            .ok_or_else(|| OfferError::Internal("no local description".into()))
-    })
-    .await?;
+    let local = pc
+        .local_description()
+        .ok_or_else(|| OfferError::Internal("no local description".into()))?;
     let ufrag = ice_credentials(&local.sdp)
         .map(|(ufrag, _)| ufrag)
         .ok_or_else(|| OfferError::Internal("our local description has no ICE ufrag".into()))?;
-    conn.answer_as(ufrag)
-        .await
-        .map_err(|e| OfferError::Internal(e.to_string()))?;
-    local
+    let parsed = local
         .unmarshal()
-        .map_err(|e| OfferError::Internal(format!("our own SDP: {e}")))
+        .map_err(|e| OfferError::Internal(format!("our own SDP: {e}")))?;
+    Ok((parsed, ufrag))
 }
 
 /// Our SDP as viewers must see it (`webrtc.nat_ips`).
-fn announced(factory: &PeerFactory, mut sdp: SessionDescription) -> String {
+pub fn announced(factory: &PeerFactory, mut sdp: SessionDescription) -> String {
     nat::announce(&mut sdp, factory.nat_ips());
     sdp.marshal()
 }
@@ -188,14 +160,14 @@ fn ice_credentials(sdp: &str) -> Option<(String, String)> {
 }
 
 /// The viewer restarts ICE with new credentials (a WHEP PATCH, RFC 9725 §4.3.2): its offer
-/// again with them (and without the old candidates; new ones come trickled), then our answer.
-/// Returns our new credentials and candidates as an SDP fragment
-/// (`application/trickle-ice-sdpfrag`).
-pub async fn restart(
-    factory: &PeerFactory,
-    conn: &Conn,
+/// again with them (and without the old candidates; new ones come trickled). Our answer is
+/// then described as for a new offer, and sent as its ICE part only ([`ice_fragment`],
+/// `application/trickle-ice-sdpfrag`).
+pub fn restart(
+    pc: &mut RTCPeerConnection,
+    now: Instant,
     (ufrag, pwd): (&str, &str),
-) -> Result<String, OfferError> {
+) -> Result<(), OfferError> {
     for (name, value, shortest) in [("ice-ufrag", ufrag, 4), ("ice-pwd", pwd, 22)] {
         if let Some(problem) = ice_credential_problem(value, shortest) {
             return Err(OfferError::BadOffer(format!(
@@ -203,28 +175,22 @@ pub async fn restart(
             )));
         }
     }
-    let (ufrag, pwd) = (ufrag.to_owned(), pwd.to_owned());
-    on_core(conn, move |pc, now| {
-        let remote = pc
-            .remote_description()
-            .filter(|d| d.sdp_type == RTCSdpType::Offer)
-            .ok_or_else(|| {
-                OfferError::BadOffer("only a session the viewer offered restarts over WHEP".into())
-            })?;
-        let offer = RTCSessionDescription::offer(with_credentials(&remote.sdp, &ufrag, &pwd))
-            .map_err(|e| OfferError::BadOffer(e.to_string()))?;
-        pc.set_remote_description(now, offer).map_err(|e| {
-            // webrtc-rs may have moved to have-remote-offer before failing: back to stable,
-            // so that the next restart can be taken.
-            if let Ok(rollback) = RTCSessionDescription::rollback(None) {
-                let _ = pc.set_remote_description(now, rollback);
-            }
-            OfferError::BadOffer(format!("ICE restart: {e}"))
-        })
+    let remote = pc
+        .remote_description()
+        .filter(|d| d.sdp_type == RTCSdpType::Offer)
+        .ok_or_else(|| {
+            OfferError::BadOffer("only a session the viewer offered restarts over WHEP".into())
+        })?;
+    let offer = RTCSessionDescription::offer(with_credentials(&remote.sdp, ufrag, pwd))
+        .map_err(|e| OfferError::BadOffer(e.to_string()))?;
+    pc.set_remote_description(now, offer).map_err(|e| {
+        // webrtc-rs may have moved to have-remote-offer before failing: back to stable,
+        // so that the next restart can be taken.
+        if let Ok(rollback) = RTCSessionDescription::rollback(None) {
+            let _ = pc.set_remote_description(now, rollback);
+        }
+        OfferError::BadOffer(format!("ICE restart: {e}"))
     })
-    .await?;
-    let sdp = describe(conn, RTCSdpType::Answer).await?;
-    Ok(ice_fragment(&announced(factory, sdp)))
 }
 
 /// What is wrong with an ICE username fragment or password (RFC 8839 §5.4: `shortest` to 256
@@ -256,7 +222,7 @@ fn with_credentials(sdp: &str, ufrag: &str, pwd: &str) -> String {
 
 /// The ICE part of `sdp` as a trickle fragment (RFC 8840): credentials, then the first media
 /// section's `m=` and `a=mid` lines with its candidates (bundled: they serve every section).
-fn ice_fragment(sdp: &str) -> String {
+pub fn ice_fragment(sdp: &str) -> String {
     let (ufrag, pwd) = ice_credentials(sdp).unwrap_or_default();
     let mut out = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
     let Some(at) = sdp.find("\nm=") else {
@@ -279,23 +245,22 @@ fn ice_fragment(sdp: &str) -> String {
 
 /// The payload type each added track got in the negotiated SDP (our answer or the viewer's);
 /// see [`payload_type`].
-fn agreed(
-    conn: &Conn,
+pub fn agreed(
     sdp: &SessionDescription,
     towards_us_only: &str,
     added: Vec<Added>,
     profile_level_id: &str,
-) -> Result<Vec<Outgoing>, OfferError> {
-    let mut outgoing = Vec::new();
+) -> Result<Vec<Track>, OfferError> {
+    let mut tracks = Vec::new();
     for Added { kind, sender, ssrc } in added {
         let wanted = match kind {
             RtpCodecKind::Audio => Wanted::Opus,
             _ => Wanted::H264 { profile_level_id },
         };
         match payload_type(sdp, wanted, towards_us_only) {
-            Some(payload_type) => outgoing.push(Outgoing {
+            Some(payload_type) => tracks.push(Track {
                 kind,
-                rtp: conn.rtp_out(sender),
+                sender,
                 ssrc,
                 payload_type,
             }),
@@ -305,7 +270,7 @@ fn agreed(
             None => debug!("viewer takes no Opus audio"),
         }
     }
-    Ok(outgoing)
+    Ok(tracks)
 }
 
 /// A codec we send, as a viewer's SDP must accept it.

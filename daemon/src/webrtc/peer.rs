@@ -4,6 +4,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::congestion::{self, Estimate};
+use super::engine::Engine;
+use super::figures::RtcpSeen;
+use super::keyframe_requests::{self, KeyframeRequests};
 use onair_config::WebRtc;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Registry;
@@ -18,14 +22,6 @@ use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
-use tokio::sync::{mpsc, watch};
-
-use super::congestion::{self, Estimate};
-use super::engine::{Added, Conn, Engine, Gone};
-use super::figures::RtcpSeen;
-use super::keyframe_requests::{self, KeyframeRequests};
-use super::session::Event;
-use crate::media::KeyframeReason;
 
 /// Payload types we prefer; an answer follows the offer's numbering anyway.
 const H264_PAYLOAD_TYPE: u8 = 102;
@@ -74,7 +70,7 @@ pub fn opus_codec() -> RTCRtpCodec {
 /// reaches the port like any viewer. onaird allocates nothing itself: every connection's
 /// allocation would come from the one port, and a TURN server keeps one allocation per
 /// client address (coturn answers the second with 437).
-fn stun_servers(servers: &[onair_config::IceServer]) -> Vec<String> {
+pub fn stun_servers(servers: &[onair_config::IceServer]) -> Vec<String> {
     let turn = servers
         .iter()
         .flat_map(|s| &s.urls)
@@ -100,7 +96,7 @@ const RESOLVE_RETRY: Duration = Duration::from_secs(30);
 const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Looks up the STUN servers now and then, and tells the engine where they are.
-async fn resolve_stun_servers(names: Vec<String>, engine: Engine) {
+pub async fn resolve_stun_servers(names: Vec<String>, engine: Engine) {
     loop {
         let mut found = Vec::new();
         for name in &names {
@@ -126,7 +122,9 @@ async fn resolve_stun_servers(names: Vec<String>, engine: Engine) {
         } else {
             RESOLVE_EVERY
         };
-        engine.set_stun_servers(found).await;
+        if engine.set_stun_servers(found).await.is_err() {
+            return;
+        }
         tokio::time::sleep(wait).await;
     }
 }
@@ -135,9 +133,10 @@ async fn resolve_stun_servers(names: Vec<String>, engine: Engine) {
 pub struct PeerFactory {
     /// `webrtc.nat_ips`, applied to answers by [`super::nat`].
     nat_ips: Vec<IpAddr>,
+    /// The addresses `webrtc.port` is bound on.
+    bind_ips: Vec<IpAddr>,
+    port: u16,
     loopback: bool,
-    /// The one loop, over `webrtc.port`.
-    engine: Engine,
     audio_codec: Option<RTCRtpCodec>,
     /// What the video's top and lowest layers send, in bits per second (see
     /// [`congestion::register`]).
@@ -146,63 +145,39 @@ pub struct PeerFactory {
 
 /// A freshly built peer connection and what came with it.
 pub struct NewPeer {
-    /// The connection, in the engine.
-    pub conn: Arc<Conn>,
-    /// The newest connection state change (`None` before the first).
-    pub events: watch::Receiver<Option<Event>>,
-    /// The viewer's key frame requests.
-    pub feedback: mpsc::Receiver<KeyframeReason>,
+    /// The connection's core.
+    pub pc: Box<rtc::peer_connection::RTCPeerConnection>,
     /// The viewer's RTCP, counted for `/metrics`.
     pub rtcp: Arc<RtcpSeen>,
     /// The viewer's bandwidth estimate.
     pub estimate: Arc<Estimate>,
 }
 
-/// Why a peer connection could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum PeerError {
-    /// webrtc-rs refused.
-    #[error(transparent)]
-    WebRtc(#[from] rtc::shared::error::Error),
-    /// The engine has stopped (shutting down).
-    #[error(transparent)]
-    Gone(#[from] Gone),
-}
-
 impl PeerFactory {
-    /// Reads the `[webrtc]` settings, binds `webrtc.port` and starts the engine, for video
-    /// whose top and lowest layers send `top_kbps` and `lowest_kbps`.
-    pub fn new(
-        config: &WebRtc,
-        audio: bool,
-        top_kbps: u32,
-        lowest_kbps: u32,
-    ) -> std::io::Result<Self> {
+    /// Reads the `[webrtc]` settings, for video whose top and lowest layers send `top_kbps`
+    /// and `lowest_kbps`.
+    pub fn new(config: &WebRtc, audio: bool, top_kbps: u32, lowest_kbps: u32) -> Self {
         let bind_ips = if config.bind_ips.is_empty() {
             vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
         } else {
             config.bind_ips.clone()
         };
-        let engine = Engine::start(&bind_ips, config.port)?;
-        let stun = stun_servers(&config.ice_servers);
-        if !stun.is_empty() {
-            tokio::spawn(resolve_stun_servers(stun, engine.clone()));
-        }
-        Ok(PeerFactory {
+        PeerFactory {
             nat_ips: config.nat_ips.clone(),
             loopback: bind_ips.iter().any(IpAddr::is_loopback),
-            engine,
+            bind_ips,
+            port: config.port,
             audio_codec: audio.then(opus_codec),
             video_bps: (
                 f64::from(top_kbps) * 1000.0,
                 f64::from(lowest_kbps) * 1000.0,
             ),
-        })
+        }
     }
 
-    /// The number of `webrtc.port` (the one chosen, if it was 0).
-    pub fn port(&self) -> u16 {
-        self.engine.number()
+    /// Where `webrtc.port` is to be bound: the addresses and the number (0: any).
+    pub fn binding(&self) -> (&[IpAddr], u16) {
+        (&self.bind_ips, self.port)
     }
 
     /// Addresses to announce instead of the bound ones (`webrtc.nat_ips`).
@@ -215,9 +190,8 @@ impl PeerFactory {
         self.audio_codec.as_ref()
     }
 
-    /// A peer connection that offers exactly our two codecs (the video one as it is now),
-    /// handed to the engine.
-    pub async fn build(&self, video_codec: &RTCRtpCodec) -> Result<NewPeer, PeerError> {
+    /// A peer connection that offers exactly our two codecs (the video one as it is now).
+    pub fn build(&self, video_codec: &RTCRtpCodec) -> Result<NewPeer, rtc::shared::error::Error> {
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(
             RTCRtpCodecParameters {
@@ -263,15 +237,8 @@ impl PeerFactory {
             .with_setting_engine(settings.build())
             .with_interceptor_registry(registry)
             .build(Instant::now())?;
-        let Added {
-            conn,
-            events,
-            feedback,
-        } = self.engine.add(pc).await?;
         Ok(NewPeer {
-            conn: Arc::new(conn),
-            events,
-            feedback,
+            pc: Box::new(pc),
             rtcp,
             estimate,
         })

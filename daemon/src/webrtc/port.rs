@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 use super::tcp::{self, TcpArrival};
 
 /// A connection's number in the engine.
-pub type ConnId = u64;
+pub type ConnId = super::session::SessionId;
 
 /// Remote addresses routed to one connection at most (a viewer uses one or two; more are
 /// forgotten oldest first, so nobody can fill the table by spraying checks).
@@ -191,20 +191,22 @@ impl Socket {
             || (self.bound.ip().is_unspecified() && self.bound.is_ipv4() == local.is_ipv4())
     }
 
-    /// Sends `datagram` to `to` (from `from`, on a wildcard socket; else the system picks),
-    /// without waiting: `WouldBlock` when the socket buffer is full.
+    /// Sends `contents` to `to` (from `from`, on a wildcard socket) without waiting: one
+    /// datagram, or with `segment_size` several of that size (the last may be shorter) in
+    /// one system call (UDP GSO; see [`Self::max_segments`]).
     pub fn try_send(
         &self,
         from: Option<IpAddr>,
         to: SocketAddr,
-        datagram: &[u8],
+        contents: &[u8],
+        segment_size: Option<usize>,
     ) -> io::Result<()> {
         let wildcard = self.bound.ip().is_unspecified();
         let out = Transmit {
             destination: to,
             ecn: None,
-            contents: datagram,
-            segment_size: None,
+            contents,
+            segment_size,
             src_ip: from.filter(|ip| wildcard && !ip.is_unspecified()),
         };
         self.io.try_io(tokio::io::Interest::WRITABLE, || {
@@ -212,7 +214,12 @@ impl Socket {
         })
     }
 
-    /// Waits until the socket can send again.
+    /// How many datagrams one [`Self::try_send`] may carry (1 where the kernel has no UDP
+    /// GSO, or after it refused it once).
+    pub fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
     pub async fn writable(&self) -> io::Result<()> {
         self.io.writable().await
     }
@@ -340,6 +347,11 @@ mod tests {
     use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Setter};
     use rtc::stun::textattrs::Username;
 
+    /// Connection `n`'s id.
+    fn id(n: u8) -> ConnId {
+        super::super::session::SessionId::parse(&format!("{n:032x}")).unwrap()
+    }
+
     fn check(to_ufrag: &str) -> Vec<u8> {
         let mut m = Message::new();
         m.set_type(BINDING_REQUEST);
@@ -369,15 +381,15 @@ mod tests {
     #[test]
     fn checks_go_by_ufrag_and_media_follows_the_address_they_came_from() {
         let mut routes = Routes::default();
-        routes.answer_as(1, "aaaa");
-        routes.answer_as(2, "bbbb");
+        routes.answer_as(id(1), "aaaa");
+        routes.answer_as(id(2), "bbbb");
         let (va, vb) = (addr("127.0.0.1:5001"), addr("127.0.0.1:5002"));
         // Media before any check: nobody's.
         assert_eq!(routes.route(LOCAL, va, SRTP), None);
-        assert_eq!(routes.route(LOCAL, va, &check("aaaa")), Some(1));
-        assert_eq!(routes.route(LOCAL, vb, &check("bbbb")), Some(2));
-        assert_eq!(routes.route(LOCAL, va, SRTP), Some(1));
-        assert_eq!(routes.route(LOCAL, vb, SRTP), Some(2));
+        assert_eq!(routes.route(LOCAL, va, &check("aaaa")), Some(id(1)));
+        assert_eq!(routes.route(LOCAL, vb, &check("bbbb")), Some(id(2)));
+        assert_eq!(routes.route(LOCAL, va, SRTP), Some(id(1)));
+        assert_eq!(routes.route(LOCAL, vb, SRTP), Some(id(2)));
         // A check for a connection that is not there, and media from a stranger: dropped.
         assert_eq!(routes.route(LOCAL, va, &check("cccc")), None);
         assert_eq!(routes.route(LOCAL, addr("127.0.0.1:5003"), SRTP), None);
@@ -386,26 +398,26 @@ mod tests {
     #[test]
     fn answers_to_our_checks_go_to_whoever_sent_them() {
         let mut routes = Routes::default();
-        routes.answer_as(1, "aaaa");
+        routes.answer_as(id(1), "aaaa");
         let viewer = addr("127.0.0.1:5001");
         assert_eq!(routes.route(LOCAL, viewer, &response()), None);
-        routes.sent(1, LOCAL, viewer);
-        assert_eq!(routes.route(LOCAL, viewer, &response()), Some(1));
+        routes.sent(id(1), LOCAL, viewer);
+        assert_eq!(routes.route(LOCAL, viewer, &response()), Some(id(1)));
     }
 
     #[test]
     fn an_ice_restart_moves_the_ufrag() {
         let mut routes = Routes::default();
-        routes.answer_as(1, "old");
-        routes.answer_as(1, "new");
+        routes.answer_as(id(1), "old");
+        routes.answer_as(id(1), "new");
         assert_eq!(routes.conn_of("old"), None);
-        assert_eq!(routes.conn_of("new"), Some(1));
+        assert_eq!(routes.conn_of("new"), Some(id(1)));
     }
 
     #[test]
     fn a_connection_keeps_a_few_remotes_and_forgetting_it_drops_them_all() {
         let mut routes = Routes::default();
-        routes.answer_as(1, "aaaa");
+        routes.answer_as(id(1), "aaaa");
         for port in 0..20 {
             routes.route(
                 LOCAL,
@@ -415,8 +427,11 @@ mod tests {
         }
         assert_eq!(routes.by_remote.len(), REMOTES_PER_CONN);
         assert_eq!(routes.route(LOCAL, addr("127.0.0.1:6000"), SRTP), None);
-        assert_eq!(routes.route(LOCAL, addr("127.0.0.1:6019"), SRTP), Some(1));
-        routes.forget(1);
+        assert_eq!(
+            routes.route(LOCAL, addr("127.0.0.1:6019"), SRTP),
+            Some(id(1))
+        );
+        routes.forget(id(1));
         assert!(routes.by_remote.is_empty() && routes.conn_of_ufrag.is_empty());
         assert_eq!(routes.route(LOCAL, addr("127.0.0.1:6019"), SRTP), None);
     }

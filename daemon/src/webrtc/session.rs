@@ -22,6 +22,34 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// ICE may recover on its own inside this window, e.g. after a Wi-Fi roam.
 pub const DISCONNECTED_GRACE: Duration = Duration::from_secs(10);
 
+/// A session's one id: random (a stranger cannot guess another viewer's), written as 32 hex
+/// digits in WHEP resource URLs and signalling messages, and the key of everything the loop
+/// keeps for the viewer (its [`super::viewer::Viewer`], its routes, its streams).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(u128);
+
+impl SessionId {
+    /// A new random id.
+    pub fn random() -> Self {
+        SessionId(rand::random())
+    }
+
+    /// The id written as `text` (exactly as [`Display`](std::fmt::Display) writes it: 32
+    /// lower-case hex digits); `None` if it is not one.
+    pub fn parse(text: &str) -> Option<Self> {
+        let digit = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        (text.len() == 32 && text.bytes().all(digit))
+            .then(|| u128::from_str_radix(text, 16).ok().map(SessionId))
+            .flatten()
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
 /// Where a session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -226,6 +254,22 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_written_and_read_as_32_hex_digits() {
+        let id = SessionId::random();
+        assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+        assert_eq!(id.to_string().len(), 32);
+        for bad in [
+            "",
+            "abc",
+            &format!("{id}0"),
+            &"g".repeat(32),
+            &format!("+{}", &id.to_string()[1..]),
+        ] {
+            assert_eq!(SessionId::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn connect_starts_media_once() {

@@ -297,7 +297,7 @@ async fn watch(
     let mut connected = false;
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
-        match sessions.phase(&published.id) {
+        match sessions.phase(&published.id).await {
             Some(Phase::Connected) if !connected => {
                 connected = true;
                 backoff.reset();
