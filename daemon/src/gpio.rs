@@ -4,8 +4,8 @@
 //! knows (viewers, whether frames flow, whether signaling works) and the button's level, and
 //! says what the LEDs show and when privacy toggles. [`Poller`] is the thin edge around it: it
 //! reads the button, switches the LEDs (only when they change) and flips the shared privacy
-//! flag the media threads read. [`GpioTask`] runs a poller on a thread of its own every
-//! [`POLL`] until dropped.
+//! flag the media threads read. [`Poller::spawn`] runs it on a thread of its own every
+//! [`POLL`] until the daemon stops.
 //!
 //! Status LED:
 //!
@@ -18,11 +18,9 @@
 //! A blink is 200 ms on; blinks of one code start 500 ms apart. When both are wrong, the
 //! camera's code shows.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::lifecycle::Lifecycle;
 use crate::media::Privacy;
 use onair_hal::gpio::{Gpio, GpioPins, Led, RppalGpio};
 use tracing::{info, warn};
@@ -201,44 +199,21 @@ impl Poller {
     }
 
     /// Polls every [`POLL`] on a thread of its own, `sense` telling the health at each poll,
-    /// until the returned task is dropped; then the LEDs go dark.
+    /// until `lifecycle`'s stop (within one [`POLL`]); then the LEDs go dark.
     pub fn spawn(
         mut self,
         mut sense: impl FnMut(Instant) -> Health + Send + 'static,
-    ) -> std::io::Result<GpioTask> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("onair-gpio".into())
-            .spawn(move || {
-                while !stopped.load(Ordering::Relaxed) {
-                    let now = Instant::now();
-                    self.poll(now, sense(now));
-                    std::thread::sleep(POLL);
-                }
-                self.gpio.set_led(Led::OnAir, false);
-                self.gpio.set_led(Led::Status, false);
-            })?;
-        Ok(GpioTask {
-            stop,
-            thread: Some(thread),
+        lifecycle: &Lifecycle,
+    ) -> std::io::Result<()> {
+        lifecycle.thread("onair-gpio", move |stop| {
+            while !stop.is_stopped() {
+                let now = Instant::now();
+                self.poll(now, sense(now));
+                std::thread::sleep(POLL);
+            }
+            self.gpio.set_led(Led::OnAir, false);
+            self.gpio.set_led(Led::Status, false);
         })
-    }
-}
-
-/// The running poll thread. Dropping it stops the thread (within one [`POLL`]), darkens the
-/// LEDs and joins it.
-pub struct GpioTask {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for GpioTask {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -506,12 +481,14 @@ mod tests {
         assert!(fake.led(Led::Status));
     }
 
-    #[test]
-    fn poller_thread_stops_and_darkens_the_leds_when_dropped() {
+    #[tokio::test]
+    async fn poller_thread_stops_and_darkens_the_leds_at_the_stop() {
         let fake = FakeGpio::new();
         let poller = Poller::new(Box::new(fake.clone()), Privacy::detached());
-        let task = poller.spawn(|_| health(3, true)).unwrap();
-        drop(task);
+        let lifecycle = Lifecycle::default();
+        poller.spawn(|_| health(3, true), &lifecycle).unwrap();
+        let left = lifecycle.finish(std::time::Duration::from_secs(30)).await;
+        assert!(left.is_empty(), "{left:?}");
         assert!(!fake.led(Led::OnAir));
         assert!(!fake.led(Led::Status));
     }

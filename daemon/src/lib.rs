@@ -11,10 +11,12 @@
 //! - [`whip`]: who joins through a media server: the stream published once over WHIP.
 //! - [`gpio`]: on-air LED, status LED and privacy button, when pins are configured.
 //!
-//! [`run`] wires them together; `main.rs` only parses the command line.
+//! [`run`] wires them together under one [`lifecycle`]; `main.rs` only parses the command
+//! line.
 
 pub mod gpio;
 pub mod http;
+pub mod lifecycle;
 pub mod media;
 pub mod record;
 pub mod service;
@@ -34,6 +36,11 @@ use tracing::{info, warn};
 /// How long HTTP requests in flight may take to finish once a stop is requested (sessions
 /// close at once, so the daemon is gone within about this long of SIGTERM).
 const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long everything else may take to end after HTTP. A capture thread notices the stop
+/// between two reads, so within a frame; one blocked in a device read that does not return
+/// (a driver that hangs, a microphone that delivers nothing) is left behind and ends with the
+/// process, so SIGTERM is never held up by a device.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Runs the daemon until `shutdown` completes, then closes every session and stops capture.
 pub async fn run(
@@ -41,16 +48,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Everything started below runs under it; returning early (an error) drops it, which
+    // stops what had started.
+    let lifecycle = lifecycle::Lifecycle::default();
     let (tokens, made_tokens) = http::access::Tokens::resolve(&config.access, true)?;
     let tokens = Arc::new(tokens);
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => Some(onair_signal::tls::acceptor("http", cert, key)?),
         _ => None,
     };
-    let pipeline = media::Pipeline::start(&config)?;
-    let media = pipeline.handle();
-    let _recorder = record::recorder::start(&config.record, &media)?;
-    let sessions = webrtc::Sessions::new(media.clone(), &config.webrtc)
+    let media = media::Pipeline::start(&config, &lifecycle)?.handle();
+    record::recorder::start(&config.record, &media, &lifecycle)?;
+    let sessions = webrtc::Sessions::new(media.clone(), &config.webrtc, &lifecycle)
         .with_context(|| format!("webrtc.port = {}: cannot bind", config.webrtc.port))?;
     let identity = signaling::Identity {
         channel: config.device.channel.clone(),
@@ -62,13 +71,13 @@ pub async fn run(
     let max_message_bytes = onair_config::signal::Limits::default().max_message_bytes;
     let (local, local_target) = signaling::built_in(&identity, max_message_bytes as usize);
     let local_registration =
-        signaling::Signaling::start(local_target, identity.clone(), sessions.clone());
+        signaling::Signaling::start(local_target, identity.clone(), sessions.clone(), &lifecycle);
     let remote_registration = config.signaling.url.as_ref().map(|url| {
         let target = signaling::Target::Remote {
             url: url.clone(),
             token: config.signaling.token.clone(),
         };
-        signaling::Signaling::start(target, identity, sessions.clone())
+        signaling::Signaling::start(target, identity, sessions.clone(), &lifecycle)
     });
     // Status and the status LED report the registration that matters to remote viewers.
     let registration = remote_registration.as_ref().unwrap_or(&local_registration);
@@ -79,12 +88,18 @@ pub async fn run(
         .unwrap_or_else(|| "built-in".to_owned());
     let publisher = match &config.whip.url {
         Some(url) => Some(Arc::new(
-            whip::Publisher::start(&config.whip, sessions.clone())
+            whip::Publisher::start(&config.whip, sessions.clone(), &lifecycle)
                 .with_context(|| format!("whip.url = {}", onair_signal::redact::url(url)))?,
         )),
         None => None,
     };
-    let gpio = start_gpio(&config, &media, &sessions, registration.registered_flag());
+    start_gpio(
+        &config,
+        &media,
+        &sessions,
+        registration.registered_flag(),
+        &lifecycle,
+    );
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -92,11 +107,12 @@ pub async fn run(
     let addr = listener.local_addr()?;
     // HTTP listens: systemd hears READY=1 once a picture is encoded (and the channel
     // registered, with a remote service).
-    let notifier = service::start(
+    service::start(
         media.stats.clone(),
         sessions.clone(),
         registration.registered_flag(),
         remote_registration.is_some(),
+        &lifecycle,
     );
     info!(channel = %config.device.channel, "onaird {} listening on {}://{addr}", env!("CARGO_PKG_VERSION"), scheme(&config));
     // The viewer token is in the journal once, when the token file is made; after that the
@@ -138,50 +154,52 @@ pub async fn run(
         tokens,
         &config.http,
     );
-    // On the signal, sessions close at once (viewers see their connection end), in parallel
-    // with HTTP finishing the requests in flight; a client that keeps a request open cannot
-    // hold shutdown beyond HTTP_DRAIN.
-    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
+    // The signal gives the stop: sessions close at once (viewers see their connection end),
+    // the media server's session is DELETEd, capture and the rest end, all in parallel with
+    // HTTP finishing the requests in flight; a client that keeps a request open cannot hold
+    // shutdown beyond HTTP_DRAIN.
+    let stop = lifecycle.stop_signal();
+    let stopping = stop.clone();
+    lifecycle.spawn(async move {
         shutdown.await;
         service::stopping();
-        let _ = stopping_tx.send(true);
+        stopping.stop();
     });
-    let signalled = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let stopping = stop.clone();
     let server = onair_signal::http::serve(
         listener,
         tls,
         app,
         onair_signal::http::Limits::default(),
-        signalled(stopping.clone()),
+        async move { stopping.stopped().await },
     );
     let drained = async {
-        signalled(stopping.clone()).await;
+        stop.stopped().await;
+        info!("shutting down: closing {} session(s)", sessions.len());
         if let Some(publisher) = &publisher {
             publisher.stop(&sessions).await;
         }
-        info!("shutting down: closing {} session(s)", sessions.len());
-        sessions.shutdown().await;
         tokio::time::sleep(HTTP_DRAIN).await;
     };
     tokio::select! {
         () = server => {}
         () = drained => warn!("HTTP requests still open {HTTP_DRAIN:?} after the stop signal; closing them"),
     }
-    if let Some(notifier) = notifier {
-        notifier.abort();
-    }
-    // Before the sessions close, or the publisher would see its session end and publish anew.
     if let Some(publisher) = &publisher {
         publisher.stop(&sessions).await;
     }
-    drop(remote_registration);
-    drop(local_registration);
-    sessions.shutdown().await;
-    drop(gpio);
-    drop(pipeline);
+    let left = lifecycle.finish(STOP_WAIT).await;
+    for name in &left.threads {
+        warn!(
+            "{name}: still blocked in a device read {STOP_WAIT:?} after the stop; not waiting for it"
+        );
+    }
+    if left.tasks > 0 {
+        warn!(
+            "{} task(s) still running {STOP_WAIT:?} after the stop; not waiting for them",
+            left.tasks
+        );
+    }
     info!("stopped");
     Ok(())
 }
@@ -193,8 +211,11 @@ fn start_gpio(
     media: &media::MediaHandle,
     sessions: &webrtc::Sessions,
     registered: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Option<gpio::GpioTask> {
-    let device = gpio::open(&config.gpio)?;
+    lifecycle: &lifecycle::Lifecycle,
+) {
+    let Some(device) = gpio::open(&config.gpio) else {
+        return;
+    };
     let privacy = media.privacy_switch();
     let (stats, sessions) = (media.stats.clone(), sessions.clone());
     let sense = move |now| gpio::Health {
@@ -204,12 +225,8 @@ fn start_gpio(
             .is_some_and(|age| age <= media::STALL),
         signaling_ok: registered.load(std::sync::atomic::Ordering::Relaxed),
     };
-    match gpio::Poller::new(device, privacy).spawn(sense) {
-        Ok(task) => Some(task),
-        Err(err) => {
-            warn!("cannot start the GPIO thread: {err}; running without it");
-            None
-        }
+    if let Err(err) = gpio::Poller::new(device, privacy).spawn(sense, lifecycle) {
+        warn!("cannot start the GPIO thread: {err}; running without it");
     }
 }
 

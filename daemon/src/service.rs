@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
-use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+use crate::lifecycle::Lifecycle;
 use crate::media::MediaStats;
 use crate::webrtc::Sessions;
 
@@ -27,18 +27,19 @@ pub fn supervised() -> bool {
     std::env::var_os("NOTIFY_SOCKET").is_some()
 }
 
-/// Starts the notification task (only under systemd).
+/// Starts the notification task (only under systemd), until `lifecycle`'s stop.
 pub fn start(
     stats: Arc<MediaStats>,
     sessions: Sessions,
     registered: Arc<AtomicBool>,
     needs_registration: bool,
-) -> Option<JoinHandle<()>> {
+    lifecycle: &Lifecycle,
+) {
     if !supervised() {
-        return None;
+        return;
     }
     let watchdog = watchdog_period().map(|period| period / 4);
-    Some(tokio::spawn(async move {
+    lifecycle.spawn(async move {
         let tick = watchdog.unwrap_or(STATUS_EVERY).min(Duration::from_secs(1));
         let mut ready = false;
         let mut last_beat = stats.heartbeat();
@@ -85,7 +86,7 @@ pub fn start(
                 let _ = sd_notify::notify(false, &[NotifyState::Status(&status)]);
             }
         }
-    }))
+    });
 }
 
 /// `WATCHDOG_USEC`, unless `WATCHDOG_PID` names another process (sd_watchdog_enabled(3):

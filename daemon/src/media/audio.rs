@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -15,7 +14,8 @@ use tracing::{error, info, warn};
 
 use super::fec::LossReports;
 use super::input::Supervised;
-use super::{AudioUnit, LogThrottle, MediaStats, RtpClock, running};
+use super::{AudioUnit, LogThrottle, MediaStats, RtpClock};
+use crate::lifecycle::{Lifecycle, Stop};
 
 /// WebRTC's Opus runs at 48 kHz; 20 ms frames are what every browser expects by default.
 pub const SAMPLE_RATE: u32 = 48_000;
@@ -120,18 +120,16 @@ impl AudioThread {
         self
     }
 
-    /// Runs capture → encode on a thread of its own until `stop`.
+    /// Runs capture → encode on a thread of its own until the stop.
     pub fn spawn(
         self,
         tx: broadcast::Sender<Arc<AudioUnit>>,
-        stop: Arc<AtomicBool>,
-    ) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("onair-audio".into())
-            .spawn(move || self.run(&tx, &stop))
+        lifecycle: &Lifecycle,
+    ) -> std::io::Result<()> {
+        lifecycle.thread("onair-audio", move |stop| self.run(&tx, &stop))
     }
 
-    fn run(mut self, tx: &broadcast::Sender<Arc<AudioUnit>>, stop: &AtomicBool) {
+    fn run(mut self, tx: &broadcast::Sender<Arc<AudioUnit>>, stop: &Stop) {
         let mut period = AudioFrame::new();
         let mut packet = vec![0u8; MAX_PACKET];
         let mut timeline = AudioTimeline::default();
@@ -139,7 +137,7 @@ impl AudioThread {
         let mut encode_failures = LogThrottle::new(50);
         let mut expected_loss = 0;
         let mut periods = 0u32;
-        while running(stop) {
+        while !stop.is_stopped() {
             let Some(source) = self.input.get(stop) else {
                 continue;
             };

@@ -6,13 +6,14 @@
 //! back, frames flow again by themselves.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use onair_hal::HalError;
 use tracing::{info, warn};
 
-use super::{LogThrottle, running};
+use super::LogThrottle;
+use crate::lifecycle::Stop;
 
 /// Read failures in a row after which a device that did not say it is gone is reopened anyway.
 const REOPEN_AFTER_FAILURES: u32 = 10;
@@ -78,7 +79,7 @@ impl<S: ?Sized> Supervised<S> {
 
     /// The open source; opens it if needed. `None` (after a backoff sleep) when it cannot be
     /// opened right now; the caller loops.
-    pub fn get(&mut self, stop: &AtomicBool) -> Option<&mut S> {
+    pub fn get(&mut self, stop: &Stop) -> Option<&mut S> {
         if self.current.is_none() {
             self.reopens.attempts.fetch_add(1, Ordering::Relaxed);
             match (self.open)() {
@@ -109,7 +110,7 @@ impl<S: ?Sized> Supervised<S> {
     }
 
     /// A read failed: decides whether to reopen, and waits before the next attempt.
-    pub fn failed(&mut self, err: HalError, stop: &AtomicBool) {
+    pub fn failed(&mut self, err: HalError, stop: &Stop) {
         self.failures = self.failures.saturating_add(1);
         if let Some(count) = self.log.hit() {
             warn!(count, "{}: {err}", self.name);
@@ -122,11 +123,11 @@ impl<S: ?Sized> Supervised<S> {
 }
 
 /// 0.5 s, 1 s, 2 s, 4 s, then 5 s; in short slices so a stop request is not held up.
-fn backoff(failures: u32, stop: &AtomicBool) {
+fn backoff(failures: u32, stop: &Stop) {
     let wait = backoff_for(failures);
     let slice = Duration::from_millis(50);
     let mut waited = Duration::ZERO;
-    while waited < wait && running(stop) {
+    while waited < wait && !stop.is_stopped() {
         std::thread::sleep(slice);
         waited += slice;
     }
@@ -172,7 +173,9 @@ mod tests {
                 Ok(Box::new(counter.fetch_add(1, Ordering::Relaxed) + 1))
             });
         // Stop is set so backoffs return at once; only the decisions are tested.
-        let stop = AtomicBool::new(true);
+        // Stopped: no backoff sleeps.
+        let stop = Stop::default();
+        stop.stop();
         assert_eq!(input.get(&stop).copied(), Some(0));
         input.failed(gone(), &stop);
         assert_eq!(input.get(&stop).copied(), Some(1), "reopened after Gone");
@@ -208,7 +211,9 @@ mod tests {
         });
         let reopens = Arc::new(ReopenCounts::default());
         let mut input = input.counting(reopens.clone());
-        let stop = AtomicBool::new(true);
+        // Stopped: no backoff sleeps.
+        let stop = Stop::default();
+        stop.stop();
         assert!(input.get(&stop).is_none());
         assert!(input.get(&stop).is_none());
         assert_eq!(input.get(&stop).copied(), Some(2));

@@ -27,13 +27,12 @@ pub mod video;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::lifecycle::Lifecycle;
 use bytes::Bytes;
 use onair_config::{Config, VideoEncoder};
 use tokio::sync::broadcast;
-use tracing::warn;
 
 pub use gop::{Joined, VideoFeed};
 pub use keyframe::KeyframeReason;
@@ -48,11 +47,6 @@ use keyframe::KeyframeMailbox;
 const VIDEO_QUEUE: usize = 64;
 /// Two seconds of 20 ms Opus frames.
 const AUDIO_QUEUE: usize = 100;
-/// How long stopping waits for the capture threads. A thread notices the stop between two
-/// reads, so within a frame; one blocked in a device read that does not return (a driver
-/// that hangs, a microphone that delivers nothing) is left behind and ends with the process,
-/// so SIGTERM is never held up by a device.
-const STOP_WAIT: Duration = Duration::from_millis(500);
 
 /// One encoded picture, for every consumer: viewers take its RTP payloads (cut once, not per
 /// viewer), the recorder and snapshots its access unit.
@@ -338,19 +332,16 @@ impl Privacy {
     }
 }
 
-/// The running capture and encoder threads. Dropping it stops them and joins them (for at
-/// most `STOP_WAIT`).
+/// The capture and encoder threads, started; they run until the [`Lifecycle`]'s stop.
 pub struct Pipeline {
     handle: MediaHandle,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl Pipeline {
-    /// Opens the configured sources and starts capturing and encoding.
-    pub fn start(config: &Config) -> anyhow::Result<Pipeline> {
+    /// Opens the configured sources and starts capturing and encoding, as part of
+    /// `lifecycle`.
+    pub fn start(config: &Config, lifecycle: &Lifecycle) -> anyhow::Result<Pipeline> {
         let clock = RtpClock::new();
-        let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MediaStats::new());
         let loss = Arc::new(fec::LossReports::default());
         let snapshots = Arc::new(snapshot::Snapshots::default());
@@ -384,7 +375,7 @@ impl Pipeline {
             false => None,
         };
         let audio_tx = audio.as_ref().map(|_| broadcast::channel(AUDIO_QUEUE).0);
-        let mut pipeline = Pipeline {
+        let pipeline = Pipeline {
             handle: MediaHandle {
                 layers,
                 audio: audio_tx.clone(),
@@ -395,13 +386,11 @@ impl Pipeline {
                 stats,
                 video_description: video.description(),
             },
-            stop: stop.clone(),
-            threads: Vec::new(),
         };
-        // Dropping `pipeline` on an error below stops what was already started.
-        pipeline.threads.push(video.spawn(stop.clone())?);
+        // An error below drops `lifecycle`'s last clone, stopping what was started.
+        video.spawn(lifecycle)?;
         if let (Some(audio), Some(tx)) = (audio, audio_tx) {
-            pipeline.threads.push(audio.spawn(tx, stop)?);
+            audio.spawn(tx, lifecycle)?;
         }
         Ok(pipeline)
     }
@@ -410,39 +399,6 @@ impl Pipeline {
     pub fn handle(&self) -> MediaHandle {
         self.handle.clone()
     }
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let threads = std::mem::take(&mut self.threads);
-        for name in join_until(threads, Instant::now() + STOP_WAIT) {
-            warn!(
-                "{name}: still blocked in a device read {STOP_WAIT:?} after the stop; not waiting for it"
-            );
-        }
-    }
-}
-
-/// Joins the threads that end by `deadline` and leaves the others running (detached);
-/// returns the names of those.
-fn join_until(mut threads: Vec<JoinHandle<()>>, deadline: Instant) -> Vec<String> {
-    loop {
-        let (ended, running): (Vec<_>, Vec<_>) =
-            threads.into_iter().partition(JoinHandle::is_finished);
-        for thread in ended {
-            let _ = thread.join();
-        }
-        threads = running;
-        if threads.is_empty() || Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    threads
-        .iter()
-        .map(|t| t.thread().name().unwrap_or("a capture thread").to_owned())
-        .collect()
 }
 
 /// Maps capture instants to RTP timestamps. Audio and video share the origin, so equal
@@ -527,44 +483,10 @@ impl LogThrottle {
     }
 }
 
-/// Whether a capture thread should keep going.
-fn running(stop: &AtomicBool) -> bool {
-    !stop.load(Ordering::Relaxed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn a_thread_blocked_in_a_read_does_not_hold_the_stop() {
-        // A read that never returns: a pipe whose writer stays open and never writes.
-        let (mut reader, writer) = std::io::pipe().unwrap();
-        let blocked = std::thread::Builder::new()
-            .name("onair-audio".into())
-            .spawn(move || {
-                let _ = std::io::Read::read(&mut reader, &mut [0; 1]);
-            })
-            .unwrap();
-        let quick = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(20)));
-        let started = Instant::now();
-        let left = join_until(vec![blocked, quick], started + Duration::from_millis(300));
-        let took = started.elapsed();
-        assert_eq!(left, ["onair-audio"]);
-        assert!(took >= Duration::from_millis(300), "{took:?}");
-        // Generous: only a hang fails this.
-        assert!(took < Duration::from_secs(5), "{took:?}");
-        drop(writer);
-    }
-
-    #[test]
-    fn threads_that_end_are_joined_at_once() {
-        let threads = (0..3).map(|_| std::thread::spawn(|| {})).collect();
-        let started = Instant::now();
-        assert!(join_until(threads, started + Duration::from_secs(30)).is_empty());
-        assert!(started.elapsed() < Duration::from_secs(5));
-    }
 
     #[test]
     fn log_throttle_lets_the_first_and_every_nth_through() {

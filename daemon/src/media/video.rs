@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -17,7 +16,8 @@ use super::encoder::{Choice, LayerEncoder, Picture, Sent, set_description};
 use super::h264_camera::H264TestCamera;
 use super::input::Supervised;
 use super::snapshot::{Snapshots, Still};
-use super::{Layer, LogThrottle, MediaStats, RtpClock, VideoDescription, convert, running};
+use super::{Layer, LogThrottle, MediaStats, RtpClock, VideoDescription, convert};
+use crate::lifecycle::{Lifecycle, Stop};
 
 /// A source and its encoder, opened but not yet running.
 pub struct VideoThread {
@@ -303,16 +303,14 @@ impl VideoThread {
         self.description.clone()
     }
 
-    /// Runs capture → convert → encode → packetize on a thread of its own until `stop`.
-    pub fn spawn(self, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("onair-video".into())
-            .spawn(move || self.run(&stop))
+    /// Runs capture → convert → encode → packetize on a thread of its own until the stop.
+    pub fn spawn(self, lifecycle: &Lifecycle) -> std::io::Result<()> {
+        lifecycle.thread("onair-video", move |stop| self.run(&stop))
     }
 
-    fn run(mut self, stop: &AtomicBool) {
+    fn run(mut self, stop: &Stop) {
         let mut work = Work::new();
-        while running(stop) {
+        while !stop.is_stopped() {
             self.stats.beat();
             let Some(format) = self.capture(&mut work, stop) else {
                 continue;
@@ -329,7 +327,7 @@ impl VideoThread {
 
     /// Reads the next picture into `work.frame`; its format, or `None` when there is
     /// nothing to encode this turn (no camera, a failed read, a short frame).
-    fn capture(&mut self, work: &mut Work, stop: &AtomicBool) -> Option<VideoFormat> {
+    fn capture(&mut self, work: &mut Work, stop: &Stop) -> Option<VideoFormat> {
         work.frame.want_data = self.wants_bytes();
         let source = self.input.get(stop)?;
         let read = source.read_frame(&mut work.frame).map(|()| source.format());

@@ -16,7 +16,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,6 +27,7 @@ use tracing::{info, warn};
 
 use super::fmp4::{self, AudioTrack, Sample, VideoTrack};
 use super::retention::{self, Limits};
+use crate::lifecycle::{Lifecycle, Stop};
 use crate::media::{AudioUnit, Joined, MediaHandle, RtpClock, VideoUnit};
 
 /// Units waiting for the writing thread; more are dropped (and the segment resumes at the
@@ -63,11 +63,12 @@ pub fn directory(config: &Record) -> PathBuf {
     })
 }
 
-/// Starts recording `media` as `config` says; `Ok(None)` when recording is off. Fails when
-/// the directory cannot be made or written.
-pub fn start(config: &Record, media: &MediaHandle) -> anyhow::Result<Option<Recorder>> {
+/// Starts recording `media` as `config` says, as part of `lifecycle` (at its stop the writer
+/// writes what it has, closes its segment and ends, within about a second); does nothing
+/// when recording is off. Fails when the directory cannot be made or written.
+pub fn start(config: &Record, media: &MediaHandle, lifecycle: &Lifecycle) -> anyhow::Result<()> {
     if !config.enabled {
-        return Ok(None);
+        return Ok(());
     }
     let dir = directory(config);
     writable(&dir).with_context(|| {
@@ -83,42 +84,16 @@ pub fn start(config: &Record, media: &MediaHandle) -> anyhow::Result<Option<Reco
         min_free: config.min_free_mb.saturating_mul(1_000_000),
     };
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-    let stop = Arc::new(AtomicBool::new(false));
     let writer = Writer::new(
         dir.clone(),
         limits,
         u64::from(config.segment_seconds) * 90_000,
         media.clone(),
     );
-    let stopping = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("onair-record".into())
-        .spawn(move || writer.run(&rx, &stopping))?;
-    let task = tokio::spawn(feed(media.clone(), tx));
+    lifecycle.thread("onair-record", move |stop| writer.run(&rx, &stop))?;
+    lifecycle.spawn(feed(media.clone(), tx));
     info!(dir = %dir.display(), "recording: {} s segments", config.segment_seconds);
-    Ok(Some(Recorder {
-        task,
-        thread: Some(thread),
-        stop,
-    }))
-}
-
-/// The running recorder. Dropping it stops it: the thread writes what it has, closes its
-/// segment and ends (within about a second).
-pub struct Recorder {
-    task: tokio::task::JoinHandle<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    Ok(())
 }
 
 /// Makes `dir` if need be and checks a file can be written in it.
@@ -352,9 +327,9 @@ impl Writer {
         }
     }
 
-    fn run(mut self, rx: &Receiver<Unit>, stop: &AtomicBool) {
+    fn run(mut self, rx: &Receiver<Unit>, stop: &Stop) {
         let _ = self.retain();
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.is_stopped() {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(Unit::Video(unit)) => self.video(&unit),
                 Ok(Unit::Audio(unit)) => self.audio(&unit),

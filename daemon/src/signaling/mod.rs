@@ -21,9 +21,9 @@ pub mod producer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::lifecycle::Lifecycle;
 use crate::webrtc::{MAX_SESSIONS, Sessions};
 use backoff::Backoff;
 use link::Link;
@@ -76,24 +76,29 @@ pub fn built_in(identity: &Identity, max_message_bytes: usize) -> (onair_signal:
 
 /// The running registration. Dropping it disconnects.
 pub struct Signaling {
-    task: JoinHandle<()>,
     registered: Arc<AtomicBool>,
     /// Connected to the service (registered or not), for `/metrics`.
     connected: Arc<AtomicBool>,
 }
 
 impl Signaling {
-    /// Keeps `identity`'s channel registered with `target`, serving viewers from `sessions`.
-    pub fn start(target: Target, identity: Identity, sessions: Sessions) -> Self {
+    /// Keeps `identity`'s channel registered with `target`, serving viewers from `sessions`,
+    /// until `lifecycle`'s stop.
+    pub fn start(
+        target: Target,
+        identity: Identity,
+        sessions: Sessions,
+        lifecycle: &Lifecycle,
+    ) -> Self {
         let registered = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(false));
         let flags = Flags {
             registered: registered.clone(),
             connected: connected.clone(),
         };
-        let task = tokio::spawn(keep_registered(target, identity, sessions, flags));
+        let registration = keep_registered(target, identity, sessions, flags, lifecycle.clone());
+        lifecycle.spawn(registration);
         Signaling {
-            task,
             registered,
             connected,
         }
@@ -115,19 +120,19 @@ impl Signaling {
     }
 }
 
-impl Drop for Signaling {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// What [`keep_registered`] reports on.
 struct Flags {
     registered: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
 }
 
-async fn keep_registered(target: Target, identity: Identity, sessions: Sessions, flags: Flags) {
+async fn keep_registered(
+    target: Target,
+    identity: Identity,
+    sessions: Sessions,
+    flags: Flags,
+    lifecycle: Lifecycle,
+) {
     let mut backoff = Backoff::default();
     loop {
         match connect(&target).await {
@@ -139,7 +144,7 @@ async fn keep_registered(target: Target, identity: Identity, sessions: Sessions,
                     link.as_mut(),
                     &service,
                     &identity,
-                    &sessions,
+                    (&sessions, &lifecycle),
                     &flags.registered,
                 )
                 .await;

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::link::Link;
+use crate::lifecycle::Lifecycle;
 use crate::webrtc::ended::EndSubscription;
 use crate::webrtc::{MAX_SESSIONS, OfferError, Sessions, Undelivered};
 
@@ -93,7 +94,7 @@ pub async fn run(
     link: &mut dyn Link,
     service: &str,
     me: &Identity,
-    sessions: &Sessions,
+    (sessions, lifecycle): (&Sessions, &Lifecycle),
     registered: &AtomicBool,
 ) -> Outcome {
     let ended = sessions.ended();
@@ -114,6 +115,7 @@ pub async fn run(
     let (reports_tx, mut reports) = mpsc::channel(REPORTS);
     let mut driver = Driver {
         sessions,
+        lifecycle,
         ended: &ended,
         by_session: HashMap::new(),
         by_local: HashMap::new(),
@@ -160,6 +162,8 @@ pub async fn run(
 
 struct Driver<'a> {
     sessions: &'a Sessions,
+    /// Where negotiations run (each is one request to the sessions, bounded in time).
+    lifecycle: &'a Lifecycle,
     /// Where the ends of our sessions arrive; each live one is watched.
     ended: &'a EndSubscription,
     by_session: HashMap<String, Local>,
@@ -244,7 +248,7 @@ impl Driver<'_> {
         );
         let sessions = self.sessions.clone();
         let reports = self.reports.clone();
-        tokio::spawn(async move {
+        self.lifecycle.spawn(async move {
             let result = match offer {
                 Some(offer) => sessions
                     .offer(offer, None)
@@ -287,7 +291,7 @@ impl Driver<'_> {
                 *awaiting = false;
                 let (sessions, local) = (self.sessions.clone(), local.clone());
                 let reports = self.reports.clone();
-                tokio::spawn(async move {
+                self.lifecycle.spawn(async move {
                     if let Err(error) = sessions.answer(&local, sdp).await {
                         let _ = reports.send(Report::AnswerRefused { session, error }).await;
                     }

@@ -6,7 +6,7 @@
 //! it) and the port's sockets, and is their only driver:
 //!
 //! - **Requests** ([`Request`], one bounded queue): offers, answers, trickled candidates,
-//!   ICE restarts, figures, shutdown; each answered once, by a reply channel. Ends
+//!   ICE restarts, figures; each answered once, by a reply channel. Ends
 //!   (WHEP DELETE) come through a second queue that holds at most one per live session.
 //! - **Media**: one subscription per layer that a viewer watches, and one to the audio
 //!   ([`Feeds`]); each new picture goes to every viewer on its layer in one wake.
@@ -55,6 +55,7 @@ use super::session::{Action, CloseReason, Event, SessionId};
 use super::tcp::{StreamKey, TcpArrival};
 use super::viewer::{Parts, Tracks, Viewer};
 use super::{IceCredentials, OfferError, Places, Undelivered, negotiate};
+use crate::lifecycle::{Lifecycle, Stop};
 use crate::media::{AudioUnit, KeyframeReason, MediaHandle, VideoUnit};
 
 /// Requests waiting for the loop, from everyone. Each takes the loop microseconds; offers
@@ -103,8 +104,6 @@ pub enum Request {
     Peers(oneshot::Sender<Vec<PeerFigures>>),
     /// Ask these STUN servers for the port's public address from now on.
     StunServers(Vec<SocketAddr>),
-    /// Close every session, refuse new ones; replies once the close alerts are out.
-    Shutdown(oneshot::Sender<()>),
 }
 
 /// What the front ends may read without asking the loop: which sessions are live, how many
@@ -159,13 +158,18 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Binds the port `factory` names and starts the loop, serving `media`. Our host
-    /// candidates are the bound addresses (a wildcard's: its family's on the machine's
-    /// interfaces).
-    pub fn start(factory: PeerFactory, media: MediaHandle) -> std::io::Result<Engine> {
+    /// Binds the port `factory` names and starts the loop, serving `media`, as part of
+    /// `lifecycle`: at its stop the loop closes every session (their close alerts go out)
+    /// and ends. Our host candidates are the bound addresses (a wildcard's: its family's on
+    /// the machine's interfaces).
+    pub fn start(
+        factory: PeerFactory,
+        media: MediaHandle,
+        lifecycle: &Lifecycle,
+    ) -> std::io::Result<Engine> {
         let (arrivals_tx, arrivals) = mpsc::channel(ARRIVALS);
         let (ips, number) = factory.binding();
-        let port = Port::bind(ips, number, &arrivals_tx)?;
+        let port = Port::bind(ips, number, &arrivals_tx, lifecycle)?;
         let (requests_tx, requests) = mpsc::channel(REQUESTS);
         let (ends_tx, ends) = mpsc::unbounded_channel();
         let number = port.number();
@@ -195,12 +199,13 @@ impl Engine {
             next_loss_report: now + REPORT_LOSS_EVERY,
             scratch: Vec::new(),
         };
-        tokio::spawn(run(
+        lifecycle.track(run(
             core,
             Inputs {
                 requests,
                 ends,
                 arrivals,
+                stop: lifecycle.stop_signal(),
             },
         ));
         Ok(Engine {
@@ -292,25 +297,22 @@ fn host_addresses(sockets: &[Arc<Socket>]) -> Vec<(usize, IpAddr)> {
 }
 
 struct Inputs {
+    stop: Stop,
     requests: mpsc::Receiver<Request>,
     ends: mpsc::UnboundedReceiver<SessionId>,
     arrivals: mpsc::Receiver<Arrival>,
 }
 
-/// The loop. Ends at shutdown, or when every [`Engine`] is dropped.
+/// The loop. Ends at the stop, or when every [`Engine`] is dropped, closing every session.
 async fn run(mut core: Core, mut inputs: Inputs) {
     loop {
         let deadline = core.deadline();
         let flushing = !core.net.unsent.is_empty();
         tokio::select! {
             biased;
+            () = inputs.stop.stopped() => break,
             Some(id) = inputs.ends.recv() => core.event(id, Event::Delete, Instant::now()),
             request = inputs.requests.recv() => match request {
-                Some(Request::Shutdown(done)) => {
-                    core.shutdown(Instant::now());
-                    let _ = done.send(());
-                    break;
-                }
                 Some(request) => core.request(request, Instant::now()),
                 None => break,
             },
@@ -563,10 +565,6 @@ impl Core {
                 let _ = reply.send(peers);
             }
             Request::StunServers(servers) => self.reflexive.set_servers(now, servers),
-            Request::Shutdown(done) => {
-                self.shutdown(now);
-                let _ = done.send(());
-            }
         }
     }
 
@@ -1172,7 +1170,8 @@ mod tests {
     #[tokio::test]
     async fn datagrams_sent_together_arrive_one_by_one_and_in_order() {
         let (to_engine, _arrivals) = mpsc::channel(16);
-        let port = Port::bind(&[IpAddr::from([127, 0, 0, 1])], 0, &to_engine).unwrap();
+        let lifecycle = Lifecycle::default();
+        let port = Port::bind(&[IpAddr::from([127, 0, 0, 1])], 0, &to_engine, &lifecycle).unwrap();
         let mut net = Net {
             hosts: Vec::new(),
             sockets: port.sockets,

@@ -51,8 +51,8 @@ use onair_config::WebRtc;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use tracing::warn;
 
+use crate::lifecycle::Lifecycle;
 use crate::media::MediaHandle;
 use ended::EndSubscription;
 use engine::{Engine, Request};
@@ -68,8 +68,6 @@ pub const ANSWER_WAIT: Duration = Duration::from_secs(5);
 /// Remote ICE candidates one session takes; more are ignored. Browsers send a few per
 /// network interface; each one taken costs connectivity checks.
 pub const MAX_REMOTE_CANDIDATES: usize = 50;
-/// How long shutdown waits for the loop to close every session.
-const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
 
 /// Why an offer was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -142,16 +140,21 @@ pub type Places = (OwnedSemaphorePermit, pending::Pending);
 
 impl Sessions {
     /// A registry serving `media` with the `[webrtc]` settings, with `webrtc.port` bound (or
-    /// the error binding it) and the loop started.
-    pub fn new(media: MediaHandle, webrtc: &WebRtc) -> std::io::Result<Self> {
+    /// the error binding it) and the loop started, as part of `lifecycle` (at its stop every
+    /// session is closed).
+    pub fn new(
+        media: MediaHandle,
+        webrtc: &WebRtc,
+        lifecycle: &Lifecycle,
+    ) -> std::io::Result<Self> {
         let layers = media.layers();
         let kbps = |spec: Option<&crate::media::LayerSpec>| spec.map_or(0, |s| s.bitrate_kbps);
         let (top, lowest) = (kbps(layers.first()), kbps(layers.last()));
         let factory = PeerFactory::new(webrtc, media.has_audio(), top, lowest);
-        let engine = Engine::start(factory, media)?;
+        let engine = Engine::start(factory, media, lifecycle)?;
         let stun = peer::stun_servers(&webrtc.ice_servers);
         if !stun.is_empty() {
-            tokio::spawn(peer::resolve_stun_servers(stun, engine.clone()));
+            lifecycle.spawn(peer::resolve_stun_servers(stun, engine.clone()));
         }
         tracing::info!(
             "webrtc: every viewer's media on port {} (webrtc.port), UDP and ICE-TCP",
@@ -338,22 +341,6 @@ impl Sessions {
 
     fn live(&self, id: &str) -> Option<SessionId> {
         SessionId::parse(id).filter(|id| self.engine.directory().contains(*id))
-    }
-
-    /// Closes every session, refuses new ones, and waits (at most `SHUTDOWN_WAIT`) until
-    /// the loop has closed them all.
-    pub async fn shutdown(&self) {
-        let (done, closed) = oneshot::channel();
-        let shut = async {
-            if self.engine.ask(Request::Shutdown(done)).await.is_ok() {
-                let _ = closed.await;
-            }
-        };
-        if tokio::time::timeout(SHUTDOWN_WAIT, shut).await.is_err() {
-            warn!(
-                "the sessions were still closing {SHUTDOWN_WAIT:?} after shutdown; not waiting for them"
-            );
-        }
     }
 }
 

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::tcp::{self, TcpArrival};
+use crate::lifecycle::Lifecycle;
 
 /// A connection's number in the engine.
 pub type ConnId = super::session::SessionId;
@@ -303,18 +304,28 @@ impl Port {
     /// Binds `port` on every address of `ips` (the wildcard of a family serves all its
     /// addresses), for UDP and TCP, and starts reading into `to`. Port 0: any free port, the
     /// same number on every address and for both.
-    pub fn bind(ips: &[IpAddr], port: u16, to: &mpsc::Sender<Arrival>) -> io::Result<Port> {
+    pub fn bind(
+        ips: &[IpAddr],
+        port: u16,
+        to: &mpsc::Sender<Arrival>,
+        lifecycle: &Lifecycle,
+    ) -> io::Result<Port> {
         let mut tries = if port == 0 { PICKS } else { 1 };
         loop {
             tries -= 1;
-            match Self::try_bind(ips, port, to) {
+            match Self::try_bind(ips, port, to, lifecycle) {
                 Err(err) if tries > 0 && err.kind() == io::ErrorKind::AddrInUse => continue,
                 bound => return bound,
             }
         }
     }
 
-    fn try_bind(ips: &[IpAddr], port: u16, to: &mpsc::Sender<Arrival>) -> io::Result<Port> {
+    fn try_bind(
+        ips: &[IpAddr],
+        port: u16,
+        to: &mpsc::Sender<Arrival>,
+        lifecycle: &Lifecycle,
+    ) -> io::Result<Port> {
         let mut sockets = Vec::new();
         let mut number = port;
         for ip in ips {
@@ -328,9 +339,9 @@ impl Port {
             sockets.push(socket);
         }
         let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, number)).collect();
-        tcp::listen(&addrs, to)?;
+        tcp::listen(&addrs, to, lifecycle)?;
         for socket in &sockets {
-            tokio::spawn(socket.clone().read(to.clone()));
+            lifecycle.spawn(socket.clone().read(to.clone()));
         }
         Ok(Port { sockets, number })
     }

@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 
 use super::pending::PendingBudget;
 use super::port::Arrival;
+use crate::lifecycle::Lifecycle;
 
 /// How long a new TCP connection may take to send its first STUN check.
 pub const FIRST_FRAME_WITHIN: Duration = Duration::from_secs(5);
@@ -64,8 +65,13 @@ pub enum TcpArrival {
     Closed(StreamKey),
 }
 
-/// Listens on every address of `addrs` and starts accepting, for the engine at `to`.
-pub fn listen(addrs: &[SocketAddr], to: &mpsc::Sender<Arrival>) -> io::Result<()> {
+/// Listens on every address of `addrs` and starts accepting, for the engine at `to`, until
+/// `lifecycle`'s stop.
+pub fn listen(
+    addrs: &[SocketAddr],
+    to: &mpsc::Sender<Arrival>,
+    lifecycle: &Lifecycle,
+) -> io::Result<()> {
     let pending = PendingBudget::new(PENDING, PENDING_PER_SOURCE);
     for addr in addrs {
         let listener = bind(*addr).map_err(|e| {
@@ -74,7 +80,12 @@ pub fn listen(addrs: &[SocketAddr], to: &mpsc::Sender<Arrival>) -> io::Result<()
                 format!("webrtc.port: listening on TCP {addr}: {e}"),
             )
         })?;
-        tokio::spawn(accept(listener, to.clone(), pending.clone()));
+        lifecycle.spawn(accept(
+            listener,
+            to.clone(),
+            pending.clone(),
+            lifecycle.clone(),
+        ));
     }
     Ok(())
 }
@@ -101,6 +112,7 @@ async fn accept(
     listener: tokio::net::TcpListener,
     to: mpsc::Sender<Arrival>,
     pending: PendingBudget,
+    lifecycle: Lifecycle,
 ) {
     let at = listener.local_addr().ok();
     loop {
@@ -121,7 +133,7 @@ async fn accept(
             }
         };
         let to = to.clone();
-        tokio::spawn(async move {
+        lifecycle.spawn(async move {
             let mut stream = stream;
             let first = tokio::time::timeout(FIRST_FRAME_WITHIN, read_frame(&mut stream)).await;
             drop(permit);

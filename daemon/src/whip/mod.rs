@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use url::Url;
 
+use crate::lifecycle::{Lifecycle, Stop};
 use crate::signaling::backoff::Backoff;
 use crate::webrtc::figures::Phase;
 use crate::webrtc::{OfferError, Sessions};
@@ -87,7 +88,10 @@ impl WhipStatus {
 
 /// The publication to `whip.url`. [`Publisher::stop`] ends it.
 pub struct Publisher {
-    task: JoinHandle<()>,
+    /// Ends the publishing task.
+    stop: Stop,
+    /// Where the last DELETE runs.
+    lifecycle: Lifecycle,
     shared: Arc<Shared>,
     stopping: tokio::sync::Mutex<Stopping>,
 }
@@ -114,8 +118,13 @@ impl Shared {
 }
 
 impl Publisher {
-    /// Keeps the stream of `sessions` published to `whip.url` with `whip.token`.
-    pub fn start(whip: &onair_config::Whip, sessions: Sessions) -> Result<Self, url::ParseError> {
+    /// Keeps the stream of `sessions` published to `whip.url` with `whip.token`, until
+    /// [`Self::stop`] or `lifecycle`'s stop.
+    pub fn start(
+        whip: &onair_config::Whip,
+        sessions: Sessions,
+        lifecycle: &Lifecycle,
+    ) -> Result<Self, url::ParseError> {
         let url = whip.url.as_deref().unwrap_or_default();
         let endpoint = Endpoint::new(url, whip.token.clone(), &whip.allow_redirect_hosts)?;
         let shared = Arc::new(Shared {
@@ -134,9 +143,18 @@ impl Publisher {
             current: Mutex::new(None),
             stale: Mutex::new(Vec::new()),
         });
-        let task = tokio::spawn(keep_published(shared.clone(), sessions));
+        let stop = lifecycle.stop_signal().child();
+        let publishing = keep_published(shared.clone(), sessions);
+        let publishing_stop = stop.clone();
+        lifecycle.spawn(async move {
+            tokio::select! {
+                () = publishing_stop.stopped() => {}
+                () = publishing => {}
+            }
+        });
         Ok(Publisher {
-            task,
+            stop,
+            lifecycle: lifecycle.clone(),
             shared,
             stopping: tokio::sync::Mutex::new(Stopping::Not),
         })
@@ -151,12 +169,12 @@ impl Publisher {
     /// [`DELETE_WAIT`]) and ours ended. A second call (or one after the first was dropped
     /// half-way) waits for the same DELETE.
     pub async fn stop(&self, sessions: &Sessions) {
-        self.task.abort();
+        self.stop.stop();
         let mut stopping = self.stopping.lock().await;
         if let Stopping::Not = *stopping {
             let current = self.shared.current.lock().ok().and_then(|mut c| c.take());
             let (endpoint, sessions) = (self.shared.endpoint.clone(), sessions.clone());
-            *stopping = Stopping::Deleting(tokio::spawn(async move {
+            *stopping = Stopping::Deleting(self.lifecycle.track(async move {
                 if let Some((id, resource)) = current {
                     sessions.delete(&id);
                     delete(&endpoint, resource).await;
@@ -176,12 +194,6 @@ enum Stopping {
     /// The DELETE runs in a task of its own, so that a caller giving up does not cut it off.
     Deleting(JoinHandle<()>),
     Done,
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// A session the server created.
