@@ -48,9 +48,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    // Everything started below runs under it; returning early (an error) drops it, which
-    // stops what had started.
+    // Everything started below runs under it; returning early (an error) gives its stop too.
     let lifecycle = lifecycle::Lifecycle::default();
+    let _stop_on_return = lifecycle.stop_signal().on_drop();
     let (tokens, made_tokens) = http::access::Tokens::resolve(&config.access, true)?;
     let tokens = Arc::new(tokens);
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {

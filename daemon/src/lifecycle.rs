@@ -7,7 +7,8 @@
 //! blocking work (capture, encoding, the recorder's writer, GPIO) with [`Lifecycle::thread`],
 //! which reads the same stop as a flag ([`Stop::is_stopped`]). At the end, [`Lifecycle::finish`]
 //! gives the stop and waits a bounded time for all of them; a thread blocked in a device read
-//! that does not return is named in the log and left behind, never waited on for ever.
+//! that does not return is named in the log and left behind, never waited on for ever. `run`
+//! gives the stop however it returns, an error half way through the start included.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -41,10 +42,14 @@ impl Stop {
     pub fn child(&self) -> Stop {
         Stop(self.0.child_token())
     }
+
+    /// Gives the stop when dropped (whichever way a function returns).
+    pub fn on_drop(&self) -> tokio_util::sync::DropGuard {
+        self.0.clone().drop_guard()
+    }
 }
 
-/// Everything onaird runs, and its stop. Cheap to clone; the last clone dropped gives the
-/// stop (a start that fails half way leaves nothing running).
+/// Everything onaird runs, and its stop. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Lifecycle {
     inner: Arc<Inner>,
@@ -54,13 +59,8 @@ pub struct Lifecycle {
 struct Inner {
     stop: Stop,
     tasks: TaskTracker,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.stop.stop();
-    }
+    /// Each thread, and how long it may take after the stop at most.
+    threads: Mutex<Vec<(JoinHandle<()>, Duration)>>,
 }
 
 impl Lifecycle {
@@ -100,15 +100,26 @@ impl Lifecycle {
         name: &str,
         work: impl FnOnce(Stop) + Send + 'static,
     ) -> std::io::Result<()> {
+        self.thread_ending_within(name, Duration::ZERO, work)
+    }
+
+    /// [`Self::thread`], for work that may take up to `grace` after the stop to end well
+    /// (writing out a file) however short the [`finish`](Self::finish)'s bound.
+    pub fn thread_ending_within(
+        &self,
+        name: &str,
+        grace: Duration,
+        work: impl FnOnce(Stop) + Send + 'static,
+    ) -> std::io::Result<()> {
         let stop = self.stop_signal();
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || work(stop))?;
-        self.threads().push(thread);
+        self.threads().push((thread, grace));
         Ok(())
     }
 
-    fn threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+    fn threads(&self) -> std::sync::MutexGuard<'_, Vec<(JoinHandle<()>, Duration)>> {
         self.inner
             .threads
             .lock()
@@ -118,7 +129,7 @@ impl Lifecycle {
     /// Gives the stop and waits, `within` in all, for every task and thread to end. Returns
     /// what was still running then, which is left behind.
     pub async fn finish(&self, within: Duration) -> Left {
-        let deadline = Instant::now() + within;
+        let start = Instant::now();
         self.stop();
         self.inner.tasks.close();
         let waited = tokio::time::timeout(within, self.inner.tasks.wait()).await;
@@ -126,8 +137,11 @@ impl Lifecycle {
             Ok(()) => 0,
             Err(_) => self.inner.tasks.len(),
         };
-        let threads = std::mem::take(&mut *self.threads());
-        let joined = tokio::task::spawn_blocking(move || join_until(threads, deadline)).await;
+        let threads = std::mem::take(&mut *self.threads())
+            .into_iter()
+            .map(|(thread, grace)| (thread, start + within.max(grace)))
+            .collect();
+        let joined = tokio::task::spawn_blocking(move || join_until(threads)).await;
         Left {
             tasks,
             threads: joined.unwrap_or_default(),
@@ -151,24 +165,28 @@ impl Left {
     }
 }
 
-/// Joins the threads that end by `deadline` and leaves the others running (detached);
+/// Joins each thread that ends by its deadline and leaves the others running (detached);
 /// returns the names of those.
-fn join_until(mut threads: Vec<JoinHandle<()>>, deadline: Instant) -> Vec<String> {
-    loop {
+fn join_until(mut threads: Vec<(JoinHandle<()>, Instant)>) -> Vec<String> {
+    let mut late = Vec::new();
+    while !threads.is_empty() {
+        let now = Instant::now();
         let (ended, running): (Vec<_>, Vec<_>) =
-            threads.into_iter().partition(JoinHandle::is_finished);
-        for thread in ended {
+            threads.into_iter().partition(|(t, _)| t.is_finished());
+        for (thread, _) in ended {
             let _ = thread.join();
         }
+        let (waited, running): (Vec<_>, Vec<_>) = running
+            .into_iter()
+            .partition(|(_, deadline)| now >= *deadline);
+        late.extend(waited);
         threads = running;
-        if threads.is_empty() || Instant::now() >= deadline {
-            break;
+        if !threads.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
-    threads
-        .iter()
-        .map(|t| t.thread().name().unwrap_or("a thread").to_owned())
+    late.iter()
+        .map(|(t, _)| t.thread().name().unwrap_or("a thread").to_owned())
         .collect()
 }
 
@@ -188,7 +206,8 @@ mod tests {
             .unwrap();
         let quick = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(20)));
         let started = Instant::now();
-        let left = join_until(vec![blocked, quick], started + Duration::from_millis(300));
+        let deadline = started + Duration::from_millis(300);
+        let left = join_until(vec![(blocked, deadline), (quick, deadline)]);
         let took = started.elapsed();
         assert_eq!(left, ["onair-audio"]);
         assert!(took >= Duration::from_millis(300), "{took:?}");

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tracing::subscriber::Interest;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::Context;
 
 /// How long blocking tasks still running after the service stopped may take to finish.
@@ -17,20 +17,31 @@ const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_millis(200
 /// Completes when the program should stop.
 pub type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Logs to stderr, filtered by `RUST_LOG` or else by `default_filter`; colours only on a
-/// terminal, and no timestamps under journald (`JOURNAL_STREAM`), which stamps every line
-/// itself. Whatever `RUST_LOG` says, warnings and what the WebRTC stack logs are [`Quieted`].
+/// Logs to stderr, filtered by `RUST_LOG` or else by `default_filter` (both a list of
+/// `target=level` and `level`, e.g. `info,onaird=debug`; a `RUST_LOG` that is not one is
+/// said so and ignored); colours only on a terminal, and no timestamps under journald
+/// (`JOURNAL_STREAM`), which stamps every line itself. Whatever `RUST_LOG` says, warnings and
+/// what the WebRTC stack logs are [`Quieted`].
 pub fn init_logs(default_filter: &str) {
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let given = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let parsed = given.as_deref().map(str::parse::<Targets>);
+    if let Some(Err(err)) = &parsed {
+        eprintln!("RUST_LOG: {err}; logging {default_filter:?} instead");
+    }
+    let filter = match parsed {
+        Some(Ok(filter)) => filter,
+        _ => default_filter.parse().unwrap_or_default(),
+    };
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     logs(filter, std::io::stderr, journal).init();
 }
 
 /// What [`init_logs`] installs, writing to `writer`. Its filters are the whole subscriber's
 /// (no per-layer filters: their state is per thread, and nested ones have lost events).
-fn logs<W>(filter: EnvFilter, writer: W, journal: bool) -> impl tracing::Subscriber + Send + Sync
+fn logs<W>(filter: Targets, writer: W, journal: bool) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -205,7 +216,7 @@ mod tests {
     #[test]
     fn repeated_warnings_are_quieted_secrets_dropped_and_nothing_else_lost() {
         let written = Written::default();
-        let subscriber = logs(EnvFilter::new("debug"), written.clone(), true);
+        let subscriber = logs("debug".parse().unwrap(), written.clone(), true);
         tracing::subscriber::with_default(subscriber, || {
             for i in 0..100 {
                 tracing::warn!(target: "rtc_ice::agent", "pingAllCandidates {i}");

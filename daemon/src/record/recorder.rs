@@ -63,9 +63,14 @@ pub fn directory(config: &Record) -> PathBuf {
     })
 }
 
+/// How long the writer may take after the stop to write what it has and close its segment
+/// (syncing it to an SD card can take a while): the daemon waits that long for it.
+const CLOSE_WITHIN: Duration = Duration::from_secs(3);
+
 /// Starts recording `media` as `config` says, as part of `lifecycle` (at its stop the writer
-/// writes what it has, closes its segment and ends, within about a second); does nothing
-/// when recording is off. Fails when the directory cannot be made or written.
+/// writes what it has, closes its segment and ends, within about a second, waited for up to
+/// [`CLOSE_WITHIN`]); does nothing when recording is off. Fails when the directory cannot be
+/// made or written.
 pub fn start(config: &Record, media: &MediaHandle, lifecycle: &Lifecycle) -> anyhow::Result<()> {
     if !config.enabled {
         return Ok(());
@@ -90,7 +95,9 @@ pub fn start(config: &Record, media: &MediaHandle, lifecycle: &Lifecycle) -> any
         u64::from(config.segment_seconds) * 90_000,
         media.clone(),
     );
-    lifecycle.thread("onair-record", move |stop| writer.run(&rx, &stop))?;
+    lifecycle.thread_ending_within("onair-record", CLOSE_WITHIN, move |stop| {
+        writer.run(&rx, &stop)
+    })?;
     lifecycle.spawn(feed(media.clone(), tx));
     info!(dir = %dir.display(), "recording: {} s segments", config.segment_seconds);
     Ok(())

@@ -74,7 +74,7 @@ pub fn built_in(identity: &Identity, max_message_bytes: usize) -> (onair_signal:
     (service, target)
 }
 
-/// The running registration. Dropping it disconnects.
+/// The running registration (it ends at the daemon's stop): what it reports.
 pub struct Signaling {
     registered: Arc<AtomicBool>,
     /// Connected to the service (registered or not), for `/metrics`.

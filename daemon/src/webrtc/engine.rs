@@ -38,7 +38,7 @@ use rtc::ice::candidate::CandidateConfig;
 use rtc::ice::candidate::candidate_host::CandidateHostConfig;
 use rtc::ice::candidate::candidate_server_reflexive::CandidateServerReflexiveConfig;
 use rtc::ice::tcp_type::TcpType;
-use rtc::peer_connection::sdp::{RTCSdpType, RTCSessionDescription};
+use rtc::peer_connection::sdp::RTCSdpType;
 use rtc::peer_connection::transport::{RTCIceCandidate, RTCIceCandidateInit};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::{mpsc, oneshot};
@@ -48,13 +48,13 @@ use tracing::{debug, error, info, warn};
 
 use super::ended::EndNotices;
 use super::figures::{PeerFigures, Phase, SessionFigures, Traffic};
-use super::peer::{self, PeerFactory};
+use super::peer::PeerFactory;
 use super::port::{ARRIVALS, Arrival, Port, Routes, Socket, stun};
 use super::reflexive::Reflexive;
 use super::session::{Action, CloseReason, Event, SessionId};
 use super::tcp::{StreamKey, TcpArrival};
-use super::viewer::{Parts, Tracks, Viewer};
-use super::{IceCredentials, OfferError, Places, Undelivered, negotiate};
+use super::viewer::{Parts, Viewer};
+use super::{IceCredentials, OfferError, Undelivered, negotiate};
 use crate::lifecycle::{Lifecycle, Stop};
 use crate::media::{AudioUnit, KeyframeReason, MediaHandle, VideoUnit};
 
@@ -78,16 +78,10 @@ pub type Reply<T> = oneshot::Sender<Result<T, OfferError>>;
 
 /// What the front ends ask of the loop: one kind per request, one reply each.
 pub enum Request {
-    /// A new viewer: answer its offer (WHEP), or offer to it (`None`: signalling, WHIP).
-    /// Replies with its id and our SDP.
-    Offer {
-        /// The viewer's offer, if it made one.
-        offer: Option<Box<RTCSessionDescription>>,
-        /// Its slot and its place among those connecting.
-        places: Places,
-        /// Where the id and our SDP go.
-        reply: Reply<(SessionId, String)>,
-    },
+    /// A new viewer, its core built and its offer applied (WHEP) or our tracks added
+    /// (signalling, WHIP) by the caller, off the loop: the loop adds our candidates and
+    /// replies with its id and our answer or offer.
+    Offer(Box<Parts>, Reply<(SessionId, String)>),
     /// The viewer's answer to our offer.
     Answer(SessionId, String, Reply<()>),
     /// One of the viewer's ICE candidates (trickled).
@@ -163,7 +157,7 @@ impl Engine {
     /// and ends. Our host candidates are the bound addresses (a wildcard's: its family's on
     /// the machine's interfaces).
     pub fn start(
-        factory: PeerFactory,
+        factory: Arc<PeerFactory>,
         media: MediaHandle,
         lifecycle: &Lifecycle,
     ) -> std::io::Result<Engine> {
@@ -194,7 +188,6 @@ impl Engine {
             waiting: Vec::new(),
             directory: directory.clone(),
             ended: Traffic::default(),
-            closing: false,
             next_choice: now + CHOOSE_EVERY,
             next_loss_report: now + REPORT_LOSS_EVERY,
             scratch: Vec::new(),
@@ -232,6 +225,11 @@ impl Engine {
             .send(request)
             .await
             .map_err(|_| OfferError::ShuttingDown)
+    }
+
+    /// Whether the loop has stopped.
+    pub fn stopped(&self) -> bool {
+        self.requests.is_closed()
     }
 
     /// Hands `request` to the loop if there is room at once.
@@ -401,6 +399,12 @@ impl Feeds {
         self.streams.insert(feed, stream);
     }
 
+    /// Subscribes to `feed` afresh: from the next unit published.
+    fn resubscribe(&mut self, feed: Feed, media: &MediaHandle) {
+        self.streams.remove(&feed);
+        self.want(feed, media);
+    }
+
     /// Keeps only the subscriptions in `wanted`.
     fn keep(&mut self, wanted: &HashSet<Feed>) {
         let unwanted: Vec<Feed> = self
@@ -463,7 +467,8 @@ struct Net {
 struct Core {
     net: Net,
     viewers: HashMap<SessionId, Viewer>,
-    factory: PeerFactory,
+    /// What our SDP announces (`webrtc.nat_ips`).
+    factory: Arc<PeerFactory>,
     feeds: Feeds,
     media: MediaHandle,
     reflexive: Reflexive,
@@ -472,8 +477,6 @@ struct Core {
     directory: Arc<Directory>,
     /// What the sessions that ended had sent, so `/metrics` counters never go down.
     ended: Traffic,
-    /// Shutting down: no session may be added any more.
-    closing: bool,
     next_choice: Instant,
     next_loss_report: Instant,
     /// Ids, reused for each fan-out.
@@ -494,11 +497,7 @@ impl Core {
 
     fn request(&mut self, request: Request, now: Instant) {
         match request {
-            Request::Offer {
-                offer,
-                places,
-                reply,
-            } => self.offer(offer, places, reply, now),
+            Request::Offer(parts, reply) => self.offer(*parts, reply, now),
             Request::Answer(id, answer, reply) => {
                 let taken = self.on_viewer(id, now, |viewer, _| viewer.take_answer(&answer, now));
                 match taken {
@@ -579,68 +578,19 @@ impl Core {
         readings
     }
 
-    /// A new viewer: its core built, the offer applied (or our tracks added), waiting for
+    /// A new viewer (its core built, the offer applied or our tracks added): it waits for
     /// our candidates before its SDP is described.
-    fn offer(
-        &mut self,
-        offer: Option<Box<RTCSessionDescription>>,
-        places: Places,
-        reply: Reply<(SessionId, String)>,
-        now: Instant,
-    ) {
-        match self.new_viewer(offer, places, now) {
-            Ok((viewer, kind)) => {
-                let id = viewer.id;
-                self.directory.live().insert(id, false);
-                self.viewers.insert(id, viewer);
-                self.waiting.push((id, Describing::New(kind, reply)));
-                self.release_waiting(now);
-            }
-            Err(err) => {
-                let _ = reply.send(Err(err));
-            }
-        }
-    }
-
-    fn new_viewer(
-        &mut self,
-        offer: Option<Box<RTCSessionDescription>>,
-        places: Places,
-        now: Instant,
-    ) -> Result<(Viewer, RTCSdpType), OfferError> {
-        if self.closing {
-            return Err(OfferError::ShuttingDown);
-        }
-        if let Some(why) = self.media.camera_gone(now) {
-            return Err(OfferError::NoPicture(why));
-        }
-        let profile = self.media.video_description().profile_level_id;
-        let profile = profile.ok_or(OfferError::NotReady)?;
-        let peer = self
-            .factory
-            .build(&peer::h264_codec(&profile))
-            .map_err(|e| OfferError::Internal(e.to_string()))?;
-        let mut pc = peer.pc;
-        let (added, kind) = match offer {
-            Some(offer) => (
-                negotiate::take_offer(&self.factory, &profile, &mut pc, now, *offer)?,
-                RTCSdpType::Answer,
-            ),
-            None => (
-                negotiate::add_tracks(&self.factory, &profile, &mut pc)?,
-                RTCSdpType::Offer,
-            ),
+    fn offer(&mut self, parts: Parts, reply: Reply<(SessionId, String)>, now: Instant) {
+        let kind = match parts.answering {
+            true => RTCSdpType::Answer,
+            false => RTCSdpType::Offer,
         };
-        let parts = Parts {
-            pc,
-            rtcp: peer.rtcp,
-            estimate: peer.estimate,
-            tracks: Tracks::AwaitingAnswer(added),
-            answering: kind == RTCSdpType::Answer,
-            profile,
-            places,
-        };
-        Ok((Viewer::new(SessionId::random(), parts, now), kind))
+        let viewer = Viewer::new(SessionId::random(), parts, now);
+        let id = viewer.id;
+        self.directory.live().insert(id, false);
+        self.viewers.insert(id, viewer);
+        self.waiting.push((id, Describing::New(kind, reply)));
+        self.release_waiting(now);
     }
 
     /// Describes the SDP of the viewers that wait for it, once STUN has answered or been
@@ -691,9 +641,17 @@ impl Core {
         if let Ok((_, ufrag)) = &described {
             self.net.routes.answer_as(id, ufrag);
         }
+        // Ended while being described (its core panicked, or timed out).
+        let described = described.and_then(|done| match self.viewers.contains_key(&id) {
+            true => Ok(done),
+            false => Err(OfferError::NoSession),
+        });
         match (describing, described) {
             (Describing::New(_, reply), Ok((sdp, _))) => {
                 debug!(session = %id, "viewer negotiating");
+                if let Some(viewer) = self.viewers.get_mut(&id) {
+                    viewer.described(now);
+                }
                 let _ = reply.send(Ok((id, sdp)));
             }
             (Describing::Restart(reply), Ok((sdp, _))) => {
@@ -786,6 +744,11 @@ impl Core {
 
     /// A published unit: to every viewer it is for.
     fn publish(&mut self, feed: Feed, unit: Unit, now: Instant) {
+        if let Unit::Lost = unit {
+            // The stream would go on from the oldest unit still in the ring, seconds old:
+            // from the live end instead.
+            self.feeds.resubscribe(feed, &self.media);
+        }
         self.scratch.clear();
         self.scratch.extend(self.viewers.keys().copied());
         let ids = std::mem::take(&mut self.scratch);
@@ -853,18 +816,19 @@ impl Core {
     /// Viewer `id` connected: it joins the top layer from the kept GOP (taken after the
     /// subscription, so that nothing falls between the two), and the audio.
     fn start_media(&mut self, id: SessionId, now: Instant) {
+        let Some(viewer) = self.viewers.get_mut(&id) else {
+            return;
+        };
+        viewer.counted = true;
+        let viewers = self.directory.viewers.fetch_add(1, Ordering::Relaxed) + 1;
+        info!(session = %id, viewers, "viewer connected");
         self.feeds.want(Feed::Video(0), &self.media);
         self.feeds.want(Feed::Audio, &self.media);
         let gop = self.media.kept_gop();
-        let started = self.on_viewer(id, now, |viewer, media| {
-            let video = viewer.start_media(gop, media);
+        self.on_viewer(id, now, |viewer, media| {
+            viewer.start_media(gop, media);
             viewer.on_time(now, media);
-            video
         });
-        if started.is_some() {
-            let viewers = self.directory.viewers.fetch_add(1, Ordering::Relaxed) + 1;
-            info!(session = %id, viewers, "viewer connected");
-        }
         self.keep_feeds();
     }
 
@@ -879,19 +843,21 @@ impl Core {
             self.net.send(&mut viewer);
             sent
         }));
-        self.ended = self.ended.plus(closed.unwrap_or_default());
+        // A close that panicked: the figures read before, which scrapes may have shown.
+        let sent = closed.unwrap_or_else(|_| viewer.traffic());
+        self.ended = self.ended.plus(sent);
         self.net.routes.forget(id);
         self.net.streams.retain(|_, (conn, _)| *conn != id);
         self.waiting.retain(|(conn, _)| *conn != id);
         self.directory.live().remove(&id);
-        if viewer.media_started() {
+        if viewer.counted {
             self.directory.viewers.fetch_sub(1, Ordering::Relaxed);
         }
         self.directory.ended.publish(&viewer.name);
         // Only viewers who watched are news: an offer that never connected is a stranger's
         // to repeat at will (debug).
         let viewers = self.directory.viewers();
-        match viewer.media_started() {
+        match viewer.counted {
             true => info!(session = %id, ?reason, viewers, "viewer gone"),
             false => debug!(session = %id, ?reason, viewers, "session that never connected gone"),
         }
@@ -912,7 +878,6 @@ impl Core {
     }
 
     fn shutdown(&mut self, now: Instant) {
-        self.closing = true;
         let ids: Vec<SessionId> = self.viewers.keys().copied().collect();
         for id in ids {
             self.end(id, CloseReason::Shutdown, now);
@@ -924,8 +889,9 @@ impl Core {
     fn on_time(&mut self, now: Instant) {
         let sockets: Vec<SocketAddr> = self.net.sockets.iter().map(|s| s.bound()).collect();
         for request in self.reflexive.poll(now, &sockets) {
+            let datagram = BytesMut::from(&request.datagram[..]);
             self.net
-                .send_from_socket(request.socket, None, request.server, &request.datagram);
+                .send_from_socket(request.socket, None, request.server, datagram);
         }
         self.release_waiting(now);
         let due: Vec<SessionId> = self
@@ -987,12 +953,9 @@ impl Net {
                 self.routes.sent(id, local_addr.ip(), peer_addr);
                 let socket = self.sockets.iter().position(|s| s.serves(local_addr.ip()));
                 match socket {
-                    Some(socket) => self.send_from_socket(
-                        socket,
-                        Some(local_addr.ip()),
-                        peer_addr,
-                        &out.message,
-                    ),
+                    Some(socket) => {
+                        self.send_from_socket(socket, Some(local_addr.ip()), peer_addr, out.message)
+                    }
                     None => debug!(session = %id, %local_addr, "webrtc: no socket sends from here"),
                 }
             }
@@ -1015,7 +978,7 @@ impl Net {
         socket: usize,
         from: Option<IpAddr>,
         to: SocketAddr,
-        data: &[u8],
+        data: BytesMut,
     ) {
         let Some(s) = self.sockets.get(socket) else {
             return;
@@ -1024,7 +987,7 @@ impl Net {
             socket,
             from: from.unwrap_or(s.bound().ip()),
             to,
-            data: BytesMut::from(data),
+            data,
         });
     }
 
@@ -1078,6 +1041,12 @@ impl Net {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                 run.into_iter().for_each(|d| self.queue_unsent(d));
+            }
+            // The kernel refused them together (no GSO on the way out after all: quinn-udp
+            // then turns it off for the socket): one by one, so only a bad one is lost.
+            Err(err) if run.len() > 1 => {
+                debug!(%to, "webrtc.port: sending {} datagrams at once: {err}; one by one", run.len());
+                run.into_iter().for_each(|d| self.send_run(vec![d], size));
             }
             // A viewer gone away (ICMP), a route missing: UDP loses it.
             Err(err) => debug!(%to, "webrtc.port: send: {err}"),
@@ -1190,13 +1159,13 @@ mod tests {
         // A picture's packets to one viewer (the last shorter), one to another viewer, then
         // the first one's again; more than one send takes, too.
         for n in 0..5 {
-            net.send_from_socket(0, None, to_a, &[n; 1200]);
+            net.send_from_socket(0, None, to_a, BytesMut::from(&[n; 1200][..]));
         }
-        net.send_from_socket(0, None, to_a, &[5; 300]);
-        net.send_from_socket(0, None, to_b, &[6; 1200]);
-        net.send_from_socket(0, None, to_a, &[7; 1200]);
+        net.send_from_socket(0, None, to_a, BytesMut::from(&[5; 300][..]));
+        net.send_from_socket(0, None, to_b, BytesMut::from(&[6; 1200][..]));
+        net.send_from_socket(0, None, to_a, BytesMut::from(&[7; 1200][..]));
         for _ in 0..60 {
-            net.send_from_socket(0, None, to_b, &[8; 1100]);
+            net.send_from_socket(0, None, to_b, BytesMut::from(&[8; 1100][..]));
         }
         net.send_outbox();
         let mut expected: Vec<(u8, usize)> = (0..5).map(|n| (n, 1200)).collect();

@@ -59,6 +59,7 @@ use engine::{Engine, Request};
 use figures::{PeerFigures, Phase, SessionFigures};
 use peer::PeerFactory;
 use session::SessionId;
+use viewer::{Parts, Tracks};
 
 /// More sessions than this at once are refused (a Pi's uplink is long full by then).
 pub const MAX_SESSIONS: usize = 100;
@@ -109,6 +110,8 @@ pub enum OfferError {
 #[derive(Clone)]
 pub struct Sessions {
     engine: Engine,
+    media: MediaHandle,
+    factory: Arc<PeerFactory>,
     /// One permit per session, taken before any work is done for an offer.
     permits: Arc<Semaphore>,
     /// Sessions not connected yet (see [`pending`]).
@@ -150,8 +153,8 @@ impl Sessions {
         let layers = media.layers();
         let kbps = |spec: Option<&crate::media::LayerSpec>| spec.map_or(0, |s| s.bitrate_kbps);
         let (top, lowest) = (kbps(layers.first()), kbps(layers.last()));
-        let factory = PeerFactory::new(webrtc, media.has_audio(), top, lowest);
-        let engine = Engine::start(factory, media, lifecycle)?;
+        let factory = Arc::new(PeerFactory::new(webrtc, media.has_audio(), top, lowest));
+        let engine = Engine::start(factory.clone(), media.clone(), lifecycle)?;
         let stun = peer::stun_servers(&webrtc.ice_servers);
         if !stun.is_empty() {
             lifecycle.spawn(peer::resolve_stun_servers(stun, engine.clone()));
@@ -162,6 +165,8 @@ impl Sessions {
         );
         Ok(Sessions {
             engine,
+            media,
+            factory,
             permits: Arc::new(Semaphore::new(MAX_SESSIONS)),
             pending: Arc::default(),
         })
@@ -214,14 +219,50 @@ impl Sessions {
             .try_acquire_owned()
             .map_err(|_| OfferError::Full)?;
         let pending = self.pending.take(source).map_err(OfferError::Crowded)?;
+        // A panic in webrtc-rs over what a stranger sent ends this request, nothing else.
+        let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.prepare(offer, (permit, pending))
+        }));
+        let parts = prepared
+            .map_err(|_| OfferError::Internal("webrtc-rs failed on the offer".into()))??;
         let (id, sdp) = self
-            .ask(|reply| Request::Offer {
-                offer: offer.map(Box::new),
-                places: (permit, pending),
-                reply,
-            })
+            .ask(|reply| Request::Offer(Box::new(parts), reply))
             .await?;
         Ok((id.to_string(), sdp))
+    }
+
+    /// A new viewer's core, built here rather than in the loop (making its DTLS certificate
+    /// takes a while), with `offer` applied or, without one, our tracks added.
+    fn prepare(
+        &self,
+        offer: Option<RTCSessionDescription>,
+        places: Places,
+    ) -> Result<Parts, OfferError> {
+        let now = std::time::Instant::now();
+        if let Some(why) = self.media.camera_gone(now) {
+            return Err(OfferError::NoPicture(why));
+        }
+        let profile = self.media.video_description().profile_level_id;
+        let profile = profile.ok_or(OfferError::NotReady)?;
+        let peer = self
+            .factory
+            .build(&peer::h264_codec(&profile))
+            .map_err(|e| OfferError::Internal(e.to_string()))?;
+        let mut pc = peer.pc;
+        let answering = offer.is_some();
+        let added = match offer {
+            Some(offer) => negotiate::take_offer(&self.factory, &profile, &mut pc, now, offer)?,
+            None => negotiate::add_tracks(&self.factory, &profile, &mut pc)?,
+        };
+        Ok(Parts {
+            pc,
+            rtcp: peer.rtcp,
+            estimate: peer.estimate,
+            tracks: Tracks::AwaitingAnswer(added),
+            answering,
+            profile,
+            places,
+        })
     }
 
     /// Asks the loop (waiting up to [`ANSWER_WAIT`] for room) and waits for its reply.
@@ -238,7 +279,13 @@ impl Sessions {
                 )));
             }
         }
-        replied.await.unwrap_or(Err(OfferError::ShuttingDown))
+        // A reply dropped unsent: the session ended meanwhile, or the loop stopped.
+        replied
+            .await
+            .unwrap_or_else(|_| match self.engine.stopped() {
+                true => Err(OfferError::ShuttingDown),
+                false => Err(OfferError::NoSession),
+            })
     }
 
     /// Asks the loop something only a live session answers; `None` if there is no such

@@ -127,6 +127,8 @@ pub struct Viewer {
     pending: Option<Pending>,
     /// Its place among all sessions: held to the end.
     _permit: OwnedSemaphorePermit,
+    /// Counted among the viewers receiving media (the loop sets it, and takes it off once).
+    pub counted: bool,
     /// The largest traffic figures read so far (they never go down).
     traffic: Traffic,
 }
@@ -179,8 +181,20 @@ impl Viewer {
             ice_generation: 0,
             pending: Some(pending),
             _permit: permit,
+            counted: false,
             traffic: Traffic::default(),
         }
+    }
+
+    /// Our SDP went out at `now`: its session's timers start.
+    pub fn described(&mut self, now: Instant) {
+        let answering = matches!(self.tracks, Tracks::Agreed(_));
+        self.session = Session::new(now, answering);
+    }
+
+    /// The largest traffic figures read so far.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic
     }
 
     /// Its core (negotiation steps run on it).
@@ -422,6 +436,7 @@ impl Viewer {
         };
         if video.switching == Some(layer) && unit.keyframe {
             video.switching = None;
+            video.joined_at = None;
             video.catch_up = CatchUp::new(Vec::new(), media.rtp_clock());
             video.choice.switched(now, layer);
             debug!(session = %self.name, layer, "viewer moved to another layer");
