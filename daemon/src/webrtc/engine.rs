@@ -170,16 +170,7 @@ impl Engine {
         let directory = Arc::new(Directory::default());
         let now = Instant::now();
         let core = Core {
-            net: Net {
-                hosts: host_addresses(&port.sockets),
-                sockets: port.sockets,
-                routes: Routes::default(),
-                streams: HashMap::new(),
-                outbox: Vec::new(),
-                unsent: VecDeque::new(),
-                dropped: 0,
-                joined: Vec::new(),
-            },
+            net: Net::new(port),
             viewers: HashMap::new(),
             factory,
             feeds: Feeds::default(),
@@ -934,6 +925,19 @@ impl Core {
 }
 
 impl Net {
+    fn new(port: Port) -> Self {
+        Net {
+            hosts: host_addresses(&port.sockets),
+            sockets: port.sockets,
+            routes: Routes::default(),
+            streams: HashMap::new(),
+            outbox: Vec::new(),
+            unsent: VecDeque::new(),
+            dropped: 0,
+            joined: Vec::new(),
+        }
+    }
+
     /// Sends what the viewer's core has to send.
     fn send(&mut self, viewer: &mut Viewer) {
         while let Some(out) = viewer.transmit() {
@@ -1141,16 +1145,7 @@ mod tests {
         let (to_engine, _arrivals) = mpsc::channel(16);
         let lifecycle = Lifecycle::default();
         let port = Port::bind(&[IpAddr::from([127, 0, 0, 1])], 0, &to_engine, &lifecycle).unwrap();
-        let mut net = Net {
-            hosts: Vec::new(),
-            sockets: port.sockets,
-            routes: Routes::default(),
-            streams: HashMap::new(),
-            outbox: Vec::new(),
-            unsent: VecDeque::new(),
-            dropped: 0,
-            joined: Vec::new(),
-        };
+        let mut net = Net::new(port);
         let a = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
