@@ -21,8 +21,12 @@ use serde_json::{Value, json};
 use crate::viewer::{Via, Viewer, Watch};
 
 /// How many viewers join at the same time: a real audience does not arrive in one
-/// millisecond either, and a burst of 50 handshakes on two cores would time some out.
+/// millisecond either, and a burst of 50 handshakes on two cores would time some out. The
+/// next batch waits until this one sees pictures (or [`BATCH_WITHIN`]): onaird lets at most
+/// 16 sessions from one address connect at a time (`webrtc::pending`).
 const JOIN_AT_ONCE: usize = 10;
+/// How long a batch may take to see its first pictures before the next one joins anyway.
+const BATCH_WITHIN: Duration = Duration::from_secs(10);
 
 /// How long a crowd may take from its start to every viewer's first picture.
 pub const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -62,6 +66,13 @@ impl Crowd {
                 }
             }
             left -= batch;
+            let deadline = tokio::time::Instant::now() + BATCH_WITHIN;
+            while left > 0
+                && tokio::time::Instant::now() < deadline
+                && crowd.viewers.iter().any(|v| v.frames() == 0 && !v.ended())
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         crowd
     }
