@@ -61,9 +61,8 @@ use peer::PeerFactory;
 use session::SessionId;
 use viewer::{Parts, Tracks};
 
-/// More sessions than this at once are refused (a Pi's uplink is long full by then: 200 viewers
-/// of a 1 Mb/s layer are 200 Mb/s).
-pub const MAX_SESSIONS: usize = 200;
+/// More sessions than this at once are refused (a Pi's uplink is long full by then).
+pub const MAX_SESSIONS: usize = 100;
 /// How long an offer, an answer or an ICE restart may wait for room in the loop's queue
 /// before it is refused.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(5);
