@@ -258,6 +258,54 @@ impl MediaHandle {
     }
 }
 
+/// A handle with no capture or encoder behind it, for tests that publish the layers
+/// themselves (the transport's simulation, `webrtc::sim`).
+#[cfg(test)]
+impl MediaHandle {
+    /// Layers as `specs` (top first) announcing H.264 `profile_level_id`, and an audio
+    /// stream if `audio`.
+    pub fn detached(specs: &[LayerSpec], audio: bool, profile_level_id: &str) -> MediaHandle {
+        let layers: Arc<[Layer]> = specs
+            .iter()
+            .map(|spec| Layer::new(*spec, KeyframeMailbox::default()))
+            .collect();
+        let snapshots = Arc::new(snapshot::Snapshots::default());
+        let top = specs[0];
+        MediaHandle {
+            privacy: Privacy {
+                on: Arc::default(),
+                layers: layers.clone(),
+                snapshots: snapshots.clone(),
+                switching: Arc::default(),
+            },
+            layers,
+            audio: audio.then(|| broadcast::channel(AUDIO_QUEUE).0),
+            clock: RtpClock::new(),
+            loss: Arc::default(),
+            snapshots,
+            stats: Arc::new(MediaStats::new()),
+            video_description: Arc::new(RwLock::new(VideoDescription {
+                encoder: VideoEncoder::Openh264,
+                encoder_detail: "simulated".into(),
+                profile_level_id: Some(profile_level_id.into()),
+                width: top.width,
+                height: top.height,
+            })),
+        }
+    }
+
+    /// Layer `index`'s feed and the key frames asked of it.
+    pub fn layer_parts(&self, index: usize) -> (&VideoFeed, &KeyframeMailbox) {
+        let layer = &self.layers[index];
+        (&layer.feed, &layer.keyframes)
+    }
+
+    /// Where the audio is published.
+    pub fn audio_sender(&self) -> Option<&broadcast::Sender<Arc<AudioUnit>>> {
+        self.audio.as_ref()
+    }
+}
+
 /// Privacy: black pictures and silence instead of what the camera and the microphone
 /// capture, for every viewer, the recorder and snapshots; viewers stay connected.
 #[derive(Clone)]

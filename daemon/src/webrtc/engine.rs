@@ -168,21 +168,7 @@ impl Engine {
         let (ends_tx, ends) = mpsc::unbounded_channel();
         let number = port.number();
         let directory = Arc::new(Directory::default());
-        let now = Instant::now();
-        let core = Core {
-            net: Net::new(port),
-            viewers: HashMap::new(),
-            factory,
-            feeds: Feeds::default(),
-            media,
-            reflexive: Reflexive::default(),
-            waiting: Vec::new(),
-            directory: directory.clone(),
-            ended: Traffic::default(),
-            next_choice: now + CHOOSE_EVERY,
-            next_loss_report: now + REPORT_LOSS_EVERY,
-            scratch: Vec::new(),
-        };
+        let core = Core::new(Net::new(port), factory, media, directory.clone(), Instant::now());
         lifecycle.track(run(
             core,
             Inputs {
@@ -306,10 +292,10 @@ async fn run(mut core: Core, mut inputs: Inputs) {
                 None => break,
             },
             Some(arrival) = inputs.arrivals.recv() => {
-                core.arrive(arrival);
+                core.arrive(arrival, Instant::now());
                 for _ in 0..BURST {
                     match inputs.arrivals.try_recv() {
-                        Ok(arrival) => core.arrive(arrival),
+                        Ok(arrival) => core.arrive(arrival, Instant::now()),
                         Err(_) => break,
                     }
                 }
@@ -475,6 +461,29 @@ struct Core {
 }
 
 impl Core {
+    fn new(
+        net: Net,
+        factory: Arc<PeerFactory>,
+        media: MediaHandle,
+        directory: Arc<Directory>,
+        now: Instant,
+    ) -> Self {
+        Core {
+            net,
+            viewers: HashMap::new(),
+            factory,
+            feeds: Feeds::default(),
+            media,
+            reflexive: Reflexive::default(),
+            waiting: Vec::new(),
+            directory,
+            ended: Traffic::default(),
+            next_choice: now + CHOOSE_EVERY,
+            next_loss_report: now + REPORT_LOSS_EVERY,
+            scratch: Vec::new(),
+        }
+    }
+
     fn deadline(&self) -> Option<Instant> {
         let viewers = self.viewers.values().filter_map(Viewer::deadline);
         let stun = self.reflexive.deadline();
@@ -696,8 +705,7 @@ impl Core {
         out
     }
 
-    fn arrive(&mut self, arrival: Arrival) {
-        let now = Instant::now();
+    fn arrive(&mut self, arrival: Arrival, now: Instant) {
         match arrival {
             Arrival::Datagram { local, from, data } => {
                 if self.reflexive.answer(&data) {
@@ -921,6 +929,81 @@ impl Core {
                 .request_keyframe(layer, KeyframeReason::Switch, &name);
         }
         self.keep_feeds();
+    }
+}
+
+/// The loop's core driven by a simulation ([`super::sim`]): the calls [`run`] makes, with
+/// the time given, and the datagrams handed over instead of sent. Its port is bound (on
+/// loopback) but nothing is sent or read on it.
+#[cfg(test)]
+pub(super) struct Stepped(Core);
+
+#[cfg(test)]
+impl Stepped {
+    pub(super) fn new(
+        factory: Arc<PeerFactory>,
+        media: MediaHandle,
+        lifecycle: &Lifecycle,
+        now: Instant,
+    ) -> std::io::Result<(Stepped, SocketAddr)> {
+        let (arrivals, _) = mpsc::channel(1);
+        let port = Port::bind(&[IpAddr::from([127, 0, 0, 1])], 0, &arrivals, lifecycle)?;
+        let local = port.sockets[0].bound();
+        let directory = Arc::new(Directory::default());
+        Ok((Stepped(Core::new(Net::new(port), factory, media, directory, now)), local))
+    }
+
+    /// A new viewer: its id and our answer.
+    pub(super) fn offer(
+        &mut self,
+        parts: Parts,
+        now: Instant,
+    ) -> Result<(SessionId, String), OfferError> {
+        let (reply, mut replied) = oneshot::channel();
+        self.0.request(Request::Offer(Box::new(parts), reply), now);
+        replied.try_recv().unwrap_or(Err(OfferError::NoSession))
+    }
+
+    pub(super) fn arrive(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8], now: Instant) {
+        let data = BytesMut::from(data);
+        self.0.arrive(Arrival::Datagram { local, from, data }, now);
+    }
+
+    /// Everything published by now, then the timers.
+    pub(super) fn run(&mut self, now: Instant) {
+        use futures_util::FutureExt;
+        while let Some(Some((feed, unit))) = self.0.feeds.next().now_or_never() {
+            self.0.publish(feed, unit, now);
+        }
+        self.0.on_time(now);
+    }
+
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.0.deadline()
+    }
+
+    /// What the loop sent since the last call: (from, to, datagram).
+    pub(super) fn sent(&mut self) -> Vec<(SocketAddr, SocketAddr, BytesMut)> {
+        let net = &mut self.0.net;
+        let sockets = &net.sockets;
+        net.outbox
+            .drain(..)
+            .map(|d| {
+                let from = SocketAddr::new(d.from, sockets[d.socket].bound().port());
+                (from, d.to, d.data)
+            })
+            .collect()
+    }
+
+    /// Every viewer's figures, as `/api/status` shows them.
+    pub(super) fn peers(&mut self, now: Instant) -> Vec<PeerFigures> {
+        let (reply, mut replied) = oneshot::channel();
+        self.0.request(Request::Peers(reply), now);
+        replied.try_recv().unwrap_or_default()
+    }
+
+    pub(super) fn directory(&self) -> &Directory {
+        &self.0.directory
     }
 }
 

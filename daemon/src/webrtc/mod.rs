@@ -41,6 +41,8 @@ pub mod pending;
 pub mod port;
 pub mod reflexive;
 pub mod session;
+#[cfg(test)]
+mod sim;
 pub mod tcp;
 pub mod viewer;
 
@@ -221,7 +223,8 @@ impl Sessions {
         let pending = self.pending.take(source).map_err(OfferError::Crowded)?;
         // A panic in webrtc-rs over what a stranger sent ends this request, nothing else.
         let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.prepare(offer, (permit, pending))
+            let now = std::time::Instant::now();
+            prepare(&self.factory, &self.media, offer, (permit, pending), now)
         }));
         let parts = prepared
             .map_err(|_| OfferError::Internal("webrtc-rs failed on the offer".into()))??;
@@ -229,40 +232,6 @@ impl Sessions {
             .ask(|reply| Request::Offer(Box::new(parts), reply))
             .await?;
         Ok((id.to_string(), sdp))
-    }
-
-    /// A new viewer's core, built here rather than in the loop (making its DTLS certificate
-    /// takes a while), with `offer` applied or, without one, our tracks added.
-    fn prepare(
-        &self,
-        offer: Option<RTCSessionDescription>,
-        places: Places,
-    ) -> Result<Parts, OfferError> {
-        let now = std::time::Instant::now();
-        if let Some(why) = self.media.camera_gone(now) {
-            return Err(OfferError::NoPicture(why));
-        }
-        let profile = self.media.video_description().profile_level_id;
-        let profile = profile.ok_or(OfferError::NotReady)?;
-        let peer = self
-            .factory
-            .build(&peer::h264_codec(&profile))
-            .map_err(|e| OfferError::Internal(e.to_string()))?;
-        let mut pc = peer.pc;
-        let answering = offer.is_some();
-        let added = match offer {
-            Some(offer) => negotiate::take_offer(&self.factory, &profile, &mut pc, now, offer)?,
-            None => negotiate::add_tracks(&self.factory, &profile, &mut pc)?,
-        };
-        Ok(Parts {
-            pc,
-            rtcp: peer.rtcp,
-            estimate: peer.estimate,
-            tracks: Tracks::AwaitingAnswer(added),
-            answering,
-            profile,
-            places,
-        })
     }
 
     /// Asks the loop (waiting up to [`ANSWER_WAIT`] for room) and waits for its reply.
@@ -404,4 +373,39 @@ fn describe_profile(profile_level_id: &str) -> String {
     format!("{name} (profile-level-id {profile_level_id})")
         .trim_start()
         .to_string()
+}
+
+/// A new viewer's core, built by the caller rather than in the loop (making its DTLS
+/// certificate takes a while), with `offer` applied or, without one, our tracks added, at
+/// `now`.
+pub(crate) fn prepare(
+    factory: &PeerFactory,
+    media: &MediaHandle,
+    offer: Option<RTCSessionDescription>,
+    places: Places,
+    now: std::time::Instant,
+) -> Result<Parts, OfferError> {
+    if let Some(why) = media.camera_gone(now) {
+        return Err(OfferError::NoPicture(why));
+    }
+    let profile = media.video_description().profile_level_id;
+    let profile = profile.ok_or(OfferError::NotReady)?;
+    let peer = factory
+        .build(&peer::h264_codec(&profile), now)
+        .map_err(|e| OfferError::Internal(e.to_string()))?;
+    let mut pc = peer.pc;
+    let answering = offer.is_some();
+    let added = match offer {
+        Some(offer) => negotiate::take_offer(factory, &profile, &mut pc, now, offer)?,
+        None => negotiate::add_tracks(factory, &profile, &mut pc)?,
+    };
+    Ok(Parts {
+        pc,
+        rtcp: peer.rtcp,
+        estimate: peer.estimate,
+        tracks: Tracks::AwaitingAnswer(added),
+        answering,
+        profile,
+        places,
+    })
 }

@@ -190,8 +190,13 @@ impl PeerFactory {
         self.audio_codec.as_ref()
     }
 
-    /// A peer connection that offers exactly our two codecs (the video one as it is now).
-    pub fn build(&self, video_codec: &RTCRtpCodec) -> Result<NewPeer, rtc::shared::error::Error> {
+    /// A peer connection that offers exactly our two codecs (the video one as it is now),
+    /// made at `now`.
+    pub fn build(
+        &self,
+        video_codec: &RTCRtpCodec,
+        now: Instant,
+    ) -> Result<NewPeer, rtc::shared::error::Error> {
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(
             RTCRtpCodecParameters {
@@ -236,7 +241,7 @@ impl PeerFactory {
             .with_media_engine(media_engine)
             .with_setting_engine(settings.build())
             .with_interceptor_registry(registry)
-            .build(Instant::now())?;
+            .build(now)?;
         Ok(NewPeer {
             pc: Box::new(pc),
             rtcp,
