@@ -2,8 +2,9 @@
 //!
 //! Per connection, rtc-interceptor's congestion control numbers every packet we send
 //! (transport-wide sequence numbers), reads the viewer's TWCC feedback and hands what
-//! arrived when to Google congestion control (GCC: delay and loss based). Its estimate is
-//! what the viewer's link carries; [`Estimate`] publishes it to the rest of onaird.
+//! arrived when to Google congestion control (GCC: delay and loss based). Its estimate,
+//! held under what the link was seen to deliver ([`super::delivered`]), is what the viewer's
+//! link carries; [`Estimate`] publishes it to the rest of onaird.
 //!
 //! The pacer sends a picture's packets spread out instead of in one burst. It follows the
 //! rate congestion control announces, so that rate is the estimate times
@@ -30,6 +31,8 @@ use rtc::interceptor::{
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
+
+use super::delivered::Delivered;
 
 /// The pacer may send this many times the estimate (as libwebrtc's pacer does).
 pub const PACING_FACTOR: f64 = 2.5;
@@ -215,24 +218,33 @@ impl Estimate {
     }
 }
 
-/// GCC, publishing its estimate and telling the chain (the pacer) a pacing rate.
+/// GCC, held under what the link was seen to deliver, publishing its estimate and telling
+/// the chain (the pacer) a pacing rate.
 struct Publishing {
     gcc: Gcc,
+    delivered: Delivered,
+    /// GCC's estimate under the ceiling, as of the last feedback or timeout.
+    bps: f64,
     estimate: Arc<Estimate>,
     /// The pacing rate never goes below this.
     floor_bps: f64,
 }
 
 impl Publishing {
-    fn publish(&self, measured: bool) {
-        self.estimate
-            .publish_twcc(self.gcc.target_bitrate(), measured);
+    fn publish(&mut self, now: Instant, measured: bool) {
+        let gcc = self.gcc.target_bitrate();
+        self.bps = match self.delivered.ceiling(now) {
+            Some(ceiling) => gcc.min(ceiling),
+            None => gcc,
+        };
+        self.estimate.publish_twcc(self.bps, measured);
     }
 }
 
 impl BandwidthEstimator for Publishing {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.gcc.on_reports(now, reports);
+        self.delivered.on_reports(now, reports);
         if tracing::enabled!(tracing::Level::TRACE) {
             // Per stream: packets reported, and of those arrived.
             let mut by_ssrc = std::collections::BTreeMap::<u32, (usize, usize)>::new();
@@ -244,17 +256,17 @@ impl BandwidthEstimator for Publishing {
             let target = self.gcc.target_bitrate();
             tracing::trace!(?by_ssrc, target, "TWCC feedback");
         }
-        self.publish(!reports.is_empty());
+        self.publish(now, !reports.is_empty());
     }
 
     /// What the chain reads: the pacing rate.
     fn target_bitrate(&self) -> f64 {
-        pacing_rate(self.gcc.target_bitrate(), self.floor_bps)
+        pacing_rate(self.bps, self.floor_bps)
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         self.gcc.handle_timeout(now);
-        self.publish(false);
+        self.publish(now, false);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -524,6 +536,8 @@ pub fn register(registry: Registry, stream_bps: f64, lowest_bps: f64) -> (Regist
     let estimate = Arc::new(Estimate::new(start));
     let publishing = Publishing {
         gcc: Gcc::new(start, floor, MAX_ESTIMATE_BPS),
+        delivered: Delivered::default(),
+        bps: start,
         estimate: estimate.clone(),
         floor_bps: stream_bps,
     };

@@ -7,7 +7,8 @@
 //!   check at once ([`nomination`]).
 //! - [`session`]: when a session starts media and when it ends (pure state machine).
 //! - [`forward`]: RTP headers around the shared payloads; [`catch_up`]: the GOP replayed;
-//!   [`layer_choice`]: which layer; [`congestion`]: the estimate and the pacer;
+//!   [`layer_choice`]: which layer; [`congestion`]: the estimate and the pacer, under
+//!   what the link was seen to [`delivered`];
 //!   [`keyframe_requests`]: PLI/FIR to the encoder.
 //! - [`negotiate`]: SDP offer/answer, with the viewer or with us offering.
 //! - [`ended`]: session-end notices for the front ends that must pass them on.
@@ -27,6 +28,7 @@
 
 pub mod catch_up;
 pub mod congestion;
+pub mod delivered;
 pub mod ended;
 pub mod engine;
 pub mod figures;

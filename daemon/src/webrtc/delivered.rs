@@ -1,0 +1,211 @@
+//! What a viewer's link has been seen to deliver, from its TWCC feedback: the ceiling on
+//! its estimate. Pure logic, time as an input.
+//!
+//! GCC raises its estimate while no queue builds, whatever is sent: on the low layer of a
+//! 1 Mbit/s link (≈ 0.5 Mbit/s sent) it climbs past the top layer's rate within a minute,
+//! and the viewer is moved up into a link that cannot carry it (a frozen picture, found by
+//! the simulation, `webrtc::sim`). So, as libwebrtc does, an estimate may not rise above
+//! [`ACKED_FACTOR`] times what the viewer acknowledged receiving over the last
+//! [`WINDOW`]...
+//!
+//! ...or above what the link was *seen* to carry: each picture's packets leave the pacer
+//! close together (it sends at least 2.5 times the top layer's rate), and arrive spread out
+//! by the narrowest link on the way. The spread of a train of them (at least
+//! [`TRAIN_PACKETS`]) is the link's capacity (a packet train's dispersion); a train that
+//! arrives as close as it left only says the link carries at least its sending rate. Key
+//! frames are such trains every couple of seconds, so a viewer on a lower layer whose link
+//! has cleared shows it, and moves up, without a probe that would congest it if it had not.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::PacketReport;
+
+/// The estimate may rise to this many times the rate acknowledged (libwebrtc's 1.5)…
+pub const ACKED_FACTOR: f64 = 1.5;
+/// …plus this, bits per second.
+const ACKED_EXTRA_BPS: f64 = 10_000.0;
+/// Acknowledged packets are counted over this long.
+pub const WINDOW: Duration = Duration::from_secs(1);
+/// Packets sent this close together belong to one train.
+const TRAIN_GAP: Duration = Duration::from_millis(4);
+/// A train this long (packets) says something.
+pub const TRAIN_PACKETS: usize = 4;
+/// A link's measured capacity counts this long.
+const CAPACITY_KEPT: Duration = Duration::from_secs(5);
+/// Of a measured capacity, this share is offered (cross traffic, a measurement on the
+/// high side).
+const CAPACITY_SHARE: f64 = 0.9;
+
+/// One arrived packet.
+#[derive(Debug, Clone, Copy)]
+struct Arrived {
+    departure: Instant,
+    arrival: Duration,
+    size: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Delivered {
+    /// Acknowledged packets in the last [`WINDOW`] of departures.
+    acked: VecDeque<Arrived>,
+    acked_bytes: usize,
+    /// The train being gathered.
+    train: Vec<Arrived>,
+    /// The highest capacity measured lately, and when.
+    capacity: Option<(f64, Instant)>,
+}
+
+impl Delivered {
+    /// Takes a batch of feedback (in send order) at `now`.
+    pub fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        for report in reports {
+            let arrived = match (report.arrived, report.arrival) {
+                (true, Some(arrival)) => Arrived {
+                    departure: report.departure,
+                    arrival,
+                    size: report.size,
+                },
+                _ => {
+                    // A loss ends a train: its spread would count the gap.
+                    self.end_train(now);
+                    continue;
+                }
+            };
+            self.acked.push_back(arrived);
+            self.acked_bytes += arrived.size;
+            let joins = self.train.last().is_some_and(|last| {
+                arrived.departure.saturating_duration_since(last.departure) <= TRAIN_GAP
+            });
+            if !joins {
+                self.end_train(now);
+            }
+            self.train.push(arrived);
+        }
+        if let Some(newest) = self.acked.back().map(|a| a.departure) {
+            while let Some(oldest) = self.acked.front()
+                && newest.saturating_duration_since(oldest.departure) > WINDOW
+            {
+                self.acked_bytes -= oldest.size;
+                self.acked.pop_front();
+            }
+        }
+    }
+
+    fn end_train(&mut self, now: Instant) {
+        let train = std::mem::take(&mut self.train);
+        if train.len() < TRAIN_PACKETS {
+            return;
+        }
+        let (first, last) = (train[0], train[train.len() - 1]);
+        let bits = train[1..].iter().map(|a| a.size as f64 * 8.0).sum::<f64>();
+        let spread = last.arrival.saturating_sub(first.arrival).as_secs_f64();
+        let sent_over = last
+            .departure
+            .saturating_duration_since(first.departure)
+            .as_secs_f64();
+        // Arrived as close as it left (or closer: the receiver's clock ticks in 250 µs):
+        // the link carries at least the sending rate.
+        let seconds = spread.max(sent_over);
+        if seconds <= 0.0 {
+            return;
+        }
+        let bps = bits / seconds;
+        let kept = self
+            .capacity
+            .filter(|(_, at)| now.saturating_duration_since(*at) < CAPACITY_KEPT);
+        self.capacity = match kept {
+            Some((higher, at)) if higher > bps => Some((higher, at)),
+            _ => Some((bps, now)),
+        };
+    }
+
+    /// The highest the estimate may be at `now`; `None` until a window of feedback has come.
+    pub fn ceiling(&self, now: Instant) -> Option<f64> {
+        let (first, last) = (self.acked.front()?, self.acked.back()?);
+        if last.departure.saturating_duration_since(first.departure) < WINDOW / 2 {
+            return None;
+        }
+        let acked = self.acked_bytes as f64 * 8.0 / WINDOW.as_secs_f64();
+        let acked = acked * ACKED_FACTOR + ACKED_EXTRA_BPS;
+        let seen = self
+            .capacity
+            .filter(|(_, at)| now.saturating_duration_since(*at) < CAPACITY_KEPT)
+            .map_or(0.0, |(bps, _)| bps * CAPACITY_SHARE);
+        Some(acked.max(seen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn report(departure: Instant, arrival: Duration, size: usize) -> PacketReport {
+        PacketReport {
+            ssrc: 1,
+            id: 0,
+            rtp_sequence_number: 0,
+            is_twcc: true,
+            twcc_sequence_number: 0,
+            size,
+            arrived: true,
+            departure,
+            arrival: Some(arrival),
+            ecn: Ecn::NotEct,
+        }
+    }
+
+    /// A stream of `bps` for a second: one 1250-byte packet at a time, sent as they arrive.
+    fn stream(t: Instant, bps: f64) -> Vec<PacketReport> {
+        let every = Duration::from_secs_f64(1250.0 * 8.0 / bps);
+        (0..(bps / 10_000.0) as u32)
+            .map(|i| report(t + every * i, every * i, 1250))
+            .collect()
+    }
+
+    #[test]
+    fn the_ceiling_is_half_again_what_was_acknowledged() {
+        let t = Instant::now();
+        let mut delivered = Delivered::default();
+        assert_eq!(delivered.ceiling(t), None);
+        delivered.on_reports(t, &stream(t, 500_000.0));
+        let ceiling = delivered.ceiling(t + WINDOW).unwrap();
+        assert!((740_000.0..=770_000.0).contains(&ceiling), "{ceiling}");
+    }
+
+    #[test]
+    fn a_train_spread_by_a_narrow_link_measures_it_and_one_that_is_not_gives_a_floor() {
+        let t = Instant::now();
+        let mut delivered = Delivered::default();
+        delivered.on_reports(t, &stream(t, 500_000.0));
+        // Six packets sent 2 ms apart (5 Mbit/s) arrive 10 ms apart: a 1 Mbit/s link.
+        let at = t + Duration::from_millis(990);
+        let train: Vec<_> = (0..6u32)
+            .map(|i| report(at + 2 * MS * i, Duration::from_millis(990) + 10 * MS * i, 1250))
+            .collect();
+        delivered.on_reports(at, &train);
+        // The next packet, later, ends the train.
+        delivered.on_reports(at, &[report(at + 100 * MS, Duration::from_secs(2), 1250)]);
+        let ceiling = delivered.ceiling(at).unwrap();
+        assert!((890_000.0..=910_000.0).contains(&ceiling), "{ceiling}");
+
+        // The same train arriving as it left: the link carries at least 5 Mbit/s.
+        let later = t + Duration::from_secs(10);
+        let mut delivered = Delivered::default();
+        delivered.on_reports(later, &stream(later, 500_000.0));
+        let at = later + Duration::from_millis(990);
+        let train: Vec<_> = (0..6u32)
+            .map(|i| report(at + 2 * MS * i, Duration::from_millis(990) + 2 * MS * i, 1250))
+            .collect();
+        delivered.on_reports(at, &train);
+        delivered.on_reports(at, &[report(at + 100 * MS, Duration::from_secs(2), 1250)]);
+        let ceiling = delivered.ceiling(at).unwrap();
+        assert!((4_400_000.0..=4_600_000.0).contains(&ceiling), "{ceiling}");
+        // Forgotten after a while: the acknowledged rate alone again.
+        let ceiling = delivered.ceiling(at + CAPACITY_KEPT).unwrap();
+        assert!(ceiling < 900_000.0, "{ceiling}");
+    }
+}
