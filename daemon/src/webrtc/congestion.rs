@@ -19,7 +19,7 @@
 //! the top one. The pacer keeps its starting rate for them.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -62,6 +62,9 @@ pub struct Estimate {
     /// Jumps in the video's sequence numbers made on purpose (`webrtc::forward`'s flush)
     /// that no receiver report has accounted for yet: what they skip is not loss.
     jumps: Mutex<VecDeque<Jump>>,
+    /// The video sequence number from which the viewer is on its present layer (bit 16 set
+    /// once it moved): what came before is of no use to it any more, and is not resent.
+    moved_at: AtomicU32,
 }
 
 /// A jump in the video's sequence numbers: `count` left out before `first`.
@@ -95,7 +98,21 @@ impl Estimate {
             refused: AtomicU64::new(0),
             lossy_reports: AtomicU64::new(0),
             jumps: Mutex::new(VecDeque::new()),
+            moved_at: AtomicU32::new(0),
         }
+    }
+
+    /// The viewer moved to another layer, whose first key frame starts at video sequence
+    /// number `first`.
+    pub fn moved_at(&self, first: u16) {
+        self.moved_at
+            .store(0x1_0000 | u32::from(first), Ordering::Relaxed);
+    }
+
+    /// Whether video packet `sequence_number` was sent before the viewer's last move.
+    fn before_move(&self, sequence_number: u16) -> bool {
+        let moved_at = self.moved_at.load(Ordering::Relaxed);
+        moved_at & 0x1_0000 != 0 && (sequence_number.wrapping_sub(moved_at as u16) as i16) < 0
     }
 
     /// For tests: an estimate from receiver reports (or not yet measured), with so many lossy
@@ -295,8 +312,9 @@ const RETRANSMIT_BURST_SECONDS: f64 = 0.25;
 /// full-size packet could never be resent at all.
 const RETRANSMIT_BURST_MIN_BITS: f64 = 2.0 * 1500.0 * 8.0;
 
-/// What a viewer's feedback does besides GCC: its NACKs' resends go out only within
-/// [`RETRANSMIT_SHARE`] of the estimate (a token bucket holding [`RETRANSMIT_BURST_SECONDS`]
+/// What a viewer's feedback does besides GCC: its NACKs' resends of video sent before it
+/// moved to its present layer are refused, the others go out only within [`RETRANSMIT_SHARE`] of the
+/// estimate (a token bucket holding [`RETRANSMIT_BURST_SECONDS`]
 /// of it; what it passes and refuses is counted), and its receiver reports estimate its link
 /// while it sends no TWCC feedback.
 struct Feedback {
@@ -420,10 +438,21 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Feedback {
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         if msg.message.has(&Attribute::Retransmission) {
-            let bits = match &msg.message.packet {
-                Packet::Rtp(packet) => (packet.payload.len() + 12) as f64 * 8.0,
-                _ => 0.0,
+            let (bits, stale) = match &msg.message.packet {
+                Packet::Rtp(packet) => (
+                    (packet.payload.len() + 12) as f64 * 8.0,
+                    self.video.contains_key(&packet.header.ssrc)
+                        && self.estimate.before_move(packet.header.sequence_number),
+                ),
+                _ => (0.0, false),
             };
+            // The viewer starts again from its new layer's key frame: the old layer's packets
+            // would take the room that key frame needs (a viewer just moved down, on a link
+            // full of what was sent of the layer above).
+            if stale {
+                self.estimate.refused.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
             if !self.allows(msg.now, bits) {
                 self.estimate.refused.fetch_add(1, Ordering::Relaxed);
                 return Ok(());

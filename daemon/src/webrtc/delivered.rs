@@ -6,9 +6,9 @@
 //! and the viewer is moved up into a link that cannot carry it (a frozen picture, found by
 //! the simulation, `webrtc::sim`). So, as libwebrtc does, an estimate may not rise above
 //! [`ACKED_FACTOR`] times what the viewer acknowledged receiving over the last
-//! [`WINDOW`]...
+//! [`WINDOW`]…
 //!
-//! ...or above what the link was *seen* to carry: each picture's packets leave the pacer
+//! …or above what the link was *seen* to carry: each picture's packets leave the pacer
 //! close together (it sends at least 2.5 times the top layer's rate), and arrive spread out
 //! by the narrowest link on the way. The spread of a train of them (at least
 //! [`TRAIN_PACKETS`]) is the link's capacity (a packet train's dispersion); a train that
@@ -25,13 +25,15 @@ use rtc::interceptor::PacketReport;
 pub const ACKED_FACTOR: f64 = 1.5;
 /// …plus this, bits per second.
 const ACKED_EXTRA_BPS: f64 = 10_000.0;
-/// Acknowledged packets are counted over this long.
-pub const WINDOW: Duration = Duration::from_secs(1);
+/// Acknowledged and lost packets are counted over this long.
+pub const WINDOW: Duration = Duration::from_millis(300);
+/// A window that lost more than this share of its packets was sent into a full link.
+pub const LOSSY: f64 = 0.1;
 /// Packets sent this close together belong to one train.
 const TRAIN_GAP: Duration = Duration::from_millis(4);
 /// A train this long (packets) says something.
 pub const TRAIN_PACKETS: usize = 4;
-/// A link's measured capacity counts this long.
+/// A link's measured capacity counts this long (unless a newer train measures it again).
 const CAPACITY_KEPT: Duration = Duration::from_secs(5);
 /// Of a measured capacity, this share is offered (cross traffic, a measurement on the
 /// high side).
@@ -45,14 +47,23 @@ struct Arrived {
     size: usize,
 }
 
+/// One packet reported on: when it left, its size if it arrived.
+#[derive(Debug, Clone, Copy)]
+struct Reported {
+    departure: Instant,
+    arrived: Option<usize>,
+}
+
 #[derive(Debug, Default)]
 pub struct Delivered {
-    /// Acknowledged packets in the last [`WINDOW`] of departures.
-    acked: VecDeque<Arrived>,
+    /// Packets reported on, over the last [`WINDOW`] of departures.
+    window: VecDeque<Reported>,
+    /// Of those, the bytes that arrived, and the packets lost.
     acked_bytes: usize,
+    lost: usize,
     /// The train being gathered.
     train: Vec<Arrived>,
-    /// The highest capacity measured lately, and when.
+    /// The capacity the newest train measured, and when.
     capacity: Option<(f64, Instant)>,
 }
 
@@ -67,13 +78,13 @@ impl Delivered {
                     size: report.size,
                 },
                 _ => {
+                    self.count(report.departure, None);
                     // A loss ends a train: its spread would count the gap.
                     self.end_train(now);
                     continue;
                 }
             };
-            self.acked.push_back(arrived);
-            self.acked_bytes += arrived.size;
+            self.count(arrived.departure, Some(arrived.size));
             let joins = self.train.last().is_some_and(|last| {
                 arrived.departure.saturating_duration_since(last.departure) <= TRAIN_GAP
             });
@@ -82,13 +93,23 @@ impl Delivered {
             }
             self.train.push(arrived);
         }
-        if let Some(newest) = self.acked.back().map(|a| a.departure) {
-            while let Some(oldest) = self.acked.front()
-                && newest.saturating_duration_since(oldest.departure) > WINDOW
-            {
-                self.acked_bytes -= oldest.size;
-                self.acked.pop_front();
+    }
+
+    /// A packet reported on joins the window; those older than [`WINDOW`] leave it.
+    fn count(&mut self, departure: Instant, arrived: Option<usize>) {
+        self.window.push_back(Reported { departure, arrived });
+        match arrived {
+            Some(size) => self.acked_bytes += size,
+            None => self.lost += 1,
+        }
+        while let Some(oldest) = self.window.front()
+            && departure.saturating_duration_since(oldest.departure) > WINDOW
+        {
+            match oldest.arrived {
+                Some(size) => self.acked_bytes -= size,
+                None => self.lost -= 1,
             }
+            self.window.pop_front();
         }
     }
 
@@ -110,29 +131,30 @@ impl Delivered {
         if seconds <= 0.0 {
             return;
         }
-        let bps = bits / seconds;
-        let kept = self
-            .capacity
-            .filter(|(_, at)| now.saturating_duration_since(*at) < CAPACITY_KEPT);
-        self.capacity = match kept {
-            Some((higher, at)) if higher > bps => Some((higher, at)),
-            _ => Some((bps, now)),
-        };
+        // The newest train: a link that narrowed says so at once.
+        self.capacity = Some((bits / seconds, now));
     }
 
     /// The highest the estimate may be at `now`; `None` until a window of feedback has come.
+    /// While more than [`LOSSY`] of the window was lost, what arrived, and no more: the link
+    /// is full.
     pub fn ceiling(&self, now: Instant) -> Option<f64> {
-        let (first, last) = (self.acked.front()?, self.acked.back()?);
-        if last.departure.saturating_duration_since(first.departure) < WINDOW / 2 {
+        let (first, last) = (self.window.front()?, self.window.back()?);
+        let span = last.departure.saturating_duration_since(first.departure);
+        if span < WINDOW / 2 {
             return None;
         }
-        let acked = self.acked_bytes as f64 * 8.0 / WINDOW.as_secs_f64();
-        let acked = acked * ACKED_FACTOR + ACKED_EXTRA_BPS;
+        // What followed the first packet, over the time from it to the last.
+        let after_first = self.acked_bytes - first.arrived.unwrap_or(0);
+        let acked = after_first as f64 * 8.0 / span.as_secs_f64();
+        if self.lost as f64 > self.window.len() as f64 * LOSSY {
+            return Some(acked);
+        }
         let seen = self
             .capacity
             .filter(|(_, at)| now.saturating_duration_since(*at) < CAPACITY_KEPT)
             .map_or(0.0, |(bps, _)| bps * CAPACITY_SHARE);
-        Some(acked.max(seen))
+        Some((acked * ACKED_FACTOR + ACKED_EXTRA_BPS).max(seen))
     }
 }
 

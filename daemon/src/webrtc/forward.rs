@@ -48,6 +48,11 @@ impl RtpStamper {
         self.waiting_for_keyframe = true;
     }
 
+    /// The sequence number the next packet gets.
+    pub fn next_sequence(&self) -> u16 {
+        self.next_sequence
+    }
+
     /// Leaves out the next `count` sequence numbers (see [`Gaps`]); the next one used.
     pub fn skip(&mut self, count: u16) -> u16 {
         self.next_sequence = self.next_sequence.wrapping_add(count);

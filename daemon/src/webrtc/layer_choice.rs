@@ -4,7 +4,9 @@
 //! A viewer starts on the top layer. It moves down as soon as its estimate has stayed below
 //! [`SHORT`] of its layer's bitrate for [`DOWN_AFTER`] (to the best layer the estimate
 //! carries): GCC answers one sign of queueing with 85 % of what arrived, so a viewer that
-//! receives the whole layer and sees one hiccup (a busy receiver) stays. It moves up
+//! receives the whole layer and sees one hiccup (a busy receiver) stays. Below [`FAR_SHORT`]
+//! it moves at once: that is a narrower link, and every moment on the layer is a frozen
+//! picture. It moves up
 //! one layer once the estimate has had [`HEADROOM`] over the next layer's bitrate for
 //! [`UP_AFTER`]: quick to spare a viewer a frozen picture, slow to risk one. Without an
 //! estimate (a viewer that sends no TWCC feedback) it stays where it is.
@@ -21,6 +23,9 @@ use std::time::{Duration, Instant};
 pub const DOWN_AFTER: Duration = Duration::from_secs(1);
 /// An estimate below this share of the layer's bitrate is short of it.
 pub const SHORT: f64 = 0.8;
+/// An estimate below this share is no hiccup (the link narrowed): the viewer moves down at
+/// once.
+pub const FAR_SHORT: f64 = 0.5;
 /// How long the estimate must have room for the layer above before moving up.
 pub const UP_AFTER: Duration = Duration::from_secs(3);
 /// The room asked for: the layer above's bitrate times this.
@@ -96,8 +101,11 @@ impl LayerChoice {
         if estimate < rate * SHORT {
             self.room_since = None;
             let since = *self.short_since.get_or_insert(now);
-            // A move up on trial is undone at once.
-            if self.moved_up.is_some() || now.saturating_duration_since(since) >= DOWN_AFTER {
+            // A move up on trial is undone at once, and so is a layer far beyond the link.
+            if self.moved_up.is_some()
+                || estimate < rate * FAR_SHORT
+                || now.saturating_duration_since(since) >= DOWN_AFTER
+            {
                 return self.fitting(estimate);
             }
             return self.current;
@@ -134,18 +142,22 @@ mod tests {
     const LOW: f64 = 400_000.0;
 
     #[test]
-    fn moves_down_once_the_estimate_stayed_short_for_a_second() {
+    fn moves_down_once_the_estimate_stayed_short_for_a_second_or_at_once_when_far_short() {
         let t = Instant::now();
         let s = |n: f64| t + Duration::from_secs_f64(n);
         let mut choice = LayerChoice::new(vec![TOP, LOW]);
         assert_eq!(choice.update(t, None), 0, "no estimate: stay");
-        assert_eq!(choice.update(t, Some(600_000.0)), 0);
-        assert_eq!(choice.update(s(0.5), Some(600_000.0)), 0);
+        let short = Some(1_500_000.0);
+        assert_eq!(choice.update(t, short), 0);
+        assert_eq!(choice.update(s(0.5), short), 0);
         // Back above for a moment: the second starts again.
         assert_eq!(choice.update(s(0.6), Some(2_100_000.0)), 0);
-        assert_eq!(choice.update(s(0.7), Some(600_000.0)), 0);
-        assert_eq!(choice.update(s(1.69), Some(600_000.0)), 0);
-        assert_eq!(choice.update(s(1.7), Some(600_000.0)), 1);
+        assert_eq!(choice.update(s(0.7), short), 0);
+        assert_eq!(choice.update(s(1.69), short), 0);
+        assert_eq!(choice.update(s(1.7), short), 1);
+        // Less than half the layer: at once.
+        let mut choice = LayerChoice::new(vec![TOP, LOW]);
+        assert_eq!(choice.update(t, Some(900_000.0)), 1);
         choice.switched(t, 1);
         assert_eq!(choice.current(), 1);
         // Even below the lowest layer, the lowest is where it goes.

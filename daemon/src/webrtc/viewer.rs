@@ -439,6 +439,7 @@ impl Viewer {
             video.joined_at = None;
             video.catch_up = CatchUp::new(Vec::new(), media.rtp_clock());
             video.choice.switched(now, layer);
+            self.estimate.moved_at(video.stamper.next_sequence());
             debug!(session = %self.name, layer, "viewer moved to another layer");
         } else if layer != video.choice.current() {
             return;

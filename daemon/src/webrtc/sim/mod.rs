@@ -157,12 +157,15 @@ impl World {
     /// Runs until `elapsed` is `until`.
     pub fn run_until(&mut self, until: Duration) {
         let end = self.start + until;
-        let trace = std::env::var("ONAIR_SIM_TRACE").is_ok();
+        // ONAIR_SIM_TRACE=250: the first viewers' figures every 250 ms of simulated time.
+        let trace = std::env::var("ONAIR_SIM_TRACE").ok().and_then(|ms| ms.parse().ok());
         let mut next_trace = self.now;
         while self.now < end {
             self.step(end);
-            if trace && self.now >= next_trace {
-                next_trace += Duration::from_secs(1);
+            if let Some(ms) = trace
+                && self.now >= next_trace
+            {
+                next_trace += Duration::from_millis(ms);
                 for index in 0..self.places.len().min(2) {
                     let figures = self.figures(index);
                     eprintln!("{:?} viewer {index}: {figures:?}", self.elapsed());

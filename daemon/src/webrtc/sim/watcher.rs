@@ -16,6 +16,10 @@ use super::source::Stamp;
 
 /// How often a viewer that cannot decode asks again.
 const ASK_AGAIN: Duration = Duration::from_millis(500);
+/// How long a picture waits for a packet before it (or one before it) was lost for good.
+/// str0m's default, 2 s, holds even a key frame behind an older gap; a browser decodes a
+/// key frame as soon as it is whole, and waits for resends a round trip or two.
+const GIVE_UP_AFTER: Duration = Duration::from_millis(500);
 
 /// A picture the viewer could decode.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +68,7 @@ impl Watcher {
             .enable_h264(true)
             .enable_opus(true, false)
             .set_extension_map(extensions)
+            .set_reordering_timeout_video(Some(GIVE_UP_AFTER))
             .build(now);
         let candidate = Candidate::host(addr, "udp").expect("a host candidate");
         rtc.add_local_candidate(candidate);
@@ -164,6 +169,9 @@ impl Watcher {
                     last.layer == stamp.layer && last.number + 1 == stamp.number
                 })
         });
+        if std::env::var("SIMDBG").is_ok() {
+            eprintln!("{:?} frame {:?} contiguous {} decodable {}", now, Stamp::read(&data.data).map(|s| (s.layer, s.number, s.keyframe, s.captured)), data.contiguous, decodable.is_some());
+        }
         match decodable {
             Some(stamp) => {
                 self.last = Some(stamp);
@@ -187,6 +195,7 @@ impl Watcher {
         };
         if writer.request_keyframe(None, KeyframeRequestKind::Pli).is_ok() {
             self.last_ask = Some(now);
+            if std::env::var("SIMDBG").is_ok() { eprintln!("{now:?} PLI"); }
             self.seen.keyframes_asked += 1;
         }
     }
