@@ -57,6 +57,16 @@ impl CatchUp {
         }
     }
 
+    /// Starts from `gop`, whose first picture is due at `first` (a viewer moved to a lower
+    /// layer, whose link must drain first).
+    pub fn after(gop: Vec<Arc<VideoUnit>>, clock: RtpClock, first: Instant) -> Self {
+        CatchUp {
+            queue: gop.into(),
+            clock,
+            due: Some(first),
+        }
+    }
+
     /// A picture published while catching up: it is sent after the ones queued.
     pub fn push(&mut self, unit: Arc<VideoUnit>) {
         if !self.queue.is_empty() {

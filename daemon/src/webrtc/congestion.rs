@@ -62,6 +62,8 @@ pub struct Estimate {
     /// Jumps in the video's sequence numbers made on purpose (`webrtc::forward`'s flush)
     /// that no receiver report has accounted for yet: what they skip is not loss.
     jumps: Mutex<VecDeque<Jump>>,
+    /// How long its packets wait in queues on the way, microseconds (TWCC only).
+    queued_us: AtomicU64,
     /// The video sequence number from which the viewer is on its present layer (bit 16 set
     /// once it moved): what came before is of no use to it any more, and is not resent.
     moved_at: AtomicU32,
@@ -99,7 +101,13 @@ impl Estimate {
             lossy_reports: AtomicU64::new(0),
             jumps: Mutex::new(VecDeque::new()),
             moved_at: AtomicU32::new(0),
+            queued_us: AtomicU64::new(0),
         }
+    }
+
+    /// How long its packets wait in queues on the way, as its newest TWCC feedback says.
+    pub fn queued(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.queued_us.load(Ordering::Relaxed))
     }
 
     /// The viewer moved to another layer, whose first key frame starts at video sequence
@@ -255,6 +263,8 @@ impl Publishing {
             None => gcc,
         };
         self.estimate.publish_twcc(self.bps, measured);
+        let queued = self.delivered.queued().as_micros() as u64;
+        self.estimate.queued_us.store(queued, Ordering::Relaxed);
     }
 }
 

@@ -27,6 +27,8 @@ pub const ACKED_FACTOR: f64 = 1.5;
 const ACKED_EXTRA_BPS: f64 = 10_000.0;
 /// Acknowledged and lost packets are counted over this long.
 pub const WINDOW: Duration = Duration::from_millis(300);
+/// The least one-way delay is forgotten after this long (the clocks drift apart).
+const LEAST_DELAY_KEPT: Duration = Duration::from_secs(30);
 /// A window that lost more than this share of its packets was sent into a full link.
 pub const LOSSY: f64 = 0.1;
 /// Packets sent this close together belong to one train.
@@ -65,6 +67,13 @@ pub struct Delivered {
     train: Vec<Arrived>,
     /// The capacity the newest train measured, and when.
     capacity: Option<(f64, Instant)>,
+    /// One-way delays (arrival on the viewer's clock less departure on ours, seconds, from
+    /// an unknown offset): the newest, and the least lately (what the path takes with no
+    /// queue), with when that was.
+    delay: Option<f64>,
+    least_delay: Option<(f64, Instant)>,
+    /// Departures are counted from this one.
+    origin: Option<Instant>,
 }
 
 impl Delivered {
@@ -85,6 +94,7 @@ impl Delivered {
                 }
             };
             self.count(arrived.departure, Some(arrived.size));
+            self.delayed(&arrived);
             let joins = self.train.last().is_some_and(|last| {
                 arrived.departure.saturating_duration_since(last.departure) <= TRAIN_GAP
             });
@@ -92,6 +102,29 @@ impl Delivered {
                 self.end_train(now);
             }
             self.train.push(arrived);
+        }
+    }
+
+    /// An arrived packet's one-way delay.
+    fn delayed(&mut self, arrived: &Arrived) {
+        let origin = *self.origin.get_or_insert(arrived.departure);
+        let sent = arrived.departure.saturating_duration_since(origin).as_secs_f64();
+        let delay = arrived.arrival.as_secs_f64() - sent;
+        self.delay = Some(delay);
+        let stale = |(_, at): &(f64, Instant)| {
+            arrived.departure.saturating_duration_since(*at) > LEAST_DELAY_KEPT
+        };
+        match self.least_delay {
+            Some((least, at)) if least <= delay && !stale(&(least, at)) => {}
+            _ => self.least_delay = Some((delay, arrived.departure)),
+        }
+    }
+
+    /// How long the newest packet waited in queues on the way, beyond the least lately.
+    pub fn queued(&self) -> Duration {
+        match (self.delay, self.least_delay) {
+            (Some(delay), Some((least, _))) => Duration::from_secs_f64((delay - least).max(0.0)),
+            _ => Duration::ZERO,
         }
     }
 
@@ -196,6 +229,20 @@ mod tests {
         delivered.on_reports(t, &stream(t, 500_000.0));
         let ceiling = delivered.ceiling(t + WINDOW).unwrap();
         assert!((740_000.0..=770_000.0).contains(&ceiling), "{ceiling}");
+    }
+
+    #[test]
+    fn the_queue_on_the_way_is_the_delay_beyond_the_least() {
+        let t = Instant::now();
+        let mut delivered = Delivered::default();
+        // 40 ms on the way, on the viewer's clock 5 s ahead; then 150 ms more.
+        let ahead = Duration::from_secs(5);
+        delivered.on_reports(t, &[report(t, ahead + 40 * MS, 1000)]);
+        delivered.on_reports(t, &[report(t + 10 * MS, ahead + 50 * MS, 1000)]);
+        assert_eq!(delivered.queued(), Duration::ZERO);
+        delivered.on_reports(t, &[report(t + 20 * MS, ahead + 210 * MS, 1000)]);
+        let queued = delivered.queued();
+        assert!(queued.abs_diff(150 * MS) < MS, "{queued:?}");
     }
 
     #[test]

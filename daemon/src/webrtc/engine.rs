@@ -69,7 +69,7 @@ const SEND_AT_ONCE: usize = 60_000;
 /// Arrivals and pictures handled per wake before the loop looks at its timers again.
 const BURST: usize = 64;
 /// How often each viewer's layer is reconsidered.
-pub const CHOOSE_EVERY: Duration = Duration::from_millis(250);
+pub const CHOOSE_EVERY: Duration = Duration::from_millis(100);
 /// How often each viewer's loss is reported to the audio encoder.
 pub const REPORT_LOSS_EVERY: Duration = Duration::from_secs(1);
 

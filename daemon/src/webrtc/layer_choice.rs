@@ -25,7 +25,7 @@ pub const DOWN_AFTER: Duration = Duration::from_secs(1);
 pub const SHORT: f64 = 0.8;
 /// An estimate below this share is no hiccup (the link narrowed): the viewer moves down at
 /// once.
-pub const FAR_SHORT: f64 = 0.5;
+pub const FAR_SHORT: f64 = 0.7;
 /// How long the estimate must have room for the layer above before moving up.
 pub const UP_AFTER: Duration = Duration::from_secs(3);
 /// The room asked for: the layer above's bitrate times this.

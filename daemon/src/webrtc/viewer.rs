@@ -21,7 +21,7 @@
 //! [`Viewer::transmit`] gives and acts on what [`Viewer::poll`] says).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rtc::peer_connection::RTCPeerConnection;
@@ -150,6 +150,9 @@ pub struct Parts {
     /// Its slot and its place among those connecting.
     pub places: (OwnedSemaphorePermit, Pending),
 }
+
+/// The longest a viewer moving to a lower layer waits for its link to drain.
+const MAX_DRAIN: Duration = Duration::from_millis(500);
 
 impl Viewer {
     /// A viewer whose offer we answered, or whom we offered to (`tracks` says which).
@@ -434,14 +437,24 @@ impl Viewer {
         let Some(video) = self.video.as_mut() else {
             return;
         };
+        let current = video.choice.current();
         if video.switching == Some(layer) && unit.keyframe {
             video.switching = None;
             video.joined_at = None;
-            video.catch_up = CatchUp::new(Vec::new(), media.rtp_clock());
             video.choice.switched(now, layer);
             self.estimate.moved_at(video.stamper.next_sequence());
             debug!(session = %self.name, layer, "viewer moved to another layer");
-        } else if layer != video.choice.current() {
+            // Down, because the link is full: its queue drains before the key frame goes
+            // into it (it would be lost there), the pictures after it catching up.
+            let queued = self.estimate.queued().min(MAX_DRAIN);
+            if layer > current && !queued.is_zero() {
+                video.catch_up = CatchUp::after(vec![unit.clone()], media.rtp_clock(), now + queued);
+                return;
+            }
+            video.catch_up = CatchUp::new(Vec::new(), media.rtp_clock());
+        } else if layer != current || video.switching.is_some_and(|to| to > current) {
+            // Not its layer, or one it is leaving for a lower one: every picture more only
+            // fills the link that the lower layer's key frame has to get through.
             return;
         }
         // Published before the GOP it joined with was taken: sent already.
