@@ -26,6 +26,9 @@ use crate::media::{RtpClock, VideoUnit};
 /// How much faster than real time the GOP is replayed: a GOP of age `a` is caught up in
 /// about `a / (SPEED - 1)` (290 ms for the default 2 s key frame interval).
 pub const SPEED: u32 = 8;
+/// How much faster than real time the pictures after a drained link's key frame go (see
+/// [`CatchUp::after`]).
+pub const DRAINED_SPEED: u32 = 2;
 /// The longest wait between two caught-up pictures, whatever their timestamps say.
 const MAX_GAP: Duration = Duration::from_millis(100);
 
@@ -45,6 +48,8 @@ pub struct CatchUp {
     clock: RtpClock,
     /// When the next picture is due; `None` before the first.
     due: Option<Instant>,
+    /// How much faster than real time they go.
+    speed: u32,
 }
 
 impl CatchUp {
@@ -54,16 +59,19 @@ impl CatchUp {
             queue: gop.into(),
             clock,
             due: None,
+            speed: SPEED,
         }
     }
 
-    /// Starts from `gop`, whose first picture is due at `first` (a viewer moved to a lower
-    /// layer, whose link must drain first).
+    /// Starts from `gop`, whose first picture is due at `first`, the pictures after it
+    /// going at [`DRAINED_SPEED`] (a viewer moved to a lower layer because its link is full:
+    /// the link drains first, and is not filled again at once).
     pub fn after(gop: Vec<Arc<VideoUnit>>, clock: RtpClock, first: Instant) -> Self {
         CatchUp {
             queue: gop.into(),
             clock,
             due: Some(first),
+            speed: DRAINED_SPEED,
         }
     }
 
@@ -95,7 +103,7 @@ impl CatchUp {
         self.due = self.queue.front().map(|following| {
             let ticks = following.rtp_timestamp.wrapping_sub(unit.rtp_timestamp);
             let real = Duration::from_micros(u64::from(ticks) * 1000 / 90);
-            now + (real / SPEED).min(MAX_GAP)
+            now + (real / self.speed).min(MAX_GAP)
         });
         Some(Next { unit, timestamp })
     }
