@@ -29,6 +29,7 @@ use rtc::interceptor::{
     TwccSenderBuilder,
 };
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
@@ -310,6 +311,9 @@ impl BandwidthEstimator for Publishing {
 /// the very queue that lost it).
 pub const RETRANSMIT_SHARE: f64 = 0.25;
 
+/// A receiver report that lost more than this (in 256ths, 10 %) says the link is full.
+const LOSSY_REPORT: u8 = 26;
+
 /// Slot between the NACK responder (4000, where resends come from) and the pacer (3000,
 /// toward the wire).
 const FEEDBACK_SLOT: usize = 3500;
@@ -333,6 +337,11 @@ struct Feedback {
     last: Option<Instant>,
     /// The estimate from receiver reports.
     reports: LossController,
+    /// The lowest it may be.
+    floor_bps: f64,
+    /// Bytes of RTP sent so far, and (when, how many) at the last receiver report.
+    sent_bytes: u64,
+    at_report: Option<(Instant, u64)>,
     /// Our video streams (SSRC): their last report block's highest sequence number and
     /// packets lost, once one came.
     video: HashMap<u32, Option<(u32, u32)>>,
@@ -341,28 +350,47 @@ struct Feedback {
 }
 
 impl Feedback {
-    fn new(estimate: Arc<Estimate>, reports: LossController) -> Self {
+    fn new(estimate: Arc<Estimate>, start_bps: f64, floor_bps: f64) -> Self {
         Feedback {
             estimate,
             budget_bits: 0.0,
             last: None,
-            reports,
+            reports: LossController::new(start_bps, floor_bps, MAX_ESTIMATE_BPS),
+            floor_bps,
+            sent_bytes: 0,
+            at_report: None,
             video: HashMap::new(),
             inbound: VecDeque::new(),
             outbound: VecDeque::new(),
         }
     }
 
-    /// A receiver report block at `now`: `fraction_lost` (in 256ths) of our packets since
-    /// the last one did not arrive.
+    /// A receiver report at `now`: `fraction_lost` (in 256ths) of our packets since the last
+    /// one did not arrive. More than [`LOSSY_REPORT`] lost: the link carried what arrived of
+    /// what was sent since, and that is the estimate (GCC's loss controller alone, down by
+    /// half the loss a report, takes many seconds to come down from a layer the link cannot
+    /// carry, the picture frozen meanwhile).
     fn reported(&mut self, now: Instant, fraction_lost: u8) {
+        let since = self.at_report.replace((now, self.sent_bytes));
         if self.estimate.source() == Source::Twcc {
             return;
         }
         if fraction_lost > 0 {
             self.estimate.lossy_reports.fetch_add(1, Ordering::Relaxed);
         }
-        let bps = self.reports.update(now, usize::from(fraction_lost), 256);
+        let mut bps = self.reports.update(now, usize::from(fraction_lost), 256);
+        let seconds = since.map_or(0.0, |(at, _)| now.saturating_duration_since(at).as_secs_f64());
+        if fraction_lost > LOSSY_REPORT
+            && seconds >= 0.2
+            && let Some((_, sent_then)) = since
+        {
+            let arrived = 1.0 - f64::from(fraction_lost) / 256.0;
+            let delivered = (self.sent_bytes - sent_then) as f64 * 8.0 * arrived / seconds;
+            if delivered < bps {
+                bps = delivered.max(self.floor_bps);
+                self.reports = LossController::new(bps, self.floor_bps, MAX_ESTIMATE_BPS);
+            }
+        }
         self.estimate.publish_reports(bps);
     }
 
@@ -417,10 +445,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Feedback {
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
+            // Report blocks come in receiver reports, and in sender reports from a viewer
+            // that sends too (str0m does, even receiving only).
             let blocks: Vec<(u32, u32, u32, u8)> = packets
                 .iter()
-                .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
-                .flat_map(|rr| rr.reports.iter())
+                .flat_map(|p| {
+                    let any = p.as_any();
+                    let rr = any.downcast_ref::<ReceiverReport>().map(|r| &r.reports);
+                    let sr = any.downcast_ref::<SenderReport>().map(|s| &s.reports);
+                    rr.or(sr).into_iter().flatten()
+                })
                 .map(|b| {
                     (
                         b.ssrc,
@@ -434,8 +468,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Feedback {
                 .into_iter()
                 .map(|(ssrc, highest, lost, fraction)| self.loss(ssrc, highest, lost, fraction))
                 .collect();
-            for fraction_lost in losses {
-                self.reported(msg.now, fraction_lost);
+            if let Some(worst) = losses.into_iter().max() {
+                self.reported(msg.now, worst);
             }
         }
         self.inbound.push_back(msg);
@@ -468,6 +502,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Feedback {
                 return Ok(());
             }
             self.estimate.retransmitted.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Packet::Rtp(packet) = &msg.message.packet {
+            self.sent_bytes += (packet.payload.len() + 12) as u64;
         }
         self.outbound.push_back(msg);
         Ok(())
@@ -596,10 +633,7 @@ pub fn register(registry: Registry, stream_bps: f64, lowest_bps: f64) -> (Regist
         .with(Slot::Pacer, pacer)
         .with(
             FEEDBACK_SLOT.into(),
-            Feedback::new(
-                estimate.clone(),
-                LossController::new(start, floor, MAX_ESTIMATE_BPS),
-            ),
+            Feedback::new(estimate.clone(), start, floor),
         );
     (registry, estimate)
 }
@@ -610,33 +644,37 @@ mod tests {
 
     /// A viewer's feedback handling, its estimate starting at `start`, floored at 100 kb/s.
     fn feedback(start: f64) -> Feedback {
-        let reports = LossController::new(start, MIN_ESTIMATE_BPS, MAX_ESTIMATE_BPS);
-        Feedback::new(Arc::new(Estimate::new(start)), reports)
+        Feedback::new(Arc::new(Estimate::new(start)), start, MIN_ESTIMATE_BPS)
     }
 
     #[test]
-    fn without_twcc_receiver_reports_estimate_the_link() {
+    fn without_twcc_receiver_reports_estimate_the_link_at_what_arrived() {
         let t = Instant::now();
+        let second = |n: u64| t + std::time::Duration::from_secs(n);
         let mut viewer = feedback(3_000_000.0);
         assert!(!viewer.estimate.measured());
-        // Its link carries a third of the stream: two thirds lost, report after report.
-        for second in 1..=3 {
-            viewer.reported(t + std::time::Duration::from_secs(second), 170);
-        }
+        viewer.reported(second(0), 0);
+        // 2.1 Mbit/s sent a second, two thirds of it lost: the link carries 0.7 Mbit/s.
+        viewer.sent_bytes += 262_500;
+        viewer.reported(second(1), 170);
         let down = viewer.estimate.bps();
         assert!(viewer.estimate.measured());
-        assert!(down < 1_000_000.0, "{down}");
-        // Nothing lost: it holds while the smoothed loss settles, then climbs 5 % a report.
-        viewer.reported(t + std::time::Duration::from_secs(4), 0);
-        assert_eq!(viewer.estimate.bps(), down);
-        for second in 5..=30 {
-            viewer.reported(t + std::time::Duration::from_secs(second), 0);
+        assert!((700_000.0..=720_000.0).contains(&down), "{down}");
+        // Nothing lost: it climbs 5 % a report from there.
+        for n in 2..=30 {
+            viewer.sent_bytes += 90_000;
+            viewer.reported(second(n), 0);
         }
         assert!(
             viewer.estimate.bps() > down * 1.5,
             "{}",
             viewer.estimate.bps()
         );
+        // A little loss is no sign of a full link.
+        let before = viewer.estimate.bps();
+        viewer.sent_bytes += 90_000;
+        viewer.reported(second(31), 10);
+        assert_eq!(viewer.estimate.bps(), before);
     }
 
     #[test]

@@ -12,9 +12,10 @@
 //! close together (it sends at least 2.5 times the top layer's rate), and arrive spread out
 //! by the narrowest link on the way. The spread of a train of them (at least
 //! [`TRAIN_PACKETS`]) is the link's capacity (a packet train's dispersion); a train that
-//! arrives as close as it left only says the link carries at least its sending rate. Key
-//! frames are such trains every couple of seconds, so a viewer on a lower layer whose link
-//! has cleared shows it, and moves up, without a probe that would congest it if it had not.
+//! arrives as close as it left only says the link carries at least its sending rate. Every
+//! picture of more than one packet is such a train (the median of the newest five counts),
+//! so a viewer on a lower layer whose link has cleared shows it, and moves up, without a
+//! probe that would congest it if it had not.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -33,9 +34,11 @@ const LEAST_DELAY_KEPT: Duration = Duration::from_secs(30);
 pub const LOSSY: f64 = 0.1;
 /// Packets sent this close together belong to one train.
 const TRAIN_GAP: Duration = Duration::from_millis(4);
-/// A train this long (packets) says something.
-pub const TRAIN_PACKETS: usize = 4;
-/// A link's measured capacity counts this long (unless a newer train measures it again).
+/// A train this long (packets) says something: a picture of the low layer is two.
+pub const TRAIN_PACKETS: usize = 2;
+/// The capacity offered is the median of the newest this many trains.
+const TRAINS_KEPT: usize = 5;
+/// A train's measurement counts this long.
 const CAPACITY_KEPT: Duration = Duration::from_secs(5);
 /// Of a measured capacity, this share is offered (cross traffic, a measurement on the
 /// high side).
@@ -65,8 +68,8 @@ pub struct Delivered {
     lost: usize,
     /// The train being gathered.
     train: Vec<Arrived>,
-    /// The capacity the newest train measured, and when.
-    capacity: Option<(f64, Instant)>,
+    /// What the newest trains measured, and when (at most [`TRAINS_KEPT`]).
+    capacity: VecDeque<(f64, Instant)>,
     /// One-way delays (arrival on the viewer's clock less departure on ours, seconds, from
     /// an unknown offset): the newest, and the least lately (what the path takes with no
     /// queue), with when that was.
@@ -164,8 +167,23 @@ impl Delivered {
         if seconds <= 0.0 {
             return;
         }
-        // The newest train: a link that narrowed says so at once.
-        self.capacity = Some((bits / seconds, now));
+        if self.capacity.len() == TRAINS_KEPT {
+            self.capacity.pop_front();
+        }
+        self.capacity.push_back((bits / seconds, now));
+    }
+
+    /// The median of what the trains of the last [`CAPACITY_KEPT`] measured: one train
+    /// says little (a receiver that reads in bursts, Wi-Fi's aggregation).
+    fn capacity(&self, now: Instant) -> Option<f64> {
+        let mut recent: Vec<f64> = self
+            .capacity
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(*at) < CAPACITY_KEPT)
+            .map(|(bps, _)| *bps)
+            .collect();
+        recent.sort_by(f64::total_cmp);
+        recent.get(recent.len() / 2).copied()
     }
 
     /// The highest the estimate may be at `now`; `None` until a window of feedback has come.
@@ -183,10 +201,7 @@ impl Delivered {
         if self.lost as f64 > self.window.len() as f64 * LOSSY {
             return Some(acked);
         }
-        let seen = self
-            .capacity
-            .filter(|(_, at)| now.saturating_duration_since(*at) < CAPACITY_KEPT)
-            .map_or(0.0, |(bps, _)| bps * CAPACITY_SHARE);
+        let seen = self.capacity(now).map_or(0.0, |bps| bps * CAPACITY_SHARE);
         Some((acked * ACKED_FACTOR + ACKED_EXTRA_BPS).max(seen))
     }
 }

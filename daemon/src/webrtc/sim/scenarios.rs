@@ -146,6 +146,9 @@ fn a_viewer_without_twcc_behind_1_mbit_sees_pictures_within_400_ms() {
         Some("receiver reports")
     );
     assert!(seen.latency_p95 <= 400 * MS, "{seen:?}");
-    assert!(seen.longest_freeze <= SECOND, "{seen:?}");
-    assert!(seen.fps >= 20.0, "{seen:?}");
+    assert!(seen.fps >= 25.0, "{seen:?}");
+    // Without TWCC only trying the top layer tells whether it fits: a trial that fails
+    // freezes the picture until the low layer's key frame is back, and the trials grow
+    // rarer (up to one a minute).
+    assert!(seen.longest_freeze <= 2 * SECOND, "{seen:?}");
 }

@@ -69,6 +69,9 @@ impl Watcher {
             .enable_opus(true, false)
             .set_extension_map(extensions)
             .set_reordering_timeout_video(Some(GIVE_UP_AFTER))
+            // Receiver reports every second, as browsers and aiortc send them (str0m's
+            // default is 5 s while it sends no audio).
+            .set_rtcp_report_interval_audio(Duration::from_secs(1))
             .build(now);
         let candidate = Candidate::host(addr, "udp").expect("a host candidate");
         rtc.add_local_candidate(candidate);
@@ -97,7 +100,6 @@ impl Watcher {
 
     /// onaird's answer.
     pub fn answer(&mut self, now: Instant, sdp: &str) {
-        if std::env::var("SIMDBG").is_ok() { eprintln!("ANSWER\n{sdp}"); }
         let answer = SdpAnswer::from_sdp_string(sdp).expect("onaird's answer parses");
         let pending = self.pending.take().expect("an offer was made");
         self.rtc
@@ -150,7 +152,7 @@ impl Watcher {
                 }),
                 Ok(Output::Event(Event::Connected)) => self.seen.connected = Some(now),
                 Ok(Output::Event(Event::MediaData(data))) => self.media(now, data),
-                Ok(Output::Event(e)) => if std::env::var("SIMDBG").is_ok() { eprintln!("event {:?}", e) },
+                Ok(Output::Event(_)) => {}
                 Err(_) => return,
             }
         }
@@ -160,7 +162,6 @@ impl Watcher {
     fn media(&mut self, now: Instant, data: MediaData) {
         if Some(data.mid) != self.video {
             self.seen.audio_frames += 1;
-            if std::env::var("SIMDBG").is_ok() && self.seen.audio_frames % 20 == 0 { eprintln!("audio {:?}", data.mid) }
             return;
         }
         let decodable = Stamp::read(&data.data).filter(|stamp| {
@@ -169,9 +170,6 @@ impl Watcher {
                     last.layer == stamp.layer && last.number + 1 == stamp.number
                 })
         });
-        if std::env::var("SIMDBG").is_ok() {
-            eprintln!("{:?} frame {:?} contiguous {} decodable {}", now, Stamp::read(&data.data).map(|s| (s.layer, s.number, s.keyframe, s.captured)), data.contiguous, decodable.is_some());
-        }
         match decodable {
             Some(stamp) => {
                 self.last = Some(stamp);
@@ -195,7 +193,6 @@ impl Watcher {
         };
         if writer.request_keyframe(None, KeyframeRequestKind::Pli).is_ok() {
             self.last_ask = Some(now);
-            if std::env::var("SIMDBG").is_ok() { eprintln!("{now:?} PLI"); }
             self.seen.keyframes_asked += 1;
         }
     }
