@@ -379,7 +379,9 @@ impl Feedback {
             self.estimate.lossy_reports.fetch_add(1, Ordering::Relaxed);
         }
         let mut bps = self.reports.update(now, usize::from(fraction_lost), 256);
-        let seconds = since.map_or(0.0, |(at, _)| now.saturating_duration_since(at).as_secs_f64());
+        let seconds = since.map_or(0.0, |(at, _)| {
+            now.saturating_duration_since(at).as_secs_f64()
+        });
         if fraction_lost > LOSSY_REPORT
             && seconds >= 0.2
             && let Some((_, sent_then)) = since

@@ -111,7 +111,10 @@ impl Delivered {
     /// An arrived packet's one-way delay.
     fn delayed(&mut self, arrived: &Arrived) {
         let origin = *self.origin.get_or_insert(arrived.departure);
-        let sent = arrived.departure.saturating_duration_since(origin).as_secs_f64();
+        let sent = arrived
+            .departure
+            .saturating_duration_since(origin)
+            .as_secs_f64();
         let delay = arrived.arrival.as_secs_f64() - sent;
         self.delay = Some(delay);
         let stale = |(_, at): &(f64, Instant)| {
@@ -268,7 +271,13 @@ mod tests {
         // Six packets sent 2 ms apart (5 Mbit/s) arrive 10 ms apart: a 1 Mbit/s link.
         let at = t + Duration::from_millis(990);
         let train: Vec<_> = (0..6u32)
-            .map(|i| report(at + 2 * MS * i, Duration::from_millis(990) + 10 * MS * i, 1250))
+            .map(|i| {
+                report(
+                    at + 2 * MS * i,
+                    Duration::from_millis(990) + 10 * MS * i,
+                    1250,
+                )
+            })
             .collect();
         delivered.on_reports(at, &train);
         // The next packet, later, ends the train.
@@ -282,7 +291,13 @@ mod tests {
         delivered.on_reports(later, &stream(later, 500_000.0));
         let at = later + Duration::from_millis(990);
         let train: Vec<_> = (0..6u32)
-            .map(|i| report(at + 2 * MS * i, Duration::from_millis(990) + 2 * MS * i, 1250))
+            .map(|i| {
+                report(
+                    at + 2 * MS * i,
+                    Duration::from_millis(990) + 2 * MS * i,
+                    1250,
+                )
+            })
             .collect();
         delivered.on_reports(at, &train);
         delivered.on_reports(at, &[report(at + 100 * MS, Duration::from_secs(2), 1250)]);

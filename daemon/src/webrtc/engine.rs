@@ -168,7 +168,13 @@ impl Engine {
         let (ends_tx, ends) = mpsc::unbounded_channel();
         let number = port.number();
         let directory = Arc::new(Directory::default());
-        let core = Core::new(Net::new(port), factory, media, directory.clone(), Instant::now());
+        let core = Core::new(
+            Net::new(port),
+            factory,
+            media,
+            directory.clone(),
+            Instant::now(),
+        );
         lifecycle.track(run(
             core,
             Inputs {
@@ -950,7 +956,10 @@ impl Stepped {
         let port = Port::bind(&[IpAddr::from([127, 0, 0, 1])], 0, &arrivals, lifecycle)?;
         let local = port.sockets[0].bound();
         let directory = Arc::new(Directory::default());
-        Ok((Stepped(Core::new(Net::new(port), factory, media, directory, now)), local))
+        Ok((
+            Stepped(Core::new(Net::new(port), factory, media, directory, now)),
+            local,
+        ))
     }
 
     /// A new viewer: its id and our answer.
@@ -964,7 +973,13 @@ impl Stepped {
         replied.try_recv().unwrap_or(Err(OfferError::NoSession))
     }
 
-    pub(super) fn arrive(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8], now: Instant) {
+    pub(super) fn arrive(
+        &mut self,
+        local: SocketAddr,
+        from: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) {
         let data = BytesMut::from(data);
         self.0.arrive(Arrival::Datagram { local, from, data }, now);
     }

@@ -448,7 +448,8 @@ impl Viewer {
             // into it (it would be lost there), the pictures after it catching up.
             let queued = self.estimate.queued().min(MAX_DRAIN);
             if layer > current && !queued.is_zero() {
-                video.catch_up = CatchUp::after(vec![unit.clone()], media.rtp_clock(), now + queued);
+                video.catch_up =
+                    CatchUp::after(vec![unit.clone()], media.rtp_clock(), now + queued);
                 return;
             }
             video.catch_up = CatchUp::new(Vec::new(), media.rtp_clock());

@@ -52,7 +52,6 @@ pub struct World {
     pub now: Instant,
     pub start: Instant,
     core: Stepped,
-    local: SocketAddr,
     factory: Arc<PeerFactory>,
     media: MediaHandle,
     source: Source,
@@ -85,14 +84,13 @@ impl World {
         let lowest = layers[layers.len() - 1].bitrate_kbps;
         let factory = Arc::new(PeerFactory::new(&config, true, top, lowest));
         let lifecycle = Lifecycle::default();
-        let (core, local) =
+        let (core, _) =
             Stepped::new(factory.clone(), media.clone(), &lifecycle, start).expect("bound");
         drop(entered);
         World {
             now: start,
             start,
             core,
-            local,
             factory,
             source: Source::new(media.clone(), 30, Duration::from_secs(2), start),
             media,
@@ -158,7 +156,9 @@ impl World {
     pub fn run_until(&mut self, until: Duration) {
         let end = self.start + until;
         // ONAIR_SIM_TRACE=250: the first viewers' figures every 250 ms of simulated time.
-        let trace = std::env::var("ONAIR_SIM_TRACE").ok().and_then(|ms| ms.parse().ok());
+        let trace = std::env::var("ONAIR_SIM_TRACE")
+            .ok()
+            .and_then(|ms| ms.parse().ok());
         let mut next_trace = self.now;
         while self.now < end {
             self.step(end);
@@ -265,7 +265,11 @@ impl Seen {
         let mut times: Vec<Instant> = vec![start + from];
         times.extend(shown.iter().map(|s| s.at));
         times.push(start + to);
-        let longest_freeze = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+        let longest_freeze = times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
         let layer_changes = shown
             .windows(2)
             .filter(|w| w[0].stamp.layer != w[1].stamp.layer)
@@ -274,7 +278,9 @@ impl Seen {
         for s in &shown {
             on_layer[s.stamp.layer.min(1)] += 1.0;
         }
-        on_layer.iter_mut().for_each(|n| *n /= shown.len().max(1) as f64);
+        on_layer
+            .iter_mut()
+            .for_each(|n| *n /= shown.len().max(1) as f64);
         let mut freezes: Vec<(Duration, Duration)> = times
             .windows(2)
             .map(|w| (w[0] - start, w[1] - w[0]))

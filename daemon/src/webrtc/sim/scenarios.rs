@@ -37,6 +37,7 @@ fn a_viewer_on_a_clean_path_sees_every_picture_of_the_top_layer_at_once() {
     assert!(seen.on_layer[0] == 1.0, "{seen:?}");
     assert!(seen.latency_p95 < 50 * MS, "{seen:?}");
     assert_eq!(seen.undecodable, 0);
+    assert_eq!(seen.pictures, 18 * 30, "{seen:?}");
 }
 
 #[test]
@@ -47,19 +48,25 @@ fn behind_a_steady_1_mbit_link_for_10_minutes_the_picture_never_freezes_and_rare
     let seen = world.summary(viewer, 10 * SECOND, 10 * MINUTE);
     report("1 Mbit/s for 10 min", &seen);
     assert!(seen.longest_freeze <= 500 * MS, "{seen:?}");
+    assert!(seen.freezes.is_empty(), "no freeze over 300 ms: {seen:?}");
     assert!(seen.layer_changes <= 2 * 10, "{seen:?}");
     assert!(seen.fps >= 25.0, "{seen:?}");
-    assert!(seen.latency_p95 <= 400 * MS, "{seen:?}");
+    // No queue inside onaird holds pictures: they wait only in the link's (200 ms at most).
+    assert!(seen.latency_max <= 400 * MS, "{seen:?}");
 }
 
 #[test]
-fn when_the_link_drops_from_4_mbit_to_600_kbit_the_low_layer_comes_within_2_s_and_the_top_again_after() {
+fn when_the_link_drops_from_4_mbit_to_600_kbit_the_low_layer_comes_within_2_s_and_the_top_again_after()
+ {
     let mut world = World::new(&default_layers());
     let viewer = join_capped(&mut world, 4_000_000, 20 * MS, true);
     world.run_until(20 * SECOND);
     let before = world.summary(viewer, 5 * SECOND, 20 * SECOND);
     report("4 Mbit/s", &before);
-    assert!(before.on_layer[0] == 1.0 && before.fps >= 29.5, "{before:?}");
+    assert!(
+        before.on_layer[0] == 1.0 && before.fps >= 29.5,
+        "{before:?}"
+    );
 
     world.set_down(viewer, Shape::capped(600_000, 20 * MS));
     world.run_until(60 * SECOND);
@@ -74,10 +81,16 @@ fn when_the_link_drops_from_4_mbit_to_600_kbit_the_low_layer_comes_within_2_s_an
     let narrow = world.summary(viewer, 20 * SECOND, 60 * SECOND);
     report("600 kbit/s", &narrow);
     eprintln!("low layer {low_from:?} after the drop");
-    assert!(low_from.is_some_and(|after| after <= 2 * SECOND), "{low_from:?}");
+    assert!(
+        low_from.is_some_and(|after| after <= 2 * SECOND),
+        "{low_from:?}"
+    );
     assert!(narrow.longest_freeze <= SECOND, "{narrow:?}");
     let settled = world.summary(viewer, 25 * SECOND, 60 * SECOND);
-    assert!(settled.on_layer[1] >= 0.9 && settled.fps >= 25.0, "{settled:?}");
+    assert!(
+        settled.on_layer[1] >= 0.9 && settled.fps >= 25.0,
+        "{settled:?}"
+    );
     assert!(settled.latency_p95 <= 400 * MS, "{settled:?}");
 
     world.set_down(viewer, Shape::capped(4_000_000, 20 * MS));
@@ -112,6 +125,8 @@ fn across_300_ms_of_round_trip_a_viewer_sees_the_top_layer_smoothly() {
     let seen = world.summary(viewer, 5 * SECOND, 60 * SECOND);
     report("300 ms RTT", &seen);
     assert!(seen.fps >= 29.0 && seen.on_layer[0] == 1.0, "{seen:?}");
+    // The path's 150 ms, and up to 100 ms more.
+    assert!(seen.latency_p50 >= 150 * MS, "{seen:?}");
     assert!(seen.latency_p95 <= 150 * MS + 100 * MS, "{seen:?}");
 }
 
@@ -129,8 +144,14 @@ fn fifty_viewers_joining_within_a_second_all_see_the_picture() {
     for viewer in viewers {
         let first = world.seen(viewer).shown.first().map(|s| s.at - world.start);
         let seen = world.summary(viewer, 4 * SECOND, 12 * SECOND);
-        assert!(first.is_some_and(|at| at <= 3 * SECOND), "viewer {viewer}: {first:?}");
-        assert!(seen.fps >= 29.5 && seen.longest_freeze <= 100 * MS, "viewer {viewer}: {seen:?}");
+        assert!(
+            first.is_some_and(|at| at <= 3 * SECOND),
+            "viewer {viewer}: {first:?}"
+        );
+        assert!(
+            seen.fps >= 29.5 && seen.longest_freeze <= 100 * MS,
+            "viewer {viewer}: {seen:?}"
+        );
     }
 }
 

@@ -62,13 +62,16 @@ impl Stamp {
 
     /// The stamp of a picture a viewer put together, if it is whole.
     pub fn read(frame: &[u8]) -> Option<Stamp> {
-        let at = frame.windows(Self::TAG.len()).position(|w| w == Self::TAG)?;
+        let at = frame
+            .windows(Self::TAG.len())
+            .position(|w| w == Self::TAG)?;
         let keyframe = frame[..at].windows(5).any(|w| w == [0, 0, 0, 1, 0x65]);
         let text = &frame[at + Self::TAG.len()..];
         let end = text.iter().position(|b| *b == b';')?;
         let text = std::str::from_utf8(&text[..end]).ok()?;
         let mut fields = text.split(' ');
-        let mut field = |key: char| -> Option<u64> { fields.next()?.strip_prefix(key)?.parse().ok() };
+        let mut field =
+            |key: char| -> Option<u64> { fields.next()?.strip_prefix(key)?.parse().ok() };
         let stamp = Stamp {
             layer: field('L')? as usize,
             number: field('N')?,
@@ -132,7 +135,8 @@ impl Source {
 
     /// When it next has something.
     pub fn next(&self) -> Instant {
-        self.next_audio.map_or(self.next_picture, |audio| audio.min(self.next_picture))
+        self.next_audio
+            .map_or(self.next_picture, |audio| audio.min(self.next_picture))
     }
 
     /// Publishes what is due at `now`.
@@ -171,8 +175,8 @@ impl Source {
         }
         let keyframe = encoder.policy.decide(now).is_some();
         // IDRs cost about four pictures; the others share what is left of a period's bytes.
-        let per_period = (self.keyframe_every.as_secs_f64() / self.frame_every.as_secs_f64())
-            .max(5.0) as usize;
+        let per_period =
+            (self.keyframe_every.as_secs_f64() / self.frame_every.as_secs_f64()).max(5.0) as usize;
         let size = match keyframe {
             true => encoder.average * 4,
             false => encoder.average * (per_period - 4) / (per_period - 1),

@@ -191,7 +191,10 @@ impl Watcher {
         let Some(mut writer) = self.video.and_then(|mid| self.rtc.writer(mid)) else {
             return;
         };
-        if writer.request_keyframe(None, KeyframeRequestKind::Pli).is_ok() {
+        if writer
+            .request_keyframe(None, KeyframeRequestKind::Pli)
+            .is_ok()
+        {
             self.last_ask = Some(now);
             self.seen.keyframes_asked += 1;
         }
