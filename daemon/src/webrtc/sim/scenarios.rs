@@ -133,26 +133,28 @@ fn across_300_ms_of_round_trip_a_viewer_sees_the_top_layer_smoothly() {
 #[test]
 fn fifty_viewers_joining_within_a_second_all_see_the_picture() {
     let mut world = World::new(&default_layers());
+    let joined = |i: u32| SECOND + 20 * MS * i;
     let viewers: Vec<usize> = (0..50)
         .map(|i| {
-            world.run_until(SECOND + 20 * MS * i);
+            world.run_until(joined(i));
             world.join(Shape::clean(10 * MS), Shape::clean(10 * MS), true)
         })
         .collect();
     world.run_until(12 * SECOND);
     assert_eq!(world.viewers(), 50);
-    for viewer in viewers {
+    let mut slowest = Duration::ZERO;
+    for (i, viewer) in viewers.into_iter().enumerate() {
         let first = world.seen(viewer).shown.first().map(|s| s.at - world.start);
+        let waited = first.map_or(Duration::MAX, |at| at - joined(i as u32));
+        slowest = slowest.max(waited);
         let seen = world.summary(viewer, 4 * SECOND, 12 * SECOND);
-        assert!(
-            first.is_some_and(|at| at <= 3 * SECOND),
-            "viewer {viewer}: {first:?}"
-        );
+        assert!(waited <= 2 * SECOND, "viewer {viewer}: {first:?}");
         assert!(
             seen.fps >= 29.5 && seen.longest_freeze <= 100 * MS,
             "viewer {viewer}: {seen:?}"
         );
     }
+    eprintln!("50 viewers joining in 1 s: the slowest saw a picture {slowest:?} after its offer");
 }
 
 #[test]
