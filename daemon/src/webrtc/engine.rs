@@ -951,15 +951,17 @@ impl Stepped {
         media: MediaHandle,
         lifecycle: &Lifecycle,
         now: Instant,
-    ) -> std::io::Result<(Stepped, SocketAddr)> {
+    ) -> std::io::Result<Stepped> {
         let (arrivals, _) = mpsc::channel(1);
         let port = Port::bind(&[IpAddr::from([127, 0, 0, 1])], 0, &arrivals, lifecycle)?;
-        let local = port.sockets[0].bound();
         let directory = Arc::new(Directory::default());
-        Ok((
-            Stepped(Core::new(Net::new(port), factory, media, directory, now)),
-            local,
-        ))
+        Ok(Stepped(Core::new(
+            Net::new(port),
+            factory,
+            media,
+            directory,
+            now,
+        )))
     }
 
     /// A new viewer: its id and our answer.

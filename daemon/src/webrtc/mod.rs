@@ -13,6 +13,8 @@
 //! - [`negotiate`]: SDP offer/answer, with the viewer or with us offering.
 //! - [`ended`]: session-end notices for the front ends that must pass them on.
 //! - [`figures`]: the sessions' states and traffic, for `/metrics`.
+//! - `sim` (tests only): the loop's core against str0m viewers through emulated links, in
+//!   simulated time.
 //!
 //! [`Sessions`] is what the HTTP (WHEP) and signalling front ends hold: each of its calls is
 //! one [`engine::Request`] to the loop and one reply (an offer in, an answer and a session id

@@ -84,8 +84,7 @@ impl World {
         let lowest = layers[layers.len() - 1].bitrate_kbps;
         let factory = Arc::new(PeerFactory::new(&config, true, top, lowest));
         let lifecycle = Lifecycle::default();
-        let (core, _) =
-            Stepped::new(factory.clone(), media.clone(), &lifecycle, start).expect("bound");
+        let core = Stepped::new(factory.clone(), media.clone(), &lifecycle, start).expect("bound");
         drop(entered);
         World {
             now: start,
