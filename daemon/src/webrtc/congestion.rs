@@ -264,7 +264,7 @@ impl Publishing {
             None => gcc,
         };
         self.estimate.publish_twcc(self.bps, measured);
-        let queued = self.delivered.queued().as_micros() as u64;
+        let queued = u64::try_from(self.delivered.queued().as_micros()).unwrap_or(u64::MAX);
         self.estimate.queued_us.store(queued, Ordering::Relaxed);
     }
 }

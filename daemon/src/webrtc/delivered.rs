@@ -129,7 +129,10 @@ impl Delivered {
     /// How long the newest packet waited in queues on the way, beyond the least lately.
     pub fn queued(&self) -> Duration {
         match (self.delay, self.least_delay) {
-            (Some(delay), Some((least, _))) => Duration::from_secs_f64((delay - least).max(0.0)),
+            // Whatever the feedback claims, no panic: an absurd delay is "very long".
+            (Some(delay), Some((least, _))) => {
+                Duration::try_from_secs_f64((delay - least).max(0.0)).unwrap_or(Duration::MAX)
+            }
             _ => Duration::ZERO,
         }
     }
@@ -261,6 +264,10 @@ mod tests {
         delivered.on_reports(t, &[report(t + 20 * MS, ahead + 210 * MS, 1000)]);
         let queued = delivered.queued();
         assert!(queued.abs_diff(150 * MS) < MS, "{queued:?}");
+        // Feedback claiming an arrival at the end of time: a long queue, no panic.
+        let never = Duration::from_secs(u64::MAX);
+        delivered.on_reports(t, &[report(t + 30 * MS, never, 1000)]);
+        assert!(delivered.queued() > Duration::from_secs(3600));
     }
 
     #[test]
