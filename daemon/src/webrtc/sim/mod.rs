@@ -1,7 +1,8 @@
 //! The transport in simulated time: the loop's core ([`Stepped`]), the media it sends
 //! ([`source`]), viewers that no one here wrote (str0m, [`watcher`]) and the network between
 //! them ([`link`]), all stepped by one clock that jumps from one event to the next. Minutes
-//! of a viewer's life take seconds, and every run is the same.
+//! of a viewer's life take seconds, and runs differ only by what onaird draws at random (SSRCs,
+//! sequence numbers): milliseconds.
 //!
 //! Only time is simulated: the cores are the ones onaird runs, with their real ICE, DTLS,
 //! SRTP, RTCP, congestion control and pacer; what the source publishes goes through the
