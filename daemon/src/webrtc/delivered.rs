@@ -36,6 +36,9 @@ pub const LOSSY: f64 = 0.1;
 const TRAIN_GAP: Duration = Duration::from_millis(4);
 /// A train this long (packets) says something: a picture of the low layer is two.
 pub const TRAIN_PACKETS: usize = 2;
+/// A train ends after this many packets (a stream sent faster than [`TRAIN_GAP`] apart, at
+/// a high bitrate, would otherwise be one train that grows without end).
+const TRAIN_MOST: usize = 64;
 /// The capacity offered is the median of the newest this many trains.
 const TRAINS_KEPT: usize = 5;
 /// A train's measurement counts this long.
@@ -98,9 +101,10 @@ impl Delivered {
             };
             self.count(arrived.departure, Some(arrived.size));
             self.delayed(&arrived);
-            let joins = self.train.last().is_some_and(|last| {
-                arrived.departure.saturating_duration_since(last.departure) <= TRAIN_GAP
-            });
+            let joins = self.train.len() < TRAIN_MOST
+                && self.train.last().is_some_and(|last| {
+                    arrived.departure.saturating_duration_since(last.departure) <= TRAIN_GAP
+                });
             if !joins {
                 self.end_train(now);
             }
@@ -250,6 +254,21 @@ mod tests {
         delivered.on_reports(t, &stream(t, 500_000.0));
         let ceiling = delivered.ceiling(t + WINDOW).unwrap();
         assert!((740_000.0..=770_000.0).contains(&ceiling), "{ceiling}");
+    }
+
+    #[test]
+    fn a_stream_with_no_gaps_is_cut_into_bounded_trains() {
+        let t = Instant::now();
+        let mut delivered = Delivered::default();
+        let stream: Vec<_> = (0..10_000u32)
+            .map(|i| report(t + MS * i, MS * i, 1250))
+            .collect();
+        delivered.on_reports(t, &stream);
+        assert!(delivered.train.len() <= TRAIN_MOST);
+        assert!(delivered.capacity.len() <= TRAINS_KEPT);
+        // 10 Mbit/s, as it was sent and arrived.
+        let ceiling = delivered.ceiling(t + Duration::from_secs(10)).unwrap();
+        assert!((8_900_000.0..=15_100_000.0).contains(&ceiling), "{ceiling}");
     }
 
     #[test]
