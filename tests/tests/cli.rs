@@ -80,3 +80,22 @@ fn help_and_version() {
     let version = Command::new(binary()).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn unknown_and_conflicting_options_are_named() {
+    let out = Command::new(binary()).arg("--colour").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--colour"));
+    let out = Command::new(binary())
+        .args(["--config", "a.toml", "--check-config", "b.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--check-config"));
+    let out = Command::new(binary())
+        .args(["--listen", "nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
+}
