@@ -522,6 +522,7 @@ impl Viewer {
         for packet in packets {
             sent |= self.write(sender, packet, now);
         }
+        self.release(now);
         if sent
             && unit.keyframe
             && let Some(video) = self.video.as_mut()
@@ -538,6 +539,16 @@ impl Viewer {
         let packet = audio.stamper.audio(unit);
         let sender = audio.sender;
         self.write(sender, packet, now);
+        self.release(now);
+    }
+
+    /// Lets its pacer release at once what its budget allows of what was just written: it
+    /// holds every packet until its timer runs, and the loop would otherwise come back for
+    /// them in a wake of its own, a second pass over every viewer for each picture.
+    fn release(&mut self, now: Instant) {
+        if let Err(err) = self.pc.handle_timeout(now) {
+            debug!(session = %self.name, "webrtc: timer: {err}");
+        }
     }
 
     fn write(&mut self, sender: RTCRtpSenderId, packet: Packet, now: Instant) -> bool {
