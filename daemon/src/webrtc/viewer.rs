@@ -543,8 +543,8 @@ impl Viewer {
     }
 
     /// Lets its pacer release at once what its budget allows of what was just written: it
-    /// holds every packet until its timer runs, and the loop would otherwise come back for
-    /// them in a wake of its own, a second pass over every viewer for each picture.
+    /// holds every packet until its timer runs, and the loop's pass over the viewers whose
+    /// time has come would otherwise have to take every viewer a second time per picture.
     fn release(&mut self, now: Instant) {
         if let Err(err) = self.pc.handle_timeout(now) {
             debug!(session = %self.name, "webrtc: timer: {err}");
