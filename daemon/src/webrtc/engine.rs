@@ -1022,6 +1022,30 @@ impl Stepped {
     pub(super) fn directory(&self) -> &Directory {
         &self.0.directory
     }
+
+    /// An ICE restart of viewer `id` (as a WHEP PATCH asks): our answer's ICE part.
+    pub(super) fn restart(
+        &mut self,
+        id: SessionId,
+        ufrag: &str,
+        pwd: &str,
+        now: Instant,
+    ) -> Result<String, OfferError> {
+        let (reply, mut replied) = oneshot::channel();
+        let credentials = IceCredentials {
+            ufrag: ufrag.to_owned(),
+            pwd: pwd.to_owned(),
+        };
+        self.0
+            .request(Request::Restart(id, credentials, reply), now);
+        replied.try_recv().unwrap_or(Err(OfferError::NoSession))
+    }
+
+    /// Viewer `id`'s local description (our answer, as last described).
+    pub(super) fn local_sdp(&mut self, id: SessionId) -> Option<String> {
+        let viewer = self.0.viewers.get_mut(&id)?;
+        viewer.pc().local_description().map(|d| d.sdp.clone())
+    }
 }
 
 impl Net {

@@ -72,7 +72,24 @@ pub fn take_offer(
             Err(err) => debug!("viewer takes no Opus audio: {err}"),
         }
     }
+    send_only(pc);
     Ok(added)
+}
+
+/// Nothing a viewer sends but RTCP is taken: every section of our answer sends only (or is
+/// inactive, where we send nothing), whatever the offer proposed. webrtc-rs would answer an
+/// offer's `sendrecv` with `sendrecv`, and take in the viewer's camera and microphone.
+fn send_only(pc: &mut RTCPeerConnection) {
+    let ids: Vec<_> = pc.get_transceivers().collect();
+    for id in ids {
+        if let Some(mut transceiver) = pc.rtp_transceiver(id) {
+            let direction = match transceiver.sender() {
+                Some(_) => RTCRtpTransceiverDirection::Sendonly,
+                None => RTCRtpTransceiverDirection::Inactive,
+            };
+            transceiver.set_direction(direction);
+        }
+    }
 }
 
 /// We offer: adds our tracks (send only); the offer is described once our candidates are
@@ -190,7 +207,10 @@ pub fn restart(
             let _ = pc.set_remote_description(now, rollback);
         }
         OfferError::BadOffer(format!("ICE restart: {e}"))
-    })
+    })?;
+    // The offer taken again turns webrtc-rs's directions back to what it proposed.
+    send_only(pc);
+    Ok(())
 }
 
 /// What is wrong with an ICE username fragment or password (RFC 8839 §5.4: `shortest` to 256

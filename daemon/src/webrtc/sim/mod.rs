@@ -109,10 +109,22 @@ impl World {
 
     /// A new viewer behind `down` (onaird to it) and `up`, offering now; its index.
     pub fn join(&mut self, down: Shape, up: Shape, twcc: bool) -> usize {
+        self.join_offering(down, up, twcc, |offer| offer).0
+    }
+
+    /// [`World::join`] with the viewer's offer changed by `edit` on its way; its index and
+    /// onaird's answer.
+    pub fn join_offering(
+        &mut self,
+        down: Shape,
+        up: Shape,
+        twcc: bool,
+        edit: impl FnOnce(String) -> String,
+    ) -> (usize, String) {
         let index = self.places.len();
         let addr = SocketAddr::from(([127, 0, 0, 1], 40_000 + index as u16));
         let (mut watcher, offer) = Watcher::new(self.now, addr, twcc);
-        let offer = rtc::peer_connection::sdp::RTCSessionDescription::offer(offer).unwrap();
+        let offer = rtc::peer_connection::sdp::RTCSessionDescription::offer(edit(offer)).unwrap();
         let places = (
             self.slots.clone().try_acquire_owned().expect("a slot"),
             self.pending.take(Some(addr.ip())).expect("a place"),
@@ -128,7 +140,7 @@ impl World {
             down: Link::new(down, seed),
             up: Link::new(up, seed << 32),
         });
-        index
+        (index, answer)
     }
 
     /// Changes viewer `index`'s path from onaird.
@@ -145,6 +157,16 @@ impl World {
     pub fn figures(&mut self, index: usize) -> Option<PeerFigures> {
         let id = self.places[index].id.to_string();
         self.core.peers(self.now).into_iter().find(|p| p.id == id)
+    }
+
+    /// Restarts viewer `index`'s ICE (new credentials, as a WHEP PATCH): onaird's answer as
+    /// it then describes it whole.
+    pub fn restart(&mut self, index: usize) -> String {
+        let id = self.places[index].id;
+        self.core
+            .restart(id, "sim2", "aNewPasswordOf22OrMore+", self.now)
+            .expect("onaird restarts ICE");
+        self.core.local_sdp(id).expect("a local description")
     }
 
     /// Viewers that onaird counts as watching.

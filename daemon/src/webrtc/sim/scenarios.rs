@@ -175,3 +175,39 @@ fn a_viewer_without_twcc_behind_1_mbit_sees_pictures_within_400_ms() {
     // rarer (up to one a minute).
     assert!(seen.longest_freeze <= 2 * SECOND, "{seen:?}");
 }
+
+#[test]
+fn a_viewer_offering_to_send_is_answered_send_only_and_watches_as_usual() {
+    // A browser page that adds its camera and microphone offers `sendrecv`; nothing a viewer
+    // sends is taken (yet: talkback will be the operator's alone).
+    let mut world = World::new(&default_layers());
+    let (viewer, answer) = world.join_offering(
+        Shape::clean(10 * MS),
+        Shape::clean(10 * MS),
+        true,
+        |offer| offer.replace("a=recvonly", "a=sendrecv"),
+    );
+    let directions = |sdp: &str| -> Vec<String> {
+        sdp.lines()
+            .map(str::trim)
+            .filter(|l| ["a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"].contains(l))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        directions(&answer),
+        ["a=sendonly", "a=sendonly"],
+        "{answer}"
+    );
+    world.run_until(5 * SECOND);
+    let seen = world.summary(viewer, 2 * SECOND, 5 * SECOND);
+    report("offered sendrecv", &seen);
+    assert!(seen.fps >= 29.5, "{seen:?}");
+    // The offer taken again at an ICE restart proposes sendrecv again.
+    let restarted = world.restart(viewer);
+    assert_eq!(
+        directions(&restarted),
+        ["a=sendonly", "a=sendonly"],
+        "{restarted}"
+    );
+}
