@@ -76,8 +76,8 @@ pub fn take_offer(
     Ok(added)
 }
 
-/// Nothing a viewer sends but RTCP is taken: every section of our answer sends only (or is
-/// inactive, where we send nothing), whatever the offer proposed. webrtc-rs would answer an
+/// No media from a viewer is taken: every section of our answer sends only (or is inactive,
+/// where we send nothing), whatever the offer proposed. webrtc-rs would answer an
 /// offer's `sendrecv` with `sendrecv`, and take in the viewer's camera and microphone.
 fn send_only(pc: &mut RTCPeerConnection) {
     let ids: Vec<_> = pc.get_transceivers().collect();
